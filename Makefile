@@ -1,0 +1,44 @@
+# Two commands on a fresh machine:  make run  |  make test
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+UV      := $(BIN)/uv
+PORT    ?= 8501
+export TOLLGATE_WORKSPACE ?= local://.tollgate
+
+.PHONY: run test seed bench browser-deps clean-workspace lint
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.8
+
+# Re-install only when a requirements file changes.
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(UV) pip install --quiet --python $(BIN)/python -r requirements-dev.txt
+	touch $@
+
+# Debian's Chromium for the browser tests (Playwright drives /usr/bin/chromium; it never downloads a browser).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+seed: $(VENV)/.installed
+	$(BIN)/python tollgate.py seed-demo
+
+run: seed
+	$(BIN)/streamlit run app.py --server.port $(PORT) --server.headless true
+
+test: $(VENV)/.installed-dev browser-deps
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/bench_pages.py
+
+clean-workspace:
+	rm -rf .tollgate

@@ -1,0 +1,271 @@
+"""What the services return: our own frozen dataclasses.
+
+No SQLite row, Azure entity or poller ever reaches a page; every backend converts
+to these in one module of its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any, Mapping
+
+
+# --- datasets ---------------------------------------------------------------
+
+class CheckStatus(str, Enum):
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+
+    @staticmethod
+    def worst(statuses) -> "CheckStatus":
+        order = [CheckStatus.PASS, CheckStatus.WARN, CheckStatus.FAIL]
+        return max((CheckStatus(s) for s in statuses), key=order.index, default=CheckStatus.PASS)
+
+
+@dataclass(frozen=True)
+class ColumnProfile:
+    name: str
+    dtype: str
+    missing: int
+    min: float | None = None
+    max: float | None = None
+    mean: float | None = None
+    std: float | None = None
+
+
+@dataclass(frozen=True)
+class DataTestResult:
+    """One check of a dataset version against its baseline (the previous version)."""
+    check: str              # schema | missing | range | shift_mean | psi | rows
+    column: str | None      # the column the check is about (None for table-level checks)
+    status: CheckStatus
+    detail: str             # human-readable: what was found and against what
+    value: float | None = None       # the measured statistic (e.g. PSI, sigma distance)
+    threshold: float | None = None   # the limit it was compared with
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    name: str
+    version: int
+    created_at: datetime
+    created_by: str
+    description: str
+    source: str                        # original file name
+    format: str                        # csv | parquet
+    rows: int
+    columns: tuple[ColumnProfile, ...]
+    baseline_version: int | None       # what the data tests compared against
+    tests_status: CheckStatus          # worst of the data tests
+    sha256: str = ""
+    uri: str = ""                      # where the data lives (path or azureml:// URI)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    def column(self, name: str) -> ColumnProfile | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+# --- runs -------------------------------------------------------------------
+
+class RunStatus(str, Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELED)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """What to train: the input of ``JobStore.submit``."""
+    dataset: str                       # dataset name
+    dataset_version: int | None = None  # None = latest
+    estimator: str = "ridge"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    experiment: str = "diabetes-retrain"
+    display_name: str | None = None
+    register: bool = True              # register the model if it passes the gate
+    created_by: str = "local-user"
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    metric: str
+    direction: str                     # lower | higher (which is better)
+    candidate: float | None
+    champion: float | None
+    passed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reasons: tuple[str, ...]
+    checks: tuple[GateCheck, ...] = ()
+    champion: str | None = None        # "name:version" compared against, None when there is none
+    evaluated_on: str | None = None    # "dataset:version" whose held-out split was used
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "reasons": list(self.reasons),
+            "champion": self.champion,
+            "evaluated_on": self.evaluated_on,
+            "checks": [c.__dict__ for c in self.checks],
+        }
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> "GateDecision":
+        return GateDecision(
+            passed=bool(d["passed"]),
+            reasons=tuple(d.get("reasons", ())),
+            checks=tuple(GateCheck(**c) for c in d.get("checks", ())),
+            champion=d.get("champion"),
+            evaluated_on=d.get("evaluated_on"),
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    experiment: str
+    display_name: str
+    status: RunStatus
+    estimator: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, float]       # final values
+    dataset: str
+    dataset_version: int | None
+    created_at: datetime
+    created_by: str
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    error: str | None = None           # readable reason of a failure
+    step: str | None = None            # current / last pipeline step
+    gate: GateDecision | None = None
+    model_name: str | None = None      # registered model, if any
+    model_version: int | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.ended_at or datetime.now(self.started_at.tzinfo)
+        return (end - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    key: str
+    step: int
+    value: float
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class RunFilter:
+    status: tuple[RunStatus, ...] = ()
+    experiment: str | None = None
+    dataset: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int | None = None
+
+
+# --- models -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    created_at: datetime
+    created_by: str
+    description: str
+    estimator: str
+    metrics: Mapping[str, float]
+    run_id: str | None
+    dataset: str | None
+    dataset_version: int | None
+    tags: Mapping[str, str]
+    aliases: tuple[str, ...] = ()
+    archived: bool = False
+    uri: str = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+    @property
+    def is_champion(self) -> bool:
+        return "champion" in self.aliases
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate against the champion, both scored on the same evaluation data."""
+    candidate: ModelVersion
+    champion: ModelVersion | None
+    evaluated_on: str                  # "dataset:version (held-out split)"
+    candidate_metrics: Mapping[str, float]
+    champion_metrics: Mapping[str, float]
+    gate: GateDecision
+    # rows of the evaluation split: actual, candidate, champion (None without a champion)
+    actual: tuple[float, ...] = ()
+    candidate_pred: tuple[float, ...] = ()
+    champion_pred: tuple[float, ...] | None = None
+
+
+# --- endpoints, releases, telemetry (implemented by later issues) -------------
+
+@dataclass(frozen=True)
+class Deployment:
+    name: str
+    endpoint: str
+    model_name: str
+    model_version: int
+    state: str                         # starting | healthy | unhealthy | stopped
+    traffic: int                       # percent
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str                          # e.g. staging | production
+    scoring_uri: str
+    deployments: tuple[Deployment, ...]
+    auth_mode: str = "key"
+
+    @property
+    def traffic(self) -> dict[str, int]:
+        return {d.name: d.traffic for d in self.deployments}
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    id: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target: str
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class WorkspaceInfo:
+    uri: str
+    kind: str                          # local | azure
+    description: str                   # human-readable: path or subscription/workspace

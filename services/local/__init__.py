@@ -1,0 +1,1 @@
+"""The local workspace: SQLite + files + real processes (the embedded default)."""

@@ -1,0 +1,39 @@
+"""Append-only event log of the local workspace (the audit trail).
+
+The table refuses UPDATE and DELETE with triggers; records are written inside
+the same transaction as the change they describe, so the trail never disagrees
+with the state.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Mapping
+
+from ..entities import AuditRecord
+from .db import Database, parse_ts, utcnow
+
+
+def record(conn: sqlite3.Connection, actor: str, action: str, target: str, *,
+           before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None,
+           comment: str = "", role: str = "") -> None:
+    conn.execute(
+        "INSERT INTO events (at, actor, role, action, target, before_json, after_json, comment) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (utcnow(), actor, role, action, target,
+         json.dumps(before) if before is not None else None,
+         json.dumps(after) if after is not None else None, comment),
+    )
+
+
+class LocalAudit:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def audit(self, limit: int | None = None) -> list[AuditRecord]:
+        sql = "SELECT * FROM events ORDER BY id DESC"
+        rows = self.db.query(sql + " LIMIT ?", (limit,)) if limit else self.db.query(sql)
+        return [AuditRecord(r["id"], parse_ts(r["at"]), r["actor"], r["role"], r["action"], r["target"],
+                            json.loads(r["before_json"]) if r["before_json"] else None,
+                            json.loads(r["after_json"]) if r["after_json"] else None, r["comment"])
+                for r in rows]

@@ -1,0 +1,143 @@
+"""Local data assets: immutable versions under ``<workspace>/datasets/NAME/VERSION/``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+from ..datatests import profile, read_table, run_data_tests
+from ..entities import CheckStatus, ColumnProfile, DatasetVersion, DataTestResult
+from ..errors import InvalidInput, NotFound
+from ..policy import Policy
+from . import audit
+from .db import Database, parse_ts, utcnow
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_name(name: str, what: str = "dataset") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise InvalidInput(f"invalid {what} name {name!r}",
+                           hint="Use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.")
+    return name
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _to_version(row) -> DatasetVersion:
+    cols = tuple(ColumnProfile(**c) for c in json.loads(row["profile_json"]))
+    return DatasetVersion(
+        name=row["name"], version=row["version"], created_at=parse_ts(row["created_at"]),
+        created_by=row["created_by"], description=row["description"], source=row["source"],
+        format=row["format"], rows=row["rows"], columns=cols, baseline_version=row["baseline_version"],
+        tests_status=CheckStatus(row["tests_status"]), sha256=row["sha256"], uri=row["path"],
+        tags=json.loads(row["tags_json"]),
+    )
+
+
+class LocalDatasets:
+    def __init__(self, db: Database, root: Path, policy: Policy):
+        self.db, self.root, self.policy = db, Path(root), policy
+
+    def names(self) -> list[str]:
+        return [r[0] for r in self.db.query("SELECT DISTINCT name FROM datasets ORDER BY name")]
+
+    def versions(self, name: str) -> list[DatasetVersion]:
+        rows = self.db.query("SELECT * FROM datasets WHERE name = ? ORDER BY version DESC", (name,))
+        if not rows:
+            raise NotFound(f"dataset {name!r} does not exist",
+                           hint=f"Known datasets: {', '.join(self.names()) or 'none'}.")
+        return [_to_version(r) for r in rows]
+
+    def all_versions(self) -> list[DatasetVersion]:
+        return [_to_version(r) for r in
+                self.db.query("SELECT * FROM datasets ORDER BY created_at DESC, name, version DESC")]
+
+    def get(self, name: str, version: int | None = None) -> DatasetVersion:
+        if version is None:
+            return self.versions(name)[0]
+        row = self.db.one("SELECT * FROM datasets WHERE name = ? AND version = ?", (name, int(version)))
+        if row is None:
+            known = [v.version for v in self.versions(name)]  # NotFound for an unknown name
+            raise NotFound(f"dataset {name}:{version} does not exist",
+                           hint=f"Versions of {name}: {', '.join(map(str, known))}.")
+        return _to_version(row)
+
+    def data_tests(self, name: str, version: int) -> list[DataTestResult]:
+        self.get(name, version)
+        rows = self.db.query("SELECT * FROM data_tests WHERE name = ? AND version = ? ORDER BY seq",
+                             (name, int(version)))
+        return [DataTestResult(r["check_name"], r["column_name"], CheckStatus(r["status"]), r["detail"],
+                               r["value"], r["threshold"]) for r in rows]
+
+    def load(self, name: str, version: int | None = None) -> pd.DataFrame:
+        dv = self.get(name, version)
+        return pd.read_parquet(Path(dv.uri) / "data.parquet")
+
+    def register(self, name: str, source: Path, *, description: str = "",
+                 created_by: str = "local-user", original_name: str | None = None) -> DatasetVersion:
+        check_name(name)
+        source = Path(source)
+        original = original_name or source.name
+        frame, fmt = read_table(source, original)  # InvalidInput before anything is written
+
+        staging = self.root / "datasets" / name / f".incoming-{uuid.uuid4().hex}"
+        staging.mkdir(parents=True)
+        final: Path | None = None
+        try:
+            shutil.copyfile(source, staging / f"source.{fmt}")
+            stored = frame.copy()
+            for col in stored.columns:  # mixed object columns: keep them as text, missing stays missing
+                if stored[col].dtype == object:
+                    stored[col] = stored[col].astype("string")
+            stored.to_parquet(staging / "data.parquet", index=False)
+            sha = _sha256(source)
+            cols = profile(frame)
+
+            with self.db.write() as conn:
+                prev = conn.execute("SELECT version, path FROM datasets WHERE name = ? ORDER BY version DESC LIMIT 1",
+                                    (name,)).fetchone()
+                version = (prev["version"] + 1) if prev else 1
+                baseline = pd.read_parquet(Path(prev["path"]) / "data.parquet") if prev else None
+                tests = run_data_tests(frame, baseline, self.policy.data_tests)
+                status = CheckStatus.worst(t.status for t in tests)
+                final = self.root / "datasets" / name / str(version)
+                staging.rename(final)
+                conn.execute(
+                    "INSERT INTO datasets (name, version, created_at, created_by, description, source, format,"
+                    " path, sha256, rows, profile_json, baseline_version, tests_status)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, version, utcnow(), created_by, description, original, fmt, str(final), sha,
+                     len(frame), json.dumps([c.__dict__ for c in cols]), prev["version"] if prev else None,
+                     status.value))
+                conn.executemany(
+                    "INSERT INTO data_tests (name, version, seq, check_name, column_name, status, detail, value, threshold)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(name, version, i, t.check, t.column, t.status.value, t.detail,
+                      _finite(t.value), _finite(t.threshold)) for i, t in enumerate(tests)])
+                audit.record(conn, created_by, "dataset.register", f"{name}:{version}",
+                             after={"rows": len(frame), "tests": status.value, "source": original})
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if final is not None:
+                shutil.rmtree(final, ignore_errors=True)
+            raise
+        return self.get(name, version)
+
+
+def _finite(x):
+    if x is None:
+        return None
+    x = float(x)
+    return x if x == x and abs(x) != float("inf") else None

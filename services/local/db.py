@@ -1,0 +1,218 @@
+"""The local workspace's SQLite file: connections, transactions, migrations.
+
+Datasette's habits: WAL so readers never wait for the writer, short transactions,
+``BEGIN IMMEDIATE`` for writes (a writer takes the lock up front instead of
+failing half-way), parameterised SQL only, and a schema version with forward
+migrations applied at open.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import BackendUnavailable
+
+# Each entry migrates from version i to i+1. Append, never edit.
+MIGRATIONS: list[str] = [
+    # 1: datasets, runs, metrics, models
+    """
+    CREATE TABLE datasets (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL,
+        format TEXT NOT NULL,
+        path TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        rows INTEGER NOT NULL,
+        profile_json TEXT NOT NULL,
+        baseline_version INTEGER,
+        tests_status TEXT NOT NULL,
+        tags_json TEXT NOT NULL DEFAULT '{}',
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE data_tests (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        check_name TEXT NOT NULL,
+        column_name TEXT,
+        status TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        value REAL,
+        threshold REAL,
+        PRIMARY KEY (name, version, seq),
+        FOREIGN KEY (name, version) REFERENCES datasets(name, version)
+    );
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        experiment TEXT NOT NULL,
+        display_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        estimator TEXT NOT NULL,
+        params_json TEXT NOT NULL,
+        metrics_json TEXT NOT NULL DEFAULT '{}',
+        dataset TEXT NOT NULL,
+        dataset_version INTEGER,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        started_at TEXT,
+        ended_at TEXT,
+        pid INTEGER,
+        step TEXT,
+        error TEXT,
+        gate_json TEXT,
+        register INTEGER NOT NULL DEFAULT 1,
+        model_name TEXT,
+        model_version INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX runs_created ON runs(created_at DESC);
+    CREATE INDEX runs_status ON runs(status, created_at DESC);
+    CREATE INDEX runs_experiment ON runs(experiment, created_at DESC);
+    CREATE INDEX runs_dataset ON runs(dataset, created_at DESC);
+    CREATE TABLE metric_history (
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        key TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        value REAL NOT NULL,
+        ts TEXT NOT NULL
+    );
+    CREATE INDEX metric_history_run ON metric_history(run_id, key, step);
+    CREATE TABLE models (
+        name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        estimator TEXT NOT NULL,
+        metrics_json TEXT NOT NULL,
+        run_id TEXT REFERENCES runs(id),
+        dataset TEXT,
+        dataset_version INTEGER,
+        path TEXT NOT NULL,
+        tags_json TEXT NOT NULL DEFAULT '{}',
+        archived INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (name, version)
+    );
+    CREATE INDEX models_created ON models(created_at DESC);
+    CREATE TABLE model_aliases (
+        name TEXT NOT NULL,
+        alias TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (name, alias),
+        FOREIGN KEY (name, version) REFERENCES models(name, version)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT '',
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        before_json TEXT,
+        after_json TEXT,
+        comment TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def parse_ts(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+class Database:
+    """One SQLite file; a connection per thread (Streamlit serves sessions from threads)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        self._migrate()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as e:
+            raise BackendUnavailable(f"cannot open the workspace database {self.path}: {e}") from e
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
+        return self.conn.execute(sql, params).fetchone()
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the lock up front (``BEGIN IMMEDIATE``)."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.write() as conn:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            if current > SCHEMA_VERSION:
+                raise BackendUnavailable(
+                    f"{self.path} has schema version {current}, newer than this Tollgate ({SCHEMA_VERSION})",
+                    hint="Upgrade Tollgate, or point TOLLGATE_WORKSPACE at another folder.")
+            for version in range(current, SCHEMA_VERSION):
+                for statement in _split_sql(MIGRATIONS[version]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration, keeping trigger bodies whole (``executescript`` would commit)."""
+    statements, buf = [], []
+    for line in script.splitlines():
+        buf.append(line)
+        joined = "\n".join(buf).strip()
+        if joined.endswith(";") and sqlite3.complete_statement(joined):
+            statements.append(joined)
+            buf = []
+    if "\n".join(buf).strip():
+        statements.append("\n".join(buf).strip())
+    return statements

@@ -1,0 +1,234 @@
+"""Local jobs: each training run is a real subprocess (``services.local.runner``).
+
+The runner owns its row while it lives (status, step, metrics, gate). This side
+submits, cancels, reads, and reconciles runs whose process vanished (a
+``kill -9`` or a reboot) into ``failed`` with a reason.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from pipeline.train import ESTIMATORS, PipelineError, coerce_params
+
+from ..entities import GateDecision, MetricPoint, Run, RunFilter, RunStatus, TrainingSpec
+from ..errors import Conflict, InvalidInput, NotFound
+from . import audit
+from .datasets import LocalDatasets
+from .db import Database, parse_ts, utcnow
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
+
+# Runners started by this process, kept so that finished ones are reaped (no zombies).
+_children: dict[int, subprocess.Popen] = {}
+
+
+def _to_run(row) -> Run:
+    return Run(
+        id=row["id"], experiment=row["experiment"], display_name=row["display_name"],
+        status=RunStatus(row["status"]), estimator=row["estimator"], params=json.loads(row["params_json"]),
+        metrics=json.loads(row["metrics_json"]), dataset=row["dataset"], dataset_version=row["dataset_version"],
+        created_at=parse_ts(row["created_at"]), created_by=row["created_by"],
+        started_at=parse_ts(row["started_at"]), ended_at=parse_ts(row["ended_at"]), error=row["error"],
+        step=row["step"], gate=GateDecision.from_dict(json.loads(row["gate_json"])) if row["gate_json"] else None,
+        model_name=row["model_name"], model_version=row["model_version"],
+    )
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    child = _children.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        _children.pop(pid, None)
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie of some other parent counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class LocalJobs:
+    def __init__(self, db: Database, root: Path, datasets: LocalDatasets, policy):
+        self.db, self.root, self.datasets, self.policy = db, Path(root), datasets, policy
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    # --- reads ----------------------------------------------------------------
+
+    def list(self, flt: RunFilter | None = None) -> list[Run]:
+        self.reconcile()
+        flt = flt or RunFilter()
+        where, params = [], []
+        if flt.status:
+            where.append(f"status IN ({', '.join('?' * len(flt.status))})")
+            params += [RunStatus(s).value for s in flt.status]
+        if flt.experiment:
+            where.append("experiment = ?")
+            params.append(flt.experiment)
+        if flt.dataset:
+            where.append("dataset = ?")
+            params.append(flt.dataset)
+        if flt.since:
+            where.append("created_at >= ?")
+            params.append(flt.since.isoformat())
+        if flt.until:
+            where.append("created_at < ?")
+            params.append(flt.until.isoformat())
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_at DESC"
+        if flt.limit:
+            sql += " LIMIT ?"
+            params.append(int(flt.limit))
+        return [_to_run(r) for r in self.db.query(sql, tuple(params))]
+
+    def experiments(self) -> list[str]:
+        return [r[0] for r in self.db.query("SELECT DISTINCT experiment FROM runs ORDER BY experiment")]
+
+    def get(self, run_id: str) -> Run:
+        self.reconcile(run_id)
+        row = self.db.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if row is None:
+            raise NotFound(f"run {run_id!r} does not exist")
+        return _to_run(row)
+
+    def metric_history(self, run_id: str, key: str | None = None) -> list[MetricPoint]:
+        self.get(run_id)
+        sql = "SELECT key, step, value, ts FROM metric_history WHERE run_id = ?"
+        params: tuple = (run_id,)
+        if key:
+            sql += " AND key = ?"
+            params += (key,)
+        rows = self.db.query(sql + " ORDER BY key, step, ts", params)
+        return [MetricPoint(r["key"], r["step"], r["value"], parse_ts(r["ts"])) for r in rows]
+
+    def log(self, run_id: str, tail: int | None = None) -> str:
+        self.get(run_id)
+        path = self.run_dir(run_id) / "log.txt"
+        if not path.exists():
+            return ""
+        text = path.read_text(errors="replace")
+        if tail:
+            text = "\n".join(text.splitlines()[-tail:])
+        return text
+
+    # --- writes ---------------------------------------------------------------
+
+    def submit(self, spec: TrainingSpec) -> Run:
+        if spec.estimator not in ESTIMATORS:
+            raise InvalidInput(f"unknown estimator {spec.estimator!r}",
+                               hint=f"Choose one of: {', '.join(ESTIMATORS)}.")
+        try:
+            params = coerce_params(spec.estimator, dict(spec.params))
+        except PipelineError as e:
+            raise InvalidInput(str(e)) from None
+        dataset = self.datasets.get(spec.dataset, spec.dataset_version)  # NotFound if unknown
+        given = {k: params[k] for k in spec.params}
+        run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        display = spec.display_name or (spec.estimator + "".join(f" {k}={v}" for k, v in given.items()))
+        run_dir = self.run_dir(run_id)
+        run_dir.mkdir(parents=True)
+        with self.db.write() as c:
+            c.execute("INSERT INTO runs (id, experiment, display_name, status, estimator, params_json, dataset,"
+                      " dataset_version, created_at, created_by, register, step) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (run_id, spec.experiment, display, RunStatus.QUEUED.value, spec.estimator,
+                       json.dumps(params), dataset.name, dataset.version, utcnow(), spec.created_by,
+                       int(spec.register), "queued"))
+            audit.record(c, spec.created_by, "run.submit", run_id,
+                         after={"estimator": spec.estimator, "params": params, "dataset": dataset.ref})
+        log = open(run_dir / "log.txt", "ab")
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "services.local.runner", "--workspace", str(self.root), "--run-id", run_id],
+                cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: cancel kills the whole job
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        except OSError as e:
+            with self.db.write() as c:
+                c.execute("UPDATE runs SET status = ?, error = ?, ended_at = ? WHERE id = ?",
+                          (RunStatus.FAILED.value, f"could not start the job process: {e}", utcnow(), run_id))
+            raise
+        finally:
+            log.close()
+        _children[proc.pid] = proc
+        with self.db.write() as c:
+            c.execute("UPDATE runs SET pid = ? WHERE id = ? AND pid IS NULL", (proc.pid, run_id))
+        return self.get(run_id)
+
+    def cancel(self, run_id: str, actor: str = "local-user") -> Run:
+        run = self.get(run_id)
+        if run.status.is_terminal:
+            raise Conflict(f"run {run_id} already ended ({run.status.value}); nothing to cancel")
+        with self.db.write() as c:
+            c.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
+            audit.record(c, actor, "run.cancel", run_id, before={"status": run.status.value})
+        pid = self.db.one("SELECT pid FROM runs WHERE id = ?", (run_id,))[0]
+        if pid and _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            run = self.get(run_id)
+            if run.status.is_terminal:
+                return run
+            time.sleep(0.1)
+        if pid and _alive(pid):  # did not stop in time: force it
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._finish(run_id, RunStatus.CANCELED, f"canceled by {actor} (forced)")
+        return self.get(run_id)
+
+    def wait(self, run_id: str, timeout_s: float = 600.0) -> Run:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            run = self.get(run_id)
+            if run.status.is_terminal or time.monotonic() >= deadline:
+                return run
+            time.sleep(0.2)
+
+    # --- housekeeping ---------------------------------------------------------
+
+    def reconcile(self, run_id: str | None = None) -> None:
+        """Mark active runs whose process is gone as failed (or canceled, if asked)."""
+        sql = "SELECT id, pid, status, cancel_requested, created_at FROM runs WHERE status IN (?, ?)"
+        params: tuple = ACTIVE
+        if run_id:
+            sql += " AND id = ?"
+            params += (run_id,)
+        for row in self.db.query(sql, params):
+            if row["pid"] is None:
+                # submit() writes the pid right after spawning; allow it a moment
+                if (time.time() - parse_ts(row["created_at"]).timestamp()) < 30:
+                    continue
+            elif _alive(row["pid"]):
+                continue
+            if row["cancel_requested"]:
+                self._finish(row["id"], RunStatus.CANCELED, "canceled")
+            else:
+                self._finish(row["id"], RunStatus.FAILED,
+                             f"the job process (pid {row['pid']}) exited without reporting a result; see its log")
+
+    def _finish(self, run_id: str, status: RunStatus, error: str | None) -> None:
+        with self.db.write() as c:
+            c.execute("UPDATE runs SET status = ?, error = COALESCE(error, ?), ended_at = COALESCE(ended_at, ?)"
+                      " WHERE id = ? AND status IN (?, ?)", (status.value, error, utcnow(), run_id, *ACTIVE))

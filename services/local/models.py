@@ -1,0 +1,190 @@
+"""Local model registry: versions under ``<workspace>/models/NAME/VERSION/``."""
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import joblib
+
+from ..entities import ModelVersion
+from ..errors import Conflict, InvalidInput, NotFound
+from . import audit
+from .datasets import check_name
+from .db import Database, parse_ts, utcnow
+
+ALIAS_CHAMPION = "champion"
+
+
+class LocalModels:
+    def __init__(self, db: Database, root: Path):
+        self.db, self.root = db, Path(root)
+
+    # --- reads ----------------------------------------------------------------
+
+    def _aliases(self, name: str | None = None) -> dict[tuple[str, int], tuple[str, ...]]:
+        rows = (self.db.query("SELECT * FROM model_aliases WHERE name = ?", (name,)) if name
+                else self.db.query("SELECT * FROM model_aliases"))
+        out: dict[tuple[str, int], list[str]] = {}
+        for r in rows:
+            out.setdefault((r["name"], r["version"]), []).append(r["alias"])
+        return {k: tuple(sorted(v)) for k, v in out.items()}
+
+    @staticmethod
+    def _to_version(row, aliases) -> ModelVersion:
+        return ModelVersion(
+            name=row["name"], version=row["version"], created_at=parse_ts(row["created_at"]),
+            created_by=row["created_by"], description=row["description"], estimator=row["estimator"],
+            metrics=json.loads(row["metrics_json"]), run_id=row["run_id"], dataset=row["dataset"],
+            dataset_version=row["dataset_version"], tags=json.loads(row["tags_json"]),
+            aliases=aliases.get((row["name"], row["version"]), ()), archived=bool(row["archived"]),
+            uri=row["path"],
+        )
+
+    def names(self) -> list[str]:
+        return [r[0] for r in self.db.query("SELECT DISTINCT name FROM models ORDER BY name")]
+
+    def versions(self, name: str | None = None, *, include_archived: bool = True) -> list[ModelVersion]:
+        where, params = [], []
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        if not include_archived:
+            where.append("archived = 0")
+        sql = "SELECT * FROM models" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self.db.query(sql + " ORDER BY name, version DESC", tuple(params))
+        if name is not None and not rows and name not in self.names():
+            raise NotFound(f"model {name!r} is not registered",
+                           hint=f"Registered models: {', '.join(self.names()) or 'none'}.")
+        aliases = self._aliases(name)
+        return [self._to_version(r, aliases) for r in rows]
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion:
+        if version is None:
+            rows = self.db.query("SELECT * FROM models WHERE name = ? ORDER BY version DESC LIMIT 1", (name,))
+        else:
+            try:
+                version = int(version)
+            except (TypeError, ValueError):
+                raise InvalidInput(f"model version must be a whole number, got {version!r}") from None
+            rows = self.db.query("SELECT * FROM models WHERE name = ? AND version = ?", (name, version))
+        if not rows:
+            if name not in self.names():
+                raise NotFound(f"model {name!r} is not registered",
+                               hint=f"Registered models: {', '.join(self.names()) or 'none'}.")
+            latest = self.db.one("SELECT MAX(version) FROM models WHERE name = ?", (name,))[0]
+            raise NotFound(f"model {name}:{version} does not exist", hint=f"Versions of {name} go from 1 to {latest}.")
+        return self._to_version(rows[0], self._aliases(name))
+
+    def champion(self, name: str) -> ModelVersion | None:
+        row = self.db.one("SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, ALIAS_CHAMPION))
+        return self.get(name, row[0]) if row else None
+
+    def load(self, name: str, version: int) -> Any:
+        mv = self.get(name, version)
+        path = Path(mv.uri) / "model.pkl"
+        try:
+            return joblib.load(path)
+        except Exception as e:  # a corrupt or missing artifact must not take the page down
+            raise InvalidInput(f"model {mv.ref} could not be loaded from {path}: {e}",
+                               hint="Re-register the model from its run, or archive this version.") from e
+
+    def features(self, name: str, version: int) -> list[str]:
+        return json.loads((Path(self.get(name, version).uri) / "model.json").read_text())["features"]
+
+    # --- writes ---------------------------------------------------------------
+
+    def register(self, name: str, artifacts: Path, *, estimator: str, metrics: Mapping[str, float],
+                 run_id: str | None, dataset: str | None, dataset_version: int | None,
+                 created_by: str, description: str = "", tags: Mapping[str, str] | None = None,
+                 conn=None) -> int:
+        """Copy ``artifacts`` into the registry as the next version; returns the version.
+        Pass ``conn`` to take part in the caller's transaction."""
+        check_name(name, "model")
+        staging = self.root / "models" / name / f".incoming-{uuid.uuid4().hex}"
+        shutil.copytree(artifacts, staging)
+        final = None
+        try:
+            def insert(c):
+                nonlocal final
+                version = (c.execute("SELECT COALESCE(MAX(version), 0) FROM models WHERE name = ?",
+                                     (name,)).fetchone()[0]) + 1
+                final = self.root / "models" / name / str(version)
+                staging.rename(final)
+                c.execute("INSERT INTO models (name, version, created_at, created_by, description, estimator,"
+                          " metrics_json, run_id, dataset, dataset_version, path, tags_json)"
+                          " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                          (name, version, utcnow(), created_by, description, estimator, json.dumps(dict(metrics)),
+                           run_id, dataset, dataset_version, str(final), json.dumps(dict(tags or {}))))
+                audit.record(c, created_by, "model.register", f"{name}:{version}",
+                             after={"run": run_id, "metrics": dict(metrics)})
+                return version
+            if conn is not None:
+                return insert(conn)
+            with self.db.write() as c:
+                return insert(c)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if final is not None:
+                shutil.rmtree(final, ignore_errors=True)
+            raise
+
+    def set_alias(self, name: str, alias: str, version: int, actor: str = "local-user") -> ModelVersion:
+        check_name(alias, "alias")
+        self.get(name, version)
+        with self.db.write() as c:
+            old = c.execute("SELECT version FROM model_aliases WHERE name = ? AND alias = ?", (name, alias)).fetchone()
+            c.execute("INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?)"
+                      " ON CONFLICT(name, alias) DO UPDATE SET version = excluded.version", (name, alias, int(version)))
+            c.execute("UPDATE models SET archived = 0 WHERE name = ? AND version = ?", (name, int(version)))
+            audit.record(c, actor, "model.alias", f"{name}@{alias}",
+                         before={"version": old[0]} if old else None, after={"version": int(version)})
+        return self.get(name, version)
+
+    def set_tags(self, name: str, version: int, tags: Mapping[str, str | None],
+                 actor: str = "local-user") -> ModelVersion:
+        mv = self.get(name, version)
+        new = dict(mv.tags)
+        for key, value in tags.items():
+            if not key or len(key) > 128:
+                raise InvalidInput(f"invalid tag key {key!r}")
+            if value is None:
+                new.pop(key, None)
+            else:
+                new[key] = str(value)
+        with self.db.write() as c:
+            c.execute("UPDATE models SET tags_json = ? WHERE name = ? AND version = ?",
+                      (json.dumps(new), name, mv.version))
+            audit.record(c, actor, "model.tags", mv.ref, before=dict(mv.tags), after=new)
+        return self.get(name, version)
+
+    def set_description(self, name: str, version: int, description: str,
+                        actor: str = "local-user") -> ModelVersion:
+        mv = self.get(name, version)
+        with self.db.write() as c:
+            c.execute("UPDATE models SET description = ? WHERE name = ? AND version = ?",
+                      (description, name, mv.version))
+            audit.record(c, actor, "model.description", mv.ref,
+                         before={"description": mv.description}, after={"description": description})
+        return self.get(name, version)
+
+    def archive(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
+        mv = self.get(name, version)
+        if mv.aliases:
+            raise Conflict(f"{mv.ref} is the {', '.join(mv.aliases)} and cannot be archived",
+                           hint="Move the alias to another version first.")
+        return self._set_archived(mv, True, actor)
+
+    def restore(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
+        return self._set_archived(self.get(name, version), False, actor)
+
+    def _set_archived(self, mv: ModelVersion, archived: bool, actor: str) -> ModelVersion:
+        if mv.archived == archived:
+            return mv  # idempotent
+        with self.db.write() as c:
+            c.execute("UPDATE models SET archived = ? WHERE name = ? AND version = ?",
+                      (int(archived), mv.name, mv.version))
+            audit.record(c, actor, "model.archive" if archived else "model.restore", mv.ref)
+        return self.get(mv.name, mv.version)

@@ -1,0 +1,109 @@
+"""The policy file (``tollgate.toml``): release rules as data.
+
+Looked up in the workspace folder first, then the project root; built-in
+defaults fill whatever a file leaves out.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import InvalidInput
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+POLICY_FILE = "tollgate.toml"
+
+
+@dataclass(frozen=True)
+class GateRule:
+    metric: str
+    direction: str = "lower"            # which way is better
+    max_regression: float | None = 0.0  # relative, vs the champion
+    min: float | None = None            # absolute bounds on the candidate
+    max: float | None = None
+
+
+@dataclass(frozen=True)
+class DataTestPolicy:
+    max_missing_fraction_warn: float = 0.0
+    max_missing_fraction_fail: float = 0.05
+    shift_sigma_warn: float = 1.0
+    shift_sigma_fail: float = 3.0
+    std_ratio_fail: float = 2.0
+    psi_warn: float = 0.1
+    psi_fail: float = 0.25
+    range_tolerance: float = 0.1
+    min_rows: int = 50
+
+
+@dataclass(frozen=True)
+class Policy:
+    model_name: str = "diabetes-regressor"
+    target: str = "target"
+    experiment: str = "diabetes-retrain"
+    test_fraction: float = 0.2
+    split_seed: int = 42
+    require_improvement: str | None = "rmse"
+    gate_rules: tuple[GateRule, ...] = (
+        GateRule("rmse", "lower", 0.0),
+        GateRule("mae", "lower", 0.02),
+        GateRule("r2", "higher", 0.02, min=0.3),
+    )
+    data_tests: DataTestPolicy = field(default_factory=DataTestPolicy)
+    max_concurrent_jobs: int = 2
+    source: str = "built-in defaults"
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    def direction(self, metric: str) -> str:
+        """'lower' or 'higher' is better, for display and comparison."""
+        for rule in self.gate_rules:
+            if rule.metric == metric:
+                return rule.direction
+        return "higher" if metric in ("r2", "accuracy", "auc", "f1") else "lower"
+
+
+def load_policy(*search: Path) -> Policy:
+    """The first ``tollgate.toml`` found in ``search`` (then the project root)."""
+    for folder in (*search, PROJECT_ROOT):
+        path = Path(folder) / POLICY_FILE
+        if path.is_file():
+            return parse_policy(path.read_text(), source=str(path))
+    return Policy()
+
+
+def parse_policy(text: str, source: str = "<text>") -> Policy:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InvalidInput(f"{source}: not valid TOML: {e}",
+                           hint="Fix the policy file; see the comments in the project's tollgate.toml.") from e
+    project = raw.get("project", {})
+    evaluation = raw.get("evaluation", {})
+    gate = raw.get("gate", {})
+    defaults = Policy()
+    try:
+        rules = tuple(GateRule(**r) for r in gate["rules"]) if "rules" in gate else defaults.gate_rules
+        for r in rules:
+            if r.direction not in ("lower", "higher"):
+                raise InvalidInput(f"{source}: gate rule {r.metric!r}: direction must be 'lower' or 'higher'")
+        data_tests = DataTestPolicy(**raw.get("data_tests", {}))
+    except TypeError as e:  # unknown key in a table
+        raise InvalidInput(f"{source}: {e}") from e
+    fraction = float(evaluation.get("test_fraction", defaults.test_fraction))
+    if not 0.05 <= fraction <= 0.5:
+        raise InvalidInput(f"{source}: evaluation.test_fraction must be between 0.05 and 0.5, got {fraction}")
+    return Policy(
+        model_name=project.get("model_name", defaults.model_name),
+        target=project.get("target", defaults.target),
+        experiment=project.get("experiment", defaults.experiment),
+        test_fraction=fraction,
+        split_seed=int(evaluation.get("split_seed", defaults.split_seed)),
+        require_improvement=gate.get("require_improvement", defaults.require_improvement) or None,
+        gate_rules=rules,
+        data_tests=data_tests,
+        max_concurrent_jobs=int(raw.get("jobs", {}).get("max_concurrent", defaults.max_concurrent_jobs)),
+        source=source,
+        raw=raw,
+    )

@@ -1,0 +1,195 @@
+"""The service interface: one ``typing.Protocol`` per capability.
+
+These docstrings are the documentation of the contract. Every backend
+(``services.local``, ``services.azure``) implements them with classes of its own
+and no shared base class; the contract test suite (``tests/contract``) runs
+against each. Methods raise only ``services.errors.ServiceError`` subclasses.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Protocol, runtime_checkable
+
+import pandas as pd
+
+from .entities import (
+    AuditRecord,
+    Comparison,
+    DatasetVersion,
+    DataTestResult,
+    Endpoint,
+    GateDecision,
+    MetricPoint,
+    ModelVersion,
+    Run,
+    RunFilter,
+    TrainingSpec,
+    WorkspaceInfo,
+)
+from .policy import Policy
+
+
+@runtime_checkable
+class DatasetStore(Protocol):
+    """Versioned, immutable tabular data assets (Azure ML: data assets)."""
+
+    def names(self) -> list[str]:
+        """Dataset names, sorted."""
+
+    def versions(self, name: str) -> list[DatasetVersion]:
+        """All versions of ``name``, newest first. ``NotFound`` if the name is unknown."""
+
+    def all_versions(self) -> list[DatasetVersion]:
+        """Every version of every dataset, newest first."""
+
+    def get(self, name: str, version: int | None = None) -> DatasetVersion:
+        """One version (``None`` = latest). ``NotFound`` if missing."""
+
+    def register(self, name: str, source: Path, *, description: str = "",
+                 created_by: str = "local-user", original_name: str | None = None) -> DatasetVersion:
+        """Register ``source`` (CSV or Parquet) as the next version of ``name``.
+
+        Profiles it and runs the data tests against the previous version. A file
+        that cannot be parsed raises ``InvalidInput`` and writes nothing. A file
+        that parses but fails data tests *is* registered, with its failing tests
+        recorded (``tests_status == FAIL``), so people can see why; training on it
+        then fails at its validation step. Either the whole version (data file,
+        profile, tests) is written or nothing is.
+        """
+
+    def data_tests(self, name: str, version: int) -> list[DataTestResult]:
+        """The data-test results stored for a version."""
+
+    def load(self, name: str, version: int | None = None) -> pd.DataFrame:
+        """The version's data as a DataFrame."""
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Training runs (Azure ML: jobs; metrics from MLflow)."""
+
+    def list(self, flt: RunFilter | None = None) -> list[Run]:
+        """Runs matching ``flt``, newest first."""
+
+    def experiments(self) -> list[str]:
+        """Experiment names that have runs."""
+
+    def get(self, run_id: str) -> Run:
+        """One run. ``NotFound`` if missing."""
+
+    def metric_history(self, run_id: str, key: str | None = None) -> list[MetricPoint]:
+        """Every logged value of one metric (or all), by step."""
+
+    def log(self, run_id: str, tail: int | None = None) -> str:
+        """The run's stdout/stderr, or its last ``tail`` lines."""
+
+    def submit(self, spec: TrainingSpec) -> Run:
+        """Start the training pipeline (validate → train → evaluate → register if
+        better than the champion). Returns at once with a queued run.
+        ``InvalidInput`` for an unknown estimator or a malformed parameter,
+        ``NotFound`` for an unknown dataset."""
+
+    def cancel(self, run_id: str, actor: str = "local-user") -> Run:
+        """Cancel a queued or running run. ``Conflict`` if it already ended."""
+
+    def wait(self, run_id: str, timeout_s: float = 600.0) -> Run:
+        """Block until the run ends (or the timeout passes); returns its last state."""
+
+
+@runtime_checkable
+class ModelRegistry(Protocol):
+    """Registered model versions with lineage, tags and aliases (the champion)."""
+
+    def names(self) -> list[str]:
+        """Registered model names."""
+
+    def versions(self, name: str | None = None, *, include_archived: bool = True) -> list[ModelVersion]:
+        """Versions of ``name`` (or of every model), newest first."""
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion:
+        """One version (``None`` = latest). ``NotFound`` if missing."""
+
+    def champion(self, name: str) -> ModelVersion | None:
+        """The version serving production (the ``champion`` alias), or None."""
+
+    def set_alias(self, name: str, alias: str, version: int, actor: str = "local-user") -> ModelVersion:
+        """Point ``alias`` at ``version`` (moving it from wherever it was)."""
+
+    def set_tags(self, name: str, version: int, tags: Mapping[str, str | None],
+                 actor: str = "local-user") -> ModelVersion:
+        """Set tags; a ``None`` value removes that tag."""
+
+    def set_description(self, name: str, version: int, description: str,
+                        actor: str = "local-user") -> ModelVersion:
+        """Replace the description."""
+
+    def archive(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
+        """Hide a version from default listings. ``Conflict`` for the champion."""
+
+    def restore(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
+        """Undo ``archive``."""
+
+    def load(self, name: str, version: int) -> Any:
+        """The fitted estimator (an object with ``predict``)."""
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Candidate vs champion on the same held-out data, and the quality gate."""
+
+    def compare(self, name: str, version: int, champion_version: int | None = None) -> Comparison:
+        """Score ``name:version`` and the champion (or ``champion_version``) on the
+        candidate's evaluation split and apply the policy's gate."""
+
+    def gate(self, name: str, version: int) -> GateDecision:
+        """The quality-gate decision for a version (``compare(...).gate``)."""
+
+
+@runtime_checkable
+class EndpointService(Protocol):
+    """Online endpoints, deployments, traffic and keys (implemented by the release issue)."""
+
+    def list(self) -> list[Endpoint]:
+        """Endpoints with their deployments and traffic."""
+
+    def get(self, name: str) -> Endpoint:
+        """One endpoint. ``NotFound`` if missing."""
+
+
+@runtime_checkable
+class ReleaseService(Protocol):
+    """The release lifecycle under roles: deploy, smoke test, approve, promote, roll back."""
+
+    def audit(self, limit: int | None = None) -> list[AuditRecord]:
+        """The append-only audit trail, newest first."""
+
+
+@runtime_checkable
+class TelemetryService(Protocol):
+    """Request telemetry and logs of endpoints (implemented by the monitoring issue)."""
+
+    def request_stats(self, endpoint: str, since_minutes: int) -> pd.DataFrame:
+        """Requests, failures and latency percentiles per model version."""
+
+
+class Workspace(Protocol):
+    """A workspace exposes one operations object per capability, as ``MLClient`` does."""
+
+    info: WorkspaceInfo
+    policy: Policy
+    datasets: DatasetStore
+    jobs: JobStore
+    models: ModelRegistry
+    evaluation: Evaluator
+    endpoints: EndpointService | None
+    releases: ReleaseService | None
+    telemetry: TelemetryService | None
+
+    def close(self) -> None:
+        """Release connections and handles."""
+
+
+__all__ = [
+    "DatasetStore", "JobStore", "ModelRegistry", "Evaluator", "EndpointService",
+    "ReleaseService", "TelemetryService", "Workspace",
+]

@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""Tollgate from the command line: the same services and rules as the console.
+
+    python tollgate.py [--workspace URI] [--json] COMMAND ...
+
+Exit codes: 0 success; 1 the thing asked about did not pass (a gate, a data
+test, a failed run); 2 an error (unknown model, bad input, backend unavailable).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from services import ServiceError, open_workspace
+from services.entities import CheckStatus, RunFilter, RunStatus, TrainingSpec
+
+EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
+
+
+# --- output -------------------------------------------------------------------
+
+def plain(obj: Any) -> Any:
+    """Dataclasses, enums and datetimes as JSON-ready values."""
+    if is_dataclass(obj):
+        return plain(asdict(obj))
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
+
+
+def emit(args, data: Any, text: str | None = None) -> None:
+    if args.json:
+        print(json.dumps(plain(data), indent=2))
+    elif text is not None:
+        print(text)
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, datetime):
+        return v.strftime("%Y-%m-%d %H:%M")
+    if isinstance(v, Enum):
+        return v.value
+    return str(v)
+
+
+def parse_ref(text: str) -> tuple[str, int | None]:
+    name, _, version = text.partition(":")
+    if version and not version.isdigit():
+        raise argparse.ArgumentTypeError(f"expected NAME[:VERSION], got {text!r}")
+    return name, int(version) if version else None
+
+
+def parse_param(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
+
+
+# --- commands -----------------------------------------------------------------
+
+def cmd_status(ws, args) -> int:
+    datasets = ws.datasets.all_versions()
+    runs = ws.jobs.list()
+    models = ws.models.versions()
+    champion = ws.models.champion(ws.policy.model_name)
+    data = {
+        "workspace": ws.info,
+        "datasets": [{"name": d.name, "version": d.version, "rows": d.rows, "tests": d.tests_status}
+                     for d in datasets],
+        "runs": [{"id": r.id, "status": r.status, "estimator": r.estimator, "dataset": r.dataset,
+                  "dataset_version": r.dataset_version, "metrics": dict(r.metrics),
+                  "gate": r.gate.passed if r.gate else None,
+                  "model_version": r.model_version} for r in runs],
+        "models": [{"name": m.name, "version": m.version, "estimator": m.estimator, "metrics": dict(m.metrics),
+                    "aliases": list(m.aliases), "archived": m.archived} for m in models],
+        "champion": champion.ref if champion else None,
+    }
+    by_status = {}
+    for r in runs:
+        by_status[r.status.value] = by_status.get(r.status.value, 0) + 1
+    text = (f"workspace  {ws.info.uri}\n"
+            f"datasets   {len(datasets)} versions of {len({d.name for d in datasets})} datasets\n"
+            f"runs       {len(runs)} ({', '.join(f'{n} {s}' for s, n in sorted(by_status.items())) or 'none'})\n"
+            f"models     {len(models)} versions; champion {champion.ref if champion else 'none'}")
+    emit(args, data, text)
+    return EXIT_OK
+
+
+def cmd_seed_demo(ws, args) -> int:
+    from services.demo import seed_demo
+    t0 = time.monotonic()
+    created = seed_demo(ws, progress=(lambda m: print(m, file=sys.stderr)) if args.json else print)
+    created["seconds"] = round(time.monotonic() - t0, 1)
+    emit(args, created, f"demo workspace ready in {created['seconds']} s")
+    return EXIT_OK
+
+
+def cmd_datasets(ws, args) -> int:
+    if args.ref:
+        name, version = args.ref
+        dv = ws.datasets.get(name, version)
+        tests = ws.datasets.data_tests(dv.name, dv.version)
+        text = (f"{dv.ref}  {dv.rows} rows  data tests: {dv.tests_status.value}"
+                f"  (baseline: {dv.baseline_version or 'none'})\n\n"
+                + table([c.__dict__ for c in dv.columns], ["name", "dtype", "missing", "min", "max", "mean", "std"])
+                + "\n\n" + table([t.__dict__ for t in tests], ["check", "column", "status", "detail"]))
+        emit(args, {"version": dv, "tests": tests}, text)
+        return EXIT_OK
+    versions = ws.datasets.all_versions()
+    rows = [{"name": v.name, "version": v.version, "rows": v.rows, "columns": len(v.columns),
+             "tests": v.tests_status.value, "created": v.created_at, "by": v.created_by, "source": v.source}
+            for v in versions]
+    emit(args, versions, table(rows, ["name", "version", "rows", "columns", "tests", "created", "by", "source"]))
+    return EXIT_OK
+
+
+def cmd_runs(ws, args) -> int:
+    flt = RunFilter(status=tuple(RunStatus(s) for s in args.status or ()), experiment=args.experiment,
+                    dataset=args.dataset, limit=args.limit)
+    runs = ws.jobs.list(flt)
+    rows = [{"id": r.id, "status": r.status, "estimator": r.estimator, "data": f"{r.dataset}:{r.dataset_version}",
+             "rmse": r.metrics.get("rmse"), "mae": r.metrics.get("mae"), "r2": r.metrics.get("r2"),
+             "gate": None if r.gate is None else ("pass" if r.gate.passed else "fail"),
+             "model": f"v{r.model_version}" if r.model_version else None, "created": r.created_at} for r in runs]
+    emit(args, runs, table(rows, list(rows[0]) if rows else ["id"]))
+    return EXIT_OK
+
+
+def cmd_log(ws, args) -> int:
+    print(ws.jobs.log(args.run_id, tail=args.tail), end="")
+    return EXIT_OK
+
+
+def cmd_cancel(ws, args) -> int:
+    run = ws.jobs.cancel(args.run_id, actor=args.actor)
+    emit(args, run, f"{run.id}: {run.status.value}")
+    return EXIT_OK
+
+
+def cmd_models(ws, args) -> int:
+    versions = ws.models.versions(args.name, include_archived=args.all)
+    rows = [{"name": m.name, "version": m.version, "estimator": m.estimator, "rmse": m.metrics.get("rmse"),
+             "r2": m.metrics.get("r2"), "aliases": ",".join(m.aliases) or None,
+             "data": f"{m.dataset}:{m.dataset_version}", "run": m.run_id, "archived": m.archived or None,
+             "created": m.created_at} for m in versions]
+    emit(args, versions, table(rows, list(rows[0]) if rows else ["name"]))
+    return EXIT_OK
+
+
+def cmd_register_dataset(ws, args) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: {path} is not a file", file=sys.stderr)
+        return EXIT_ERROR
+    dv = ws.datasets.register(args.name, path, description=args.description, created_by=args.actor)
+    tests = ws.datasets.data_tests(dv.name, dv.version)
+    problems = [t for t in tests if t.status != CheckStatus.PASS]
+    text = f"registered {dv.ref}: {dv.rows} rows, data tests {dv.tests_status.value.upper()}"
+    if problems:
+        text += "\n" + table([t.__dict__ for t in problems], ["check", "column", "status", "detail"])
+    emit(args, {"version": dv, "tests": tests}, text)
+    return EXIT_NO if dv.tests_status == CheckStatus.FAIL else EXIT_OK
+
+
+def cmd_retrain(ws, args) -> int:
+    if args.dataset:
+        name, version = args.dataset
+    else:
+        names = ws.datasets.names()
+        if not names:
+            raise ServiceError("the workspace has no dataset", hint="Register one: tollgate.py register-dataset NAME FILE")
+        name, version = ("diabetes" if "diabetes" in names else names[0]), None
+    run = ws.jobs.submit(TrainingSpec(dataset=name, dataset_version=version, estimator=args.estimator,
+                                      params=dict(args.param), experiment=args.experiment or ws.policy.experiment,
+                                      created_by=args.actor, register=not args.no_register))
+    if not args.wait:
+        emit(args, run, f"submitted {run.id} ({run.display_name} on {run.dataset}:{run.dataset_version})")
+        return EXIT_OK
+    log = sys.stderr if args.json else sys.stdout
+    print(f"submitted {run.id}; waiting…", file=log, flush=True)
+    last_step = None
+    while not run.status.is_terminal:
+        time.sleep(0.5)
+        run = ws.jobs.get(run.id)
+        if run.step != last_step:
+            print(f"  step: {run.step}", file=log, flush=True)
+            last_step = run.step
+    lines = [f"{run.id}: {run.status.value}"]
+    if run.error:
+        lines.append(f"reason: {run.error}")
+    if run.metrics:
+        lines.append("metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(run.metrics.items())))
+    if run.gate:
+        lines.append(f"gate: {'PASS' if run.gate.passed else 'FAIL'}"
+                     + (f" vs champion {run.gate.champion}" if run.gate.champion else ""))
+        lines += [f"  - {r}" for r in run.gate.reasons]
+    if run.model_version:
+        lines.append(f"registered {run.model_name}:{run.model_version}")
+    emit(args, run, "\n".join(lines))
+    return EXIT_OK if run.status == RunStatus.COMPLETED else EXIT_NO
+
+
+def cmd_gate(ws, args) -> int:
+    comparison = ws.evaluation.compare(args.model, args.version)
+    gate = comparison.gate
+    data = {"model": comparison.candidate.ref, "champion": comparison.champion.ref if comparison.champion else None,
+            "evaluated_on": comparison.evaluated_on, "passed": gate.passed, "reasons": list(gate.reasons),
+            "candidate_metrics": dict(comparison.candidate_metrics),
+            "champion_metrics": dict(comparison.champion_metrics), "checks": gate.checks}
+    text = "\n".join([f"{comparison.candidate.ref} vs champion "
+                      f"{comparison.champion.ref if comparison.champion else '(none)'} on {comparison.evaluated_on}: "
+                      f"{'PASS' if gate.passed else 'FAIL'}"] + [f"  - {c.reason}" for c in gate.checks]
+                     + [f"  ! {r}" for r in gate.reasons if not gate.passed])
+    emit(args, data, text)
+    return EXIT_OK if gate.passed else EXIT_NO
+
+
+# --- wiring -------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workspace", metavar="URI", default=argparse.SUPPRESS,
+                        help="local://PATH (default: $TOLLGATE_WORKSPACE or local://.tollgate)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    common.add_argument("--as", dest="actor", metavar="EMAIL", default=argparse.SUPPRESS,
+                        help="who is acting (recorded in the audit trail)")
+
+    ap = argparse.ArgumentParser(prog="tollgate.py", description=__doc__.split("\n\n")[0], parents=[common],
+                                 epilog="Exit codes: 0 ok, 1 did not pass (gate, data tests, failed run), 2 error.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help):
+        p = sub.add_parser(name, help=help, parents=[common], description=help)
+        p.set_defaults(func=func)
+        return p
+
+    add("status", cmd_status, "what the workspace holds: datasets, runs, models, champion")
+    add("seed-demo", cmd_seed_demo, "populate an empty workspace with demo data (idempotent)")
+    p = add("datasets", cmd_datasets, "list dataset versions, or show one with its profile and data tests")
+    p.add_argument("ref", nargs="?", type=parse_ref, metavar="NAME[:VERSION]")
+    p = add("runs", cmd_runs, "list training runs")
+    p.add_argument("--status", action="append", choices=[s.value for s in RunStatus])
+    p.add_argument("--experiment")
+    p.add_argument("--dataset")
+    p.add_argument("--limit", type=int)
+    p = add("log", cmd_log, "print a run's log")
+    p.add_argument("run_id")
+    p.add_argument("--tail", type=int)
+    p = add("cancel", cmd_cancel, "cancel a queued or running run")
+    p.add_argument("run_id")
+    p = add("models", cmd_models, "list registered model versions")
+    p.add_argument("--name")
+    p.add_argument("--all", action="store_true", default=True, help=argparse.SUPPRESS)
+    p = add("register-dataset", cmd_register_dataset,
+            "register FILE (CSV/Parquet) as the next version of dataset NAME; exit 1 if its data tests fail")
+    p.add_argument("name")
+    p.add_argument("file")
+    p.add_argument("--description", default="")
+    p = add("retrain", cmd_retrain, "start the training pipeline (validate, train, evaluate, register if better)")
+    p.add_argument("--dataset", type=parse_ref, metavar="NAME[:VERSION]")
+    p.add_argument("--estimator", default="ridge")
+    p.add_argument("--param", type=parse_param, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--experiment")
+    p.add_argument("--no-register", action="store_true", help="evaluate only; never register")
+    p.add_argument("--wait", action="store_true", help="wait for the run and print its result")
+    p = add("gate", cmd_gate, "quality gate of a model version against the champion (exit 0 pass, 1 fail, 2 error)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", required=True, type=int)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+    args.actor = getattr(args, "actor", None) or "cli-user"
+    try:
+        ws = open_workspace(getattr(args, "workspace", None))
+        try:
+            return args.func(ws, args)
+        finally:
+            ws.close()
+    except ServiceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
