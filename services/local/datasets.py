@@ -35,13 +35,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _to_version(row) -> DatasetVersion:
+def _to_version(row, root: Path) -> DatasetVersion:
     cols = tuple(ColumnProfile(**c) for c in json.loads(row["profile_json"]))
     return DatasetVersion(
         name=row["name"], version=row["version"], created_at=parse_ts(row["created_at"]),
         created_by=row["created_by"], description=row["description"], source=row["source"],
         format=row["format"], rows=row["rows"], columns=cols, baseline_version=row["baseline_version"],
-        tests_status=CheckStatus(row["tests_status"]), sha256=row["sha256"], uri=row["path"],
+        tests_status=CheckStatus(row["tests_status"]), sha256=row["sha256"], uri=str(root / row["path"]),
         tags=json.loads(row["tags_json"]),
     )
 
@@ -58,10 +58,10 @@ class LocalDatasets:
         if not rows:
             raise NotFound(f"dataset {name!r} does not exist",
                            hint=f"Known datasets: {', '.join(self.names()) or 'none'}.")
-        return [_to_version(r) for r in rows]
+        return [_to_version(r, self.root) for r in rows]
 
     def all_versions(self) -> list[DatasetVersion]:
-        return [_to_version(r) for r in
+        return [_to_version(r, self.root) for r in
                 self.db.query("SELECT * FROM datasets ORDER BY created_at DESC, name, version DESC")]
 
     def get(self, name: str, version: int | None = None) -> DatasetVersion:
@@ -72,7 +72,7 @@ class LocalDatasets:
             known = [v.version for v in self.versions(name)]  # NotFound for an unknown name
             raise NotFound(f"dataset {name}:{version} does not exist",
                            hint=f"Versions of {name}: {', '.join(map(str, known))}.")
-        return _to_version(row)
+        return _to_version(row, self.root)
 
     def data_tests(self, name: str, version: int) -> list[DataTestResult]:
         self.get(name, version)
@@ -109,7 +109,7 @@ class LocalDatasets:
                 prev = conn.execute("SELECT version, path FROM datasets WHERE name = ? ORDER BY version DESC LIMIT 1",
                                     (name,)).fetchone()
                 version = (prev["version"] + 1) if prev else 1
-                baseline = pd.read_parquet(Path(prev["path"]) / "data.parquet") if prev else None
+                baseline = pd.read_parquet(self.root / prev["path"] / "data.parquet") if prev else None
                 tests = run_data_tests(frame, baseline, self.policy.data_tests)
                 status = CheckStatus.worst(t.status for t in tests)
                 final = self.root / "datasets" / name / str(version)
@@ -118,7 +118,7 @@ class LocalDatasets:
                     "INSERT INTO datasets (name, version, created_at, created_by, description, source, format,"
                     " path, sha256, rows, profile_json, baseline_version, tests_status)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, version, utcnow(), created_by, description, original, fmt, str(final), sha,
+                    (name, version, utcnow(), created_by, description, original, fmt, str(final.relative_to(self.root)), sha,
                      len(frame), json.dumps([c.__dict__ for c in cols]), prev["version"] if prev else None,
                      status.value))
                 conn.executemany(

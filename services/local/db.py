@@ -20,7 +20,7 @@ from ..errors import BackendUnavailable
 MIGRATIONS: list[str] = [
     # 1: datasets, runs, metrics, models
     """
-    CREATE TABLE datasets (
+    CREATE TABLE datasets (  -- paths are relative to the workspace folder
         name TEXT NOT NULL,
         version INTEGER NOT NULL,
         created_at TEXT NOT NULL,

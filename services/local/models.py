@@ -32,15 +32,14 @@ class LocalModels:
             out.setdefault((r["name"], r["version"]), []).append(r["alias"])
         return {k: tuple(sorted(v)) for k, v in out.items()}
 
-    @staticmethod
-    def _to_version(row, aliases) -> ModelVersion:
+    def _to_version(self, row, aliases) -> ModelVersion:
         return ModelVersion(
             name=row["name"], version=row["version"], created_at=parse_ts(row["created_at"]),
             created_by=row["created_by"], description=row["description"], estimator=row["estimator"],
             metrics=json.loads(row["metrics_json"]), run_id=row["run_id"], dataset=row["dataset"],
             dataset_version=row["dataset_version"], tags=json.loads(row["tags_json"]),
             aliases=aliases.get((row["name"], row["version"]), ()), archived=bool(row["archived"]),
-            uri=row["path"],
+            uri=str(self.root / row["path"]),
         )
 
     def names(self) -> list[str]:
@@ -117,7 +116,7 @@ class LocalModels:
                           " metrics_json, run_id, dataset, dataset_version, path, tags_json)"
                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                           (name, version, utcnow(), created_by, description, estimator, json.dumps(dict(metrics)),
-                           run_id, dataset, dataset_version, str(final), json.dumps(dict(tags or {}))))
+                           run_id, dataset, dataset_version, str(final.relative_to(self.root)), json.dumps(dict(tags or {}))))
                 audit.record(c, created_by, "model.register", f"{name}:{version}",
                              after={"run": run_id, "metrics": dict(metrics)})
                 return version

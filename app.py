@@ -1,0 +1,22 @@
+"""Tollgate — the operator console. ``streamlit run app.py`` (or ``make run``)."""
+import streamlit as st
+
+from services.errors import ServiceError
+from ui import chrome
+from ui.widgets import show_error
+
+st.set_page_config(page_title="Tollgate", page_icon="🚦", layout="wide")
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:"),
+    st.Page("pages/runs.py", title="Runs", icon=":material/model_training:"),
+    st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
+]
+
+page = st.navigation(PAGES)
+try:
+    chrome.sidebar()
+    page.run()
+except ServiceError as e:  # anything a page did not handle itself: a message, never a traceback
+    show_error(e)

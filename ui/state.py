@@ -1,0 +1,107 @@
+"""The workspace object, cached reads and session-state keys.
+
+``st.cache_resource`` holds one workspace per URI for the whole server;
+``st.cache_data`` holds reads for ``READ_TTL`` seconds, keyed by the URI and the
+arguments. Every write goes through ``after_write`` which clears the reads.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from services import open_workspace
+from services.entities import (Comparison, DatasetVersion, DataTestResult, MetricPoint, ModelVersion, Run,
+                               RunFilter)
+from services.workspace import workspace_uri
+
+READ_TTL = 10  # seconds; writes clear the cache at once
+
+# session-state keys shared by pages (one place, so pages never disagree on a name)
+ACTOR = "tollgate.actor"
+
+
+def uri() -> str:
+    return workspace_uri()
+
+
+@st.cache_resource(show_spinner=False)
+def _workspace(ws_uri: str):
+    return open_workspace(ws_uri)
+
+
+def workspace():
+    """The workspace of this server (``TOLLGATE_WORKSPACE``), opened once."""
+    return _workspace(uri())
+
+
+def actor() -> str:
+    return st.session_state.get(ACTOR) or "local-user"
+
+
+def after_write() -> None:
+    """Call after any write: the next read sees it."""
+    st.cache_data.clear()
+
+
+# --- cached reads: each takes the URI first so two workspaces never share entries ---
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def dataset_versions(ws_uri: str) -> list[DatasetVersion]:
+    return _workspace(ws_uri).datasets.all_versions()
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def data_tests(ws_uri: str, name: str, version: int) -> list[DataTestResult]:
+    return _workspace(ws_uri).datasets.data_tests(name, version)
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def dataset_frame(ws_uri: str, name: str, version: int) -> pd.DataFrame:
+    return _workspace(ws_uri).datasets.load(name, version)
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def runs(ws_uri: str, flt: RunFilter | None = None) -> list[Run]:
+    return _workspace(ws_uri).jobs.list(flt)
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def experiments(ws_uri: str) -> list[str]:
+    return _workspace(ws_uri).jobs.experiments()
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def metric_history(ws_uri: str, run_id: str) -> list[MetricPoint]:
+    return _workspace(ws_uri).jobs.metric_history(run_id)
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def model_versions(ws_uri: str, name: str | None = None) -> list[ModelVersion]:
+    return _workspace(ws_uri).models.versions(name)
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def champion(ws_uri: str, name: str) -> ModelVersion | None:
+    return _workspace(ws_uri).models.champion(name)
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def comparison(ws_uri: str, name: str, version: int, champion_version: int | None = None) -> Comparison:
+    # keyed by versions, which are immutable; a new champion changes champion_version
+    return _workspace(ws_uri).evaluation.compare(name, version, champion_version)
+
+
+def runs_frame(items: list[Run]) -> pd.DataFrame:
+    """Runs as a table: one row per run, one column per final metric."""
+    rows: list[dict[str, Any]] = []
+    for r in items:
+        row = {"id": r.id, "name": r.display_name, "status": r.status.value, "experiment": r.experiment,
+               "estimator": r.estimator, "dataset": f"{r.dataset}:{r.dataset_version}",
+               "created": r.created_at, "duration_s": r.duration_s, "created_by": r.created_by,
+               "gate": None if r.gate is None else ("pass" if r.gate.passed else "fail"),
+               "model": f"{r.model_name}:{r.model_version}" if r.model_version else None}
+        row.update({f"m.{k}": v for k, v in r.metrics.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
