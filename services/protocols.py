@@ -49,8 +49,8 @@ class DatasetStore(Protocol):
                  created_by: str = "local-user", original_name: str | None = None) -> DatasetVersion:
         """Register ``source`` (CSV or Parquet) as the next version of ``name``.
 
-        Profiles it and runs the data tests against the previous version. A file
-        that cannot be parsed raises ``InvalidInput`` and writes nothing. A file
+        Profiles it and runs the data tests against the baseline: the newest
+        earlier version whose own tests did not fail. A file that cannot be parsed raises ``InvalidInput`` and writes nothing. A file
         that parses but fails data tests *is* registered, with its failing tests
         recorded (``tests_status == FAIL``), so people can see why; training on it
         then fails at its validation step. Either the whole version (data file,

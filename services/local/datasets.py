@@ -106,9 +106,12 @@ class LocalDatasets:
             cols = profile(frame)
 
             with self.db.write() as conn:
-                prev = conn.execute("SELECT version, path FROM datasets WHERE name = ? ORDER BY version DESC LIMIT 1",
-                                    (name,)).fetchone()
-                version = (prev["version"] + 1) if prev else 1
+                version = conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM datasets WHERE name = ?",
+                                       (name,)).fetchone()[0]
+                # the baseline is the newest version that did not fail its own tests:
+                # a broken upload must not become the reference for the next one
+                prev = conn.execute("SELECT version, path FROM datasets WHERE name = ? AND tests_status != ?"
+                                    " ORDER BY version DESC LIMIT 1", (name, CheckStatus.FAIL.value)).fetchone()
                 baseline = pd.read_parquet(self.root / prev["path"] / "data.parquet") if prev else None
                 tests = run_data_tests(frame, baseline, self.policy.data_tests)
                 status = CheckStatus.worst(t.status for t in tests)
