@@ -50,8 +50,9 @@ class DatasetStore(Protocol):
         """Register ``source`` (CSV or Parquet) as the next version of ``name``.
 
         Profiles it and runs the data tests against the baseline: the newest
-        earlier version whose own tests did not fail. A file that cannot be parsed raises ``InvalidInput`` and writes nothing. A file
-        that parses but fails data tests *is* registered, with its failing tests
+        earlier version whose own tests did not fail. A file that cannot be
+        parsed raises ``InvalidInput`` and writes nothing. A file that parses
+        but fails data tests *is* registered, with its failing tests
         recorded (``tests_status == FAIL``), so people can see why; training on it
         then fails at its validation step. Either the whole version (data file,
         profile, tests) is written or nothing is.
