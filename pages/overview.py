@@ -1,3 +1,4 @@
-import streamlit as st
-st.title('Overview')
-st.info('coming soon')
+"""Overview: production and staging, candidates awaiting a decision, latest runs."""
+from ui import overview_view
+
+overview_view.render()
