@@ -8,6 +8,7 @@ names its column.
 """
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -32,6 +33,10 @@ def read_table(path: Path, original_name: str | None = None) -> tuple[pd.DataFra
         if fmt == "parquet":
             frame = pd.read_parquet(path)
         else:
+            problem = csv_shape_problem(path)
+            if problem:
+                raise InvalidInput(f"{name}: {problem}",
+                                   hint="Every row needs as many fields as the header, and every column a unique name.")
             frame = pd.read_csv(path, on_bad_lines="error")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -48,6 +53,24 @@ def read_table(path: Path, original_name: str | None = None) -> tuple[pd.DataFra
         raise InvalidInput(f"{name}: duplicate column names: {', '.join(map(str, dupes))}")
     frame.columns = [str(c) for c in frame.columns]
     return frame, fmt
+
+
+def csv_shape_problem(path: Path) -> str | None:
+    """What pandas would silently repair in a CSV: short rows (filled with NaN),
+    rows with extra fields (dropped or taken as the index) and duplicate header
+    names (renamed ``a.1``). ``None`` when the shape is sound."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = csv.reader(f)
+        header = next((row for row in rows if row), None)  # pandas skips leading blank lines too
+        if not header:
+            return None
+        dupes = sorted({h for h in header if h and header.count(h) > 1})
+        if dupes:
+            return f"duplicate column names: {', '.join(dupes)}"
+        for row in rows:
+            if row and len(row) != len(header):
+                return f"line {rows.line_num} has {len(row)} fields, the header has {len(header)}"
+    return None
 
 
 def _num(x) -> float | None:
