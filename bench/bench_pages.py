@@ -1,0 +1,217 @@
+"""Server time of the console's pages on a large workspace (target: every page <= 1 s).
+
+    .venv/bin/python bench/bench_pages.py [--reuse] [--repeats 3] [--workspace bench/out/ws-large]
+    make bench
+
+Seeds ``bench/out/ws-large`` with ``bench/seed_large.py`` (10,000 runs, 2,000 model
+versions, 50 dataset versions; ``--reuse`` keeps an existing one), points
+``TOLLGATE_WORKSPACE`` at it, then measures:
+
+* each page's full render in AppTest (the script run on the server; no browser):
+  **cold** = a fresh AppTest whose first render of the page follows
+  ``st.cache_data.clear()`` and ``st.cache_resource.clear()`` (the workspace is
+  reopened, every read goes to SQLite), **warm** = a second ``at.run()`` on the
+  same AppTest (cached reads); the median of ``--repeats``;
+* the list queries behind the pages, called on the workspace object directly
+  (no cache), median of a few calls.
+
+Prints a table with PASS/FAIL against the target, writes it as JSON to
+``bench/out/results.json`` and exits 1 if a page misses the target or fails to
+render. The seeded active runs are attached to a placeholder ``sleep`` process
+for the duration, so ``reconcile()`` sees live jobs as in a real workspace.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+logging.disable(logging.WARNING)  # AppTest's "No runtime found" / "missing ScriptRunContext" warnings
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from seed_large import SEED_FILE, attach_active_runs, seed_large  # noqa: E402
+
+OUT = ROOT / "bench" / "out"
+PAGES = [("Overview", "pages/overview.py"), ("Runs", "pages/runs.py"),
+         ("Models", "pages/models.py"), ("Datasets", "pages/datasets.py")]
+TARGET_S = 1.0
+RUN_LIMIT = 500  # a page-sized slice of the runs list
+SERVICE_ERROR_ICON = "🚫"  # the icon of ui.widgets.show_error
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def clear_caches() -> None:
+    import streamlit as st
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def render_page(page: str, repeats: int) -> dict:
+    """Cold and warm server time of one page's full render (median over ``repeats``)."""
+    from streamlit.testing.v1 import AppTest
+
+    cold, warm, problem, placeholder = [], [], None, False
+    for _ in range(repeats):
+        clear_caches()
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+        at.run()  # AppTest needs one run before switch_page
+        at.switch_page(page)
+        clear_caches()
+        t = time.perf_counter()
+        at.run()
+        cold.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        at.run()
+        warm.append(time.perf_counter() - t)
+        if at.exception:
+            problem = at.exception[0].message.splitlines()[0][:160]
+        # a ServiceError the page showed (ui.widgets.show_error); other st.error calls are page content
+        errors = [e.value for e in at.error if e.icon == SERVICE_ERROR_ICON]
+        if errors and problem is None:
+            problem = f"service error: {errors[0].splitlines()[0][:160]}"
+        placeholder = any("coming soon" in str(i.value).lower() for i in at.info)
+    return {"cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
+            "problem": problem, "placeholder": placeholder}
+
+
+def harness_overhead(repeats: int) -> dict:
+    """AppTest's own cost (first and second run) for a script that only writes a title."""
+    from streamlit.testing.v1 import AppTest
+
+    cold, warm = [], []
+    for _ in range(repeats):
+        at = AppTest.from_string("import streamlit as st\nst.title('x')", default_timeout=60)
+        t = time.perf_counter()
+        at.run()
+        cold.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        at.run()
+        warm.append(time.perf_counter() - t)
+    return {"cold_s": statistics.median(cold), "warm_s": statistics.median(warm)}
+
+
+def measure_queries(root: Path, repeats: int) -> list[tuple[str, float]]:
+    from services.entities import RunFilter
+    from services.local.workspace import LocalWorkspace
+    from ui.state import runs_frame
+
+    ws = LocalWorkspace(root)
+    model = ws.policy.model_name
+    latest = ws.models.get(model).version
+    all_runs = ws.jobs.list()
+    week_ago = datetime.now(timezone.utc) - timedelta(days=7)
+    queries: list[tuple[str, Callable[[], object], int]] = [
+        ("ws.jobs.list()", lambda: ws.jobs.list(), repeats),
+        (f"ws.jobs.list(RunFilter(limit={RUN_LIMIT}))", lambda: ws.jobs.list(RunFilter(limit=RUN_LIMIT)), repeats),
+        ("ws.jobs.list(RunFilter(since=7 days ago))", lambda: ws.jobs.list(RunFilter(since=week_ago)), repeats),
+        ("ui.state.runs_frame(10,000 runs)", lambda: runs_frame(all_runs), repeats),
+        ("ws.jobs.experiments()", lambda: ws.jobs.experiments(), repeats),
+        (f"ws.models.versions({model!r})", lambda: ws.models.versions(model), repeats),
+        (f"ws.models.champion({model!r})", lambda: ws.models.champion(model), repeats),
+        ("ws.datasets.all_versions()", lambda: ws.datasets.all_versions(), repeats),
+        ("ws.releases.audit(limit=50)", lambda: ws.releases.audit(limit=50), repeats),
+        (f"ws.evaluation.compare({model!r}, {latest})", lambda: ws.evaluation.compare(model, latest), repeats),
+    ]
+    try:
+        return [(label, median_time(fn, n)) for label, fn, n in queries]
+    finally:
+        ws.close()
+
+
+def verdict(seconds: float) -> str:
+    return "PASS" if seconds <= TARGET_S else "FAIL"
+
+
+def main(argv: list[str] | None = None) -> int:
+    global TARGET_S
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workspace", type=Path, default=OUT / "ws-large")
+    ap.add_argument("--reuse", action="store_true", help="keep an already seeded workspace")
+    ap.add_argument("--repeats", type=int, default=3, help="renders per page (the median is reported)")
+    ap.add_argument("--target", type=float, default=TARGET_S, help="seconds a page may take")
+    ap.add_argument("--pages", default=",".join(p for _, p in PAGES),
+                    help="comma-separated page files to measure")
+    args = ap.parse_args(argv)
+    TARGET_S = args.target
+    root = args.workspace.resolve()
+
+    if args.reuse and (root / SEED_FILE).exists():
+        print(f"reusing {root}")
+    else:
+        if root.exists():
+            import shutil
+            shutil.rmtree(root)
+        seed_large(root, say=lambda m: print(f"  seed: {m}"))
+    seed = json.loads((root / SEED_FILE).read_text())
+
+    # a live process for the seeded running/queued runs to belong to
+    placeholder = subprocess.Popen(["sleep", "3600"], start_new_session=True, stdin=subprocess.DEVNULL)
+    try:
+        attach_active_runs(root, placeholder.pid)
+        os.environ["TOLLGATE_WORKSPACE"] = f"local://{root}"
+        os.chdir(ROOT)
+        return report(root, seed, args)
+    finally:
+        placeholder.terminate()
+        placeholder.wait()
+
+
+def report(root: Path, seed: dict, args) -> int:
+    chosen = [(label, page) for label, page in PAGES if page in args.pages.split(",")]
+    print(f"workspace {root}: " + ", ".join(f"{v} {k}" for k, v in seed["counts"].items()))
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; "
+          f"target {TARGET_S:g} s per page; median of {args.repeats}\n")
+
+    render_page(chosen[0][1], 1)  # warm-up: imports and first-run costs out of the figures
+    overhead = harness_overhead(args.repeats)
+    pages = {label: render_page(page, args.repeats) for label, page in chosen}
+    queries = measure_queries(root, max(3, args.repeats))
+
+    failed = False
+    print(f"{'page (AppTest full render)':42} {'cold':>9} {'warm':>9}  verdict")
+    for label, r in pages.items():
+        bad = r["problem"] is not None or max(r["cold_s"], r["warm_s"]) > TARGET_S
+        failed |= bad
+        note = (f"ERROR: {r['problem']}" if r["problem"] else verdict(max(r["cold_s"], r["warm_s"])))
+        if r["placeholder"]:
+            note += " (placeholder page)"
+        print(f"{label:42} {r['cold_s'] * 1000:7.0f}ms {r['warm_s'] * 1000:7.0f}ms  {note}")
+    print(f"{'(AppTest alone: a one-line script)':42} {overhead['cold_s'] * 1000:7.0f}ms "
+          f"{overhead['warm_s'] * 1000:7.0f}ms")
+    print(f"\n{'list query (direct, uncached)':52} {'time':>9}  verdict")
+    for label, seconds in queries:
+        print(f"{label:52} {seconds * 1000:7.0f}ms  {verdict(seconds)}")
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "results.json").write_text(json.dumps({
+        "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cores": os.cpu_count(), "python": platform.python_version(), "target_s": TARGET_S,
+        "repeats": args.repeats, "workspace": seed["counts"], "harness_s": overhead,
+        "pages": pages, "queries": dict(queries),
+    }, indent=2))
+    print(f"\n{'FAIL: a page misses the target' if failed else 'PASS: every page within the target'}"
+          f" ({OUT / 'results.json'})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
