@@ -65,23 +65,28 @@ def clear_caches() -> None:
     st.cache_resource.clear()
 
 
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU seconds of ``fn()`` (CPU of the whole process: AppTest runs the script in a thread)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def render_page(page: str, repeats: int) -> dict:
     """Cold and warm server time of one page's full render (median over ``repeats``)."""
     from streamlit.testing.v1 import AppTest
 
-    cold, warm, problem, placeholder = [], [], None, False
+    cold, warm, cold_cpu, warm_cpu, problem, placeholder = [], [], [], [], None, False
     for _ in range(repeats):
         clear_caches()
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
         at.run()  # AppTest needs one run before switch_page
         at.switch_page(page)
         clear_caches()
-        t = time.perf_counter()
-        at.run()
-        cold.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        at.run()
-        warm.append(time.perf_counter() - t)
+        for walls, cpus in ((cold, cold_cpu), (warm, warm_cpu)):
+            wall, cpu = timed(at.run)
+            walls.append(wall)
+            cpus.append(cpu)
         if at.exception:
             problem = at.exception[0].message.splitlines()[0][:160]
         # a ServiceError the page showed (ui.widgets.show_error); other st.error calls are page content
@@ -90,7 +95,47 @@ def render_page(page: str, repeats: int) -> dict:
             problem = f"service error: {errors[0].splitlines()[0][:160]}"
         placeholder = any("coming soon" in str(i.value).lower() for i in at.info)
     return {"cold_s": statistics.median(cold), "warm_s": statistics.median(warm),
+            "cold_cpu_s": statistics.median(cold_cpu), "warm_cpu_s": statistics.median(warm_cpu),
             "problem": problem, "placeholder": placeholder}
+
+
+def profile_page(page: str, top: int) -> None:
+    """cProfile of one cold and one warm render of ``page`` (the script thread only)."""
+    import cProfile
+    import pstats
+
+    from streamlit.runtime.scriptrunner.script_runner import ScriptRunner
+    from streamlit.testing.v1 import AppTest
+
+    profiler = cProfile.Profile()
+    original = ScriptRunner._run_script
+
+    def profiled(self, *args, **kwargs):
+        profiler.enable()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            profiler.disable()
+
+    clear_caches()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page(page)
+    ScriptRunner._run_script = profiled
+    try:
+        for kind in ("cold", "warm"):
+            if kind == "cold":
+                clear_caches()
+            profiler = cProfile.Profile()
+            wall, _ = timed(at.run)
+            out = OUT / f"profile-{Path(page).stem}-{kind}.prof"
+            profiler.dump_stats(out)
+            print(f"\n=== {page} {kind}: {wall * 1000:.0f} ms ({out}) ===")
+            stats = pstats.Stats(str(out)).strip_dirs()
+            stats.sort_stats("cumulative").print_stats(top)
+            stats.sort_stats("tottime").print_stats(top)
+    finally:
+        ScriptRunner._run_script = original
 
 
 def harness_overhead(repeats: int) -> dict:
@@ -150,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=TARGET_S, help="seconds a page may take")
     ap.add_argument("--pages", default=",".join(p for _, p in PAGES),
                     help="comma-separated page files to measure")
+    ap.add_argument("--profile", metavar="PAGE", help="instead of the table: cProfile one cold and one warm "
+                    "render of PAGE (e.g. pages/runs.py); stats go to bench/out/profile-*.prof")
+    ap.add_argument("--top", type=int, default=30, help="rows of profile output")
     args = ap.parse_args(argv)
     TARGET_S = args.target
     root = args.workspace.resolve()
@@ -169,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         attach_active_runs(root, placeholder.pid)
         os.environ["TOLLGATE_WORKSPACE"] = f"local://{root}"
         os.chdir(ROOT)
+        if args.profile:
+            OUT.mkdir(parents=True, exist_ok=True)
+            render_page(args.profile, 1)  # imports out of the way
+            profile_page(args.profile, args.top)
+            return 0
         return report(root, seed, args)
     finally:
         placeholder.terminate()
@@ -178,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
 def report(root: Path, seed: dict, args) -> int:
     chosen = [(label, page) for label, page in PAGES if page in args.pages.split(",")]
     print(f"workspace {root}: " + ", ".join(f"{v} {k}" for k, v in seed["counts"].items()))
-    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}; "
-          f"target {TARGET_S:g} s per page; median of {args.repeats}\n")
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, load average "
+          f"{os.getloadavg()[0]:.1f}; target {TARGET_S:g} s per page; median of {args.repeats}\n")
 
     render_page(chosen[0][1], 1)  # warm-up: imports and first-run costs out of the figures
     overhead = harness_overhead(args.repeats)
@@ -187,14 +240,16 @@ def report(root: Path, seed: dict, args) -> int:
     queries = measure_queries(root, max(3, args.repeats))
 
     failed = False
-    print(f"{'page (AppTest full render)':42} {'cold':>9} {'warm':>9}  verdict")
+    print(f"{'page (AppTest full render)':42} {'cold':>9} {'warm':>9}  verdict"
+          f"{'':12}cpu: cold / warm")
     for label, r in pages.items():
         bad = r["problem"] is not None or max(r["cold_s"], r["warm_s"]) > TARGET_S
         failed |= bad
         note = (f"ERROR: {r['problem']}" if r["problem"] else verdict(max(r["cold_s"], r["warm_s"])))
         if r["placeholder"]:
             note += " (placeholder page)"
-        print(f"{label:42} {r['cold_s'] * 1000:7.0f}ms {r['warm_s'] * 1000:7.0f}ms  {note}")
+        print(f"{label:42} {r['cold_s'] * 1000:7.0f}ms {r['warm_s'] * 1000:7.0f}ms  {note:18} "
+              f"{r['cold_cpu_s'] * 1000:5.0f} / {r['warm_cpu_s'] * 1000:.0f} ms")
     print(f"{'(AppTest alone: a one-line script)':42} {overhead['cold_s'] * 1000:7.0f}ms "
           f"{overhead['warm_s'] * 1000:7.0f}ms")
     print(f"\n{'list query (direct, uncached)':52} {'time':>9}  verdict")
@@ -205,9 +260,14 @@ def report(root: Path, seed: dict, args) -> int:
     (OUT / "results.json").write_text(json.dumps({
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cores": os.cpu_count(), "python": platform.python_version(), "target_s": TARGET_S,
+        "load_average": os.getloadavg(),
         "repeats": args.repeats, "workspace": seed["counts"], "harness_s": overhead,
         "pages": pages, "queries": dict(queries),
     }, indent=2))
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        print(f"\nnote: load average {load:.1f} on {os.cpu_count()} cores: other processes competed for the CPU,"
+              " so wall times are inflated (compare the CPU column)")
     print(f"\n{'FAIL: a page misses the target' if failed else 'PASS: every page within the target'}"
           f" ({OUT / 'results.json'})")
     return 1 if failed else 0
