@@ -234,9 +234,16 @@ class Deployment:
     endpoint: str
     model_name: str
     model_version: int
-    state: str                         # starting | healthy | unhealthy | stopped
+    state: str                         # starting | healthy | unhealthy | failed | stopped
     traffic: int                       # percent
     created_at: datetime | None = None
+    created_by: str = ""
+    restarts: int = 0
+    last_error: str | None = None
+
+    @property
+    def model_ref(self) -> str:
+        return f"{self.model_name}:{self.model_version}"
 
 
 @dataclass(frozen=True)
@@ -245,10 +252,81 @@ class Endpoint:
     scoring_uri: str
     deployments: tuple[Deployment, ...]
     auth_mode: str = "key"
+    primary_key_masked: str = ""
+    secondary_key_masked: str = ""
+    gateway_up: bool = False
 
     @property
     def traffic(self) -> dict[str, int]:
         return {d.name: d.traffic for d in self.deployments}
+
+    @property
+    def live(self) -> Deployment | None:
+        """The deployment with the most traffic (the one serving), if any."""
+        serving = [d for d in self.deployments if d.traffic > 0]
+        return max(serving, key=lambda d: d.traffic) if serving else None
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """One request sent to an endpoint (the console's Test panel, the smoke test)."""
+    status: int
+    body: Any
+    latency_ms: float
+    request_id: str | None
+    deployment: str | None
+    model: str | None
+
+
+@dataclass(frozen=True)
+class SmokeCase:
+    name: str
+    passed: bool
+    status: int
+    expected: float | None
+    got: float | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class SmokeTestResult:
+    id: int
+    endpoint: str
+    deployment: str
+    model_name: str
+    model_version: int
+    at: datetime
+    actor: str
+    passed: bool
+    summary: str
+    cases: tuple[SmokeCase, ...]
+
+
+class Stage(str, Enum):
+    REGISTERED = "registered"
+    STAGING = "staging"                      # deployed to staging, smoke test not passed (yet)
+    AWAITING_APPROVAL = "awaiting_approval"  # smoke test passed in staging
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    PRODUCTION = "production"
+    RETIRED = "retired"                      # was production, replaced by a promote
+    ROLLED_BACK = "rolled_back"
+
+
+@dataclass(frozen=True)
+class ReleaseState:
+    model_name: str
+    model_version: int
+    stage: Stage
+    deployed_by: str | None = None
+    decided_by: str | None = None
+    decision_comment: str | None = None
+    smoke_test_id: int | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model_name}:{self.model_version}"
 
 
 @dataclass(frozen=True)

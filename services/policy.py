@@ -39,6 +39,24 @@ class DataTestPolicy:
 
 
 @dataclass(frozen=True)
+class EndpointPolicy:
+    staging: str = "staging"
+    production: str = "production"
+    max_payload_bytes: int = 1_048_576
+    request_timeout_s: float = 30.0
+    health_timeout_s: float = 90.0       # how long a new deployment may take to become healthy
+
+
+@dataclass(frozen=True)
+class SmokePolicy:
+    cases: int = 5                       # rows of the held-out split sent as named cases
+    tolerance: float = 1e-6              # |endpoint - offline prediction| allowed (relative)
+
+
+ROLES = ("ml_lead", "qa", "support", "admin")
+
+
+@dataclass(frozen=True)
 class Policy:
     model_name: str = "diabetes-regressor"
     target: str = "target"
@@ -53,6 +71,9 @@ class Policy:
     )
     data_tests: DataTestPolicy = field(default_factory=DataTestPolicy)
     max_concurrent_jobs: int = 2
+    endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
+    smoke: SmokePolicy = field(default_factory=SmokePolicy)
+    roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # identity -> roles
     source: str = "built-in defaults"
     raw: Mapping[str, Any] = field(default_factory=dict)
 
@@ -62,6 +83,9 @@ class Policy:
             if rule.metric == metric:
                 return rule.direction
         return "higher" if metric in ("r2", "accuracy", "auc", "f1") else "lower"
+
+    def roles_of(self, identity: str) -> tuple[str, ...]:
+        return self.roles.get((identity or "").strip().lower(), ())
 
 
 def load_policy(*search: Path) -> Policy:
@@ -89,6 +113,9 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
             if r.direction not in ("lower", "higher"):
                 raise InvalidInput(f"{source}: gate rule {r.metric!r}: direction must be 'lower' or 'higher'")
         data_tests = DataTestPolicy(**raw.get("data_tests", {}))
+        endpoints = EndpointPolicy(**raw.get("endpoints", {}))
+        smoke = SmokePolicy(**raw.get("smoke_test", {}))
+        roles = parse_roles(raw.get("roles", {}), source)
     except TypeError as e:  # unknown key in a table
         raise InvalidInput(f"{source}: {e}") from e
     fraction = float(evaluation.get("test_fraction", defaults.test_fraction))
@@ -104,6 +131,22 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         gate_rules=rules,
         data_tests=data_tests,
         max_concurrent_jobs=int(raw.get("jobs", {}).get("max_concurrent", defaults.max_concurrent_jobs)),
+        endpoints=endpoints,
+        smoke=smoke,
+        roles=roles,
         source=source,
         raw=raw,
     )
+
+
+def parse_roles(table: Mapping[str, Any], source: str) -> dict[str, tuple[str, ...]]:
+    """``[roles]`` maps an identity (e-mail) to a role or a list of roles."""
+    out = {}
+    for identity, roles in table.items():
+        roles = (roles,) if isinstance(roles, str) else tuple(roles)
+        unknown = [r for r in roles if r not in ROLES]
+        if unknown:
+            raise InvalidInput(f"{source}: [roles] {identity}: unknown role(s) {', '.join(unknown)}; "
+                               f"known: {', '.join(ROLES)}")
+        out[identity.strip().lower()] = roles
+    return out

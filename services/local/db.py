@@ -18,7 +18,7 @@ from ..errors import BackendUnavailable
 
 # Each entry migrates from version i to i+1. Append, never edit.
 MIGRATIONS: list[str] = [
-    # 1: datasets, runs, metrics, models
+    # 1: datasets, runs, metrics, models, audit events
     """
     CREATE TABLE datasets (  -- paths are relative to the workspace folder
         name TEXT NOT NULL,
@@ -125,6 +125,65 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER events_no_delete BEFORE DELETE ON events
         BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
     """,
+    # 2: online endpoints, deployments, release state, smoke tests
+    """
+    CREATE TABLE endpoints (
+        name TEXT PRIMARY KEY,
+        port INTEGER,
+        primary_key TEXT NOT NULL,
+        secondary_key TEXT NOT NULL,
+        config_version INTEGER NOT NULL DEFAULT 0,
+        gateway_pid INTEGER,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE deployments (
+        endpoint TEXT NOT NULL REFERENCES endpoints(name),
+        name TEXT NOT NULL,
+        model_name TEXT NOT NULL,
+        model_version INTEGER NOT NULL,
+        traffic INTEGER NOT NULL DEFAULT 0,
+        desired TEXT NOT NULL DEFAULT 'running',
+        state TEXT NOT NULL DEFAULT 'starting',
+        port INTEGER,
+        pid INTEGER,
+        restarts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        PRIMARY KEY (endpoint, name),
+        FOREIGN KEY (model_name, model_version) REFERENCES models(name, version)
+    );
+    CREATE TABLE releases (
+        model_name TEXT NOT NULL,
+        model_version INTEGER NOT NULL,
+        stage TEXT NOT NULL,
+        deployed_by TEXT,
+        smoke_test_id INTEGER,
+        decided_by TEXT,
+        decision_comment TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (model_name, model_version),
+        FOREIGN KEY (model_name, model_version) REFERENCES models(name, version)
+    );
+    CREATE TABLE smoke_tests (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint TEXT NOT NULL,
+        deployment TEXT NOT NULL,
+        model_name TEXT NOT NULL,
+        model_version INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        passed INTEGER NOT NULL,
+        summary TEXT NOT NULL,
+        cases_json TEXT NOT NULL
+    );
+    CREATE TABLE endpoint_ops (
+        endpoint TEXT PRIMARY KEY,
+        busy_op TEXT,
+        busy_since REAL,
+        busy_by TEXT
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -141,8 +200,9 @@ def parse_ts(text: str | None) -> datetime | None:
 class Database:
     """One SQLite file; a connection per thread (Streamlit serves sessions from threads)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, migrations: list[str] | None = None):
         self.path = Path(path)
+        self.migrations = MIGRATIONS if migrations is None else migrations
         self._local = threading.local()
         self._migrate()
 
@@ -188,12 +248,13 @@ class Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.write() as conn:
             current = conn.execute("PRAGMA user_version").fetchone()[0]
-            if current > SCHEMA_VERSION:
+            latest = len(self.migrations)
+            if current > latest:
                 raise BackendUnavailable(
-                    f"{self.path} has schema version {current}, newer than this Tollgate ({SCHEMA_VERSION})",
+                    f"{self.path} has schema version {current}, newer than this Tollgate ({latest})",
                     hint="Upgrade Tollgate, or point TOLLGATE_WORKSPACE at another folder.")
-            for version in range(current, SCHEMA_VERSION):
-                for statement in _split_sql(MIGRATIONS[version]):
+            for version in range(current, latest):
+                for statement in _split_sql(self.migrations[version]):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 from ..entities import WorkspaceInfo
 from ..policy import Policy, load_policy
-from .audit import LocalAudit
 from .datasets import LocalDatasets
+from .endpoints import LocalEndpoints, LocalReleases
 from .db import Database
 from .evaluation import LocalEvaluator
 from .jobs import LocalJobs
@@ -28,8 +28,9 @@ class LocalWorkspace:
         self.models = LocalModels(self.db, self.root)
         self.jobs = LocalJobs(self.db, self.root, self.datasets, self.policy)
         self.evaluation = LocalEvaluator(self.datasets, self.models, self.policy)
-        self.releases = LocalAudit(self.db)  # the audit trail now; the release workflow later
-        self.endpoints = None
+        self.endpoints = LocalEndpoints(self.db, self.root, self.policy, self.models, self.datasets)
+        self.releases = LocalReleases(self.db, self.root, self.policy, self.models, self.datasets,
+                                      self.endpoints, self.evaluation)
         self.telemetry = None
 
     def close(self) -> None:

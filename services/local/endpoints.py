@@ -1,0 +1,530 @@
+"""Local online endpoints and the release workflow.
+
+The database holds what should run (endpoints, deployments, traffic, keys); the
+supervisor (``services.local.supervisor``) makes it so; the gateways route by
+it. The operations here are what QA and ML leads do: deploy blue/green, smoke
+test, approve, reject, promote, roll back, change traffic, rotate keys — each
+checked by ``services.release_rules`` and recorded in the audit trail.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from ..entities import (Deployment, Endpoint, ReleaseState, ScoreResult, SmokeCase, SmokeTestResult, Stage)
+from ..errors import BackendUnavailable, Conflict, GateFailed, InvalidInput, NotFound
+from ..evaluation import evaluation_split, predict
+from .. import release_rules as rules
+from . import audit
+from .db import Database, parse_ts, utcnow
+from .supervisor import PID_FILE, PROJECT_ROOT, console_log_path, gateway_log_path, pid_alive, stop_process
+
+COLORS = ("blue", "green")
+OP_STALE_S = 15 * 60
+
+
+def mask(key: str) -> str:
+    return f"{key[:4]}…{key[-4:]}" if len(key) > 12 else "…"
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def tail_text(path: Path, lines: int) -> str:
+    if not path.exists():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 256 * 1024))
+        text = f.read().decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:]) if lines else text
+
+
+class LocalEndpoints:
+    """Endpoints, deployments, keys, scoring (the EndpointService of the local workspace)."""
+
+    def __init__(self, db: Database, root: Path, policy, models, datasets):
+        self.db, self.root, self.policy = db, Path(root), policy
+        self.models, self.datasets = models, datasets
+
+    # --- supervisor -----------------------------------------------------------
+
+    def supervisor_pid(self) -> int | None:
+        try:
+            pid = int((self.root / PID_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def up(self) -> int:
+        """Start the supervisor if it is not running; returns its pid."""
+        pid = self.supervisor_pid()
+        if pid:
+            return pid
+        self.ensure_endpoints()
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+        with open(logs / "supervisor.log", "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "services.local.supervisor", "--workspace", str(self.root)],
+                                    cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            pid = self.supervisor_pid()
+            if pid:
+                return pid
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise BackendUnavailable("the endpoint supervisor did not start",
+                                 hint=f"See {logs / 'supervisor.log'}.")
+
+    def down(self, timeout_s: float = 30) -> bool:
+        """Stop the supervisor, which stops every gateway and deployment. False if none ran."""
+        pid = self.supervisor_pid()
+        if not pid:
+            return False
+        stop_process(pid, timeout_s)
+        return True
+
+    def wait_gateways(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        for ep in self.db.query("SELECT name FROM endpoints"):
+            while True:
+                row = self.db.one("SELECT port, gateway_pid FROM endpoints WHERE name = ?", (ep["name"],))
+                if row["port"] and pid_alive(row["gateway_pid"]) and _http_ok(row["port"]):
+                    break
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(f"the gateway of {ep['name']} did not come up",
+                                             hint=f"See {gateway_log_path(self.root, ep['name'])}.")
+                time.sleep(0.1)
+
+    # --- reads ----------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return [self.policy.endpoints.staging, self.policy.endpoints.production]
+
+    def ensure_endpoints(self) -> None:
+        with self.db.write() as c:
+            for name in self.names():
+                c.execute("INSERT OR IGNORE INTO endpoints (name, primary_key, secondary_key, created_at)"
+                          " VALUES (?, ?, ?, ?)", (name, new_key(), new_key(), utcnow()))
+
+    def _row(self, name: str):
+        row = self.db.one("SELECT * FROM endpoints WHERE name = ?", (name,))
+        if row is None:
+            if name in self.names():
+                self.ensure_endpoints()
+                return self.db.one("SELECT * FROM endpoints WHERE name = ?", (name,))
+            raise NotFound(f"endpoint {name!r} does not exist", hint=f"Endpoints: {', '.join(self.names())}.")
+        return row
+
+    def _deployments(self, name: str) -> list[Deployment]:
+        rows = self.db.query("SELECT * FROM deployments WHERE endpoint = ? ORDER BY name", (name,))
+        return [Deployment(r["name"], r["endpoint"], r["model_name"], r["model_version"],
+                           r["state"] if r["desired"] == "running" else "stopped", r["traffic"],
+                           parse_ts(r["created_at"]), r["created_by"], r["restarts"], r["last_error"])
+                for r in rows]
+
+    def get(self, name: str) -> Endpoint:
+        row = self._row(name)
+        port = row["port"]
+        return Endpoint(
+            name=name, scoring_uri=f"http://127.0.0.1:{port}/score" if port else "",
+            deployments=tuple(self._deployments(name)), primary_key_masked=mask(row["primary_key"]),
+            secondary_key_masked=mask(row["secondary_key"]), gateway_up=pid_alive(row["gateway_pid"]))
+
+    def list(self) -> list[Endpoint]:
+        return [self.get(n) for n in self.names()]
+
+    def keys(self, name: str, actor: str) -> tuple[str, str]:
+        """Both keys in full (QA and admins)."""
+        rules.authorize(self.policy, actor, "show_keys")
+        row = self._row(name)
+        return row["primary_key"], row["secondary_key"]
+
+    def console_log(self, endpoint: str, deployment: str, tail: int = 200) -> str:
+        return tail_text(console_log_path(self.root, endpoint, deployment), tail)
+
+    def gateway_log(self, endpoint: str, tail: int = 200) -> str:
+        return tail_text(gateway_log_path(self.root, endpoint), tail)
+
+    # --- scoring --------------------------------------------------------------
+
+    def invoke(self, name: str, payload: str | bytes | Mapping, *, deployment: str | None = None,
+               key: str | None = None, timeout_s: float = 30) -> ScoreResult:
+        """POST to the endpoint's scoring URI as a client would (with the primary key)."""
+        row = self._row(name)
+        if not row["port"] or not pid_alive(row["gateway_pid"]):
+            raise BackendUnavailable(f"endpoint {name} is not running",
+                                     hint="Start the endpoints: python tollgate.py up (make run does it).")
+        body = payload if isinstance(payload, (str, bytes)) else json.dumps(payload)
+        headers = {"Content-Type": "application/json",
+                   "Authorization": f"Bearer {key if key is not None else row['primary_key']}",
+                   "x-request-id": str(uuid.uuid4())}
+        if deployment:
+            headers["azureml-model-deployment"] = deployment
+        req = urllib.request.Request(f"http://127.0.0.1:{row['port']}/score",
+                                     data=body.encode() if isinstance(body, str) else body,
+                                     headers=headers, method="POST")
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+                status, raw, h = resp.status, resp.read(), resp.headers
+        except urllib.error.HTTPError as e:
+            status, raw, h = e.code, e.read(), e.headers
+        except OSError as e:
+            raise BackendUnavailable(f"endpoint {name} did not answer: {e}") from e
+        latency = (time.perf_counter() - started) * 1000
+        try:
+            parsed: Any = json.loads(raw)
+        except ValueError:
+            parsed = raw.decode("utf-8", "replace")
+        return ScoreResult(status, parsed, latency, h.get("x-request-id"), h.get("azureml-model-deployment"),
+                           h.get("x-tollgate-model"))
+
+
+def _http_ok(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+class LocalReleases:
+    """The release workflow on local endpoints (the ReleaseService of the local workspace)."""
+
+    def __init__(self, db: Database, root: Path, policy, models, datasets, endpoints: LocalEndpoints, evaluation):
+        self.db, self.root, self.policy = db, Path(root), policy
+        self.models, self.datasets, self.endpoints, self.evaluation = models, datasets, endpoints, evaluation
+
+    # --- reads ----------------------------------------------------------------
+
+    def state(self, name: str, version: int) -> ReleaseState:
+        mv = self.models.get(name, version)  # NotFound for unknown versions
+        row = self.db.one("SELECT * FROM releases WHERE model_name = ? AND model_version = ?", (name, mv.version))
+        if row is None:
+            return ReleaseState(name, mv.version, Stage.REGISTERED)
+        return ReleaseState(name, mv.version, Stage(row["stage"]), row["deployed_by"], row["decided_by"],
+                            row["decision_comment"], row["smoke_test_id"], parse_ts(row["updated_at"]))
+
+    def states(self, name: str | None = None) -> list[ReleaseState]:
+        """Release state of every version that left the registry, newest first."""
+        rows = self.db.query("SELECT * FROM releases" + (" WHERE model_name = ?" if name else "")
+                             + " ORDER BY updated_at DESC", (name,) if name else ())
+        return [ReleaseState(r["model_name"], r["model_version"], Stage(r["stage"]), r["deployed_by"],
+                             r["decided_by"], r["decision_comment"], r["smoke_test_id"], parse_ts(r["updated_at"]))
+                for r in rows]
+
+    def smoke_test_result(self, test_id: int) -> SmokeTestResult:
+        r = self.db.one("SELECT * FROM smoke_tests WHERE id = ?", (test_id,))
+        if r is None:
+            raise NotFound(f"smoke test {test_id} does not exist")
+        return _to_smoke(r)
+
+    def smoke_tests(self, limit: int = 50) -> list[SmokeTestResult]:
+        return [_to_smoke(r) for r in self.db.query("SELECT * FROM smoke_tests ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def audit(self, limit: int | None = None):
+        return audit.LocalAudit(self.db).audit(limit)
+
+    # --- the workflow ---------------------------------------------------------
+
+    def deploy(self, name: str, version: int, env: str, actor: str) -> Endpoint:
+        """Blue/green deploy of ``name:version`` to staging: new deployment at 0 %, health probe,
+        smoke test through the gateway, then all traffic to it; the previous one stays warm."""
+        role = rules.authorize(self.policy, actor, "deploy")
+        if env == self.policy.endpoints.production:
+            if actor != rules.SYSTEM_ACTOR:
+                raise Conflict("production is reached by promote, not deploy",
+                               hint=f"python tollgate.py promote --model {name} --version {version}")
+        elif env != self.policy.endpoints.staging:
+            raise NotFound(f"endpoint {env!r} does not exist", hint=f"Endpoints: {', '.join(self.endpoints.names())}.")
+        mv = self.models.get(name, version)
+        if mv.archived:
+            raise Conflict(f"{mv.ref} is archived; restore it before deploying")
+        state = self.state(name, mv.version)
+        smoke = self._blue_green(env, mv, actor, role, "deploy")
+        stage = (Stage.PRODUCTION if env == self.policy.endpoints.production
+                 else state.stage if state.stage in (Stage.APPROVED, Stage.PRODUCTION) else Stage.AWAITING_APPROVAL)
+        self._set_stage(mv.name, mv.version, stage, actor, role, "release.stage",
+                        deployed_by=actor, smoke_test_id=smoke.id)
+        if env == self.policy.endpoints.production:
+            self.models.set_alias(mv.name, "champion", mv.version, actor=actor)
+        return self.endpoints.get(env)
+
+    def smoke_test(self, env: str, actor: str, deployment: str | None = None) -> SmokeTestResult:
+        """Run the smoke test against the endpoint's serving deployment (or ``deployment``)."""
+        role = rules.authorize(self.policy, actor, "smoke_test")
+        ep = self.endpoints.get(env)
+        target = next((d for d in ep.deployments if d.name == deployment), None) if deployment else ep.live
+        if target is None:
+            raise Conflict(f"endpoint {env} has no deployment {'named ' + deployment if deployment else 'serving traffic'}")
+        result = self._run_smoke(env, target.name, self.models.get(target.model_name, target.model_version), actor)
+        with self.db.write() as c:
+            audit.record(c, actor, "smoke_test", f"{env}/{target.name}", role=role,
+                         after={"passed": result.passed, "model": target.model_ref, "summary": result.summary})
+        return result
+
+    def approve(self, name: str, version: int, actor: str, comment: str = "") -> ReleaseState:
+        role = rules.authorize(self.policy, actor, "approve")
+        state = self.state(name, version)
+        rules.check_approve(state, actor)
+        gate = self.evaluation.gate(name, state.model_version)
+        if not gate.passed:
+            raise GateFailed(f"{state.ref} does not pass the quality gate: " + "; ".join(gate.reasons))
+        return self._set_stage(name, state.model_version, Stage.APPROVED, actor, role, "approve",
+                               decided_by=actor, decision_comment=comment)
+
+    def reject(self, name: str, version: int, actor: str, comment: str) -> ReleaseState:
+        role = rules.authorize(self.policy, actor, "reject")
+        state = self.state(name, version)
+        rules.check_reject(state, comment)
+        return self._set_stage(name, state.model_version, Stage.REJECTED, actor, role, "reject",
+                               decided_by=actor, decision_comment=comment)
+
+    def promote(self, name: str, version: int, actor: str, comment: str = "") -> Endpoint:
+        """Blue/green to production of an approved version; the previous one stays warm."""
+        role = rules.authorize(self.policy, actor, "promote")
+        state = self.state(name, version)
+        prod = self.policy.endpoints.production
+        if state.stage == Stage.PRODUCTION and (self.endpoints.get(prod).live or None) and \
+                self.endpoints.get(prod).live.model_ref == state.ref:
+            return self.endpoints.get(prod)  # idempotent: already serving
+        smoke = self.smoke_test_result(state.smoke_test_id) if state.smoke_test_id else None
+        gate = self.evaluation.gate(name, state.model_version)
+        rules.check_promote(state, smoke, gate.passed, gate.reasons)
+        mv = self.models.get(name, state.model_version)
+        previous = self.endpoints.get(prod).live
+        self._blue_green(prod, mv, actor, role, "promote", comment)
+        self.models.set_alias(name, "champion", mv.version, actor=actor)
+        self._set_stage(name, mv.version, Stage.PRODUCTION, actor, role, "release.stage")
+        if previous and previous.model_ref != mv.ref:
+            self._set_stage(previous.model_name, previous.model_version, Stage.RETIRED, actor, role, "release.stage")
+        return self.endpoints.get(prod)
+
+    def rollback(self, env: str, actor: str, comment: str = "") -> Endpoint:
+        """Give the traffic back to the warm previous deployment."""
+        role = rules.authorize(self.policy, actor, "rollback")
+        with self._operation(env, actor, "rollback"):
+            ep = self.endpoints.get(env)
+            live = ep.live
+            warm = [d for d in ep.deployments if d is not live and d.state == "healthy" and d.traffic == 0]
+            if live is None or not warm:
+                raise Conflict(f"endpoint {env} has no previous deployment to roll back to",
+                               hint="Rollback needs a warm previous deployment (kept after each promote).")
+            back = warm[0]
+            self._shift(env, {back.name: 100, live.name: 0}, actor, role, "rollback", comment)
+        if env == self.policy.endpoints.production:
+            self.models.set_alias(back.model_name, "champion", back.model_version, actor=actor)
+            self._set_stage(live.model_name, live.model_version, Stage.ROLLED_BACK, actor, role, "release.stage")
+            self._set_stage(back.model_name, back.model_version, Stage.PRODUCTION, actor, role, "release.stage")
+        return self.endpoints.get(env)
+
+    def set_traffic(self, env: str, traffic: Mapping[str, int], actor: str, comment: str = "") -> Endpoint:
+        role = rules.authorize(self.policy, actor, "set_traffic")
+        ep = self.endpoints.get(env)
+        names = {d.name for d in ep.deployments if d.state != "stopped"}
+        unknown = set(traffic) - names
+        if unknown:
+            raise InvalidInput(f"unknown deployment(s) on {env}: {', '.join(sorted(unknown))}")
+        if any(not isinstance(v, int) or v < 0 or v > 100 for v in traffic.values()) or sum(traffic.values()) not in (0, 100):
+            raise InvalidInput("traffic must be whole percentages between 0 and 100 that add up to 100")
+        with self._operation(env, actor, "set_traffic"):
+            self._shift(env, dict(traffic), actor, role, "traffic", comment)
+        return self.endpoints.get(env)
+
+    def regenerate_key(self, env: str, which: str, actor: str) -> Endpoint:
+        role = rules.authorize(self.policy, actor, "regenerate_key")
+        if which not in ("primary", "secondary"):
+            raise InvalidInput("which key: 'primary' or 'secondary'")
+        self.endpoints._row(env)
+        with self.db.write() as c:
+            c.execute(f"UPDATE endpoints SET {which}_key = ?, config_version = config_version + 1 WHERE name = ?",
+                      (new_key(), env))
+            audit.record(c, actor, "key.regenerate", f"{env}/{which}", role=role)
+        return self.endpoints.get(env)
+
+    # --- mechanics ------------------------------------------------------------
+
+    @contextmanager
+    def _operation(self, env: str, actor: str, op: str) -> Iterator[None]:
+        """One long-running operation per endpoint at a time (a second one is refused, not queued)."""
+        self.endpoints.ensure_endpoints()
+        now = time.time()
+        with self.db.write() as c:
+            row = c.execute("SELECT busy_op, busy_since, busy_by FROM endpoint_ops WHERE endpoint = ?", (env,)).fetchone()
+            if row and row["busy_op"] and now - row["busy_since"] < OP_STALE_S:
+                raise Conflict(f"{row['busy_by']} is already running '{row['busy_op']}' on {env}",
+                               hint="Wait for it to finish; the console shows its progress.")
+            c.execute("INSERT INTO endpoint_ops (endpoint, busy_op, busy_since, busy_by) VALUES (?, ?, ?, ?)"
+                      " ON CONFLICT(endpoint) DO UPDATE SET busy_op = excluded.busy_op,"
+                      " busy_since = excluded.busy_since, busy_by = excluded.busy_by", (env, op, now, actor))
+        try:
+            yield
+        finally:
+            with self.db.write() as c:
+                c.execute("UPDATE endpoint_ops SET busy_op = NULL WHERE endpoint = ?", (env,))
+
+    def _blue_green(self, env: str, mv, actor: str, role: str, action: str, comment: str = "") -> SmokeTestResult:
+        with self._operation(env, actor, action):
+            self.endpoints.up()
+            ep = self.endpoints.get(env)
+            live = ep.live
+            # the new deployment takes the colour that is not serving (the warm one is replaced)
+            taken = live.name if live else None
+            name = next(c for c in COLORS if c != taken)
+            self._replace_deployment(env, name, mv, actor)
+            with self.db.write() as c:
+                audit.record(c, actor, f"{action}.started", f"{env}/{name}", role=role, comment=comment,
+                             before={"traffic": ep.traffic}, after={"deployment": name, "model": mv.ref, "traffic": 0})
+            self._wait_healthy(env, name)
+            smoke = self._run_smoke(env, name, mv, actor)
+            if not smoke.passed:
+                self._stop_deployment(env, name)
+                with self.db.write() as c:
+                    audit.record(c, actor, f"{action}.failed", f"{env}/{name}", role=role,
+                                 after={"model": mv.ref, "smoke_test": smoke.id, "summary": smoke.summary})
+                raise GateFailed(f"smoke test of {mv.ref} on {env}/{name} failed: {smoke.summary}; "
+                                 f"traffic unchanged", hint=_failed_cases(smoke))
+            shift = {name: 100, **({live.name: 0} if live else {})}
+            self._shift(env, shift, actor, role, action, comment)
+            return smoke
+
+    def _replace_deployment(self, env: str, name: str, mv, actor: str) -> None:
+        old = self.db.one("SELECT pid FROM deployments WHERE endpoint = ? AND name = ?", (env, name))
+        if old is not None:
+            with self.db.write() as c:
+                c.execute("UPDATE deployments SET desired = 'stopped', traffic = 0 WHERE endpoint = ? AND name = ?",
+                          (env, name))
+                c.execute("UPDATE endpoints SET config_version = config_version + 1 WHERE name = ?", (env,))
+            stop_process(old["pid"])  # the supervisor would too; doing it here makes the name free at once
+        with self.db.write() as c:
+            c.execute("DELETE FROM deployments WHERE endpoint = ? AND name = ?", (env, name))
+            c.execute("INSERT INTO deployments (endpoint, name, model_name, model_version, traffic, desired, state,"
+                      " created_at, created_by) VALUES (?, ?, ?, ?, 0, 'running', 'starting', ?, ?)",
+                      (env, name, mv.name, mv.version, utcnow(), actor))
+            c.execute("UPDATE endpoints SET config_version = config_version + 1 WHERE name = ?", (env,))
+
+    def _stop_deployment(self, env: str, name: str) -> None:
+        with self.db.write() as c:
+            c.execute("UPDATE deployments SET desired = 'stopped', traffic = 0 WHERE endpoint = ? AND name = ?",
+                      (env, name))
+            c.execute("UPDATE endpoints SET config_version = config_version + 1 WHERE name = ?", (env,))
+
+    def _wait_healthy(self, env: str, name: str) -> None:
+        deadline = time.monotonic() + self.policy.endpoints.health_timeout_s
+        while True:
+            row = self.db.one("SELECT state, pid, restarts, last_error FROM deployments WHERE endpoint = ? AND name = ?",
+                              (env, name))
+            if row["state"] == "healthy":
+                return
+            if row["state"] == "unhealthy" or row["restarts"] > 0 or time.monotonic() > deadline:
+                log = self.endpoints.console_log(env, name, 40)
+                self._stop_deployment(env, name)
+                raise GateFailed(f"deployment {env}/{name} failed its health probe"
+                                 f" ({row['last_error'] or 'did not become healthy in time'}); traffic unchanged",
+                                 hint="Its console log:\n" + log)
+            time.sleep(0.1)
+
+    def _shift(self, env: str, traffic: Mapping[str, int], actor: str, role: str, action: str, comment: str) -> None:
+        before = self.endpoints.get(env).traffic
+        with self.db.write() as c:
+            for dep, pct in traffic.items():
+                c.execute("UPDATE deployments SET traffic = ? WHERE endpoint = ? AND name = ?", (pct, env, dep))
+            c.execute("UPDATE endpoints SET config_version = config_version + 1 WHERE name = ?", (env,))
+            audit.record(c, actor, action, env, role=role, before={"traffic": before},
+                         after={"traffic": {**before, **traffic}}, comment=comment)
+        self._wait_gateway_routes(env, {**before, **traffic})
+
+    def _wait_gateway_routes(self, env: str, traffic: Mapping[str, int], timeout_s: float = 5) -> None:
+        """Return once the gateway routes by the new split (so 'done' means done)."""
+        port = self.endpoints._row(env)["port"]
+        deadline = time.monotonic() + timeout_s
+        want = {k: v for k, v in traffic.items() if v}
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+                    got = {k: v for k, v in json.loads(r.read())["traffic"].items() if v}
+                if got == want:
+                    return
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+
+    def _run_smoke(self, env: str, deployment: str, mv, actor: str) -> SmokeTestResult:
+        """Named cases from the held-out split through the gateway, pinned to ``deployment``:
+        status, response schema, and parity with the registered model's offline predictions."""
+        frame = self.datasets.load(mv.dataset, mv.dataset_version)
+        X, _ = evaluation_split(frame, self.policy)
+        model = self.models.load(mv.name, mv.version)
+        features = self.models.features(mv.name, mv.version)
+        sample = X.head(self.policy.smoke.cases)
+        offline = predict(model, sample, mv.ref)
+        cases: list[SmokeCase] = []
+        tol = self.policy.smoke.tolerance
+        for (idx, row), expected in zip(sample.iterrows(), offline):
+            name = f"held-out row {idx}"
+            res = self.endpoints.invoke(env, {"data": [[float(row[f]) for f in features]]}, deployment=deployment)
+            got = None
+            if res.status != 200:
+                cases.append(SmokeCase(name, False, res.status, float(expected), None, f"HTTP {res.status}: {res.body}"))
+                continue
+            preds = res.body.get("predictions") if isinstance(res.body, dict) else None
+            if not (isinstance(preds, list) and len(preds) == 1 and isinstance(preds[0], (int, float))):
+                cases.append(SmokeCase(name, False, res.status, float(expected), None,
+                                       f"response does not match {{'predictions': [number]}}: {res.body!r:.200}"))
+                continue
+            got = float(preds[0])
+            ok = bool(abs(got - expected) <= tol * max(1.0, abs(expected)))
+            cases.append(SmokeCase(name, ok, res.status, float(expected), got,
+                                   "matches the offline prediction" if ok else
+                                   f"differs from the offline prediction by {abs(got - expected):.6g}"))
+        bad = self.endpoints.invoke(env, '{"data": [[1, 2, 3]]}', deployment=deployment)
+        cases.append(SmokeCase("wrong number of features → 4xx", 400 <= bad.status < 500, bad.status, None, None,
+                               f"HTTP {bad.status}: {bad.body}"))
+        passed = all(c.passed for c in cases)
+        failed = [c for c in cases if not c.passed]
+        summary = (f"{len(cases)} cases passed" if passed else f"{len(failed)} of {len(cases)} cases failed")
+        with self.db.write() as c:
+            cur = c.execute("INSERT INTO smoke_tests (endpoint, deployment, model_name, model_version, at, actor,"
+                            " passed, summary, cases_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (env, deployment, mv.name, mv.version, utcnow(), actor, int(passed), summary,
+                             json.dumps([c_.__dict__ for c_ in cases])))
+            test_id = cur.lastrowid
+        return self.smoke_test_result(test_id)
+
+    def _set_stage(self, name: str, version: int, stage: Stage, actor: str, role: str, action: str,
+                   **fields) -> ReleaseState:
+        before = self.state(name, version)
+        cols = {"stage": stage.value, "updated_at": utcnow(), **fields}
+        with self.db.write() as c:
+            c.execute(f"INSERT INTO releases (model_name, model_version, {', '.join(cols)}) VALUES (?, ?, "
+                      f"{', '.join('?' * len(cols))}) ON CONFLICT(model_name, model_version) DO UPDATE SET "
+                      + ", ".join(f"{k} = excluded.{k}" for k in cols), (name, version, *cols.values()))
+            audit.record(c, actor, action, f"{name}:{version}", role=role, before={"stage": before.stage.value},
+                         after={"stage": stage.value}, comment=fields.get("decision_comment") or "")
+        return self.state(name, version)
+
+
+def _to_smoke(r) -> SmokeTestResult:
+    return SmokeTestResult(r["id"], r["endpoint"], r["deployment"], r["model_name"], r["model_version"],
+                           parse_ts(r["at"]), r["actor"], bool(r["passed"]), r["summary"],
+                           tuple(SmokeCase(**c) for c in json.loads(r["cases_json"])))
+
+
+def _failed_cases(smoke: SmokeTestResult) -> str:
+    return "\n".join(f"{c.name}: {c.detail}" for c in smoke.cases if not c.passed)

@@ -1,0 +1,257 @@
+"""The supervisor of a local workspace's endpoints.
+
+``python -m services.local.supervisor --workspace PATH`` (started by
+``tollgate.py up``, by ``make run`` and on demand by a deploy) keeps what runs
+equal to what the database says should run, every ``TICK_S``:
+
+* one gateway process per endpoint, on the endpoint's port;
+* one inference-server process per deployment whose ``desired`` is ``running``;
+  a new one is probed until healthy; one that dies is restarted and the crash is
+  recorded in the audit trail as an incident; ``stopped`` ones are terminated.
+
+One supervisor per workspace (an exclusive lock on ``supervisor.lock``). It
+survives a restart of the console — the console is only a client — and a new
+supervisor adopts the processes a previous one left running.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from ..policy import load_policy
+from . import audit
+from .db import Database, utcnow
+
+TICK_S = 0.5
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+LOCK_FILE = "supervisor.lock"
+PID_FILE = "supervisor.pid"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def http_ok(port: int, path: str = "/") -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap it if it is our child and has exited
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stop_process(pid: int | None, timeout_s: float = 10.0) -> None:
+    """SIGTERM the process group, SIGKILL it if it lingers."""
+    if not pid_alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def deployment_dir(root: Path, endpoint: str) -> Path:
+    path = Path(root) / "endpoints" / endpoint
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def console_log_path(root: Path, endpoint: str, deployment: str) -> Path:
+    return deployment_dir(root, endpoint) / f"{deployment}.log"
+
+
+def gateway_log_path(root: Path, endpoint: str) -> Path:
+    return deployment_dir(root, endpoint) / "gateway.log"
+
+
+def spawn(cmd: list[str], log: Path, env: dict | None = None) -> int:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    return proc.pid
+
+
+class Supervisor:
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        self.policy = load_policy(self.root)
+        self.db = Database(self.root / "tollgate.db")
+        self.started_at: dict[tuple[str, str], float] = {}
+        self.stopping = False
+
+    def tick(self) -> None:
+        self.ensure_gateways()
+        self.ensure_deployments()
+
+    # --- gateways -------------------------------------------------------------
+
+    def ensure_gateways(self) -> None:
+        for ep in self.db.query("SELECT name, port, gateway_pid FROM endpoints"):
+            if pid_alive(ep["gateway_pid"]):
+                continue
+            port = ep["port"] if ep["port"] and not port_open(ep["port"]) else free_port()
+            pid = spawn([sys.executable, "-m", "services.local.gateway", "--workspace", str(self.root),
+                         "--endpoint", ep["name"], "--port", str(port),
+                         "--max-payload-bytes", str(self.policy.endpoints.max_payload_bytes),
+                         "--timeout-s", str(self.policy.endpoints.request_timeout_s)],
+                        gateway_log_path(self.root, ep["name"]))
+            with self.db.write() as c:
+                c.execute("UPDATE endpoints SET port = ?, gateway_pid = ? WHERE name = ?", (port, pid, ep["name"]))
+            print(f"{utcnow()} gateway {ep['name']} started on 127.0.0.1:{port} (pid {pid})", flush=True)
+
+    # --- deployments ----------------------------------------------------------
+
+    def ensure_deployments(self) -> None:
+        rows = self.db.query("SELECT d.*, m.path AS model_path FROM deployments d JOIN models m"
+                             " ON m.name = d.model_name AND m.version = d.model_version")
+        for d in rows:
+            key = (d["endpoint"], d["name"])
+            if d["desired"] == "stopped":
+                if d["pid"]:
+                    stop_process(d["pid"])
+                    self._set(d, pid=None, state="stopped")
+                continue
+            alive = pid_alive(d["pid"])
+            if d["pid"] and not alive:
+                # it was running and is gone: an incident, then a restart
+                was = d["state"]
+                with self.db.write() as c:
+                    c.execute("UPDATE deployments SET pid = NULL, state = 'starting', restarts = restarts + 1,"
+                              " last_error = ? WHERE endpoint = ? AND name = ?",
+                              (f"process {d['pid']} exited unexpectedly at {utcnow()} (was {was}); restarted",
+                               d["endpoint"], d["name"]))
+                    c.execute("UPDATE endpoints SET config_version = config_version + 1 WHERE name = ?",
+                              (d["endpoint"],))
+                    audit.record(c, "supervisor", "deployment.crashed", f"{d['endpoint']}/{d['name']}",
+                                 before={"pid": d["pid"], "state": was, "model": f"{d['model_name']}:{d['model_version']}"},
+                                 after={"action": "restart", "restarts": d["restarts"] + 1}, role="system")
+                print(f"{utcnow()} deployment {key} (pid {d['pid']}) died; restarting", flush=True)
+                self.start_deployment(d)
+            elif not d["pid"]:
+                self.start_deployment(d)
+            elif d["state"] in ("starting", "unhealthy"):
+                self.probe(d)
+
+    def start_deployment(self, d) -> None:
+        port = free_port()
+        env = {"AZUREML_MODEL_DIR": str(self.root / d["model_path"]),
+               "GUNICORN_CMD_ARGS": "--no-control-socket",
+               "AZUREML_MODEL_NAME": d["model_name"], "AZUREML_MODEL_VERSION": str(d["model_version"])}
+        pid = spawn([sys.executable, "-m", "services.local.infsrv", "--entry_script",
+                     str(PROJECT_ROOT / "score.py"), "--port", str(port)],
+                    console_log_path(self.root, d["endpoint"], d["name"]), env)
+        self.started_at[(d["endpoint"], d["name"])] = time.monotonic()
+        self._set(d, pid=pid, port=port, state="starting")
+        print(f"{utcnow()} deployment {d['endpoint']}/{d['name']} ({d['model_name']}:{d['model_version']})"
+              f" starting on 127.0.0.1:{port} (pid {pid})", flush=True)
+
+    def probe(self, d) -> None:
+        if http_ok(d["port"]):
+            self._set(d, state="healthy")
+            print(f"{utcnow()} deployment {d['endpoint']}/{d['name']} healthy", flush=True)
+            return
+        started = self.started_at.setdefault((d["endpoint"], d["name"]), time.monotonic())
+        if time.monotonic() - started > self.policy.endpoints.health_timeout_s and d["state"] != "unhealthy":
+            self._set(d, state="unhealthy",
+                      last_error=f"not healthy after {self.policy.endpoints.health_timeout_s:g} s; see its console log")
+
+    def _set(self, d, **fields) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.db.write() as c:
+            c.execute(f"UPDATE deployments SET {cols} WHERE endpoint = ? AND name = ?",
+                      (*fields.values(), d["endpoint"], d["name"]))
+            c.execute("UPDATE endpoints SET config_version = config_version + 1 WHERE name = ?", (d["endpoint"],))
+
+    # --- shutdown -------------------------------------------------------------
+
+    def stop_all(self) -> None:
+        for d in self.db.query("SELECT * FROM deployments WHERE pid IS NOT NULL"):
+            stop_process(d["pid"])
+            self._set(d, pid=None, state="stopped")
+        for ep in self.db.query("SELECT name, gateway_pid FROM endpoints WHERE gateway_pid IS NOT NULL"):
+            stop_process(ep["gateway_pid"])
+            with self.db.write() as c:
+                c.execute("UPDATE endpoints SET gateway_pid = NULL WHERE name = ?", (ep["name"],))
+
+    def run_forever(self) -> None:
+        def on_term(signum, frame):
+            self.stopping = True
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        while not self.stopping:
+            try:
+                self.tick()
+            except Exception as e:  # keep supervising; the next tick retries
+                print(f"{utcnow()} supervisor tick failed: {type(e).__name__}: {e}", flush=True)
+            time.sleep(TICK_S)
+        self.stop_all()
+        print(f"{utcnow()} supervisor stopped; endpoints down", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workspace", required=True)
+    args = ap.parse_args(argv)
+    root = Path(args.workspace).resolve()
+    lock = open(root / LOCK_FILE, "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("another supervisor already runs for this workspace", flush=True)
+        return 0
+    (root / PID_FILE).write_text(str(os.getpid()))
+    print(f"{utcnow()} supervisor {os.getpid()} for {root}", flush=True)
+    try:
+        Supervisor(root).run_forever()
+    finally:
+        (root / PID_FILE).unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

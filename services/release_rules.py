@@ -1,0 +1,84 @@
+"""The release rules: who may do what, and which transitions are allowed.
+
+Backend-independent and enforced in services (never by hiding a button): every
+backend's release service calls these before it changes anything, and raises
+what they raise.
+"""
+from __future__ import annotations
+
+from .entities import ReleaseState, SmokeTestResult, Stage
+from .errors import Conflict, Forbidden, GateFailed, InvalidInput
+from .policy import Policy
+
+# The built-in principal used by demo seeding and automation inside the product;
+# it cannot be chosen from the CLI or the console's identity picker.
+SYSTEM_ACTOR = "tollgate-system"
+
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "deploy": frozenset({"qa", "admin"}),
+    "smoke_test": frozenset({"qa", "ml_lead", "admin"}),
+    "approve": frozenset({"ml_lead", "admin"}),
+    "reject": frozenset({"ml_lead", "admin"}),
+    "promote": frozenset({"qa", "admin"}),
+    "rollback": frozenset({"qa", "admin"}),
+    "set_traffic": frozenset({"admin"}),
+    "regenerate_key": frozenset({"admin"}),
+    "show_keys": frozenset({"qa", "admin"}),
+}
+
+VERBS = {"deploy": "deploy", "smoke_test": "run a smoke test", "approve": "approve a model version",
+         "reject": "reject a model version", "promote": "promote to production", "rollback": "roll back",
+         "set_traffic": "change traffic", "regenerate_key": "regenerate endpoint keys",
+         "show_keys": "see endpoint keys"}
+
+
+def authorize(policy: Policy, actor: str, action: str) -> str:
+    """The role under which ``actor`` may do ``action``; ``Forbidden`` with the reason otherwise."""
+    if actor == SYSTEM_ACTOR:
+        return "system"
+    if not actor or not actor.strip():
+        raise Forbidden("no identity given", hint="Pick who you are (console sidebar) or pass --as EMAIL.")
+    allowed = PERMISSIONS[action]
+    roles = policy.roles_of(actor)
+    for role in ("admin", *sorted(allowed)):
+        if role in roles and role in allowed:
+            return role
+    has = ", ".join(roles) if roles else "no role"
+    raise Forbidden(f"{actor} ({has}) may not {VERBS[action]}: that needs {' or '.join(sorted(allowed))}",
+                    hint=f"Ask someone with that role, or an admin to map {actor} in the policy file's [roles].")
+
+
+def check_approve(state: ReleaseState, actor: str) -> None:
+    if state.stage == Stage.APPROVED:
+        raise Conflict(f"{state.ref} is already approved (by {state.decided_by})")
+    if state.stage != Stage.AWAITING_APPROVAL:
+        raise Conflict(f"{state.ref} is {_stage(state)}; only a version that passed its staging smoke test "
+                       f"can be approved", hint="Deploy it to staging first; the smoke test runs as part of it.")
+    if actor == state.deployed_by:
+        raise Forbidden(f"{actor} deployed {state.ref} and may not also approve it (four eyes)",
+                        hint="Another ML lead must approve it.")
+
+
+def check_reject(state: ReleaseState, comment: str) -> None:
+    if not comment or not comment.strip():
+        raise InvalidInput("a rejection needs a comment saying why")
+    if state.stage in (Stage.PRODUCTION,):
+        raise Conflict(f"{state.ref} is in production; roll it back instead of rejecting it")
+    if state.stage == Stage.REJECTED:
+        raise Conflict(f"{state.ref} is already rejected")
+
+
+def check_promote(state: ReleaseState, smoke: SmokeTestResult | None, gate_passed: bool, gate_reasons) -> None:
+    if state.stage == Stage.REJECTED:
+        raise Conflict(f"{state.ref} was rejected by {state.decided_by}: {state.decision_comment}")
+    if state.stage != Stage.APPROVED:
+        raise Conflict(f"{state.ref} is {_stage(state)}; only an approved version can be promoted",
+                       hint="Deploy to staging, pass the smoke test, and get an ML lead's approval first.")
+    if smoke is None or not smoke.passed:
+        raise GateFailed(f"{state.ref} has no passing staging smoke test")
+    if not gate_passed:
+        raise GateFailed(f"{state.ref} does not pass the quality gate: " + "; ".join(gate_reasons))
+
+
+def _stage(state: ReleaseState) -> str:
+    return state.stage.value.replace("_", " ")
