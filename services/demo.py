@@ -18,6 +18,7 @@ from sklearn.datasets import load_diabetes
 
 from .entities import RunFilter, RunStatus, TrainingSpec
 from .protocols import Workspace
+from .release_rules import SYSTEM_ACTOR
 
 DATASET = "diabetes"
 DEMO_USER = "demo-seeder"
@@ -49,8 +50,10 @@ def diabetes_v2(seed: int = 7) -> pd.DataFrame:
     return pd.concat([base, extra], ignore_index=True)
 
 
-def seed_demo(ws: Workspace, progress: Callable[[str], None] = print, wait_s: float = 300) -> dict:
-    """Bring ``ws`` up to the demo state; returns what it created."""
+def seed_demo(ws: Workspace, progress: Callable[[str], None] = print, wait_s: float = 300,
+              deploy_endpoints: bool = True) -> dict:
+    """Bring ``ws`` up to the demo state; returns what it created. With ``deploy_endpoints``
+    the champion is put in production and the best candidate in staging."""
     created = {"datasets": [], "runs": []}
     existing = {v.version for v in ws.datasets.all_versions() if v.name == DATASET}
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,8 +73,35 @@ def seed_demo(ws: Workspace, progress: Callable[[str], None] = print, wait_s: fl
             if r.status == RunStatus.COMPLETED]
     if len(done) >= len(TRAININGS):
         progress(f"{len(done)} completed runs already; nothing to train")
-        return created
+    else:
+        train_demo_models(ws, progress, wait_s, created)
+    if deploy_endpoints and getattr(ws, "endpoints", None) is not None:
+        deploy_demo_endpoints(ws, progress, created)
+    return created
 
+
+def deploy_demo_endpoints(ws: Workspace, progress: Callable[[str], None], created: dict) -> None:
+    """The champion serving production and the best candidate waiting in staging."""
+    name = ws.policy.model_name
+    champion = ws.models.champion(name)
+    if champion is None:
+        return
+    env = ws.policy.endpoints
+    if not any(ep.live for ep in ws.endpoints.list()):
+        progress(f"deploying champion {champion.ref} to {env.production}…")
+        ws.releases.deploy(name, champion.version, env.production, SYSTEM_ACTOR)
+        created.setdefault("deployments", []).append(f"{env.production}:{champion.ref}")
+    if ws.endpoints.get(env.staging).live is None:
+        candidates = [m for m in ws.models.versions(name, include_archived=False)
+                      if m.version > champion.version and not m.aliases]
+        if candidates:
+            best = min(candidates, key=lambda m: m.metrics.get("rmse", float("inf")))
+            progress(f"deploying candidate {best.ref} to {env.staging} (smoke test included)…")
+            ws.releases.deploy(name, best.version, env.staging, SYSTEM_ACTOR)
+            created.setdefault("deployments", []).append(f"{env.staging}:{best.ref}")
+
+
+def train_demo_models(ws: Workspace, progress: Callable[[str], None], wait_s: float, created: dict) -> None:
     def submit(version, estimator, params):
         run = ws.jobs.submit(TrainingSpec(dataset=DATASET, dataset_version=version, estimator=estimator,
                                           params=params, experiment=ws.policy.experiment, created_by=DEMO_USER))
@@ -91,4 +121,3 @@ def seed_demo(ws: Workspace, progress: Callable[[str], None] = print, wait_s: fl
         finish(submit(*first))
     for run in [submit(*t) for t in rest]:
         finish(run)
-    return created
