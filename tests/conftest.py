@@ -30,14 +30,14 @@ def demo_template(tmp_path_factory) -> Path:
             shutil.rmtree(target, ignore_errors=True)
             from services.demo import seed_demo
             ws = LocalWorkspace(target)
-            seed_demo(ws, progress=lambda m: None)
+            seed_demo(ws, progress=lambda m: None, deploy_endpoints=False)
             ws.close()
             (target / ".seeded").touch()
     return target
 
 
 def copy_workspace(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.lock", ".seeded"))
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.lock", "*.pid", ".seeded"))
     return dst
 
 
