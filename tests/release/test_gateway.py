@@ -1,0 +1,206 @@
+"""The gateway in front of a local online endpoint, seen from a client.
+
+Production serves v3 on ``green`` (100 %) with v1 warm on ``blue`` (0 %). Every
+request goes through ``Client`` (plain ``requests``) so that the last test can
+check that the telemetry holds exactly one record per request sent.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from services.errors import Forbidden
+from services.release_rules import SYSTEM_ACTOR
+
+from .conftest import ADMIN, FEATURES_ROW, MODEL, QA, Client, live_workspace, scoring, telemetry_rows, wait_for, \
+    wait_telemetry
+
+GOOD = json.dumps({"data": [FEATURES_ROW]})
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@pytest.fixture(scope="module")
+def prod(demo_template, tmp_path_factory):
+    with live_workspace(demo_template, tmp_path_factory.mktemp("gateway")) as ws:
+        ws.releases.deploy(MODEL, 1, "production", SYSTEM_ACTOR)
+        ws.releases.deploy(MODEL, 3, "production", SYSTEM_ACTOR)  # v1 stays warm at 0 %
+        assert ws.endpoints.get("production").traffic == {"blue": 0, "green": 100}
+        ws.started_serving_tests_at = time.time()
+        yield ws
+
+
+@pytest.fixture(scope="module")
+def client():
+    return Client()
+
+
+def offline_prediction(ws, version: int, rows: list[list[float]]) -> list[float]:
+    model = ws.models.load(MODEL, version)
+    frame = pd.DataFrame(np.asarray(rows, dtype=float), columns=ws.models.features(MODEL, version))
+    return [float(p) for p in model.predict(frame)]
+
+
+def test_the_issue_client_code_gets_predictions(prod, client):
+    scoring_uri, key = scoring(prod, "production")
+    data = {"data": [FEATURES_ROW]}
+    # the client code of the issue, unchanged
+    r = requests.post(scoring_uri, json.dumps(data),
+                      headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    client.sent.append(r.headers["x-request-id"])
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == pytest.approx(offline_prediction(prod, 3, [FEATURES_ROW]), rel=1e-9)
+
+    two_rows = [FEATURES_ROW, [48, 1, 21.6, 87, 183, 103.2, 70, 3, 3.8918, 69]]
+    r = client.post(scoring_uri, json.dumps({"data": two_rows}), key)
+    assert r.status_code == 200
+    assert r.json()["predictions"] == pytest.approx(offline_prediction(prod, 3, two_rows), rel=1e-9)
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer not-the-key", "Bearer ", "Basic {key}", "{key}"],
+                         ids=["no-key", "wrong-key", "empty-bearer", "basic-scheme", "no-scheme"])
+def test_a_request_without_a_valid_key_gets_401(prod, client, authorization):
+    scoring_uri, key = scoring(prod, "production")
+    extra = {"Authorization": authorization.format(key=key)} if authorization else {}
+    r = client.post(scoring_uri, GOOD, None, extra=extra)
+    assert r.status_code == 401
+    assert r.json() == {"error": "missing or invalid key: send 'Authorization: Bearer <endpoint key>'"}
+    assert "azureml-model-deployment" not in r.headers  # refused before routing
+
+
+def test_the_secondary_key_works_too(prod, client):
+    uri = prod.endpoints.get("production").scoring_uri
+    primary, secondary = prod.endpoints.keys("production", QA)
+    assert primary != secondary
+    assert client.post(uri, GOOD, secondary).status_code == 200
+    assert client.post(uri, GOOD, f"{secondary}x").status_code == 401
+
+
+def test_a_regenerated_key_replaces_the_old_one(prod, client):
+    uri = prod.endpoints.get("production").scoring_uri
+    old_primary, secondary = prod.endpoints.keys("production", QA)
+    with pytest.raises(Forbidden, match="may not regenerate endpoint keys"):
+        prod.releases.regenerate_key("production", "primary", QA)
+
+    prod.releases.regenerate_key("production", "primary", ADMIN)
+    new_primary, same_secondary = prod.endpoints.keys("production", QA)
+    assert new_primary != old_primary and same_secondary == secondary
+    # the gateway reloads its keys within its refresh interval (0.2 s)
+    wait_for(lambda: client.post(uri, GOOD, old_primary).status_code == 401, 5, "the old key to be refused")
+    assert client.post(uri, GOOD, new_primary).status_code == 200
+    assert client.post(uri, GOOD, secondary).status_code == 200
+    assert prod.releases.audit(1)[0].action == "key.regenerate" and prod.releases.audit(1)[0].actor == ADMIN
+
+
+BAD_INPUTS = {
+    "malformed-json": ('{"data": [[59, 2, 32.1', "the body is not valid JSON"),
+    "nine-features": (json.dumps({"data": [FEATURES_ROW[:9]]}),
+                      "row 0: expected 10 features (age, sex, bmi, bp, s1, s2, s3, s4, s5, s6), got 9"),
+    "nan": ('{"data": [[NaN, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]]}', "NaN is not allowed in the input"),
+    "infinity": ('{"data": [[59, 2, Infinity, 101, 157, 93.2, 38, 4, 4.8598, 87]]}', "Infinity is not allowed"),
+    "string-value": (json.dumps({"data": [[59, 2, "abc", 101, 157, 93.2, 38, 4, 4.8598, 87]]}),
+                     "row 0, feature 'bmi': expected a number, got 'abc'"),
+    "no-data-field": (json.dumps({"rows": [FEATURES_ROW]}), 'expected a JSON object with a "data" field'),
+    "empty-data": (json.dumps({"data": []}), '"data" must be a non-empty list of rows'),
+}
+
+
+@pytest.mark.parametrize("body,problem", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_input_gets_a_4xx_naming_the_problem_and_the_endpoint_keeps_serving(prod, client, body, problem):
+    uri, key = scoring(prod, "production")
+    r = client.post(uri, body, key)
+    assert r.status_code == 400, r.text
+    assert problem in r.json()["error"]
+    assert r.headers["x-tollgate-model"] == f"{MODEL}:3"  # the model's own score.py refused it
+    after = client.post(uri, GOOD, key)
+    assert after.status_code == 200 and len(after.json()["predictions"]) == 1
+
+
+def test_a_payload_over_the_limit_gets_413(prod, client):
+    uri, key = scoring(prod, "production")
+    limit = prod.policy.endpoints.max_payload_bytes
+    big = '{"data": [[' + " " * limit + "]]}"
+    r = client.post(uri, big, key)
+    assert r.status_code == 413
+    assert r.json()["error"] == f"payload of {len(big)} bytes exceeds the limit of {limit} bytes"
+
+    # without a Content-Length (chunked upload) the gateway counts the bytes as they arrive
+    chunks = (b" " * 65536 for _ in range(limit // 65536 + 2))
+    r = client.post(uri, chunks, key)
+    assert r.status_code == 413
+    assert r.json()["error"] == f"payload exceeds the limit of {limit} bytes"
+
+    just_under = json.dumps({"data": [FEATURES_ROW]}).ljust(limit)
+    assert client.post(uri, just_under, key).status_code == 200
+
+
+def test_the_deployment_header_reaches_a_deployment_at_zero_percent(prod, client):
+    uri, key = scoring(prod, "production")
+    for _ in range(5):
+        pinned = client.post(uri, GOOD, key, deployment="blue")
+        assert pinned.status_code == 200
+        assert (pinned.headers["azureml-model-deployment"], pinned.headers["x-tollgate-model"]) == ("blue", f"{MODEL}:1")
+        assert pinned.json()["predictions"] == pytest.approx(offline_prediction(prod, 1, [FEATURES_ROW]), rel=1e-9)
+    for _ in range(10):
+        routed = client.post(uri, GOOD, key)
+        assert (routed.headers["azureml-model-deployment"], routed.headers["x-tollgate-model"]) == ("green", f"{MODEL}:3")
+
+
+def test_an_unknown_deployment_name_gets_404(prod, client):
+    uri, key = scoring(prod, "production")
+    r = client.post(uri, GOOD, key, deployment="purple")
+    assert r.status_code == 404
+    assert r.json()["error"] == "deployment 'purple' does not exist on endpoint 'production' (known: blue, green)"
+
+
+def test_response_headers_name_the_request_the_deployment_and_the_model(prod, client):
+    uri, key = scoring(prod, "production")
+    r = requests.post(uri, GOOD, headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    client.sent.append(r.headers["x-request-id"])
+    assert UUID.match(r.headers["x-request-id"]), r.headers
+    assert r.headers["x-ms-request-id"] == r.headers["x-request-id"]
+    assert r.headers["azureml-model-deployment"] == "green"
+    assert r.headers["x-tollgate-model"] == f"{MODEL}:3"
+
+    mine = client.post(uri, GOOD, key, request_id="order-4711-attempt-1")
+    assert mine.headers["x-request-id"] == "order-4711-attempt-1"
+    refused = client.post(uri, GOOD, "wrong", request_id="order-4711-attempt-2")
+    assert refused.status_code == 401 and refused.headers["x-request-id"] == "order-4711-attempt-2"
+
+
+def test_telemetry_has_exactly_one_record_per_request_including_refused_ones(prod, client):
+    uri, key = scoring(prod, "production")
+    mine = {
+        "ok": client.post(uri, GOOD, key),
+        "pinned": client.post(uri, GOOD, key, deployment="blue"),
+        "no-key": client.post(uri, GOOD, None),
+        "bad-input": client.post(uri, BAD_INPUTS["nine-features"][0], key),
+        "unknown-deployment": client.post(uri, GOOD, key, deployment="purple"),
+        "too-big": client.post(uri, " " * (prod.policy.endpoints.max_payload_bytes + 1), key),
+    }
+    ids = {what: r.headers["x-request-id"] for what, r in mine.items()}
+    rows = {r["request_id"]: r for r in wait_telemetry(prod.root, list(ids.values()))}
+    got = {what: (rows[i]["status"], rows[i]["deployment"], rows[i]["model"]) for what, i in ids.items()}
+    assert got == {
+        "ok": (200, "green", f"{MODEL}:3"),
+        "pinned": (200, "blue", f"{MODEL}:1"),
+        "no-key": (401, None, None),
+        "bad-input": (400, "green", f"{MODEL}:3"),
+        "unknown-deployment": (404, None, None),
+        "too-big": (413, None, None),
+    }
+    ok, bad = rows[ids["ok"]], rows[ids["bad-input"]]
+    assert ok["request_body"] == GOOD and json.loads(ok["response_body"])["predictions"] and ok["error"] is None
+    assert ok["endpoint"] == "production" and 0 < ok["latency_ms"] < 30_000
+    assert "expected 10 features" in bad["error"] and "expected 10 features" in bad["response_body"]
+    assert rows[ids["no-key"]]["error"].startswith("missing or invalid key")
+
+    # over the whole module: one row per request this client sent, no more, no fewer
+    wait_telemetry(prod.root, client.sent)
+    since = [r for r in telemetry_rows(prod.root) if r["ts"] >= prod.started_serving_tests_at]
+    assert len(since) == len(client.sent) and sorted(r["request_id"] for r in since) == sorted(client.sent)
