@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,3 +154,87 @@ def wait_telemetry(root: Path, request_ids: list[str], timeout_s: float = 15) ->
 def scoring(ws: LocalWorkspace, env: str) -> tuple[str, str]:
     """The scoring URI and primary key of an endpoint."""
     return ws.endpoints.get(env).scoring_uri, ws.endpoints.keys(env, QA)[0]
+
+
+# --- steady load ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    seq: int
+    request_id: str
+    sent: float            # time.time() when the request left the client
+    done: float
+    status: int | None     # None: no HTTP answer at all (connection error, timeout)
+    deployment: str | None
+    model: str | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+class SteadyLoad:
+    """``rate`` scoring requests per second from a thread pool, on loopback, until ``stop()``.
+
+    Bounded: it never runs longer than ``max_s`` nor sends more than ``rate * max_s`` requests.
+    Each request carries its own ``x-request-id`` (``load-<run>-<seq>``) so telemetry can be
+    matched one to one.
+    """
+
+    def __init__(self, uri: str, key: str, *, rate: float = 50, max_s: float = 240, workers: int = 16,
+                 body: str | None = None):
+        self.uri, self.key, self.rate, self.max_s = uri, key, rate, max_s
+        self.body = body or '{"data": [' + str(FEATURES_ROW) + "]}"
+        self.run_id = uuid.uuid4().hex[:8]
+        self.outcomes: list[Outcome] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="load")
+        self._scheduler = threading.Thread(target=self._schedule, name="load-scheduler", daemon=True)
+
+    def __enter__(self) -> "SteadyLoad":
+        self.started = time.time()
+        self._scheduler.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> list[Outcome]:
+        self._stop.set()
+        self._scheduler.join(self.max_s + 5)
+        self._pool.shutdown(wait=True)
+        self.outcomes.sort(key=lambda o: o.seq)
+        return self.outcomes
+
+    def _schedule(self) -> None:
+        start = time.monotonic()
+        for seq in range(int(self.rate * self.max_s)):
+            due = start + seq / self.rate
+            if self._stop.wait(max(0.0, due - time.monotonic())):
+                return
+            self._pool.submit(self._one, seq)
+
+    def _one(self, seq: int) -> None:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        request_id = f"load-{self.run_id}-{seq}"
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.key}",
+                   "x-request-id": request_id}
+        sent = time.time()
+        try:
+            r = session.post(self.uri, self.body, headers=headers, timeout=30)
+            outcome = Outcome(seq, request_id, sent, time.time(), r.status_code,
+                              r.headers.get("azureml-model-deployment"), r.headers.get("x-tollgate-model"),
+                              None if r.status_code == 200 else r.text[:300])
+        except requests.RequestException as e:
+            outcome = Outcome(seq, request_id, sent, time.time(), None, None, None, f"{type(e).__name__}: {e}")
+        with self._lock:
+            self.outcomes.append(outcome)
+
+    @property
+    def request_ids(self) -> list[str]:
+        return [o.request_id for o in self.outcomes]
