@@ -356,6 +356,7 @@ class LocalReleases:
             c.execute(f"UPDATE endpoints SET {which}_key = ?, config_version = config_version + 1 WHERE name = ?",
                       (new_key(), env))
             audit.record(c, actor, "key.regenerate", f"{env}/{which}", role=role)
+        self._wait_gateway_config(env)  # once this returns, the old key is refused
         return self.endpoints.get(env)
 
     # --- mechanics ------------------------------------------------------------
@@ -462,6 +463,21 @@ class LocalReleases:
                 if got == want:
                     return
             except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+
+    def _wait_gateway_config(self, env: str, timeout_s: float = 5) -> None:
+        """Return once a running gateway has loaded the endpoint's current configuration (keys)."""
+        row = self.endpoints._row(env)
+        if not row["port"] or not pid_alive(row["gateway_pid"]):
+            return  # not running: it loads the current keys when it starts
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{row['port']}/", timeout=1) as r:
+                    if json.loads(r.read()).get("config_version", -1) >= row["config_version"]:
+                        return
+            except (OSError, ValueError):
                 pass
             time.sleep(0.05)
 

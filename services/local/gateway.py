@@ -191,7 +191,8 @@ class Gateway:
     async def health(self, request: Request) -> Response:
         live = [t.deployment for t in self.routes.targets if t.healthy]
         return JSONResponse({"endpoint": self.endpoint, "healthy_deployments": live,
-                             "traffic": {t.deployment: t.traffic for t in self.routes.targets}})
+                             "traffic": {t.deployment: t.traffic for t in self.routes.targets},
+                             "config_version": self.routes.version})
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/score", self.score, methods=["POST"]),
