@@ -12,8 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from services import open_workspace
-from services.entities import (Comparison, DatasetVersion, DataTestResult, MetricPoint, ModelVersion, Run,
-                               RunFilter)
+from services.entities import (AuditRecord, Comparison, DatasetVersion, DataTestResult, Endpoint, MetricPoint,
+                               ModelVersion, ReleaseState, Run, RunFilter, SmokeTestResult)
 from services.workspace import workspace_uri
 
 READ_TTL = 10  # seconds; writes clear the cache at once
@@ -105,3 +105,54 @@ def runs_frame(items: list[Run]) -> pd.DataFrame:
         row.update({f"m.{k}": v for k, v in r.metrics.items()})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --- endpoints and releases (issue 3) ---------------------------------------------
+# Endpoint health changes without a write (a deployment becomes healthy, crashes):
+# a short TTL keeps the Endpoints page close to live.
+ENDPOINT_TTL = 3
+
+
+@st.cache_data(ttl=ENDPOINT_TTL, show_spinner=False)
+def endpoints(ws_uri: str) -> list[Endpoint]:
+    ops = _workspace(ws_uri).endpoints
+    return [] if ops is None else ops.list()
+
+
+@st.cache_data(ttl=ENDPOINT_TTL, show_spinner=False)
+def console_log(ws_uri: str, endpoint: str, deployment: str, tail: int) -> str:
+    return _workspace(ws_uri).endpoints.console_log(endpoint, deployment, tail)
+
+
+@st.cache_data(ttl=ENDPOINT_TTL, show_spinner=False)
+def gateway_log(ws_uri: str, endpoint: str, tail: int) -> str | None:
+    """The gateway's own log; None where the backend has no such thing (Azure)."""
+    read = getattr(_workspace(ws_uri).endpoints, "gateway_log", None)
+    return None if read is None else read(endpoint, tail)
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def release_states(ws_uri: str, name: str | None = None) -> list[ReleaseState]:
+    ops = _workspace(ws_uri).releases
+    return [] if ops is None else ops.states(name)
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def release_state(ws_uri: str, name: str, version: int) -> ReleaseState:
+    return _workspace(ws_uri).releases.state(name, version)
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def smoke_tests(ws_uri: str, limit: int = 200) -> list[SmokeTestResult]:
+    return _workspace(ws_uri).releases.smoke_tests(limit)
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def smoke_test(ws_uri: str, test_id: int) -> SmokeTestResult:
+    return _workspace(ws_uri).releases.smoke_test_result(test_id)
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def audit(ws_uri: str, limit: int | None = None) -> list[AuditRecord]:
+    ops = _workspace(ws_uri).releases
+    return [] if ops is None else ops.audit(limit)
