@@ -1,0 +1,4 @@
+"""Releases: each candidate's way to production, the gates' evidence, the release actions, the audit trail."""
+from ui import releases_view
+
+releases_view.render()

@@ -1,0 +1,247 @@
+"""The Releases page: the board, the gates' evidence, the actions behind confirmations, the audit trail.
+
+The ``live`` fixture deploys the champion to production and a candidate to staging
+(as lee@contoso.com, who is both QA and ML lead: the four-eyes case) once for the
+module, ~40 s, and stops every process in teardown.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from services.entities import Deployment, Endpoint, ModelVersion, ReleaseState, Stage
+from services.errors import Forbidden, InvalidInput
+from services.local.workspace import LocalWorkspace
+from services.policy import Policy
+from services.release_rules import SYSTEM_ACTOR
+from tests.conftest import copy_workspace
+from ui import releases_view as rv, state
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+PAGE = "pages/releases.py"
+DEPLOYER = "lee@contoso.com"  # ml_lead and qa: may deploy, and may approve what someone else deployed
+LONG = 180                    # seconds for a run that promotes (a blue/green deploy on a loaded machine)
+
+
+def open_page(actor: str | None = None) -> AppTest:
+    from streamlit import cache_data
+    cache_data.clear()  # tests also write through the services; the page must not show stale reads
+    at = AppTest.from_file(APP, default_timeout=60)
+    if actor:
+        at.session_state[state.ACTOR] = actor
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def act_as(at: AppTest, actor: str) -> None:
+    # under AppTest the page runs without app.py's sidebar (see tests/pages/test_endpoints.py): set the identity
+    at.session_state[state.ACTOR] = actor
+
+
+def texts(at: AppTest, kind: str) -> str:
+    return "\n".join(e.value for e in getattr(at, kind))
+
+
+def best_candidate(ws) -> ModelVersion:
+    champion = ws.models.champion(ws.policy.model_name)
+    newer = [v for v in ws.models.versions(ws.policy.model_name) if v.version > champion.version]
+    return next(v for v in sorted(newer, key=lambda v: v.metrics["rmse"]) if ws.evaluation.gate(v.name, v.version).passed)
+
+
+@pytest.fixture(scope="module")
+def live(demo_ws):
+    ws = demo_ws
+    champion = ws.models.champion(ws.policy.model_name)
+    candidate = best_candidate(ws)
+    try:
+        ws.releases.deploy(champion.name, champion.version, ws.policy.endpoints.production, SYSTEM_ACTOR)
+        ws.releases.deploy(candidate.name, candidate.version, ws.policy.endpoints.staging, DEPLOYER)
+        yield ws, champion, candidate
+    finally:
+        ws.endpoints.down()
+
+
+@pytest.fixture
+def live_env(live, demo_env):
+    return live
+
+
+# --- plans: the confirmation says exactly what will change (no processes needed) -----
+
+def mv(version: int) -> ModelVersion:
+    return ModelVersion("diabetes-regressor", version, datetime.now(timezone.utc), "t", "", "ridge", {}, None,
+                        "diabetes", 2, {})
+
+
+def dep(name: str, version: int, traffic: int, state: str = "healthy") -> Deployment:
+    return Deployment(name, "production", "diabetes-regressor", version, state, traffic)
+
+
+def test_promote_plan_names_traffic_alias_and_stages():
+    prod = Endpoint("production", "http://127.0.0.1:1/score", (dep("blue", 1, 100),))
+    plan = rv.plan_promote(Policy(), prod, mv(3), mv(1), ReleaseState("diabetes-regressor", 3, Stage.APPROVED))
+    text = "\n".join(plan.changes)
+    assert "production traffic: blue (v1) 100 % → **green (v3) 100 %**; blue stays warm for rollback" in text
+    assert "champion alias moves v1 → **v3**" in text
+    assert "v3 approved → **in production**; v1 in production → retired" in text
+    assert "traffic stays as it is" in text
+    assert plan.long and plan.action == "promote"
+
+
+def test_promote_plan_warns_that_the_rollback_target_is_replaced():
+    prod = Endpoint("production", "", (dep("blue", 1, 0), dep("green", 2, 100)))
+    plan = rv.plan_promote(Policy(), prod, mv(3), mv(2), ReleaseState("diabetes-regressor", 3, Stage.APPROVED))
+    text = "\n".join(plan.changes)
+    assert "the warm deployment blue (v1) (today's rollback target) is stopped and replaced" in text
+    assert "green (v2) 100 % → **blue (v3) 100 %**; green stays warm" in text
+
+
+def test_rollback_plan_and_its_absence():
+    prod = Endpoint("production", "", (dep("blue", 1, 0), dep("green", 3, 100)))
+    text = "\n".join(rv.plan_rollback(Policy(), prod).changes)
+    assert "production traffic: green (v3) 100 % → **blue (v1) 100 %**" in text
+    assert "champion alias moves v3 → **v1**" in text
+    lone = Endpoint("production", "", (dep("green", 3, 100),))
+    assert "cannot be rolled back: it has no warm previous deployment" in rv.plan_rollback(Policy(), lone).changes[0]
+
+
+def test_deploy_plan_keeps_production_out_of_it():
+    staging = Endpoint("staging", "", (dep("blue", 3, 100),))
+    plan = rv.plan_deploy(Policy(), staging, mv(5), ReleaseState("diabetes-regressor", 5, Stage.REGISTERED))
+    text = "\n".join(plan.changes)
+    assert "staging traffic: blue (v3) 100 % → **green (v5) 100 %**" in text
+    assert "registered (not deployed) → **awaiting approval**" in text
+    assert "production is not touched" in text
+
+
+def test_journey_marks():
+    assert rv.journey(Stage.REGISTERED) == ["○"] * 4
+    assert rv.journey(Stage.AWAITING_APPROVAL) == ["✅", "✅", "○", "○"]
+    assert rv.journey(Stage.REJECTED) == ["✅", "✅", "❌", "○"]
+    assert rv.journey(Stage.ROLLED_BACK) == ["✅", "✅", "✅", "↩️"]
+
+
+# --- the page ------------------------------------------------------------------
+
+@pytest.fixture
+def stopped_env(demo_template, tmp_path, monkeypatch):
+    path = copy_workspace(demo_template, tmp_path / "ws")
+    monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{path}")
+    ws = LocalWorkspace(path)
+    yield ws
+    ws.endpoints.down()
+    ws.close()
+
+
+def test_page_without_endpoints_shows_the_board_and_refuses_support(stopped_env):
+    at = open_page("support@contoso.com")
+    assert texts(at, "title") == "Releases"
+    board = at.dataframe[0].value
+    assert set(board["stage"]) == {"⚪ registered (not deployed)"}
+    champion = stopped_env.models.champion(stopped_env.policy.model_name)
+    assert f"The `champion` alias points at **{champion.ref}**" in texts(at, "markdown")
+    assert "Never smoke-tested" in texts(at, "caption")
+
+    at.button(key="releases.deploy").click().run()
+    assert "the service will refuse" in texts(at, "warning")  # said before, in the dialog
+    at.button(key="dialog.confirm").click().run()
+    assert "support@contoso.com (support) may not deploy" in texts(at, "error")
+    assert stopped_env.endpoints.supervisor_pid() is None
+
+
+def test_release_workflow_on_the_page(live_env, monkeypatch):
+    ws, champion, candidate = live_env
+    served_csv: list[bytes] = []
+    real_csv = rv.audit_csv
+    monkeypatch.setattr(rv, "audit_csv", lambda frame: served_csv.append(real_csv(frame)) or served_csv[-1])
+
+    at = open_page(DEPLOYER)
+    assert at.selectbox(key="releases.version").value == candidate.version  # the one waiting for a decision
+    board = at.dataframe[0].value.set_index("version")
+    assert board.loc[candidate.ref, "stage"] == "⏳ awaiting approval"
+    assert board.loc[champion.ref, "stage"] == "🟢 in production"
+    # the evidence, side by side
+    assert "Passes the quality gate" in texts(at, "success")
+    assert "6 cases passed" in texts(at, "success")
+    cases = next(d.value for d in at.dataframe if "case" in d.value.columns)
+    assert list(cases.columns[:4]) == ["case", "passed", "expected", "got"] and len(cases) == 6
+
+    # four eyes: the deployer may not approve
+    at.button(key="releases.approve").click().run()
+    at.button(key="dialog.confirm").click().run()
+    assert "may not also approve it (four eyes)" in texts(at, "error")
+    assert ws.releases.state(candidate.name, candidate.version).stage == Stage.AWAITING_APPROVAL
+    at.button(key="dialog.cancel").click().run()
+    assert not any(b.key == "dialog.confirm" for b in at.button)  # the dialog is closed
+
+    # an ML lead approves, with a comment
+    act_as(at, "lead@contoso.com")
+    at.button(key="releases.approve").click().run()
+    at.text_area(key="dialog.comment").input("Better on all three metrics; data tests clean.").run()
+    at.button(key="dialog.confirm").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert f"{candidate.ref} is approved by `lead@contoso.com`" in texts(at, "success")
+    release = ws.releases.state(candidate.name, candidate.version)
+    assert release.stage == Stage.APPROVED and release.decided_by == "lead@contoso.com"
+    csv = served_csv[-1].decode()
+    approve_rows = [line for line in csv.splitlines() if ",approve," in line]
+    assert approve_rows and "lead@contoso.com" in approve_rows[0] and "data tests clean" in approve_rows[0]
+
+    # QA promotes: blue/green with progress, then production answers with the candidate
+    act_as(at, "qa@contoso.com")
+    at.button(key="releases.promote").click().run()
+    dialog = texts(at, "markdown")
+    assert f"champion alias moves v{champion.version} → **v{candidate.version}**" in dialog
+    at.button(key="dialog.confirm").click().run(timeout=LONG)
+    assert not at.exception, [e.value for e in at.exception]
+    assert f"{candidate.ref} serves production" in texts(at, "success")
+    answer = ws.endpoints.invoke("production", {"data": [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]]})
+    assert answer.status == 200 and answer.model == candidate.ref
+    assert ws.models.champion(candidate.name).version == candidate.version
+
+    # QA rolls back: the warm champion gets the traffic back
+    at.button(key="releases.rollback").click().run()
+    assert f"champion alias moves v{candidate.version} → **v{champion.version}**" in texts(at, "markdown")
+    at.button(key="dialog.confirm").click().run()
+    assert "production rolled back" in texts(at, "success")
+    assert ws.endpoints.get("production").live.model_ref == champion.ref
+    assert ws.releases.state(candidate.name, candidate.version).stage == Stage.ROLLED_BACK
+
+
+def test_smoke_test_reject_and_rollback_refusals(live):
+    ws, champion, candidate = live
+    endpoints = ws.endpoints.list()
+    smoke = rv.plan_smoke_test(ws.policy, endpoints, ws.models.get(candidate.name, candidate.version))
+    assert smoke.env == "staging"
+    outcome = rv.perform(ws, smoke, "lead@contoso.com")
+    assert outcome.ok and "cases passed" in outcome.message
+
+    other = next(v for v in ws.models.versions(ws.policy.model_name)
+                 if v.version not in (champion.version, candidate.version))
+    reject = rv.plan_reject(ws.policy, other, ws.releases.state(other.name, other.version))
+    with pytest.raises(InvalidInput, match="needs a comment"):
+        rv.perform(ws, reject, "lead@contoso.com", "  ")
+    rv.perform(ws, reject, "lead@contoso.com", "overfits: train r2 far above test r2")
+    assert ws.releases.state(other.name, other.version).stage == Stage.REJECTED
+
+    rollback = rv.plan_rollback(ws.policy, ws.endpoints.get("production"))
+    with pytest.raises(Forbidden, match="may not roll back"):
+        rv.perform(ws, rollback, "support@contoso.com")
+
+
+def test_audit_filters_and_csv(live):
+    ws, _, _ = live
+    frame = rv.audit_frame(ws.releases.audit())
+    deploys = rv.filter_audit(frame, ["deploy"], [], "")
+    assert set(deploys["action"]) == {"deploy"} and set(deploys["target"]) == {"staging", "production"}
+    by_lee = rv.filter_audit(frame, [], [DEPLOYER], "staging")
+    assert len(by_lee) and set(by_lee["actor"]) == {DEPLOYER}
+    csv = rv.audit_csv(deploys).decode().splitlines()
+    assert csv[0] == "time,actor,role,action,target,comment,before,after,id"
+    assert len(csv) == len(deploys) + 1
+    assert rv.readable({"traffic": {"blue": 0, "green": 100}}) == "traffic: {blue: 0, green: 100}"
