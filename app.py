@@ -12,6 +12,8 @@ PAGES = [
     st.Page("pages/datasets.py", title="Datasets", icon=":material/dataset:"),
     st.Page("pages/runs.py", title="Runs", icon=":material/model_training:"),
     st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
+    st.Page("pages/endpoints.py", title="Endpoints", icon=":material/api:"),
+    st.Page("pages/releases.py", title="Releases", icon=":material/rocket_launch:"),
 ]
 
 page = st.navigation(PAGES)

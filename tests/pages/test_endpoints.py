@@ -1,0 +1,179 @@
+"""The Endpoints page and the identity picker.
+
+Endpoints are real processes: the ``live`` fixture deploys the champion to production
+once for the module (~20 s) and stops everything in teardown.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from services.local.workspace import LocalWorkspace
+from services.release_rules import SYSTEM_ACTOR
+from tests.conftest import copy_workspace
+from ui import chrome, releases_view as rv, state
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+PAGE = "pages/endpoints.py"
+
+
+def open_app(actor: str | None = None) -> AppTest:
+    """The console on its default page (the sidebar with the identity picker is rendered by app.py)."""
+    from streamlit import cache_data
+    cache_data.clear()  # tests write through the services directly; the page must not see stale reads
+    at = AppTest.from_file(APP, default_timeout=60)
+    if actor:
+        at.session_state[state.ACTOR] = actor
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def open_page(actor: str | None = None) -> AppTest:
+    # NB: with a ``pages/`` folder, AppTest.switch_page runs the page script on its own (Streamlit's
+    # legacy pages mode), without app.py's sidebar: the identity is set in session state instead.
+    at = open_app(actor)
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def errors(at: AppTest) -> str:
+    return "\n".join(e.value for e in at.error)
+
+
+@pytest.fixture
+def stopped_env(demo_template, tmp_path, monkeypatch):
+    """A demo workspace whose endpoints have never run (its own copy: this test must not see the live one)."""
+    path = copy_workspace(demo_template, tmp_path / "ws")
+    monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{path}")
+    ws = LocalWorkspace(path)
+    yield ws
+    ws.endpoints.down()  # in case a test started them
+    ws.close()
+
+
+@pytest.fixture(scope="module")
+def live(demo_ws):
+    champion = demo_ws.models.champion(demo_ws.policy.model_name)
+    try:
+        demo_ws.releases.deploy(champion.name, champion.version, demo_ws.policy.endpoints.production, SYSTEM_ACTOR)
+        yield demo_ws
+    finally:
+        demo_ws.endpoints.down()
+
+
+@pytest.fixture
+def live_env(live, demo_env):
+    return live
+
+
+def test_not_running_says_so_and_start_is_refused_to_support(stopped_env):
+    at = open_page("support@contoso.com")
+    assert any("endpoints are not running" in w.value for w in at.warning)
+    assert [t.label for t in at.tabs] == ["🔴 production", "🔴 staging"]
+    at.button(key="endpoints.up").click().run()
+    assert "support@contoso.com (support) may not deploy" in errors(at)
+    assert stopped_env.endpoints.supervisor_pid() is None  # nothing was started
+
+
+def sidebar_only() -> AppTest:
+    # app.py's sidebar renders on the first run only under AppTest (see open_page): drive the chrome alone
+    at = AppTest.from_string("from ui import chrome\nchrome.sidebar()", default_timeout=30)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_identity_picker_sets_the_actor(stopped_env):
+    assert open_app().sidebar.selectbox(key=chrome.PICK_KEY).label == "Acting as"  # app.py renders it
+    at = sidebar_only()
+    assert at.session_state[state.ACTOR] == chrome.DEFAULT_ACTOR
+    picker = at.sidebar.selectbox(key=chrome.PICK_KEY)
+    assert "qa@contoso.com — qa" in picker.options and picker.options[-1] == chrome.SOMEONE_ELSE
+    picker.set_value("qa@contoso.com").run()
+    assert at.session_state[state.ACTOR] == "qa@contoso.com"
+    assert any("Roles: **qa**" in c.value for c in at.sidebar.caption)
+    assert any("Local mode: no sign-in" in c.value for c in at.sidebar.caption)
+
+    at.sidebar.selectbox(key=chrome.PICK_KEY).set_value(chrome.SOMEONE_ELSE).run()
+    at.sidebar.text_input(key=chrome.OTHER_KEY).input("dana@contoso.com").run()
+    assert at.session_state[state.ACTOR] == "dana@contoso.com"
+    assert any("has no role" in c.value for c in at.sidebar.caption)
+
+    at.sidebar.text_input(key=chrome.OTHER_KEY).input(SYSTEM_ACTOR).run()  # reserved: never pickable
+    assert at.session_state[state.ACTOR] == chrome.DEFAULT_ACTOR
+    assert any("reserved" in e.value for e in at.sidebar.error)
+
+
+def test_identity_set_elsewhere_shows_in_the_picker(stopped_env):
+    at = open_app("lead@contoso.com")
+    assert at.sidebar.selectbox(key=chrome.PICK_KEY).value == "lead@contoso.com"
+
+
+def test_live_endpoint_shows_deployments_traffic_and_uri(live_env):
+    at = open_page()
+    assert not any("not running" in w.value for w in at.warning)
+    ep = live_env.endpoints.get("production")
+    assert any(c.value == ep.scoring_uri for c in at.code)
+    table = at.dataframe[0].value
+    assert list(table["deployment"]) == ["blue"]
+    champion = live_env.models.champion(live_env.policy.model_name)
+    assert table.loc[0, "model"] == champion.ref and table.loc[0, "traffic"] == 100
+    assert table.loc[0, "state"] == "🟢 healthy"
+    assert at.get("plotly_chart")  # the traffic bar
+    logs = [c.value for c in at.code if "azmlinfsrv" in c.value or "score.py" in c.value]
+    assert logs, "the console log of blue is shown"
+
+
+def test_test_panel_scores_and_names_a_bad_payload(live_env):
+    at = open_page()
+    at.button(key="endpoints.test.send.production").click().run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] == "200"
+    assert metrics["Answered by"] == "blue"
+    assert metrics["Model"] == f"v{live_env.models.champion(live_env.policy.model_name).version}"
+    assert any(isinstance(j.value, str) and "predictions" in j.value for j in at.json)
+
+    at.text_area(key="endpoints.test.body.production").input('{"data": [[1, 2, 3]]}').run()
+    at.button(key="endpoints.test.send.production").click().run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] == "400"
+    assert "expected 10 features" in errors(at)
+
+
+def test_keys_are_shown_to_qa_and_refused_to_support(live_env):
+    full = live_env.endpoints.keys("production", "admin@contoso.com")[0]
+    at = open_page("support@contoso.com")
+    at.toggle(key="endpoints.keys.production").set_value(True).run()
+    assert "may not see endpoint keys" in errors(at)
+    assert not any(c.value == full for c in at.code)
+
+    at = open_page("qa@contoso.com")
+    at.toggle(key="endpoints.keys.production").set_value(True).run()
+    assert any(c.value == full for c in at.code)
+
+
+def test_regenerate_asks_first_and_then_the_old_key_gets_401(live_env):
+    at = open_page("admin@contoso.com")
+    at.button(key="endpoints.regen.production.primary").click().run()
+    dialog = "\n".join(m.value for m in at.markdown)
+    assert "get **401 Unauthorized**" in dialog
+    old = live_env.endpoints.keys("production", "admin@contoso.com")[0]
+    at.button(key="dialog.confirm").click().run()
+    assert not at.exception
+    assert any("primary key of production is new" in s.value for s in at.success)
+    new = live_env.endpoints.keys("production", "admin@contoso.com")[0]
+    assert new != old
+    payload = {"data": [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]]}
+    assert live_env.endpoints.invoke("production", payload, key=old).status == 401
+    assert live_env.endpoints.invoke("production", payload).status == 200
+
+
+def test_regenerate_is_refused_to_qa(live_env):
+    plan = rv.plan_regenerate_key(live_env.endpoints.get("production"), "secondary")
+    from services.errors import Forbidden
+    with pytest.raises(Forbidden, match="may not regenerate endpoint keys"):
+        rv.perform(live_env, plan, "qa@contoso.com")

@@ -1,0 +1,266 @@
+"""The Endpoints page: per online endpoint, the gateway, the deployments with their
+model versions and traffic, keys, a Test panel that scores a JSON payload, and
+each deployment's console log. For support (read), QA and admins (keys, restart).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from services.entities import Deployment, Endpoint, ScoreResult
+from services.errors import ServiceError
+from services.policy import Policy
+from services.release_rules import authorize
+
+from . import state
+from .releases_view import ask, confirmation_dialog, dep_label, flash, plan_regenerate_key, short
+from .widgets import guard, show_error
+
+STATE_ICON = {"healthy": "🟢", "starting": "🟡", "unhealthy": "🔴", "failed": "🔴", "stopped": "⚫"}
+COLOURS = {"blue": "#2f6fde", "green": "#2da44e"}
+LOG_TAILS = (50, 200, 1000, 5000)
+RESULT = "endpoints.test.result.{}"   # the Test panel's last answer, per endpoint
+FALLBACK_ROW = [59.0, 2.0, 32.1, 101.0, 157.0, 93.2, 38.0, 4.0, 4.8598, 87.0]  # diabetes row 0
+
+
+# --- data shaping (no streamlit) ---------------------------------------------------
+
+def state_badge(d: Deployment) -> str:
+    return f"{STATE_ICON.get(d.state, '⚪')} {d.state}"
+
+
+def deployments_frame(ep: Endpoint) -> pd.DataFrame:
+    return pd.DataFrame([{
+        "deployment": d.name, "model": d.model_ref, "state": state_badge(d), "traffic": d.traffic,
+        "restarts": d.restarts, "last error": d.last_error or "", "created": d.created_at, "by": d.created_by,
+    } for d in ep.deployments], columns=["deployment", "model", "state", "traffic", "restarts", "last error",
+                                         "created", "by"])
+
+
+def incidents(ep: Endpoint) -> list[str]:
+    """What support must see at a glance: restarts and errors of running deployments."""
+    out = []
+    for d in ep.deployments:
+        if d.state == "stopped":
+            continue
+        if d.restarts:
+            out.append(f"**{d.name}** ({d.model_ref}) was restarted {d.restarts}× by the supervisor"
+                       + (f"; last error: {d.last_error}" if d.last_error else ""))
+        elif d.last_error or d.state in ("unhealthy", "failed"):
+            out.append(f"**{d.name}** ({d.model_ref}) is {d.state}" + (f": {d.last_error}" if d.last_error else ""))
+    return out
+
+
+def traffic_figure(ep: Endpoint, policy_model: str) -> go.Figure:
+    """One horizontal bar split by deployment: who gets which share of the requests."""
+    fig = go.Figure()
+    live = [d for d in ep.deployments if d.state != "stopped"]
+    for d in live:
+        fig.add_bar(y=[""], x=[d.traffic], orientation="h", name=dep_label(d, policy_model),
+                    marker_color=COLOURS.get(d.name), text=f"{dep_label(d, policy_model)} · {d.traffic} %",
+                    textposition="inside", insidetextanchor="middle",
+                    hovertemplate=f"{d.name}: {d.model_ref}<br>{d.traffic} %% of requests<extra></extra>")
+    fig.update_layout(barmode="stack", height=90, margin=dict(l=0, r=0, t=0, b=0), showlegend=False,
+                      xaxis=dict(range=[0, 100], ticksuffix=" %", showgrid=False), yaxis=dict(visible=False),
+                      uniformtext=dict(minsize=10, mode="hide"))
+    return fig
+
+
+def example_payload(frame: pd.DataFrame | None, target: str) -> str:
+    """A valid one-row request: the first row of the serving model's training data."""
+    if frame is not None and not frame.empty:
+        row = [float(v) for v in frame.drop(columns=[target], errors="ignore").iloc[0]]
+    else:
+        row = FALLBACK_ROW
+    return json.dumps({"data": [row]})
+
+
+def error_message(body: Any) -> str:
+    if isinstance(body, dict):
+        return str(body.get("error") or body.get("message") or body)
+    return str(body)
+
+
+# --- rendering -------------------------------------------------------------------
+
+def render() -> None:
+    ws, uri = state.workspace(), state.uri()
+    policy = ws.policy
+    top_l, top_r = st.columns([5, 1])
+    top_l.title("Endpoints")
+    if top_r.button("Refresh", icon=":material/refresh:", key="endpoints.refresh", width="stretch"):
+        state.after_write()
+    st.caption(f"Online endpoints of `{ws.info.description}` · health, traffic, keys, a test request, logs")
+    if ws.endpoints is None:
+        st.info("This workspace has no endpoint service.")
+        return
+    flash()
+    endpoints = state.endpoints(uri)
+    if not any(ep.gateway_up for ep in endpoints):
+        render_not_running(ws, policy)
+
+    order = [policy.endpoints.production, policy.endpoints.staging]
+    endpoints = sorted(endpoints, key=lambda e: order.index(e.name) if e.name in order else len(order))
+    tabs = st.tabs([f"{'🟢' if ep.gateway_up else '🔴'} {ep.name}" for ep in endpoints])
+    for tab, ep in zip(tabs, endpoints):
+        with tab:
+            render_endpoint(uri, policy, ep)
+    confirmation_dialog()
+
+
+def render_not_running(ws, policy: Policy) -> None:
+    with st.container(border=True):
+        st.warning("**The endpoints are not running.** No gateway answers, so nothing can be scored. "
+                   "`make run` starts them with the console; from a shell: `python tollgate.py up`.", icon="🔌")
+        if st.button("Start endpoints", type="primary", icon=":material/play_arrow:", key="endpoints.up",
+                     help="Starts the supervisor, which starts each endpoint's gateway and deployments (qa, admin)."):
+            try:
+                authorize(policy, state.actor(), "deploy")  # starting what should run: the deployers' call
+                with st.spinner("Starting the gateways and deployments…"):
+                    ws.endpoints.up()
+                    ws.endpoints.wait_gateways()
+            except ServiceError as e:
+                show_error(e)
+                return
+            state.after_write()
+            st.rerun()
+
+
+def render_endpoint(uri: str, policy: Policy, ep: Endpoint) -> None:
+    pm = policy.model_name
+    live = ep.live
+    cols = st.columns(4)
+    cols[0].metric("Gateway", "up" if ep.gateway_up else "down", border=True)
+    cols[1].metric("Serving", short(live.model_name, live.model_version, pm) if live else "—", border=True,
+                   help=live.model_ref if live else "No deployment takes traffic.")
+    healthy = sum(d.state == "healthy" for d in ep.deployments)
+    running = sum(d.state != "stopped" for d in ep.deployments)
+    cols[2].metric("Deployments healthy", f"{healthy} / {running}", border=True)
+    cols[3].metric("Restarts", sum(d.restarts for d in ep.deployments if d.state != "stopped"), border=True,
+                   help="Crashes of running deployments that the supervisor recovered from")
+
+    for line in incidents(ep):
+        st.error(line, icon="🚨")
+
+    st.markdown("**Scoring URI**")
+    if ep.scoring_uri:
+        st.code(ep.scoring_uri, language=None)
+    else:
+        st.caption("No address yet: the gateway has never started.")
+
+    st.markdown("**Deployments and traffic**")
+    if not ep.deployments:
+        st.caption(f"Nothing is deployed to {ep.name}. Deploy a model version on the Releases page.")
+    else:
+        st.plotly_chart(traffic_figure(ep, pm), width="stretch", config={"displayModeBar": False},
+                        key=f"endpoints.traffic.{ep.name}")
+        st.dataframe(deployments_frame(ep), hide_index=True, width="stretch", column_config={
+            "traffic": st.column_config.ProgressColumn("traffic", min_value=0, max_value=100, format="%d %%"),
+            "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
+            "last error": st.column_config.TextColumn("last error", width="medium"),
+        })
+
+    render_keys(policy, ep)
+    render_test_panel(uri, policy, ep)
+    render_logs(uri, ep)
+
+
+def render_keys(policy: Policy, ep: Endpoint) -> None:
+    st.markdown("**Keys** · `Authorization: Bearer <key>`")
+    actor = state.actor()
+    show = st.toggle("Show keys", key=f"endpoints.keys.{ep.name}", help="qa and admin")
+    full: tuple[str, str] | None = None
+    if show:
+        try:
+            full = state.workspace().endpoints.keys(ep.name, actor)
+        except ServiceError as e:
+            show_error(e)
+    for which, masked, value in (("primary", ep.primary_key_masked, full[0] if full else None),
+                                 ("secondary", ep.secondary_key_masked, full[1] if full else None)):
+        c1, c2 = st.columns([5, 1], vertical_alignment="bottom")
+        with c1:
+            st.caption(f"{which.capitalize()} key")
+            st.code(value or masked, language=None)
+        c2.button("Regenerate", key=f"endpoints.regen.{ep.name}.{which}", icon=":material/autorenew:",
+                  width="stretch", on_click=ask, args=(plan_regenerate_key(ep, which),),
+                  help=f"Replace the {which} key (admin); clients using the old one get 401")
+
+
+def render_test_panel(uri: str, policy: Policy, ep: Endpoint) -> None:
+    st.markdown("**Test** · send a request as a client would")
+    with st.container(border=True):
+        frame = None
+        live = ep.live
+        if live is not None:
+            with guard():
+                mv = next((v for v in state.model_versions(uri, live.model_name) if v.version == live.model_version),
+                          None)
+                if mv is not None and mv.dataset:
+                    frame = state.dataset_frame(uri, mv.dataset, mv.dataset_version)
+        body = st.text_area("Request body (JSON)", value=example_payload(frame, policy.target), height=110,
+                            key=f"endpoints.test.body.{ep.name}",
+                            help='{"data": [[10 feature values], ...]} in the model\'s feature order, '
+                                 'or rows as objects by feature name')
+        pins = ["", *[d.name for d in ep.deployments if d.state != "stopped"]]
+        c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+        pin = c1.selectbox("Deployment", pins, key=f"endpoints.test.pin.{ep.name}",
+                           format_func=lambda p: "by traffic split (no pin)" if not p else
+                           f"{p} — header azureml-model-deployment: {p}")
+        if c2.button("Send", type="primary", icon=":material/send:", key=f"endpoints.test.send.{ep.name}",
+                     width="stretch"):
+            try:
+                st.session_state[RESULT.format(ep.name)] = state.workspace().endpoints.invoke(
+                    ep.name, body, deployment=pin or None)
+            except ServiceError as e:
+                st.session_state.pop(RESULT.format(ep.name), None)
+                show_error(e)
+        result = st.session_state.get(RESULT.format(ep.name))
+        if isinstance(result, ScoreResult):
+            render_result(result, policy.model_name)
+
+
+def model_short(ref: str | None, policy_model: str) -> str:
+    """``diabetes-regressor:5`` → ``v5`` (the response header names the model version)."""
+    if not ref:
+        return "—"
+    name, _, version = ref.rpartition(":")
+    return f"v{version}" if name == policy_model and version.isdigit() else ref
+
+
+def render_result(r: ScoreResult, policy_model: str) -> None:
+    cols = st.columns(4)
+    cols[0].metric("Status", r.status)
+    cols[1].metric("Latency", f"{r.latency_ms:.1f} ms", help="Round trip from the console through the gateway")
+    cols[2].metric("Answered by", r.deployment or "—", help="The deployment the gateway routed to")
+    cols[3].metric("Model", model_short(r.model, policy_model), help=r.model or None)
+    st.caption(f"Request id `{r.request_id}` — look it up in the telemetry" if r.request_id else "No request id")
+    if 200 <= r.status < 300:
+        st.success("Prediction returned", icon="✅")
+    else:
+        st.error(f"HTTP {r.status}: {error_message(r.body)}", icon="🚫")
+    if isinstance(r.body, (dict, list)):
+        st.json(r.body)
+    else:
+        st.code(str(r.body), language=None)
+
+
+def render_logs(uri: str, ep: Endpoint) -> None:
+    st.markdown("**Logs**")
+    tail = st.segmented_control("Last lines", LOG_TAILS, default=200, key=f"endpoints.logs.tail.{ep.name}") or 200
+    for d in ep.deployments:
+        with st.expander(f"Console log · {d.name} ({d.model_ref}) · {d.state}"):
+            with guard():
+                text = state.console_log(uri, ep.name, d.name, tail)
+                st.code(text or "(empty)", language="log", wrap_lines=True,
+                        height=360 if text.count("\n") > 20 else "content")
+    with st.expander("Gateway log"):
+        with guard():
+            text = state.gateway_log(uri, ep.name, tail)
+            if text is None:
+                st.caption("This backend has no gateway log.")
+            else:
+                st.code(text or "(empty: the gateway logs only warnings and errors)", language="log", wrap_lines=True)
