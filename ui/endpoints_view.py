@@ -17,7 +17,7 @@ from services.policy import Policy
 from services.release_rules import authorize
 
 from . import state
-from .releases_view import ask, confirmation_dialog, dep_label, flash, plan_regenerate_key, short
+from .releases_view import ask, confirmation_dialog, dep_label, flash, plan_regenerate_key, short, warm_previous
 from .widgets import guard, show_error
 
 STATE_ICON = {"healthy": "🟢", "starting": "🟡", "unhealthy": "🔴", "failed": "🔴", "stopped": "⚫"}
@@ -33,25 +33,36 @@ def state_badge(d: Deployment) -> str:
     return f"{STATE_ICON.get(d.state, '⚪')} {d.state}"
 
 
+def deployment_role(ep: Endpoint, d: Deployment) -> str:
+    if d.state == "stopped":
+        return "stopped"
+    if d.traffic > 0:
+        return "serving" if d is ep.live else "serving (split)"
+    return "warm: rollback target" if d is warm_previous(ep) else "idle (0 %)"
+
+
 def deployments_frame(ep: Endpoint) -> pd.DataFrame:
     return pd.DataFrame([{
         "deployment": d.name, "model": d.model_ref, "state": state_badge(d), "traffic": d.traffic,
-        "restarts": d.restarts, "last error": d.last_error or "", "created": d.created_at, "by": d.created_by,
-    } for d in ep.deployments], columns=["deployment", "model", "state", "traffic", "restarts", "last error",
-                                         "created", "by"])
+        "role": deployment_role(ep, d), "restarts": d.restarts, "last error": d.last_error or "",
+        "created": d.created_at, "by": d.created_by,
+    } for d in ep.deployments], columns=["deployment", "model", "state", "traffic", "role", "restarts",
+                                         "last error", "created", "by"])
 
 
-def incidents(ep: Endpoint) -> list[str]:
-    """What support must see at a glance: restarts and errors of running deployments."""
+def incidents(ep: Endpoint) -> list[tuple[str, str]]:
+    """What support must see at a glance, as (level, text): a deployment that is down is an
+    error; one the supervisor restarted and that recovered is a warning."""
     out = []
     for d in ep.deployments:
         if d.state == "stopped":
             continue
-        if d.restarts:
-            out.append(f"**{d.name}** ({d.model_ref}) was restarted {d.restarts}× by the supervisor"
-                       + (f"; last error: {d.last_error}" if d.last_error else ""))
-        elif d.last_error or d.state in ("unhealthy", "failed"):
-            out.append(f"**{d.name}** ({d.model_ref}) is {d.state}" + (f": {d.last_error}" if d.last_error else ""))
+        down = d.state in ("unhealthy", "failed")
+        if down or d.restarts or d.last_error:
+            what = (f"was restarted {d.restarts}× by the supervisor and is {d.state}" if d.restarts and not down
+                    else f"is {d.state}")
+            error = f" — last error: {d.last_error}" if d.last_error else ""
+            out.append(("error" if down else "warning", f"**{d.name}** ({d.model_ref}) {what}{error}"))
     return out
 
 
@@ -143,8 +154,8 @@ def render_endpoint(uri: str, policy: Policy, ep: Endpoint) -> None:
     cols[3].metric("Restarts", sum(d.restarts for d in ep.deployments if d.state != "stopped"), border=True,
                    help="Crashes of running deployments that the supervisor recovered from")
 
-    for line in incidents(ep):
-        st.error(line, icon="🚨")
+    for level, text in incidents(ep):
+        (st.error if level == "error" else st.warning)(text, icon="🚨" if level == "error" else "⚠️")
 
     st.markdown("**Scoring URI**")
     if ep.scoring_uri:

@@ -5,15 +5,19 @@ once for the module (~20 s) and stops everything in teardown.
 """
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from services.entities import Deployment, Endpoint
 from services.local.workspace import LocalWorkspace
 from services.release_rules import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
-from ui import chrome, releases_view as rv, state
+from ui import chrome, endpoints_view as ev, releases_view as rv, state
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGE = "pages/endpoints.py"
@@ -170,6 +174,32 @@ def test_regenerate_asks_first_and_then_the_old_key_gets_401(live_env):
     payload = {"data": [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]]}
     assert live_env.endpoints.invoke("production", payload, key=old).status == 401
     assert live_env.endpoints.invoke("production", payload).status == 200
+
+
+def test_a_crashed_deployment_shows_as_an_incident(live_env):
+    row = live_env.db.one("SELECT pid FROM deployments WHERE endpoint = 'production' AND name = 'blue'")
+    os.kill(row["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 90
+    while True:  # the supervisor notices, restarts it and records why
+        blue = live_env.endpoints.get("production").deployments[0]
+        if blue.restarts and blue.state == "healthy":
+            break
+        assert time.monotonic() < deadline, blue
+        time.sleep(0.5)
+    at = open_page()
+    assert f"**blue** ({blue.model_ref}) was restarted 1× by the supervisor and is healthy" in \
+        "\n".join(w.value for w in at.warning)
+    assert at.dataframe[0].value.loc[0, "restarts"] == 1
+    assert [m.value for m in at.metric if m.label == "Restarts"] == ["1", "0"]  # production, staging
+
+
+def test_incident_levels():
+    ep = Endpoint("production", "", (Deployment("blue", "production", "m", 1, "unhealthy", 100, last_error="boom"),
+                                     Deployment("green", "production", "m", 2, "healthy", 0, restarts=2),
+                                     Deployment("old", "production", "m", 0, "stopped", 0, restarts=5)))
+    assert ev.incidents(ep) == [("error", "**blue** (m:1) is unhealthy — last error: boom"),
+                                ("warning", "**green** (m:2) was restarted 2× by the supervisor and is healthy")]
+    assert [ev.deployment_role(ep, d) for d in ep.deployments] == ["serving", "warm: rollback target", "stopped"]
 
 
 def test_regenerate_is_refused_to_qa(live_env):
