@@ -94,6 +94,14 @@ def stop_process(pid: int | None, timeout_s: float = 10.0) -> None:
         pass
 
 
+def kill_group(pgid: int) -> None:
+    """SIGKILL what is left of a process group whose leader died (a crashed server's workers)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def deployment_dir(root: Path, endpoint: str) -> Path:
     path = Path(root) / "endpoints" / endpoint
     path.mkdir(parents=True, exist_ok=True)
@@ -171,6 +179,7 @@ class Supervisor:
                                  before={"pid": d["pid"], "state": was, "model": f"{d['model_name']}:{d['model_version']}"},
                                  after={"action": "restart", "restarts": d["restarts"] + 1}, role="system")
                 print(f"{utcnow()} deployment {key} (pid {d['pid']}) died; restarting", flush=True)
+                kill_group(d["pid"])  # its workers would outlive it, holding the port and memory
                 self.start_deployment(d)
             elif not d["pid"]:
                 self.start_deployment(d)
