@@ -17,7 +17,8 @@ from services.policy import Policy
 from services.release_rules import authorize
 
 from . import state
-from .releases_view import ask, confirmation_dialog, dep_label, flash, plan_regenerate_key, short, warm_previous
+from .releases_view import (ask, confirmation_dialog, dep_label, flash, plan_regenerate_key, short, traffic_text,
+                            warm_previous)
 from .widgets import guard, show_error
 
 STATE_ICON = {"healthy": "🟢", "starting": "🟡", "unhealthy": "🔴", "failed": "🔴", "stopped": "⚫"}
@@ -146,11 +147,12 @@ def render_endpoint(uri: str, policy: Policy, ep: Endpoint) -> None:
     live = ep.live
     cols = st.columns(4)
     cols[0].metric("Gateway", "up" if ep.gateway_up else "down", border=True)
-    cols[1].metric("Serving", short(live.model_name, live.model_version, pm) if live else "—", border=True,
-                   help=live.model_ref if live else "No deployment takes traffic.")
+    serving = live if live and ep.gateway_up and live.state != "stopped" else None
+    cols[1].metric("Serving", short(serving.model_name, serving.model_version, pm) if serving else "—", border=True,
+                   help=serving.model_ref if serving else
+                   f"Nothing answers. Configured: {live.model_ref}." if live else "No deployment takes traffic.")
     healthy = sum(d.state == "healthy" for d in ep.deployments)
-    running = sum(d.state != "stopped" for d in ep.deployments)
-    cols[2].metric("Deployments healthy", f"{healthy} / {running}", border=True)
+    cols[2].metric("Deployments healthy", f"{healthy} / {len(ep.deployments)}", border=True)
     cols[3].metric("Restarts", sum(d.restarts for d in ep.deployments if d.state != "stopped"), border=True,
                    help="Crashes of running deployments that the supervisor recovered from")
 
@@ -160,6 +162,8 @@ def render_endpoint(uri: str, policy: Policy, ep: Endpoint) -> None:
     st.markdown("**Scoring URI**")
     if ep.scoring_uri:
         st.code(ep.scoring_uri, language=None)
+        if not ep.gateway_up:
+            st.caption("Nothing listens there while the gateway is down.")
     else:
         st.caption("No address yet: the gateway has never started.")
 
@@ -167,8 +171,11 @@ def render_endpoint(uri: str, policy: Policy, ep: Endpoint) -> None:
     if not ep.deployments:
         st.caption(f"Nothing is deployed to {ep.name}. Deploy a model version on the Releases page.")
     else:
-        st.plotly_chart(traffic_figure(ep, pm), width="stretch", config={"displayModeBar": False},
-                        key=f"endpoints.traffic.{ep.name}")
+        if any(d.state != "stopped" for d in ep.deployments):
+            st.plotly_chart(traffic_figure(ep, pm), width="stretch", config={"displayModeBar": False},
+                            key=f"endpoints.traffic.{ep.name}")
+        else:
+            st.caption(f"Configured traffic: {traffic_text(ep, pm)} — every deployment is stopped.")
         st.dataframe(deployments_frame(ep), hide_index=True, width="stretch", column_config={
             "traffic": st.column_config.ProgressColumn("traffic", min_value=0, max_value=100, format="%d %%"),
             "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
@@ -190,15 +197,14 @@ def render_keys(policy: Policy, ep: Endpoint) -> None:
             full = state.workspace().endpoints.keys(ep.name, actor)
         except ServiceError as e:
             show_error(e)
-    for which, masked, value in (("primary", ep.primary_key_masked, full[0] if full else None),
-                                 ("secondary", ep.secondary_key_masked, full[1] if full else None)):
-        c1, c2 = st.columns([5, 1], vertical_alignment="bottom")
-        with c1:
+    for col, which, masked, value in zip(st.columns(2), ("primary", "secondary"),
+                                         (ep.primary_key_masked, ep.secondary_key_masked), full or (None, None)):
+        with col:
             st.caption(f"{which.capitalize()} key")
-            st.code(value or masked, language=None)
-        c2.button("Regenerate", key=f"endpoints.regen.{ep.name}.{which}", icon=":material/autorenew:",
-                  width="stretch", on_click=ask, args=(plan_regenerate_key(ep, which),),
-                  help=f"Replace the {which} key (admin); clients using the old one get 401")
+            st.code(value or masked, language=None, wrap_lines=True)
+            st.button("Regenerate", key=f"endpoints.regen.{ep.name}.{which}", icon=":material/autorenew:",
+                      on_click=ask, args=(plan_regenerate_key(ep, which),),
+                      help=f"Replace the {which} key (admin); clients using the old one get 401")
 
 
 def render_test_panel(uri: str, policy: Policy, ep: Endpoint) -> None:

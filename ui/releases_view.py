@@ -519,6 +519,10 @@ def render() -> None:
         versions = state.model_versions(uri, policy.model_name)
     except NotFound:
         versions = []
+    if any(ep.deployments and not ep.gateway_up for ep in endpoints.values()):
+        st.warning("The endpoints are not running: nothing answers requests. A deploy or promote starts them; "
+                   "so does the Endpoints page.", icon="🔌")
+        st.page_link("pages/endpoints.py", label="Endpoints", icon=":material/api:")
     render_serving(policy, production, staging, champion)
 
     states = {s.model_version: s for s in state.release_states(uri, policy.model_name)}
@@ -625,7 +629,7 @@ NEXT_STEP = {Stage.REGISTERED: "deploy", Stage.STAGING: "deploy", Stage.REJECTED
 def render_actions(policy: Policy, mv: ModelVersion, release: ReleaseState, champion: ModelVersion | None,
                    endpoints: list[Endpoint], staging: Endpoint | None, production: Endpoint | None) -> None:
     """Every action for everyone (the services refuse what a role may not do); the usual next step stands out."""
-    cols = st.columns(5)
+    cols = st.columns([1, 1, 1, 1, 1.35])
     nxt = NEXT_STEP.get(release.stage)
 
     def kind(action: str) -> str:
