@@ -86,6 +86,7 @@ class Runner:
     def wait_for_slot(self) -> None:
         limit = max(1, self.ws.policy.max_concurrent_jobs)
         while True:
+            self.ws.jobs.reconcile()  # a killed runner's row must not hold its slot until someone reads it
             with self.db.write() as c:
                 row = c.execute("SELECT status, cancel_requested FROM runs WHERE id = ?", (self.run_id,)).fetchone()
                 if row["cancel_requested"]:
