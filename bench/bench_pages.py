@@ -45,6 +45,25 @@ from seed_large import SEED_FILE, attach_active_runs, seed_large  # noqa: E402
 OUT = ROOT / "bench" / "out"
 PAGES = [("Overview", "pages/overview.py"), ("Runs", "pages/runs.py"),
          ("Models", "pages/models.py"), ("Datasets", "pages/datasets.py")]
+
+
+def choose(key: str, label: str) -> Callable:
+    """A setup step: pick the option shown as ``label`` in the selectbox ``key``."""
+    def setup(at) -> None:
+        box = at.selectbox(key=key)
+        box.select_index(list(box.options).index(label))
+    return setup
+
+
+def switch_on(key: str) -> Callable:
+    def setup(at) -> None:
+        at.toggle(key=key).set_value(True)
+    return setup
+
+
+# the heaviest states a user reaches in one click: (label, page, setup of the widgets)
+SCENARIOS = [("Runs · Show: all runs", "pages/runs.py", choose("runs.f.window", "all runs")),
+             ("Models · archived versions shown", "pages/models.py", switch_on("models.show_archived"))]
 TARGET_S = 1.0
 RUN_LIMIT = 500  # a page-sized slice of the runs list
 SERVICE_ERROR_ICON = "🚫"  # the icon of ui.widgets.show_error
@@ -72,8 +91,9 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def render_page(page: str, repeats: int) -> dict:
-    """Cold and warm server time of one page's full render (median over ``repeats``)."""
+def render_page(page: str, repeats: int, setup: Callable | None = None) -> dict:
+    """Cold and warm server time of one page's full render (median over ``repeats``).
+    ``setup(at)`` sets widgets on the rendered page first (a scenario)."""
     from streamlit.testing.v1 import AppTest
 
     cold, warm, cold_cpu, warm_cpu, problem, placeholder = [], [], [], [], None, False
@@ -82,6 +102,13 @@ def render_page(page: str, repeats: int) -> dict:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
         at.run()  # AppTest needs one run before switch_page
         at.switch_page(page)
+        if setup is not None:
+            at.run()
+            try:
+                setup(at)
+            except (KeyError, ValueError, IndexError) as e:
+                return {"cold_s": 0.0, "warm_s": 0.0, "cold_cpu_s": 0.0, "warm_cpu_s": 0.0, "placeholder": False,
+                        "problem": f"the scenario's widget is not on the page ({type(e).__name__}: {e})"}
         clear_caches()
         for walls, cpus in ((cold, cold_cpu), (warm, warm_cpu)):
             wall, cpu = timed(at.run)
@@ -99,7 +126,7 @@ def render_page(page: str, repeats: int) -> dict:
             "problem": problem, "placeholder": placeholder}
 
 
-def profile_page(page: str, top: int) -> None:
+def profile_page(page: str, top: int, setup: Callable | None = None) -> None:
     """cProfile of one cold and one warm render of ``page`` (the script thread only)."""
     import cProfile
     import pstats
@@ -121,6 +148,9 @@ def profile_page(page: str, top: int) -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.switch_page(page)
+    if setup is not None:
+        at.run()
+        setup(at)
     ScriptRunner._run_script = profiled
     try:
         for kind in ("cold", "warm"):
@@ -128,7 +158,7 @@ def profile_page(page: str, top: int) -> None:
                 clear_caches()
             profiler = cProfile.Profile()
             wall, _ = timed(at.run)
-            out = OUT / f"profile-{Path(page).stem}-{kind}.prof"
+            out = OUT / f"profile-{Path(page).stem}{'-scenario' if setup else ''}-{kind}.prof"
             profiler.dump_stats(out)
             print(f"\n=== {page} {kind}: {wall * 1000:.0f} ms ({out}) ===")
             stats = pstats.Stats(str(out)).strip_dirs()
@@ -195,8 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=TARGET_S, help="seconds a page may take")
     ap.add_argument("--pages", default=",".join(p for _, p in PAGES),
                     help="comma-separated page files to measure")
+    ap.add_argument("--no-scenarios", action="store_true", help="only the default render of each page")
     ap.add_argument("--profile", metavar="PAGE", help="instead of the table: cProfile one cold and one warm "
-                    "render of PAGE (e.g. pages/runs.py); stats go to bench/out/profile-*.prof")
+                    "render of PAGE (e.g. pages/runs.py, or a scenario's label such as 'Runs · Show: all runs');"
+                    " stats go to bench/out/profile-*.prof")
     ap.add_argument("--top", type=int, default=30, help="rows of profile output")
     args = ap.parse_args(argv)
     TARGET_S = args.target
@@ -219,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
         os.chdir(ROOT)
         if args.profile:
             OUT.mkdir(parents=True, exist_ok=True)
-            render_page(args.profile, 1)  # imports out of the way
-            profile_page(args.profile, args.top)
+            page, setup = next(((p, s) for label, p, s in SCENARIOS if label == args.profile), (args.profile, None))
+            render_page(page, 1)  # imports out of the way
+            profile_page(page, args.top, setup)
             return 0
         return report(root, seed, args)
     finally:
@@ -237,6 +270,9 @@ def report(root: Path, seed: dict, args) -> int:
     render_page(chosen[0][1], 1)  # warm-up: imports and first-run costs out of the figures
     overhead = harness_overhead(args.repeats)
     pages = {label: render_page(page, args.repeats) for label, page in chosen}
+    if not args.no_scenarios:
+        pages.update({label: render_page(page, args.repeats, setup) for label, page, setup in SCENARIOS
+                      if page in args.pages.split(",")})
     queries = measure_queries(root, max(3, args.repeats))
 
     failed = False
