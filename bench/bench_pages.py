@@ -212,6 +212,19 @@ def measure_queries(root: Path, repeats: int) -> list[tuple[str, float]]:
         ws.close()
 
 
+def print_markdown(pages: dict, overhead: dict, queries: list[tuple[str, float]]) -> None:
+    ms = lambda s: f"{s * 1000:,.0f} ms"  # noqa: E731
+    print("\n| page (AppTest full render) | cold | warm | CPU cold / warm | ≤ 1 s |\n|---|---:|---:|---:|---|")
+    for label, r in pages.items():
+        ok = "error" if r["problem"] else verdict(max(r["cold_s"], r["warm_s"])).lower()
+        print(f"| {label} | {ms(r['cold_s'])} | {ms(r['warm_s'])} | "
+              f"{r['cold_cpu_s'] * 1000:,.0f} / {r['warm_cpu_s'] * 1000:,.0f} ms | {ok} |")
+    print(f"| *AppTest alone (one-line script)* | {ms(overhead['cold_s'])} | {ms(overhead['warm_s'])} | | |")
+    print("\n| list query (direct, uncached) | time | ≤ 1 s |\n|---|---:|---|")
+    for label, seconds in queries:
+        print(f"| `{label}` | {ms(seconds)} | {verdict(seconds).lower()} |")
+
+
 def verdict(seconds: float) -> str:
     return "PASS" if seconds <= TARGET_S else "FAIL"
 
@@ -225,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=TARGET_S, help="seconds a page may take")
     ap.add_argument("--pages", default=",".join(p for _, p in PAGES),
                     help="comma-separated page files to measure")
+    ap.add_argument("--markdown", action="store_true", help="also print the tables in Markdown (for docs/benchmarks.md)")
     ap.add_argument("--no-scenarios", action="store_true", help="only the default render of each page")
     ap.add_argument("--profile", metavar="PAGE", help="instead of the table: cProfile one cold and one warm "
                     "render of PAGE (e.g. pages/runs.py, or a scenario's label such as 'Runs · Show: all runs');"
@@ -300,6 +314,8 @@ def report(root: Path, seed: dict, args) -> int:
         "repeats": args.repeats, "workspace": seed["counts"], "harness_s": overhead,
         "pages": pages, "queries": dict(queries),
     }, indent=2))
+    if args.markdown:
+        print_markdown(pages, overhead, queries)
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1):
         print(f"\nnote: load average {load:.1f} on {os.cpu_count()} cores: other processes competed for the CPU,"
