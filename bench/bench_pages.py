@@ -69,13 +69,14 @@ RUN_LIMIT = 500  # a page-sized slice of the runs list
 SERVICE_ERROR_ICON = "🚫"  # the icon of ui.widgets.show_error
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
+def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``fn()``."""
+    walls, cpus = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        wall, cpu = timed(fn)
+        walls.append(wall)
+        cpus.append(cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def clear_caches() -> None:
@@ -184,7 +185,7 @@ def harness_overhead(repeats: int) -> dict:
     return {"cold_s": statistics.median(cold), "warm_s": statistics.median(warm)}
 
 
-def measure_queries(root: Path, repeats: int) -> list[tuple[str, float]]:
+def measure_queries(root: Path, repeats: int) -> list[tuple[str, float, float]]:
     from services.entities import RunFilter
     from services.local.workspace import LocalWorkspace
     from ui.state import runs_frame
@@ -207,12 +208,12 @@ def measure_queries(root: Path, repeats: int) -> list[tuple[str, float]]:
         (f"ws.evaluation.compare({model!r}, {latest})", lambda: ws.evaluation.compare(model, latest), repeats),
     ]
     try:
-        return [(label, median_time(fn, n)) for label, fn, n in queries]
+        return [(label, *median_time(fn, n)) for label, fn, n in queries]
     finally:
         ws.close()
 
 
-def print_markdown(pages: dict, overhead: dict, queries: list[tuple[str, float]]) -> None:
+def print_markdown(pages: dict, overhead: dict, queries: list[tuple[str, float, float]]) -> None:
     ms = lambda s: f"{s * 1000:,.0f} ms"  # noqa: E731
     print("\n| page (AppTest full render) | cold | warm | CPU cold / warm | ≤ 1 s |\n|---|---:|---:|---:|---|")
     for label, r in pages.items():
@@ -220,9 +221,9 @@ def print_markdown(pages: dict, overhead: dict, queries: list[tuple[str, float]]
         print(f"| {label} | {ms(r['cold_s'])} | {ms(r['warm_s'])} | "
               f"{r['cold_cpu_s'] * 1000:,.0f} / {r['warm_cpu_s'] * 1000:,.0f} ms | {ok} |")
     print(f"| *AppTest alone (one-line script)* | {ms(overhead['cold_s'])} | {ms(overhead['warm_s'])} | | |")
-    print("\n| list query (direct, uncached) | time | ≤ 1 s |\n|---|---:|---|")
-    for label, seconds in queries:
-        print(f"| `{label}` | {ms(seconds)} | {verdict(seconds).lower()} |")
+    print("\n| list query (direct, uncached) | time | CPU | ≤ 1 s |\n|---|---:|---:|---|")
+    for label, seconds, cpu in queries:
+        print(f"| `{label}` | {ms(seconds)} | {ms(cpu)} | {verdict(seconds).lower()} |")
 
 
 def verdict(seconds: float) -> str:
@@ -302,9 +303,9 @@ def report(root: Path, seed: dict, args) -> int:
               f"{r['cold_cpu_s'] * 1000:5.0f} / {r['warm_cpu_s'] * 1000:.0f} ms")
     print(f"{'(AppTest alone: a one-line script)':42} {overhead['cold_s'] * 1000:7.0f}ms "
           f"{overhead['warm_s'] * 1000:7.0f}ms")
-    print(f"\n{'list query (direct, uncached)':52} {'time':>9}  verdict")
-    for label, seconds in queries:
-        print(f"{label:52} {seconds * 1000:7.0f}ms  {verdict(seconds)}")
+    print(f"\n{'list query (direct, uncached)':52} {'time':>9}  verdict  cpu")
+    for label, seconds, cpu in queries:
+        print(f"{label:52} {seconds * 1000:7.0f}ms  {verdict(seconds)}     {cpu * 1000:.0f} ms")
 
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").write_text(json.dumps({
@@ -312,7 +313,7 @@ def report(root: Path, seed: dict, args) -> int:
         "cores": os.cpu_count(), "python": platform.python_version(), "target_s": TARGET_S,
         "load_average": os.getloadavg(),
         "repeats": args.repeats, "workspace": seed["counts"], "harness_s": overhead,
-        "pages": pages, "queries": dict(queries),
+        "pages": pages, "queries": {label: {"s": s, "cpu_s": cpu} for label, s, cpu in queries},
     }, indent=2))
     if args.markdown:
         print_markdown(pages, overhead, queries)
