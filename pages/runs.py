@@ -1,3 +1,29 @@
+"""Runs: find, inspect and compare training runs; start a retraining run and watch it."""
 import streamlit as st
-st.title('Runs')
-st.info('coming soon')
+
+from ui import runs_view as view
+from ui import state
+
+st.title("Runs")
+st.caption("Every training run of this workspace: its parameters, metrics, quality-gate decision and log. "
+           "Tick one run for its details, two or more to compare them.")
+
+ws_uri = state.uri()
+top = st.container()  # the retraining form goes first, but opens by itself only when there are no runs
+flt = view.filters(ws_uri)
+shown = view.find_runs(ws_uri, flt)
+everything = view.find_runs(ws_uri, flt, with_status=False) if flt.statuses else shown
+with top:
+    view.retrain_form(ws_uri, expanded=everything.empty and not flt.active)
+    view.watch_panel()
+
+if everything.empty or shown.empty:
+    view.no_runs(ws_uri, flt)
+else:
+    view.status_counts(everything, flt)
+    selected = view.table_with_picker(shown, flt)
+    runs = view.load_runs(ws_uri, tuple(selected)) if selected else []
+    if len(runs) == 1:
+        view.run_details(ws_uri, runs[0])
+    elif runs:
+        view.run_comparison(runs)
