@@ -168,7 +168,8 @@ def render() -> None:
                                 "description": st.column_config.TextColumn(width="large")})
 
     dv = select_version(versions)
-    render_version(uri, dv)
+    baseline = next((v for v in versions if v.name == dv.name and v.version == dv.baseline_version), None)
+    render_version(uri, dv, baseline)
 
 
 def select_version(versions: list[DatasetVersion]) -> DatasetVersion:
@@ -194,16 +195,11 @@ def select_version(versions: list[DatasetVersion]) -> DatasetVersion:
     return of_name[version]
 
 
-def render_version(uri: str, dv: DatasetVersion) -> None:
+def render_version(uri: str, dv: DatasetVersion, baseline: DatasetVersion | None) -> None:
     st.subheader(dv.ref)
     if dv.description:
         st.caption(f"{dv.description} · source `{dv.source}` · by {dv.created_by}")
     tests = state.data_tests(uri, dv.name, dv.version)
-    baseline = None
-    if dv.baseline_version:
-        with guard():
-            baseline = next((v for v in state.dataset_versions(uri)
-                             if v.name == dv.name and v.version == dv.baseline_version), None)
 
     missing = sum(c.missing for c in dv.columns)
     cells = dv.rows * len(dv.columns)
