@@ -9,21 +9,24 @@ st.caption("Every training run of this workspace: its parameters, metrics, quali
            "Tick one run for its details, two or more to compare them.")
 
 ws_uri = state.uri()
-top = st.container()  # the retraining form goes first, but opens by itself only when there are no runs
-flt = view.filters(ws_uri)
-shown = view.find_runs(ws_uri, flt)
-everything = view.find_runs(ws_uri, flt, with_status=False) if flt.statuses else shown
-with top:
-    view.retrain_form(ws_uri, expanded=everything.empty and not flt.active)
-    view.watch_panel()
-
-if everything.empty or shown.empty:
-    view.no_runs(ws_uri, flt)
+if not view.has_runs(ws_uri):
+    view.first_run(ws_uri)
 else:
-    view.status_counts(everything, flt)
-    selected = view.table_with_picker(shown, flt)
-    runs = view.load_runs(ws_uri, tuple(selected)) if selected else []
-    if len(runs) == 1:
-        view.run_details(ws_uri, runs[0])
-    elif runs:
-        view.run_comparison(runs)
+    top = st.container()  # the retraining form and the live run go first, the filters feed the table
+    flt = view.filters(ws_uri)
+    shown = view.find_runs(ws_uri, flt)
+    everything = view.find_runs(ws_uri, flt, with_status=False) if flt.statuses else shown
+    with top:
+        view.retrain_form(ws_uri)
+        view.watch_panel()
+    if not everything.empty:
+        view.status_counts(everything, flt)
+    if shown.empty:
+        view.no_match()
+    else:
+        selected = view.table_with_picker(shown, flt)
+        runs = view.load_runs(ws_uri, tuple(selected)) if selected else []
+        if len(runs) == 1:
+            view.run_details(ws_uri, runs[0])
+        elif runs:
+            view.run_comparison(runs)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
+from sklearn.datasets import load_diabetes
 from streamlit.testing.v1 import AppTest
 
 from services.entities import RunFilter, RunStatus, TrainingSpec
@@ -250,11 +251,20 @@ def test_a_running_run_can_be_canceled_after_confirming(demo_env, demo_ws):
             demo_ws.jobs.cancel(run.id)
 
 
-def test_empty_workspace_says_what_to_do(empty_ws, monkeypatch):
+def test_empty_workspace_says_what_to_do(empty_ws, monkeypatch, tmp_path):
     monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{empty_ws.root}")
     at = runs_page()
-    assert "No training runs yet" in texts(at)
-    assert not at.dataframe
+    assert "no data to train on" in texts(at)
+    assert not at.dataframe and not at.multiselect  # no table, no filters to play with
+
+    path = tmp_path / "diabetes.csv"
+    load_diabetes(as_frame=True, scaled=False).frame.to_csv(path, index=False)
+    empty_ws.datasets.register("diabetes", path)
+    st.cache_data.clear()
+    at = runs_page()
+    assert "Start the first one below" in texts(at)
+    assert at.selectbox(key="runs.new.dataset").value == "diabetes:1"  # the form is there, open
+    assert at.expander[0].proto.expanded
 
 
 def test_window_and_filters_build_the_service_query():
