@@ -95,9 +95,9 @@ GATE_LABELS = {True: "✅ pass", False: "❌ fail"}
 
 def table_frame(items: list[Run]) -> pd.DataFrame:
     """One display row per run: the columns of ``state.runs_frame`` with badges and the main
-    metrics. Built column by column (not from a dict per row): 4x faster with 10,000 runs."""
+    metrics. Built column by column, not from a dict per row: cheaper with 10,000 runs."""
     if not items:
-        return pd.DataFrame(columns=TABLE_COLUMNS + ["state"])
+        return pd.DataFrame(columns=TABLE_COLUMNS + ["status_value"])
     states = [r.status.value for r in items]
     return pd.DataFrame({
         "status": [STATUS_LABELS[s] for s in states],
@@ -112,7 +112,7 @@ def table_frame(items: list[Run]) -> pd.DataFrame:
         "experiment": [r.experiment for r in items],
         "created_by": [r.created_by for r in items],
         "id": [r.id for r in items],
-        "state": states,  # the raw status, for filtering and counts; not displayed
+        "status_value": states,  # the raw status, for counts; not displayed
     })
 
 
@@ -219,7 +219,7 @@ def _day_range(days) -> tuple[datetime | None, datetime | None]:
 
 def status_counts(frame: pd.DataFrame, flt: Filters) -> None:
     """Runs per status among the newest ``flt.window`` runs matching the other filters."""
-    counts = frame["state"].value_counts()
+    counts = frame["status_value"].value_counts()
     cols = st.columns(len(RunStatus) + 1)
     capped = bool(flt.window) and len(frame) >= flt.window
     cols[0].metric("Runs", f"{len(frame):,}" + ("+" if capped else ""),
@@ -269,9 +269,11 @@ def table_with_picker(shown: pd.DataFrame, flt: Filters) -> list[str]:
         st.session_state[TABLE] = {"selection": {"rows": wanted, "columns": [], "cells": []}}
     with table_slot:
         st.dataframe(shown[TABLE_COLUMNS], key=TABLE, on_select=_on_table_select, selection_mode="multi-row",
-                     hide_index=True, placeholder="—", column_config=table_columns(), height=min(420, 38 + 35 * max(len(shown), 3)))
+                     hide_index=True, placeholder="—", column_config=table_columns(),
+                     height=min(420, 38 + 35 * max(len(shown), 3)))
         if flt.window and len(shown) >= flt.window:
-            st.caption(f"The newest {flt.window:,} matching runs; choose “all runs” under **Newest runs** to load more.")
+            st.caption(f"The newest {flt.window:,} matching runs; choose “all runs” under **Newest runs** "
+                       "to load more.")
     return list(picked)
 
 
@@ -352,7 +354,8 @@ def outcome_banner(run: Run) -> None:
         st.error(f"**Failed during “{run.step or 'an unknown step'}”:** {run.error or 'no reason recorded'}",
                  icon="❌")
     elif run.status == RunStatus.CANCELED:
-        st.warning(f"**Canceled** during “{run.step or '—'}”" + (f": {run.error}" if run.error else "."), icon="⛔")
+        st.warning(f"**Canceled** during “{run.step or '—'}”" + (f": {run.error}" if run.error else "."),
+                   icon="⛔")
     elif run.status == RunStatus.COMPLETED:
         if run.model_version:
             st.success(f"Completed in {fmt_duration(run.duration_s)}; passed the gate and was registered as "

@@ -158,6 +158,8 @@ def test_a_link_naming_runs_selects_them_and_the_url_follows_the_selection(demo_
     assert at.subheader[0].value.endswith(lasso.display_name)
     pick(at, lasso.id, gbr.id)
     assert at.query_params["run"] == [lasso.id, gbr.id]
+    pick(at)
+    assert "run" not in at.query_params
     assert runs_page({"run": "run-that-does-not-exist"}).multiselect(key=view.PICK).value == []
 
 
