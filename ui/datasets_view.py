@@ -172,8 +172,18 @@ def render() -> None:
     render_version(uri, dv, baseline)
 
 
+def linked_selection(versions: list[DatasetVersion]) -> tuple[str, int] | None:
+    """``?dataset=NAME&version=N`` (links from Models and Runs), applied once per link."""
+    link = (st.query_params.get("dataset"), st.query_params.get("version"))
+    if not link[0] or st.session_state.get("datasets.applied_link") == link:
+        return None
+    st.session_state["datasets.applied_link"] = link
+    match = next((v for v in versions if v.name == link[0] and str(v.version) == (link[1] or str(v.version))), None)
+    return (match.name, match.version) if match else None
+
+
 def select_version(versions: list[DatasetVersion]) -> DatasetVersion:
-    pending = st.session_state.pop(PENDING_SELECTION, None)
+    pending = st.session_state.pop(PENDING_SELECTION, None) or linked_selection(versions)
     if pending:
         st.session_state[SELECTED_NAME] = pending[0]
         st.session_state[f"datasets.version.{pending[0]}"] = pending[1]

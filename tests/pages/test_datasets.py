@@ -156,3 +156,12 @@ def test_empty_workspace_explains_what_to_do(empty_ws, monkeypatch):
     at = datasets_page()
     assert any("No datasets yet" in i.value for i in at.info)
     assert len(at.file_uploader) == 1
+
+
+def test_a_link_selects_the_dataset_version(demo_env):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params["dataset"] = "diabetes"
+    at.query_params["version"] = "1"
+    at.switch_page("pages/datasets.py").run()
+    assert not at.exception
+    assert any(h.value == "diabetes:1" for h in at.subheader)
