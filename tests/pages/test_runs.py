@@ -13,6 +13,7 @@ import streamlit as st
 from sklearn.datasets import load_diabetes
 from streamlit.testing.v1 import AppTest
 
+from services.demo import DEMO_USER
 from services.entities import RunFilter, RunStatus, TrainingSpec
 from ui import runs_view as view
 
@@ -38,6 +39,11 @@ def failed_run(demo_ws, tmp_path_factory):
     run = demo_ws.jobs.wait(run.id, timeout_s=120)
     assert run.status == RunStatus.FAILED
     return run
+
+
+def demo_run(runs, estimator: str):
+    """A run of the seeded demo (other tests of this module add runs of their own)."""
+    return next(r for r in runs if r.estimator == estimator and r.created_by == DEMO_USER)
 
 
 def runs_page(query: dict | None = None) -> AppTest:
@@ -81,7 +87,7 @@ def test_lists_the_demo_runs_newest_first(demo_env, demo_ws):
     shown = table(at)
     assert shown["id"].tolist() == [r.id for r in runs]
     by_id = shown.set_index("id")
-    gbr = next(r for r in runs if r.estimator == "gbr")
+    gbr = demo_run(runs, "gbr")
     assert by_id.loc[gbr.id, "rmse"] == pytest.approx(gbr.metrics["rmse"])
     assert by_id.loc[gbr.id, "status"] == "✅ completed"
     assert by_id.loc[gbr.id, "model"] == f"{gbr.model_name}:{gbr.model_version}"
@@ -121,7 +127,7 @@ def test_date_and_dataset_filters_go_to_the_service(demo_env, demo_ws, failed_ru
 
 
 def test_one_selected_run_shows_details_chart_and_log(demo_env, demo_ws):
-    gbr = next(r for r in demo_ws.jobs.list() if r.estimator == "gbr")
+    gbr = demo_run(demo_ws.jobs.list(), "gbr")
     at = pick(runs_page(), gbr.id)
     assert at.subheader[0].value.endswith(gbr.display_name)
     page = texts(at)
@@ -152,7 +158,7 @@ def test_a_failed_run_shows_its_reason_prominently(demo_env, failed_run):
 
 
 def test_a_link_naming_runs_selects_them_and_the_url_follows_the_selection(demo_env, demo_ws):
-    lasso, gbr = (next(r for r in demo_ws.jobs.list() if r.estimator == e) for e in ("lasso", "gbr"))
+    lasso, gbr = (demo_run(demo_ws.jobs.list(), e) for e in ("lasso", "gbr"))
     at = runs_page({"run": lasso.id})  # as the Models page links to the run that trained a version
     assert at.multiselect(key=view.PICK).value == [lasso.id]
     assert at.subheader[0].value.endswith(lasso.display_name)
@@ -164,7 +170,7 @@ def test_a_link_naming_runs_selects_them_and_the_url_follows_the_selection(demo_
 
 
 def test_two_selected_runs_are_compared(demo_env, demo_ws):
-    runs = [r for r in demo_ws.jobs.list() if r.estimator in ("ridge", "gbr") and r.status == RunStatus.COMPLETED]
+    runs = [r for r in demo_ws.jobs.list() if r.estimator in ("ridge", "gbr") and r.created_by == DEMO_USER]
     at = pick(runs_page(), *[r.id for r in runs])
     assert at.subheader[0].value == f"Comparing {len(runs)} runs"
     compared = next(d.value for d in at.dataframe if "metric · rmse" in d.value.index)
