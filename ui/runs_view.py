@@ -410,7 +410,9 @@ def gate_block(gate: GateDecision | None, status: RunStatus | None = None) -> No
 
 
 def lineage(run: Run) -> None:
-    st.markdown(f"Trained on dataset version **{run.dataset}:{run.dataset_version}** by `{run.created_by}`.")
+    st.page_link("pages/datasets.py", label=f"Trained on {run.dataset}:{run.dataset_version} — open in Datasets",
+                 icon=":material/dataset:",
+                 query_params={"dataset": run.dataset, "version": str(run.dataset_version)})
     if run.model_version:
         st.page_link("pages/models.py", label=f"Registered as {run.model_name}:{run.model_version} — open in Models",
                      icon=":material/deployed_code:",

@@ -133,6 +133,10 @@ def test_one_selected_run_shows_details_chart_and_log(demo_env, demo_ws):
     page = texts(at)
     assert f"registered as **{gbr.model_name}:{gbr.model_version}**" in page
     assert "**Passed**" in page and gbr.gate.champion in page
+    # lineage: links to the dataset version and to the registered model version
+    links = {link.proto.page: link.proto.query_string for link in at.get("page_link")}
+    assert links["datasets"] == f"dataset={gbr.dataset}&version={gbr.dataset_version}"
+    assert links["models"] == f"model={gbr.model_name}&version={gbr.model_version}"
     # the gate's checks, one row per metric, with their reasons
     checks = next(d.value for d in at.dataframe if "reason" in d.value.columns)
     assert checks["metric"].tolist() == [c.metric for c in gbr.gate.checks]
