@@ -225,7 +225,7 @@ def status_counts(frame: pd.DataFrame, flt: Filters) -> None:
     cols[0].metric("Runs", f"{len(frame):,}" + ("+" if capped else ""),
                    help=f"Counts are over the newest {flt.window:,} matching runs." if capped else None)
     for col, status in zip(cols[1:], RunStatus):
-        col.metric(f"{STATUS_ICON[status]} {status.value.capitalize()}", f"{int(counts.get(status.value, 0)):,}")
+        col.metric(status_label(status), f"{int(counts.get(status.value, 0)):,}")  # as in the filter and table
 
 
 def _table_rows() -> list[int]:
