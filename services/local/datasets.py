@@ -116,6 +116,7 @@ class LocalDatasets:
                 tests = run_data_tests(frame, baseline, self.policy.data_tests)
                 status = CheckStatus.worst(t.status for t in tests)
                 final = self.root / "datasets" / name / str(version)
+                shutil.rmtree(final, ignore_errors=True)  # left by a process killed before its commit; no row owns it
                 staging.rename(final)
                 conn.execute(
                     "INSERT INTO datasets (name, version, created_at, created_by, description, source, format,"
