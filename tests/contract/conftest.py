@@ -98,6 +98,13 @@ class LocalBackend:
         """Staging folders left behind by a registration (there must be none)."""
         return [str(p.relative_to(ws.root)) for p in ws.root.rglob(".incoming-*")]
 
+    def leave_interrupted_version(self, ws: LocalWorkspace, kind: str, name: str, version: int) -> None:
+        """What a process killed between moving a version's files in place and committing leaves:
+        the folder of a version that no record owns."""
+        folder = ws.root / kind / name / str(version)
+        folder.mkdir(parents=True)
+        (folder / "half-written").write_text("from a registration that never committed")
+
     def stored_files(self, ws: LocalWorkspace, kind: str) -> list[str]:
         """Every file under the ``kind`` folder (datasets, models, runs)."""
         folder = ws.root / kind

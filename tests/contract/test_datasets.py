@@ -267,3 +267,13 @@ def test_concurrent_registrations_get_distinct_versions(backend, workspace, tmp_
         assert workspace.datasets.get("shared", dv.version).rows == len(frames[i])
         assert len(workspace.datasets.load("shared", dv.version)) == len(frames[i])
     assert backend.half_written(workspace) == []
+
+
+def test_a_version_left_half_written_by_a_killed_process_does_not_block_the_next(backend, workspace, tmp_path):
+    workspace.datasets.register("diabetes", write_csv(tmp_path, diabetes(), "v1.csv"))
+    backend.leave_interrupted_version(workspace, "datasets", "diabetes", 2)
+    second = diabetes().head(300)
+    dv = workspace.datasets.register("diabetes", write_csv(tmp_path, second, "v2.csv"))
+    assert (dv.version, dv.rows) == (2, 300)
+    pd.testing.assert_frame_equal(workspace.datasets.load("diabetes", 2), second, check_dtype=False)
+    assert not any("half-written" in f for f in backend.stored_files(workspace, "datasets"))

@@ -17,11 +17,13 @@ SINGLE_SLOT = "[jobs]\nmax_concurrent = 1\n"
 
 
 @pytest.fixture(scope="module")
-def finished(demo):
+def finished(backend, demo):
     """Three runs on diabetes:2 submitted together (two slots), waited for.
 
     ``better`` beats the champion (demo v1, a heavily regularised ridge) and is
-    registered; ``worse`` does not; ``unregistered`` passes but asked not to be registered."""
+    registered; ``worse`` does not; ``unregistered`` passes but asked not to be registered.
+    The folder of a model v6 that never committed lies where ``better`` will register."""
+    backend.leave_interrupted_version(demo, "models", "diabetes-regressor", 6)
     before = datetime.now(timezone.utc)
     submitted = {
         "better": demo.jobs.submit(spec(version=2, params={"alpha": 1.0}, experiment=EXPERIMENT)),
@@ -85,6 +87,13 @@ def test_a_candidate_that_beats_the_champion_is_registered_with_lineage(demo, fi
         assert model.metrics[key] == pytest.approx(run.metrics[key])
     assert not model.is_champion, "a candidate does not replace the champion by itself"
     assert demo.models.champion("diabetes-regressor").version == 1
+
+
+def test_a_model_version_left_half_written_does_not_block_registration(backend, demo, finished):
+    run = finished["runs"]["better"]
+    assert run.model_version == 6, run.error
+    assert demo.models.load("diabetes-regressor", 6) is not None
+    assert not any("half-written" in f for f in backend.stored_files(demo, "models"))
 
 
 def test_a_candidate_that_does_not_beat_the_champion_is_completed_but_not_registered(demo, finished):
