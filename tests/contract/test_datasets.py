@@ -277,3 +277,12 @@ def test_a_version_left_half_written_by_a_killed_process_does_not_block_the_next
     assert (dv.version, dv.rows) == (2, 300)
     pd.testing.assert_frame_equal(workspace.datasets.load("diabetes", 2), second, check_dtype=False)
     assert not any("half-written" in f for f in backend.stored_files(workspace, "datasets"))
+
+
+def test_a_version_that_is_not_a_number_is_invalid_input(workspace, tmp_path):
+    workspace.datasets.register("diabetes", write_csv(tmp_path, diabetes().head(60)))
+    for call in (lambda: workspace.datasets.get("diabetes", "two"),
+                 lambda: workspace.datasets.load("diabetes", "two"),
+                 lambda: workspace.datasets.data_tests("diabetes", "two")):
+        with pytest.raises(InvalidInput):
+            call()
