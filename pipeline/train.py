@@ -66,7 +66,10 @@ def coerce_params(estimator: str, params: dict[str, Any]) -> dict[str, Any]:
         kind = type(defaults[key])
         try:
             out[key] = kind(value) if not isinstance(value, kind) else value
-            if kind is int and isinstance(value, str) and "." in value:
+            if kind is int and (isinstance(value, str) and "." in value
+                                or isinstance(value, float) and not value.is_integer()):
+                raise ValueError  # int() would silently truncate 1.5 to 1
+            if isinstance(value, bool) and kind is not bool:
                 raise ValueError
         except (TypeError, ValueError):
             raise PipelineError(f"parameter {key}={value!r} is not a valid {kind.__name__}") from None
