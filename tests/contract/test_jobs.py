@@ -125,6 +125,7 @@ def test_register_false_evaluates_but_never_registers(demo, finished):
     ("ridge", {"alpha": "strong"}),
     ("ridge", {"alpha": -1}),
     ("gbr", {"n_estimators": "1.5"}),
+    ("gbr", {"n_estimators": 1.5}),
 ])
 def test_bad_estimator_or_parameter_is_invalid_input_and_creates_no_run(demo, estimator, params):
     before = len(demo.jobs.list())
