@@ -239,3 +239,12 @@ def test_unknown_workspace_scheme_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "tollgate.py", "--workspace", "ftp://somewhere", "status"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "ftp" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_empty_workspace(tmp_path):
+    empty = tmp_path / "new-ws"
+    status = as_json(tollgate(empty, "status", "--json"))
+    assert (status["datasets"], status["runs"], status["models"], status["champion"]) == ([], [], [], None)
+    proc = tollgate(empty, "retrain", "--wait")
+    assert proc.returncode == 2
+    assert "no dataset" in proc.stderr and "register-dataset" in proc.stderr
