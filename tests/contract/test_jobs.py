@@ -23,7 +23,7 @@ def finished(backend, demo):
     ``better`` beats the champion (demo v1, a heavily regularised ridge) and is
     registered; ``worse`` does not; ``unregistered`` passes but asked not to be registered.
     The folder of a model v6 that never committed lies where ``better`` will register."""
-    backend.leave_interrupted_version(demo, "models", "diabetes-regressor", 6)
+    interrupted = backend.leave_interrupted_version(demo, "models", "diabetes-regressor", 6)
     before = datetime.now(timezone.utc)
     submitted = {
         "better": demo.jobs.submit(spec(version=2, params={"alpha": 1.0}, experiment=EXPERIMENT)),
@@ -32,7 +32,8 @@ def finished(backend, demo):
                                               register=False, display_name="evaluate only")),
     }
     runs = {key: demo.jobs.wait(run.id, timeout_s=180) for key, run in submitted.items()}
-    return {"submitted": submitted, "runs": runs, "before": before, "after": datetime.now(timezone.utc)}
+    return {"submitted": submitted, "runs": runs, "before": before, "after": datetime.now(timezone.utc),
+            "interrupted": interrupted}
 
 
 def test_submit_returns_at_once_with_a_queued_run(finished):
@@ -90,6 +91,8 @@ def test_a_candidate_that_beats_the_champion_is_registered_with_lineage(demo, fi
 
 
 def test_a_model_version_left_half_written_does_not_block_registration(backend, demo, finished):
+    if not finished["interrupted"]:
+        pytest.skip(f"{backend.name} has no half-written versions")
     run = finished["runs"]["better"]
     assert run.model_version == 6, run.error
     assert demo.models.load("diabetes-regressor", 6) is not None
