@@ -35,7 +35,7 @@ run: seed
 	$(BIN)/python -m ui.serve --server.port $(PORT) --server.headless true
 
 test: $(VENV)/.installed-dev browser-deps
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_pages.py
