@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -253,9 +252,8 @@ def test_two_thousand_versions_compare_only_the_selected_one(demo_template, tmp_
     at = models_page()
     assert compared == [(NAME, max(visible), demo_ws_champion(path))]
     assert len(versions_table(at)) == len(visible)
-    started = time.perf_counter()
-    act(at)
-    assert time.perf_counter() - started < 1.0
+    act(at)  # a rerun with 2,000 versions still compares only the selected candidate (speed: bench/)
+    assert len(compared) == 1
 
 
 def demo_ws_champion(path: Path) -> int:
