@@ -45,18 +45,38 @@ from seed_large import SEED_FILE, attach_active_runs, seed_large  # noqa: E402
 OUT = ROOT / "bench" / "out"
 PAGES = [("Overview", "pages/overview.py"), ("Runs", "pages/runs.py"),
          ("Models", "pages/models.py"), ("Datasets", "pages/datasets.py")]
+
+
+def choose(key: str, label: str) -> Callable:
+    """A setup step: pick the option shown as ``label`` in the selectbox ``key``."""
+    def setup(at) -> None:
+        box = at.selectbox(key=key)
+        box.select_index(list(box.options).index(label))
+    return setup
+
+
+def switch_on(key: str) -> Callable:
+    def setup(at) -> None:
+        at.toggle(key=key).set_value(True)
+    return setup
+
+
+# the heaviest states a user reaches in one click: (label, page, setup of the widgets)
+SCENARIOS = [("Runs · Show: all runs", "pages/runs.py", choose("runs.f.window", "all runs")),
+             ("Models · archived versions shown", "pages/models.py", switch_on("models.show_archived"))]
 TARGET_S = 1.0
 RUN_LIMIT = 500  # a page-sized slice of the runs list
 SERVICE_ERROR_ICON = "🚫"  # the icon of ui.widgets.show_error
 
 
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
+def median_time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``fn()``."""
+    walls, cpus = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        wall, cpu = timed(fn)
+        walls.append(wall)
+        cpus.append(cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def clear_caches() -> None:
@@ -72,8 +92,9 @@ def timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def render_page(page: str, repeats: int) -> dict:
-    """Cold and warm server time of one page's full render (median over ``repeats``)."""
+def render_page(page: str, repeats: int, setup: Callable | None = None) -> dict:
+    """Cold and warm server time of one page's full render (median over ``repeats``).
+    ``setup(at)`` sets widgets on the rendered page first (a scenario)."""
     from streamlit.testing.v1 import AppTest
 
     cold, warm, cold_cpu, warm_cpu, problem, placeholder = [], [], [], [], None, False
@@ -82,6 +103,13 @@ def render_page(page: str, repeats: int) -> dict:
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
         at.run()  # AppTest needs one run before switch_page
         at.switch_page(page)
+        if setup is not None:
+            at.run()
+            try:
+                setup(at)
+            except (KeyError, ValueError, IndexError) as e:
+                return {"cold_s": 0.0, "warm_s": 0.0, "cold_cpu_s": 0.0, "warm_cpu_s": 0.0, "placeholder": False,
+                        "problem": f"the scenario's widget is not on the page ({type(e).__name__}: {e})"}
         clear_caches()
         for walls, cpus in ((cold, cold_cpu), (warm, warm_cpu)):
             wall, cpu = timed(at.run)
@@ -99,7 +127,7 @@ def render_page(page: str, repeats: int) -> dict:
             "problem": problem, "placeholder": placeholder}
 
 
-def profile_page(page: str, top: int) -> None:
+def profile_page(page: str, top: int, setup: Callable | None = None) -> None:
     """cProfile of one cold and one warm render of ``page`` (the script thread only)."""
     import cProfile
     import pstats
@@ -121,6 +149,9 @@ def profile_page(page: str, top: int) -> None:
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.switch_page(page)
+    if setup is not None:
+        at.run()
+        setup(at)
     ScriptRunner._run_script = profiled
     try:
         for kind in ("cold", "warm"):
@@ -128,7 +159,7 @@ def profile_page(page: str, top: int) -> None:
                 clear_caches()
             profiler = cProfile.Profile()
             wall, _ = timed(at.run)
-            out = OUT / f"profile-{Path(page).stem}-{kind}.prof"
+            out = OUT / f"profile-{Path(page).stem}{'-scenario' if setup else ''}-{kind}.prof"
             profiler.dump_stats(out)
             print(f"\n=== {page} {kind}: {wall * 1000:.0f} ms ({out}) ===")
             stats = pstats.Stats(str(out)).strip_dirs()
@@ -154,7 +185,7 @@ def harness_overhead(repeats: int) -> dict:
     return {"cold_s": statistics.median(cold), "warm_s": statistics.median(warm)}
 
 
-def measure_queries(root: Path, repeats: int) -> list[tuple[str, float]]:
+def measure_queries(root: Path, repeats: int) -> list[tuple[str, float, float]]:
     from services.entities import RunFilter
     from services.local.workspace import LocalWorkspace
     from ui.state import runs_frame
@@ -177,9 +208,22 @@ def measure_queries(root: Path, repeats: int) -> list[tuple[str, float]]:
         (f"ws.evaluation.compare({model!r}, {latest})", lambda: ws.evaluation.compare(model, latest), repeats),
     ]
     try:
-        return [(label, median_time(fn, n)) for label, fn, n in queries]
+        return [(label, *median_time(fn, n)) for label, fn, n in queries]
     finally:
         ws.close()
+
+
+def print_markdown(pages: dict, overhead: dict, queries: list[tuple[str, float, float]]) -> None:
+    ms = lambda s: f"{s * 1000:,.0f} ms"  # noqa: E731
+    print("\n| page (AppTest full render) | cold | warm | CPU cold / warm | ≤ 1 s |\n|---|---:|---:|---:|---|")
+    for label, r in pages.items():
+        ok = "error" if r["problem"] else verdict(max(r["cold_s"], r["warm_s"])).lower()
+        print(f"| {label} | {ms(r['cold_s'])} | {ms(r['warm_s'])} | "
+              f"{r['cold_cpu_s'] * 1000:,.0f} / {r['warm_cpu_s'] * 1000:,.0f} ms | {ok} |")
+    print(f"| *AppTest alone (one-line script)* | {ms(overhead['cold_s'])} | {ms(overhead['warm_s'])} | | |")
+    print("\n| list query (direct, uncached) | time | CPU | ≤ 1 s |\n|---|---:|---:|---|")
+    for label, seconds, cpu in queries:
+        print(f"| `{label}` | {ms(seconds)} | {ms(cpu)} | {verdict(seconds).lower()} |")
 
 
 def verdict(seconds: float) -> str:
@@ -195,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=TARGET_S, help="seconds a page may take")
     ap.add_argument("--pages", default=",".join(p for _, p in PAGES),
                     help="comma-separated page files to measure")
+    ap.add_argument("--markdown", action="store_true", help="also print the tables in Markdown (for docs/benchmarks.md)")
+    ap.add_argument("--no-scenarios", action="store_true", help="only the default render of each page")
     ap.add_argument("--profile", metavar="PAGE", help="instead of the table: cProfile one cold and one warm "
-                    "render of PAGE (e.g. pages/runs.py); stats go to bench/out/profile-*.prof")
+                    "render of PAGE (e.g. pages/runs.py, or a scenario's label such as 'Runs · Show: all runs');"
+                    " stats go to bench/out/profile-*.prof")
     ap.add_argument("--top", type=int, default=30, help="rows of profile output")
     args = ap.parse_args(argv)
     TARGET_S = args.target
@@ -219,8 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         os.chdir(ROOT)
         if args.profile:
             OUT.mkdir(parents=True, exist_ok=True)
-            render_page(args.profile, 1)  # imports out of the way
-            profile_page(args.profile, args.top)
+            page, setup = next(((p, s) for label, p, s in SCENARIOS if label == args.profile), (args.profile, None))
+            render_page(page, 1)  # imports out of the way
+            profile_page(page, args.top, setup)
             return 0
         return report(root, seed, args)
     finally:
@@ -237,6 +285,9 @@ def report(root: Path, seed: dict, args) -> int:
     render_page(chosen[0][1], 1)  # warm-up: imports and first-run costs out of the figures
     overhead = harness_overhead(args.repeats)
     pages = {label: render_page(page, args.repeats) for label, page in chosen}
+    if not args.no_scenarios:
+        pages.update({label: render_page(page, args.repeats, setup) for label, page, setup in SCENARIOS
+                      if page in args.pages.split(",")})
     queries = measure_queries(root, max(3, args.repeats))
 
     failed = False
@@ -252,9 +303,9 @@ def report(root: Path, seed: dict, args) -> int:
               f"{r['cold_cpu_s'] * 1000:5.0f} / {r['warm_cpu_s'] * 1000:.0f} ms")
     print(f"{'(AppTest alone: a one-line script)':42} {overhead['cold_s'] * 1000:7.0f}ms "
           f"{overhead['warm_s'] * 1000:7.0f}ms")
-    print(f"\n{'list query (direct, uncached)':52} {'time':>9}  verdict")
-    for label, seconds in queries:
-        print(f"{label:52} {seconds * 1000:7.0f}ms  {verdict(seconds)}")
+    print(f"\n{'list query (direct, uncached)':52} {'time':>9}  verdict  cpu")
+    for label, seconds, cpu in queries:
+        print(f"{label:52} {seconds * 1000:7.0f}ms  {verdict(seconds)}     {cpu * 1000:.0f} ms")
 
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.json").write_text(json.dumps({
@@ -262,8 +313,10 @@ def report(root: Path, seed: dict, args) -> int:
         "cores": os.cpu_count(), "python": platform.python_version(), "target_s": TARGET_S,
         "load_average": os.getloadavg(),
         "repeats": args.repeats, "workspace": seed["counts"], "harness_s": overhead,
-        "pages": pages, "queries": dict(queries),
+        "pages": pages, "queries": {label: {"s": s, "cpu_s": cpu} for label, s, cpu in queries},
     }, indent=2))
+    if args.markdown:
+        print_markdown(pages, overhead, queries)
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1):
         print(f"\nnote: load average {load:.1f} on {os.cpu_count()} cores: other processes competed for the CPU,"

@@ -18,8 +18,8 @@ What is real (made through the services, exactly as the console makes it):
 What is synthesized (SQL inserts into the schema of ``services/local/db.py``,
 one transaction, fixed random seed):
   * the other runs (9,999 by default): ids, names, parameters, experiments,
-    authors and timestamps spread over 90 days; status mix about 86 % completed,
-    9 % failed (at "validate data" when the dataset version failed its data
+    authors and timestamps spread over 90 days; status mix about 84 % completed,
+    11 % failed (at "validate data" when the dataset version failed its data
     tests, else at "train"/"evaluate"), 5 % canceled, plus the 5 newest runs
     active (2 running, 3 queued); 5 final metrics per run that got past training
     (rmse, mae, r2, train_rmse, train_r2) and a short history (a 5-to-10-point

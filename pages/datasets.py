@@ -1,3 +1,4 @@
-import streamlit as st
-st.title('Datasets')
-st.info('coming soon')
+"""Datasets: versions, schema and profile, data tests, distributions, upload."""
+from ui import datasets_view
+
+datasets_view.render()

@@ -14,6 +14,7 @@ champion on identical rows.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -23,21 +24,28 @@ from typing import Any, Callable
 import joblib
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
-from sklearn.linear_model import Lasso, Ridge
-from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
-from sklearn.model_selection import KFold, train_test_split
 
 from pipeline.tracking import MetricLogger
 
+
+def _sklearn(module: str, name: str) -> Callable[..., Any]:
+    """A factory that imports its scikit-learn class on first use. Importing
+    scikit-learn takes seconds; the CLI and the console, which import this module
+    for the names and defaults, should not pay for it on every start."""
+    def build(**params):
+        return getattr(importlib.import_module(module), name)(**params)
+    build.__name__ = name
+    return build
+
+
 # estimator name -> (factory, default parameters). Parameter types follow the defaults.
 ESTIMATORS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
-    "ridge": (Ridge, {"alpha": 1.0}),
-    "lasso": (Lasso, {"alpha": 0.1, "max_iter": 10000}),
-    "gbr": (GradientBoostingRegressor, {"n_estimators": 150, "learning_rate": 0.05, "max_depth": 3,
-                                        "subsample": 0.8, "random_state": 0}),
-    "random_forest": (RandomForestRegressor, {"n_estimators": 100, "max_depth": 6,
-                                              "min_samples_leaf": 3, "random_state": 0}),
+    "ridge": (_sklearn("sklearn.linear_model", "Ridge"), {"alpha": 1.0}),
+    "lasso": (_sklearn("sklearn.linear_model", "Lasso"), {"alpha": 0.1, "max_iter": 10000}),
+    "gbr": (_sklearn("sklearn.ensemble", "GradientBoostingRegressor"),
+            {"n_estimators": 150, "learning_rate": 0.05, "max_depth": 3, "subsample": 0.8, "random_state": 0}),
+    "random_forest": (_sklearn("sklearn.ensemble", "RandomForestRegressor"),
+                      {"n_estimators": 100, "max_depth": 6, "min_samples_leaf": 3, "random_state": 0}),
 }
 
 
@@ -58,7 +66,10 @@ def coerce_params(estimator: str, params: dict[str, Any]) -> dict[str, Any]:
         kind = type(defaults[key])
         try:
             out[key] = kind(value) if not isinstance(value, kind) else value
-            if kind is int and isinstance(value, str) and "." in value:
+            if kind is int and (isinstance(value, str) and "." in value
+                                or isinstance(value, float) and not value.is_integer()):
+                raise ValueError  # int() would silently truncate 1.5 to 1
+            if isinstance(value, bool) and kind is not bool:
                 raise ValueError
         except (TypeError, ValueError):
             raise PipelineError(f"parameter {key}={value!r} is not a valid {kind.__name__}") from None
@@ -91,12 +102,14 @@ def validate(frame: pd.DataFrame, target: str) -> list[str]:
 
 def split(frame: pd.DataFrame, target: str, test_fraction: float, seed: int):
     """The fixed held-out split: (X_train, X_test, y_train, y_test)."""
+    from sklearn.model_selection import train_test_split
     X = frame.drop(columns=[target])
     y = frame[target]
     return train_test_split(X, y, test_size=test_fraction, random_state=seed)
 
 
 def regression_metrics(y_true, y_pred) -> dict[str, float]:
+    from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
     return {
         "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
         "mae": float(mean_absolute_error(y_true, y_pred)),
@@ -111,6 +124,7 @@ def fit_with_history(estimator: str, params: dict, X_train, y_train, X_test, y_t
     model = factory(**params)
     if estimator in ("ridge", "lasso"):
         # linear models train in one shot: the curve is 5-fold CV on the training split
+        from sklearn.model_selection import KFold
         folds = KFold(n_splits=5, shuffle=True, random_state=0)
         for step, (tr, va) in enumerate(folds.split(X_train)):
             fold = factory(**params).fit(X_train.iloc[tr], y_train.iloc[tr])

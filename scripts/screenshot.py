@@ -26,8 +26,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 def start_console(workspace: str, port: int) -> subprocess.Popen:
     env = {**os.environ, "TOLLGATE_WORKSPACE": workspace}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"],
+    proc = subprocess.Popen([sys.executable, "-m", "ui.serve", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true",
+                             "--server.fileWatcherType", "none"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -46,7 +47,8 @@ def wait_rendered(page, timeout_ms: int = 30000) -> None:
     for _ in range(3):  # idle for a moment: no "running" indicator, no skeletons
         page.wait_for_function(
             "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-            " && !document.querySelector('[data-testid=\"stSkeleton\"]')", timeout=timeout_ms)
+            " && !document.querySelector('[data-testid=\"stSkeleton\"]')"
+            " && !document.querySelector('[data-testid=\"stSpinner\"]')", timeout=timeout_ms)
         page.wait_for_timeout(400)
 
 

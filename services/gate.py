@@ -59,7 +59,10 @@ def decide(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
             reasons.append(f"{primary}: must improve on the champion ({cand:.4g} vs {champ:.4g})")
     passed = not reasons
     if passed:
-        reasons = ([f"better than champion {champion_ref} on {primary}"] if champion and primary
-                   else ["no champion yet: the first model that meets the absolute rules becomes it"]
-                   if not champion else ["every rule passed"])
+        if champion:
+            reasons = [f"better than champion {champion_ref} on {primary}"] if primary else ["every rule passed"]
+        elif champion_ref:  # scored without champion metrics because it *is* the champion
+            reasons = [f"this is the champion {champion_ref}: only the absolute rules apply, and they pass"]
+        else:
+            reasons = ["no champion yet: the first model that meets the absolute rules becomes it"]
     return GateDecision(passed, tuple(reasons), tuple(checks), champion_ref, evaluated_on)

@@ -97,12 +97,46 @@ def load_policy(*search: Path) -> Policy:
     return Policy()
 
 
+# The keys each table may hold; a misspelt key would otherwise silently leave a default in force.
+# ([data_tests] and [[gate.rules]] are checked by their dataclasses.)
+KNOWN_KEYS = {
+    "project": {"model_name", "target", "experiment"},
+    "evaluation": {"test_fraction", "split_seed"},
+    "gate": {"require_improvement", "rules"},
+    "data_tests": None,
+    "jobs": {"max_concurrent"},
+    "endpoints": None,    # checked by EndpointPolicy's fields
+    "smoke_test": None,   # checked by SmokePolicy's fields
+    "roles": None,        # identities are free-form; parse_roles checks the role names
+}
+
+
+def _check_keys(raw: Mapping[str, Any], source: str) -> None:
+    for table, value in raw.items():
+        if table not in KNOWN_KEYS:
+            raise InvalidInput(f"{source}: unknown table [{table}]; known: {', '.join(KNOWN_KEYS)}")
+        if not isinstance(value, dict):
+            raise InvalidInput(f"{source}: {table} must be a table ([{table}])")
+        unknown = sorted(set(value) - KNOWN_KEYS[table]) if KNOWN_KEYS[table] is not None else []
+        if unknown:
+            raise InvalidInput(f"{source}: unknown key(s) in [{table}]: {', '.join(unknown)}; "
+                               f"known: {', '.join(sorted(KNOWN_KEYS[table]))}")
+
+
+def _number(table: Mapping[str, Any], key: str, kind: type, default, where: str):
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+        raise InvalidInput(f"{where}.{key} must be {'a whole number' if kind is int else 'a number'}, got {value!r}")
+    return kind(value)
+
+
 def parse_policy(text: str, source: str = "<text>") -> Policy:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise InvalidInput(f"{source}: not valid TOML: {e}",
                            hint="Fix the policy file; see the comments in the project's tollgate.toml.") from e
+    _check_keys(raw, source)
     project = raw.get("project", {})
     evaluation = raw.get("evaluation", {})
     gate = raw.get("gate", {})
@@ -118,19 +152,22 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         roles = parse_roles(raw.get("roles", {}), source)
     except TypeError as e:  # unknown key in a table
         raise InvalidInput(f"{source}: {e}") from e
-    fraction = float(evaluation.get("test_fraction", defaults.test_fraction))
+    fraction = _number(evaluation, "test_fraction", float, defaults.test_fraction, f"{source}: evaluation")
     if not 0.05 <= fraction <= 0.5:
         raise InvalidInput(f"{source}: evaluation.test_fraction must be between 0.05 and 0.5, got {fraction}")
+    max_concurrent = _number(raw.get("jobs", {}), "max_concurrent", int, defaults.max_concurrent_jobs, f"{source}: jobs")
+    if max_concurrent < 1:
+        raise InvalidInput(f"{source}: jobs.max_concurrent must be at least 1, got {max_concurrent}")
     return Policy(
         model_name=project.get("model_name", defaults.model_name),
         target=project.get("target", defaults.target),
         experiment=project.get("experiment", defaults.experiment),
         test_fraction=fraction,
-        split_seed=int(evaluation.get("split_seed", defaults.split_seed)),
+        split_seed=_number(evaluation, "split_seed", int, defaults.split_seed, f"{source}: evaluation"),
         require_improvement=gate.get("require_improvement", defaults.require_improvement) or None,
         gate_rules=rules,
         data_tests=data_tests,
-        max_concurrent_jobs=int(raw.get("jobs", {}).get("max_concurrent", defaults.max_concurrent_jobs)),
+        max_concurrent_jobs=max_concurrent,
         endpoints=endpoints,
         smoke=smoke,
         roles=roles,

@@ -11,11 +11,12 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from services.entities import ModelVersion, Run, RunFilter, RunStatus
+from services.entities import CheckStatus, DatasetVersion, ModelVersion, Run, RunFilter, RunStatus
 from services.errors import NotFound
 from services.policy import Policy
 
 from . import state
+from .datasets_view import group_by_check
 from .widgets import BETTER, NEUTRAL, WORSE, badge, fmt_metric, guard
 
 CANDIDATE_LIMIT = 5
@@ -55,7 +56,7 @@ def candidates_frame(candidates: list[ModelVersion], champion: ModelVersion | No
     for v in candidates:
         row = {"version": v.ref, "estimator": v.estimator,
                "trained on": f"{v.dataset}:{v.dataset_version}" if v.dataset else "—",
-               "registered": v.created_at, "by": v.created_by}
+               "registered": v.created_at}
         for m in metrics:
             value = v.metrics.get(m)
             base = champion.metrics.get(m) if champion else None
@@ -122,12 +123,22 @@ def run_note(run: Run) -> str:
 
 
 def latest_runs_frame(runs: list[Run]) -> pd.DataFrame:
+    # metrics as text: a failed run has none, and "—" reads better than "None"
     return pd.DataFrame([{
         "status": badge(r.status), "run": r.display_name, "estimator": r.estimator,
-        "data": f"{r.dataset}:{r.dataset_version}", "rmse": r.metrics.get("rmse"), "r2": r.metrics.get("r2"),
-        "gate": gate_outcome(r), "duration": fmt_duration(r.duration_s), "started": r.created_at,
-        "by": r.created_by, "note": run_note(r), "id": r.id,
+        "data": f"{r.dataset}:{r.dataset_version}", "rmse": fmt_metric(r.metrics.get("rmse")),
+        "r2": fmt_metric(r.metrics.get("r2")), "gate": gate_outcome(r), "duration": fmt_duration(r.duration_s),
+        "note": run_note(r), "started": r.created_at, "by": r.created_by, "id": r.id,
     } for r in runs])
+
+
+def latest_failing_datasets(versions: list[DatasetVersion]) -> list[DatasetVersion]:
+    """The newest version of each dataset, where it failed its data tests: training on it will fail."""
+    latest: dict[str, DatasetVersion] = {}
+    for v in versions:
+        if v.name not in latest or v.version > latest[v.name].version:
+            latest[v.name] = v
+    return sorted((v for v in latest.values() if v.tests_status == CheckStatus.FAIL), key=lambda v: v.name)
 
 
 def count_label(n: int) -> str:
@@ -156,6 +167,7 @@ def render() -> None:
     candidates, more = pending_candidates(versions, champion)
 
     render_counts(uri, len(candidates) + more, len(state.dataset_versions(uri)))
+    render_data_alerts(uri)
 
     left, right = st.columns(2)
     with left:
@@ -172,7 +184,7 @@ def render_welcome() -> None:
     st.markdown(
         "This workspace is empty. Tollgate takes a model from new data to production with evidence at every step:\n\n"
         "1. **Datasets** — upload a CSV or Parquet file. Each upload becomes an immutable version, "
-        "profiled and tested against the previous one (schema, missing values, ranges, drift).\n"
+        "profiled and tested against the last good one (schema, missing values, ranges, drift).\n"
         "2. **Runs** — train a model on a dataset version. The pipeline validates the data, trains, "
         "evaluates on a held-out split and registers the model if it passes the quality gate.\n"
         "3. **Models** — compare a candidate with the production champion on the same evaluation data, "
@@ -180,7 +192,7 @@ def render_welcome() -> None:
         "To look around first, load the demo: scikit-learn's diabetes data in two versions and five trained "
         "models (about 15 seconds)."
     )
-    c1, c2 = st.columns([1, 3])
+    c1, c2 = st.columns([1, 3], vertical_alignment="center")
     with c1:
         load = st.button("Load demo data", type="primary", icon=":material/download:", key="overview.load_demo")
     with c2:
@@ -215,6 +227,14 @@ def render_counts(uri: str, waiting: int, dataset_versions: int) -> None:
     cols[3].metric("Awaiting decision", waiting, border=True,
                    help="Registered versions newer than the champion, not archived.")
     cols[4].metric("Dataset versions", dataset_versions, border=True)
+
+
+def render_data_alerts(uri: str) -> None:
+    for dv in latest_failing_datasets(state.dataset_versions(uri)):
+        failed = [t for t in state.data_tests(uri, dv.name, dv.version) if t.status == CheckStatus.FAIL]
+        st.warning(f"The latest data, **{dv.ref}**, failed its data tests ({group_by_check(failed)}): "
+                   "training on it fails at the validation step until a corrected version is uploaded.",
+                   icon=":material/warning:")
 
 
 def render_production(ws, champion: ModelVersion | None) -> None:
@@ -300,8 +320,8 @@ def render_latest_runs(uri: str) -> None:
     else:
         st.dataframe(latest_runs_frame(runs), hide_index=True, width="stretch",
                      column_config={
-                         "rmse": st.column_config.NumberColumn(format="%.2f"),
-                         "r2": st.column_config.NumberColumn(format="%.4f"),
+                         "run": st.column_config.TextColumn(width="medium"),
+                         "note": st.column_config.TextColumn(width="medium"),
                          "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
                          "id": st.column_config.TextColumn("run id"),
                      })

@@ -67,7 +67,11 @@ class LocalDatasets:
     def get(self, name: str, version: int | None = None) -> DatasetVersion:
         if version is None:
             return self.versions(name)[0]
-        row = self.db.one("SELECT * FROM datasets WHERE name = ? AND version = ?", (name, int(version)))
+        try:
+            version = int(version)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"dataset version must be a whole number, got {version!r}") from None
+        row = self.db.one("SELECT * FROM datasets WHERE name = ? AND version = ?", (name, version))
         if row is None:
             known = [v.version for v in self.versions(name)]  # NotFound for an unknown name
             raise NotFound(f"dataset {name}:{version} does not exist",
@@ -75,9 +79,9 @@ class LocalDatasets:
         return _to_version(row, self.root)
 
     def data_tests(self, name: str, version: int) -> list[DataTestResult]:
-        self.get(name, version)
+        version = self.get(name, version).version
         rows = self.db.query("SELECT * FROM data_tests WHERE name = ? AND version = ? ORDER BY seq",
-                             (name, int(version)))
+                             (name, version))
         return [DataTestResult(r["check_name"], r["column_name"], CheckStatus(r["status"]), r["detail"],
                                r["value"], r["threshold"]) for r in rows]
 
@@ -116,6 +120,7 @@ class LocalDatasets:
                 tests = run_data_tests(frame, baseline, self.policy.data_tests)
                 status = CheckStatus.worst(t.status for t in tests)
                 final = self.root / "datasets" / name / str(version)
+                shutil.rmtree(final, ignore_errors=True)  # left by a process killed before its commit; no row owns it
                 staging.rename(final)
                 conn.execute(
                     "INSERT INTO datasets (name, version, created_at, created_by, description, source, format,"

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pipeline.train import ESTIMATORS, PipelineError, coerce_params
@@ -40,6 +41,12 @@ def _to_run(row) -> Run:
         step=row["step"], gate=GateDecision.from_dict(json.loads(row["gate_json"])) if row["gate_json"] else None,
         model_name=row["model_name"], model_version=row["model_version"],
     )
+
+
+def _as_stored(moment: datetime) -> str:
+    """A datetime as the text ``created_at`` is stored in (UTC, microseconds), so
+    that comparing the strings compares the instants. Naive means local time."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
 def _alive(pid: int | None) -> bool:
@@ -87,10 +94,10 @@ class LocalJobs:
             params.append(flt.dataset)
         if flt.since:
             where.append("created_at >= ?")
-            params.append(flt.since.isoformat())
+            params.append(_as_stored(flt.since))
         if flt.until:
             where.append("created_at < ?")
-            params.append(flt.until.isoformat())
+            params.append(_as_stored(flt.until))
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_at DESC"
         if flt.limit:
             sql += " LIMIT ?"

@@ -111,6 +111,7 @@ class LocalModels:
                 version = (c.execute("SELECT COALESCE(MAX(version), 0) FROM models WHERE name = ?",
                                      (name,)).fetchone()[0]) + 1
                 final = self.root / "models" / name / str(version)
+                shutil.rmtree(final, ignore_errors=True)  # left by a process killed before its commit; no row owns it
                 staging.rename(final)
                 c.execute("INSERT INTO models (name, version, created_at, created_by, description, estimator,"
                           " metrics_json, run_id, dataset, dataset_version, path, tags_json)"

@@ -86,6 +86,7 @@ class Runner:
     def wait_for_slot(self) -> None:
         limit = max(1, self.ws.policy.max_concurrent_jobs)
         while True:
+            self.ws.jobs.reconcile()  # a killed runner's row must not hold its slot until someone reads it
             with self.db.write() as c:
                 row = c.execute("SELECT status, cancel_requested FROM runs WHERE id = ?", (self.run_id,)).fetchone()
                 if row["cancel_requested"]:
@@ -147,19 +148,24 @@ class Runner:
             with self.db.write() as c:
                 if c.execute("SELECT cancel_requested FROM runs WHERE id = ?", (self.run_id,)).fetchone()[0]:
                     raise Canceled()
+                # asked again under the write lock: a run evaluated at the same time may have become it
+                first = c.execute("SELECT 1 FROM model_aliases WHERE name = ? AND alias = ?",
+                                  (policy.model_name, ALIAS_CHAMPION)).fetchone() is None
                 version = self.ws.models.register(
                     policy.model_name, self.out, estimator=run.estimator,
                     metrics=json.loads((self.out / "metrics.json").read_text()), run_id=run.id,
                     dataset=dv.name, dataset_version=dv.version, created_by=run.created_by,
                     description=f"{run.display_name} on {dv.ref}",
-                    tags={"estimator": run.estimator, "stage": "champion" if champion is None else "candidate"},
+                    tags={"estimator": run.estimator, "stage": "champion" if first else "candidate"},
                     conn=c)
-                if champion is None:  # the first model to pass becomes the champion
+                if first:  # the first model to pass becomes the champion
                     c.execute("INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?)",
                               (policy.model_name, ALIAS_CHAMPION, version))
                 c.execute("UPDATE runs SET model_name = ?, model_version = ? WHERE id = ?",
                           (policy.model_name, version, self.run_id))
-            say(f"registered {policy.model_name}:{version}" + (" as champion" if champion is None else ""))
+            say(f"registered {policy.model_name}:{version}" + (" as champion" if first else ""))
+            if champion is None and not first:
+                say("another run became the champion while this one was evaluated: its gate had no champion to compare with")
         elif not gate.passed:
             say("not registered: the candidate did not pass the gate")
         self.update(status=RunStatus.COMPLETED.value, ended_at=utcnow(), step="done")

