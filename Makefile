@@ -6,7 +6,7 @@ UV      := $(BIN)/uv
 PORT    ?= 8501
 export TOLLGATE_WORKSPACE ?= local://.tollgate
 
-.PHONY: run test seed bench browser-deps clean-workspace lint
+.PHONY: run stop test seed bench browser-deps clean-workspace
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,7 @@ seed: $(VENV)/.installed
 	$(BIN)/python tollgate.py seed-demo
 
 run: seed
+	$(BIN)/python tollgate.py up
 	$(BIN)/python -m ui.serve --server.port $(PORT) --server.headless true
 
 test: $(VENV)/.installed-dev browser-deps
@@ -40,5 +41,9 @@ test: $(VENV)/.installed-dev browser-deps
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_pages.py
 
-clean-workspace:
+# The endpoints outlive the console (as Azure's do); this stops them.
+stop: $(VENV)/.installed
+	$(BIN)/python tollgate.py down
+
+clean-workspace: stop
 	rm -rf .tollgate

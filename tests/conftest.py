@@ -65,3 +65,16 @@ def demo_env(demo_ws_path, monkeypatch):
     """Point TOLLGATE_WORKSPACE at this module's demo copy (for AppTest and the CLI)."""
     monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{demo_ws_path}")
     return demo_ws_path
+
+
+@pytest.fixture(autouse=True)
+def _pages_come_from_st_navigation(monkeypatch):
+    """Run AppTests as the console runs (``ui/serve.py``): app.py's ``st.navigation``
+    declares the pages, so every rerun goes through app.py, never pages/ alone."""
+    from streamlit.runtime import pages_manager
+    original = pages_manager.PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        pages_manager.PagesManager.uses_pages_directory = False
+    monkeypatch.setattr(pages_manager.PagesManager, "__init__", init)

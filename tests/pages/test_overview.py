@@ -34,7 +34,7 @@ def test_demo_overview_shows_champion_candidates_and_runs(demo_env, demo_ws):
     page = texts(at)
     assert f"**{champion.ref}**" in page
     assert demo_ws.policy.source in page  # the policy in force
-    assert "No staging endpoint exists yet" in page
+    assert "Endpoint `staging`: no deployments" in page  # endpoints exist, nothing is deployed in this copy
 
     metrics = {m.label: m.value for m in at.metric}
     waiting = [v for v in demo_ws.models.versions(demo_ws.policy.model_name)
@@ -129,7 +129,8 @@ def test_overview_counts_right_with_10000_runs_and_2000_versions(demo_template, 
 @pytest.fixture
 def empty_env(empty_ws, monkeypatch):
     monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{empty_ws.root}")
-    return empty_ws
+    yield empty_ws
+    empty_ws.endpoints.down()  # "Load demo data" deploys the demo endpoints for real
 
 
 def test_empty_workspace_welcomes_and_loads_the_demo(empty_env):
