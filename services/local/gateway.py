@@ -132,19 +132,15 @@ class Upstream:
     async def _exchange(self, port, reader, writer, request: bytes) -> tuple[int, bytes, bytes]:
         try:
             writer.write(request)
-            status_line = await reader.readline()
+            head = await reader.readuntil(b"\r\n\r\n")  # one await for the status line and headers
+            status_line, *lines = head[:-4].split(b"\r\n")
             version, _, rest = status_line.partition(b" ")
             if not version.startswith(b"HTTP/1.") or not rest[:3].isdigit():
                 raise UpstreamError(f"no HTTP answer from 127.0.0.1:{port}: {status_line[:60]!r}")
             status = int(rest[:3])
             length, chunked, content_type = None, False, b"application/json"
             keep = version == b"HTTP/1.1"
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b"\n"):
-                    break
-                if not line:
-                    raise UpstreamError(f"127.0.0.1:{port} closed the connection in the response headers")
+            for line in lines:
                 name, _, value = line.partition(b":")
                 name, value = name.strip().lower(), value.strip()
                 if name == b"content-length":
