@@ -166,11 +166,11 @@ def plan_smoke_test(policy: Policy, endpoints: list[Endpoint], mv: ModelVersion)
 
 def plan_approve(policy: Policy, mv: ModelVersion, release: ReleaseState) -> Plan:
     v = short(mv.name, mv.version, policy.model_name)
+    deployer = f"`{release.deployed_by}`" if release.deployed_by else "nobody yet"
     lines = (f"release stage of {v}: {STAGE_TEXT[release.stage]} → **approved**",
              "your name, the time and your comment go into the audit trail",
              f"nothing is deployed: QA promotes it to {policy.endpoints.production} afterwards",
-             f"four eyes: whoever deployed it ({'`' + release.deployed_by + '`' if release.deployed_by else 'nobody yet'}) "
-             "may not approve it")
+             f"four eyes: whoever deployed it ({deployer}) may not approve it")
     return Plan("approve", f"Approve {mv.ref}", lines, mv.name, mv.version, comment="optional", confirm="Approve")
 
 

@@ -11,6 +11,12 @@
 * Writes one telemetry record per request, whatever its outcome.
 * Re-reads the routing table when the endpoint's ``config_version`` changes, so
   a traffic shift takes effect within ``REFRESH_S`` without dropping a request.
+
+``/score`` is the hot path and is written for it (``docs/benchmarks-gateway.md``):
+a plain ASGI handler (no Starlette request/response objects or middleware) and a
+small HTTP/1.1 client on asyncio streams for the call to the deployment (httpx
+cost more CPU per request than the inference server itself). Starlette serves
+the rest: the health route, 404/405, the lifespan.
 """
 from __future__ import annotations
 
@@ -22,10 +28,9 @@ import random
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -53,15 +58,31 @@ class Routes:
     version: int
     keys: tuple[str, ...]
     targets: tuple[Target, ...]
+    # derived once per routing table, not per request
+    key_bytes: tuple[bytes, ...] = field(init=False, default=())
+    live: tuple[Target, ...] = field(init=False, default=())
+
+    def __post_init__(self):
+        object.__setattr__(self, "key_bytes", tuple(k.encode() for k in self.keys if k))
+        object.__setattr__(self, "live", tuple(t for t in self.targets if t.traffic > 0 and t.healthy))
 
     def pick(self, exclude: set[str] = frozenset()) -> Target | None:
-        live = [t for t in self.targets if t.traffic > 0 and t.healthy and t.deployment not in exclude]
+        live = [t for t in self.live if t.deployment not in exclude] if exclude else self.live
         if not live:
             return None
+        if len(live) == 1:
+            return live[0]
         return random.choices(live, weights=[t.traffic for t in live])[0]
 
     def named(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.deployment == name), None)
+
+    def authorized(self, authorization: bytes) -> bool:
+        scheme, _, token = authorization.partition(b" ")
+        token = token.strip()
+        if scheme.lower() != b"bearer" or not token:
+            return False
+        return any(hmac.compare_digest(token, key) for key in self.key_bytes)
 
 
 def load_routes(db: Database, endpoint: str) -> Routes:
@@ -75,6 +96,101 @@ def load_routes(db: Database, endpoint: str) -> Routes:
     return Routes(ep["config_version"], (ep["primary_key"], ep["secondary_key"]), targets)
 
 
+class UpstreamError(ConnectionError):
+    """The deployment did not give a complete HTTP answer (refused, reset, closed, garbled)."""
+
+
+class Upstream:
+    """``POST /score`` to a deployment's inference server on 127.0.0.1.
+
+    HTTP/1.1 on asyncio streams: Content-Length or chunked responses, connections kept
+    for reuse when the server allows it (gunicorn's sync worker closes every one).
+    """
+
+    MAX_IDLE_PER_PORT = 32
+
+    def __init__(self) -> None:
+        self._idle: dict[int, list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+
+    async def post(self, port: int, body: bytes, content_type: bytes, request_id: bytes) -> tuple[int, bytes, bytes]:
+        """(status, body, content type) of the deployment's answer; ``OSError`` if there is none."""
+        head = (b"POST /score HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: %s\r\nx-request-id: %s\r\n"
+                b"Content-Length: %d\r\n\r\n" % (port, content_type, request_id, len(body)))
+        idle = self._idle.get(port)
+        while idle:
+            reader, writer = idle.pop()
+            if reader.at_eof() or writer.is_closing():
+                writer.close()
+                continue
+            try:
+                return await self._exchange(port, reader, writer, head + body)
+            except (UpstreamError, ConnectionError):
+                break  # the server dropped the kept connection: once more on a new one
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return await self._exchange(port, reader, writer, head + body)
+
+    async def _exchange(self, port, reader, writer, request: bytes) -> tuple[int, bytes, bytes]:
+        try:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")  # one await for the status line and headers
+            status_line, *lines = head[:-4].split(b"\r\n")
+            version, _, rest = status_line.partition(b" ")
+            if not version.startswith(b"HTTP/1.") or not rest[:3].isdigit():
+                raise UpstreamError(f"no HTTP answer from 127.0.0.1:{port}: {status_line[:60]!r}")
+            status = int(rest[:3])
+            length, chunked, content_type = None, False, b"application/json"
+            keep = version == b"HTTP/1.1"
+            for line in lines:
+                name, _, value = line.partition(b":")
+                name, value = name.strip().lower(), value.strip()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"transfer-encoding":
+                    chunked = b"chunked" in value.lower()
+                elif name == b"connection":
+                    keep = value.lower() == b"keep-alive" or (keep and value.lower() != b"close")
+                elif name == b"content-type":
+                    content_type = value
+            if status < 200 or status in (204, 304):
+                payload = b""
+            elif chunked:
+                payload = await self._read_chunked(reader)
+            elif length is not None:
+                payload = await reader.readexactly(length)
+            else:
+                payload, keep = await reader.read(), False
+        except asyncio.IncompleteReadError as e:
+            writer.close()
+            raise UpstreamError(f"127.0.0.1:{port} closed the connection mid-answer") from e
+        except BaseException:
+            writer.close()
+            raise
+        idle = self._idle.setdefault(port, [])
+        if keep and len(idle) < self.MAX_IDLE_PER_PORT:
+            idle.append((reader, writer))
+        else:
+            writer.close()
+        return status, payload, content_type
+
+    @staticmethod
+    async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+        parts = []
+        while True:
+            size = int((await reader.readline()).split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(parts)
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            for _, writer in idle:
+                writer.close()
+        self._idle.clear()
+
+
 class Gateway:
     def __init__(self, root: Path, endpoint: str, max_payload_bytes: int, timeout_s: float):
         self.root, self.endpoint = Path(root), endpoint
@@ -82,21 +198,19 @@ class Gateway:
         self.db = Database(self.root / "tollgate.db")
         self.routes = load_routes(self.db, endpoint)
         self.telemetry: TelemetryWriter | None = None
-        self.client: httpx.AsyncClient | None = None
+        self.upstream = Upstream()
 
     # --- lifecycle ------------------------------------------------------------
 
     @asynccontextmanager
     async def lifespan(self, app):
         self.telemetry = TelemetryWriter(self.root)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-        self.client = httpx.AsyncClient(timeout=self.timeout_s, limits=limits)
         refresher = asyncio.create_task(self._refresh_forever())
         try:
             yield
         finally:
             refresher.cancel()
-            await self.client.aclose()
+            self.upstream.close()
             self.telemetry.close()  # every record of an answered request is written before exit
 
     async def _refresh_forever(self) -> None:
@@ -111,93 +225,124 @@ class Gateway:
 
     # --- requests -------------------------------------------------------------
 
-    def authorized(self, request: Request) -> bool:
-        auth = request.headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return False
-        return any(hmac.compare_digest(token.strip(), key) for key in self.routes.keys if key)
-
-    async def score(self, request: Request) -> Response:
+    async def score(self, scope, receive, send) -> None:
+        """``POST /score`` as a plain ASGI handler."""
         started = time.perf_counter()
-        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
-        body: bytes = b""
+        authorization = content_length = pinned = request_id = None
+        content_type = b"application/json"
+        for name, value in scope["headers"]:  # names arrive lower-cased
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                content_length = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"x-request-id":
+                request_id = value
+            elif name == b"azureml-model-deployment":
+                pinned = value
+        request_id = request_id or str(uuid.uuid4()).encode()
+        body = b""
         target: Target | None = None
+        answered = False
 
-        def finish(status: int, payload: bytes | str, error: str | None = None,
-                   content_type: str = "application/json") -> Response:
-            latency = (time.perf_counter() - started) * 1000
-            text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
-            self.telemetry.record(RequestRecord(
-                ts=time.time(), endpoint=self.endpoint, deployment=target.deployment if target else None,
-                model=target.model if target else None, status=status, latency_ms=latency,
-                request_id=request_id, request_body=truncate(body.decode("utf-8", "replace")) if body else None,
-                response_body=truncate(text), error=error))
-            headers = {"x-request-id": request_id, "x-ms-request-id": request_id}
+        async def finish(status: int, payload: bytes, error: str | None = None,
+                         media_type: bytes = b"application/json") -> None:
+            nonlocal answered
+            answered = True
+            headers = [(b"content-type", media_type), (b"content-length", b"%d" % len(payload)),
+                       (b"x-request-id", request_id), (b"x-ms-request-id", request_id)]
             if target:
-                headers[DEPLOYMENT_HEADER] = target.deployment
-                headers["x-tollgate-model"] = target.model
-            return Response(payload, status_code=status, headers=headers, media_type=content_type)
-
-        def error(status: int, message: str) -> Response:
-            return finish(status, json.dumps({"error": message}), message)
-
-        if not self.authorized(request):
-            return error(401, "missing or invalid key: send 'Authorization: Bearer <endpoint key>'")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_payload_bytes:
-            return error(413, f"payload of {declared} bytes exceeds the limit of {self.max_payload_bytes} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_payload_bytes:
-                return error(413, f"payload exceeds the limit of {self.max_payload_bytes} bytes")
-            chunks.append(chunk)
-        body = b"".join(chunks)
-
-        pinned = request.headers.get(DEPLOYMENT_HEADER)
-        if pinned:
-            target = self.routes.named(pinned)
-            if target is None:
-                known = ", ".join(t.deployment for t in self.routes.targets) or "none"
-                return error(404, f"deployment {pinned!r} does not exist on endpoint {self.endpoint!r} (known: {known})")
-        else:
-            target = self.routes.pick()
-            if target is None:
-                return error(503, f"no healthy deployment of endpoint {self.endpoint!r} is receiving traffic")
-
-        tried: set[str] = set()
-        while True:
+                headers += [(b"azureml-model-deployment", target.deployment.encode()),
+                            (b"x-tollgate-model", target.model.encode())]
             try:
-                upstream = await self.client.post(
-                    f"http://127.0.0.1:{target.port}/score", content=body,
-                    headers={"Content-Type": request.headers.get("content-type", "application/json"),
-                             "x-request-id": request_id})
-                err = None
-                if upstream.status_code >= 400:
-                    err = _error_text(upstream.content)
-                return finish(upstream.status_code, upstream.content, err,
-                              upstream.headers.get("content-type", "application/json"))
-            except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as e:
-                # the deployment went away under us (restart, scale-in): another one may answer
-                tried.add(target.deployment)
-                retry = None if pinned else self.routes.pick(exclude=tried)
-                if retry is None:
-                    return error(502, f"deployment {target.deployment!r} is unavailable: {type(e).__name__}")
-                target = retry
-            except httpx.TimeoutException:
-                return error(504, f"deployment {target.deployment!r} did not answer within {self.timeout_s:g} s")
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": payload})
+            finally:
+                self.telemetry.record(RequestRecord(
+                    ts=time.time(), endpoint=self.endpoint, deployment=target.deployment if target else None,
+                    model=target.model if target else None, status=status,
+                    latency_ms=(time.perf_counter() - started) * 1000, request_id=request_id.decode("latin-1"),
+                    request_body=truncate(body.decode("utf-8", "replace")) if body else None,
+                    response_body=truncate(payload.decode("utf-8", "replace")), error=error))
+
+        async def refuse(status: int, message: str) -> None:
+            await finish(status, json.dumps({"error": message}).encode(), message)
+
+        try:
+            routes = self.routes
+            if authorization is None or not routes.authorized(authorization):
+                return await refuse(401, "missing or invalid key: send 'Authorization: Bearer <endpoint key>'")
+            if content_length and content_length.isdigit() and int(content_length) > self.max_payload_bytes:
+                return await refuse(413, f"payload of {int(content_length)} bytes exceeds the limit of "
+                                         f"{self.max_payload_bytes} bytes")
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return await refuse(499, "the client closed the connection before sending the whole body")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_payload_bytes:
+                    return await refuse(413, f"payload exceeds the limit of {self.max_payload_bytes} bytes")
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+            if pinned:
+                target = routes.named(pinned.decode("latin-1"))
+                if target is None:
+                    known = ", ".join(t.deployment for t in routes.targets) or "none"
+                    return await refuse(404, f"deployment {pinned.decode('latin-1')!r} does not exist on endpoint "
+                                             f"{self.endpoint!r} (known: {known})")
+            else:
+                target = routes.pick()
+                if target is None:
+                    return await refuse(503, f"no healthy deployment of endpoint {self.endpoint!r} "
+                                             f"is receiving traffic")
+
+            tried: set[str] = set()
+            while True:
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        status, payload, media_type = await self.upstream.post(
+                            target.port, body, content_type, request_id)
+                    return await finish(status, payload, _error_text(payload) if status >= 400 else None, media_type)
+                except TimeoutError:  # before OSError: TimeoutError is one
+                    return await refuse(504, f"deployment {target.deployment!r} did not answer within "
+                                             f"{self.timeout_s:g} s")
+                except (OSError, ValueError) as e:
+                    # the deployment went away under us (restart, scale-in): another one may answer
+                    tried.add(target.deployment)
+                    retry = None if pinned else self.routes.pick(exclude=tried)
+                    if retry is None:
+                        return await refuse(502, f"deployment {target.deployment!r} is unavailable: "
+                                                 f"{type(e).__name__}")
+                    target = retry
+        except Exception as e:  # a bug here must still answer, and be counted (once)
+            print(f"gateway: {type(e).__name__} while serving {request_id!r}: {e}", flush=True)
+            if not answered:
+                await refuse(500, f"gateway error: {type(e).__name__}")
 
     async def health(self, request: Request) -> Response:
         live = [t.deployment for t in self.routes.targets if t.healthy]
         return JSONResponse({"endpoint": self.endpoint, "healthy_deployments": live,
-                             "traffic": {t.deployment: t.traffic for t in self.routes.targets},
-                             "config_version": self.routes.version})
+                             "traffic": {t.deployment: t.traffic for t in self.routes.targets}})
 
-    def app(self) -> Starlette:
-        return Starlette(routes=[Route("/score", self.score, methods=["POST"]),
-                                 Route("/", self.health, methods=["GET"])],
+    def app(self):
+        # POST /score never reaches Starlette; its /score route is there so other methods get a 405
+        rest = Starlette(routes=[Route("/", self.health, methods=["GET"]),
+                                 Route("/score", self._post_only, methods=["POST"])],
                          lifespan=self.lifespan)
+
+        async def asgi(scope, receive, send):
+            if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/score":
+                return await self.score(scope, receive, send)
+            return await rest(scope, receive, send)
+        return asgi
+
+    async def _post_only(self, request: Request) -> Response:
+        return Response(status_code=405)
 
 
 def _error_text(content: bytes) -> str:
@@ -219,8 +364,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--timeout-s", type=float, default=30.0)
     args = ap.parse_args(argv)
     gateway = Gateway(Path(args.workspace), args.endpoint, args.max_payload_bytes, args.timeout_s)
+    # loop and http "auto": uvloop and httptools when installed (much faster than asyncio + h11)
     uvicorn.run(gateway.app(), host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=10)
+                proxy_headers=False, timeout_graceful_shutdown=10)
 
 
 if __name__ == "__main__":

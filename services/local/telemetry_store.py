@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .db import Database
@@ -64,7 +64,7 @@ class TelemetryWriter:
     def __init__(self, root: Path, flush_interval_s: float = 0.05, batch: int = 500):
         self.root = Path(root)
         self.flush_interval_s, self.batch = flush_interval_s, batch
-        self._queue: queue.Queue[RequestRecord | None] = queue.Queue()
+        self._queue: queue.SimpleQueue[RequestRecord | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="telemetry-writer", daemon=True)
         self._thread.start()
 
@@ -80,32 +80,25 @@ class TelemetryWriter:
         db = open_telemetry(self.root)  # the connection belongs to this thread
         stopping = False
         while not stopping:
-            pending: list[RequestRecord] = []
-            try:
-                item = self._queue.get(timeout=self.flush_interval_s)
-                if item is None:
-                    stopping = True
-                else:
-                    pending.append(item)
-            except queue.Empty:
-                continue
+            pending = [self._queue.get()]  # wait for a first record
+            if pending[0] is not None and self._queue.qsize() < self.batch:
+                # let the batch fill: one transaction per interval rather than one per request
+                time.sleep(self.flush_interval_s)
             while len(pending) < self.batch:
                 try:
-                    item = self._queue.get_nowait()
+                    pending.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                if item is None:
-                    stopping = True
-                    break
-                pending.append(item)
-            self._write(db, pending)
+            stopping = any(item is None for item in pending)
+            self._write(db, [item for item in pending if item is not None])
         db.close()
 
     @staticmethod
     def _write(db: Database, records: list[RequestRecord]) -> None:
         if not records:
             return
-        rows = [astuple(r) for r in records]
+        rows = [(r.ts, r.endpoint, r.deployment, r.model, r.status, r.latency_ms, r.request_id, r.request_body,
+                 r.response_body, r.error) for r in records]  # not astuple(): it deep-copies every field
         for attempt in range(50):  # never drop a record: retry while the file is locked
             try:
                 with db.write() as c:

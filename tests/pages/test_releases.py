@@ -50,7 +50,8 @@ def texts(at: AppTest, kind: str) -> str:
 def best_candidate(ws) -> ModelVersion:
     champion = ws.models.champion(ws.policy.model_name)
     newer = [v for v in ws.models.versions(ws.policy.model_name) if v.version > champion.version]
-    return next(v for v in sorted(newer, key=lambda v: v.metrics["rmse"]) if ws.evaluation.gate(v.name, v.version).passed)
+    by_rmse = sorted(newer, key=lambda v: v.metrics["rmse"])
+    return next(v for v in by_rmse if ws.evaluation.gate(v.name, v.version).passed)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ check that the telemetry holds exactly one record per request sent.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -16,6 +17,7 @@ import pytest
 import requests
 
 from services.errors import Forbidden
+from services.local.gateway import Upstream
 from services.release_rules import SYSTEM_ACTOR
 
 from .conftest import ADMIN, FEATURES_ROW, MODEL, QA, Client, live_workspace, scoring, telemetry_rows, wait_for, \
@@ -204,3 +206,70 @@ def test_telemetry_has_exactly_one_record_per_request_including_refused_ones(pro
     wait_telemetry(prod.root, client.sent)
     since = [r for r in telemetry_rows(prod.root) if r["ts"] >= prod.started_serving_tests_at]
     assert len(since) == len(client.sent) and sorted(r["request_id"] for r in since) == sorted(client.sent)
+
+
+# --- the gateway's upstream client, against scripted HTTP servers ------------------
+
+def test_the_upstream_client_reads_every_kind_of_http_answer_and_reuses_kept_connections():
+    answers = [
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n" b'{"predictions":[1',  # kept
+        b"HTTP/1.1 400 BAD REQUEST\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\n{\"err\r\n9;ext=1\r\nor\": \"x\"}\r\n0\r\n\r\n",                                                 # kept
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nuntil the end",               # closed
+        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",                                                     # closed
+    ]
+    connections, requests_seen = [], []
+
+    async def serve(reader, writer):
+        connections.append(writer)
+        while answers:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+            requests_seen.append(head + await reader.readexactly(length))
+            answer = answers.pop(0)
+            writer.write(answer)
+            await writer.drain()
+            if b"Connection: close" in answer or answer.startswith(b"HTTP/1.0"):
+                break
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        upstream = Upstream()
+        got = [await upstream.post(port, b'{"data": []}', b"application/json", b"rid-%d" % i) for i in range(4)]
+        upstream.close()
+        server.close()
+        return got
+
+    got = asyncio.run(scenario())
+    assert got == [(200, b'{"predictions":[1', b"application/json"), (400, b'{"error": "x"}', b"application/json"),
+                   (200, b"until the end", b"text/plain"), (200, b"ok", b"application/json")]
+    assert len(connections) == 2, "the first three answers came over one kept connection"
+    assert all(r.startswith(b"POST /score HTTP/1.1\r\n") and r.endswith(b'\r\n\r\n{"data": []}') for r in requests_seen)
+    assert b"x-request-id: rid-0\r\n" in requests_seen[0] and b"Content-Length: 12\r\n" in requests_seen[0]
+
+
+def test_the_upstream_client_retries_a_kept_connection_the_server_closed_and_reports_a_dead_one():
+    async def serve_once_then_close(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")  # says keep-alive, then closes
+        await writer.drain()
+        writer.close()
+
+    async def scenario():
+        server = await asyncio.start_server(serve_once_then_close, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        upstream = Upstream()
+        first = await upstream.post(port, b"{}", b"application/json", b"a")
+        await asyncio.sleep(0.1)
+        second = await upstream.post(port, b"{}", b"application/json", b"b")  # the kept one is dead: a new one
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(OSError):
+            await upstream.post(port, b"{}", b"application/json", b"c")  # nobody listens any more
+        upstream.close()
+        return first, second
+
+    assert asyncio.run(scenario()) == ((200, b"ok", b"application/json"), (200, b"ok", b"application/json"))
