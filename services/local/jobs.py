@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 
 from pipeline.train import ESTIMATORS, PipelineError, coerce_params
@@ -31,6 +32,13 @@ ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 _children: dict[int, subprocess.Popen] = {}
 
 
+@lru_cache(maxsize=20_000)
+def _gate(text: str) -> GateDecision:
+    """Parsed once per distinct text: half of listing 10,000 runs was re-parsing gates
+    (docs/benchmarks.md). GateDecision is immutable, so sharing one is safe."""
+    return GateDecision.from_dict(json.loads(text))
+
+
 def _to_run(row) -> Run:
     return Run(
         id=row["id"], experiment=row["experiment"], display_name=row["display_name"],
@@ -38,7 +46,7 @@ def _to_run(row) -> Run:
         metrics=json.loads(row["metrics_json"]), dataset=row["dataset"], dataset_version=row["dataset_version"],
         created_at=parse_ts(row["created_at"]), created_by=row["created_by"],
         started_at=parse_ts(row["started_at"]), ended_at=parse_ts(row["ended_at"]), error=row["error"],
-        step=row["step"], gate=GateDecision.from_dict(json.loads(row["gate_json"])) if row["gate_json"] else None,
+        step=row["step"], gate=_gate(row["gate_json"]) if row["gate_json"] else None,
         model_name=row["model_name"], model_version=row["model_version"],
     )
 
