@@ -62,7 +62,9 @@ def identity_picker(policy: Policy) -> None:
 
     roles = policy.roles_of(actor)
     if roles:
-        st.caption(f"Roles: **{', '.join(roles)}** — may {', '.join(allowed_actions(roles))}.")
+        allowed = allowed_actions(roles)
+        st.caption(f"Roles: **{', '.join(roles)}** — "
+                   + (f"may {', '.join(allowed)}." if allowed else "may read everything and change nothing."))
     else:
         st.caption(f"`{actor}` has no role in the policy: read-only.")
     st.caption(":material/info: **Local mode: no sign-in** — pick who you are; the choice goes into the "

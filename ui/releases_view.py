@@ -711,7 +711,7 @@ def render_smoke(uri: str, mv: ModelVersion, release: ReleaseState) -> None:
             return
         (st.success if result.passed else st.error)(result.summary, icon="✅" if result.passed else "❌")
         st.caption(f"#{result.id} on `{result.endpoint}/{result.deployment}` · {result.at:%Y-%m-%d %H:%M} UTC "
-                   f"· by {result.actor}")
+                   f"· by `{result.actor}`")
         st.dataframe(smoke_cases_frame(result), hide_index=True, width="stretch", column_config={
             "passed": st.column_config.TextColumn("passed", width="small"),
             "expected": st.column_config.NumberColumn(format="%.4f", help="the registered model's prediction offline"),
