@@ -173,9 +173,22 @@ def with_smoke_tolerance(ws, monkeypatch, tolerance: float) -> None:
                         dataclasses.replace(policy, smoke=dataclasses.replace(policy.smoke, tolerance=tolerance)))
 
 
+def worse_and_better(ws) -> tuple[int, int]:
+    """Two candidates that both beat the champion v1, where the first (a) loses to the
+    second (b) once b is the champion — found by the gate itself, not by number."""
+    candidates = [m.version for m in ws.models.versions(MODEL) if m.version != 1]
+    passing = [v for v in candidates if ws.evaluation.gate(MODEL, v).passed]
+    for b in passing:
+        for a in passing:
+            if a != b and not ws.evaluation.compare(MODEL, a, champion_version=b).gate.passed:
+                return a, b
+    raise AssertionError(f"the demo has no such pair among {candidates}")
+
+
 @pytest.mark.slow
 def test_release_journey_staging_approval_production_rollback(live_ws, monkeypatch):
     ws = live_ws
+    a, b = worse_and_better(ws)  # demo version numbers depend on which parallel run registered first
     start = last_event_id(ws)
     uri, key = scoring(ws, "production")
     assert serving_model(uri, key) == f"{MODEL}:1"
@@ -184,34 +197,34 @@ def test_release_journey_staging_approval_production_rollback(live_ws, monkeypat
     with pytest.raises(Conflict, match="no previous deployment to roll back to"):
         ws.releases.rollback("production", QA, "too early")
 
-    # v2 passes staging and is approved while v1 is the champion
-    ws.releases.deploy(MODEL, 2, "staging", QA)
-    assert ws.releases.state(MODEL, 2).stage == Stage.AWAITING_APPROVAL
-    assert ws.releases.approve(MODEL, 2, LEAD, "better than v1").stage == Stage.APPROVED
+    # a passes staging and is approved while v1 is the champion
+    ws.releases.deploy(MODEL, a, "staging", QA)
+    assert ws.releases.state(MODEL, a).stage == Stage.AWAITING_APPROVAL
+    assert ws.releases.approve(MODEL, a, LEAD, "better than v1").stage == Stage.APPROVED
 
-    # v3 deployed by lee (ml_lead and qa): lee may not also approve it (four eyes); another lead may
-    staging = ws.releases.deploy(MODEL, 3, "staging", LEE)
-    assert staging.live.model_ref == f"{MODEL}:3"
-    state = ws.releases.state(MODEL, 3)
+    # b deployed by lee (ml_lead and qa): lee may not also approve it (four eyes); another lead may
+    staging = ws.releases.deploy(MODEL, b, "staging", LEE)
+    assert staging.live.model_ref == f"{MODEL}:{b}"
+    state = ws.releases.state(MODEL, b)
     assert (state.stage, state.deployed_by) == (Stage.AWAITING_APPROVAL, LEE)
     assert ws.releases.smoke_test_result(state.smoke_test_id).passed
-    with pytest.raises(Forbidden, match="lee@contoso.com deployed diabetes-regressor:3 and may not also approve it"):
-        ws.releases.approve(MODEL, 3, LEE, "my own work")
+    with pytest.raises(Forbidden, match=f"lee@contoso.com deployed diabetes-regressor:{b} and may not also approve it"):
+        ws.releases.approve(MODEL, b, LEE, "my own work")
     with pytest.raises(Conflict, match="only an approved version can be promoted"):
-        ws.releases.promote(MODEL, 3, QA)
-    approved = ws.releases.approve(MODEL, 3, LEAD, "rmse 49.9 vs 54.9")
+        ws.releases.promote(MODEL, b, QA)
+    approved = ws.releases.approve(MODEL, b, LEAD, "rmse 49.9 vs 54.9")
     assert (approved.stage, approved.decided_by, approved.decision_comment) == (Stage.APPROVED, LEAD, "rmse 49.9 vs 54.9")
 
     # a promote whose production smoke test fails leaves production as it was
     with_smoke_tolerance(ws, monkeypatch, -1.0)
-    with pytest.raises(GateFailed, match=r"smoke test of diabetes-regressor:3 on production/\w+ failed: .*traffic unchanged") as failed:
-        ws.releases.promote(MODEL, 3, QA)
+    with pytest.raises(GateFailed, match=rf"smoke test of diabetes-regressor:{b} on production/\w+ failed: .*traffic unchanged") as failed:
+        ws.releases.promote(MODEL, b, QA)
     assert "differs from the offline prediction" in failed.value.hint
     monkeypatch.undo()
     assert live_traffic(ws, "production") == {"blue": 100}
     assert serving_model(uri, key) == f"{MODEL}:1"
     assert ws.models.champion(MODEL).version == 1
-    assert ws.releases.state(MODEL, 3).stage == Stage.APPROVED
+    assert ws.releases.state(MODEL, b).stage == Stage.APPROVED
 
     # two QA engineers press promote at once: one promotes, the other is told the endpoint is busy
     outcomes: dict[str, object] = {}
@@ -221,7 +234,7 @@ def test_release_journey_staging_approval_production_rollback(live_ws, monkeypat
         other = LocalWorkspace(ws.root)  # as another console session or CLI process would
         try:
             barrier.wait()
-            outcomes[who] = other.releases.promote(MODEL, 3, QA, "release 3")
+            outcomes[who] = other.releases.promote(MODEL, b, QA, f"release {b}")
         except ServiceError as e:
             outcomes[who] = e
         finally:
@@ -236,19 +249,19 @@ def test_release_journey_staging_approval_production_rollback(live_ws, monkeypat
     assert len(outcomes) == 2 and len(errors) == 1, outcomes
     assert isinstance(errors[0], Conflict) and "is already running 'promote' on production" in str(errors[0])
 
-    # production answers with v3; the champion alias moved; v1 stays warm at 0 %
+    # production answers with b; the champion alias moved; v1 stays warm at 0 %
     production = ws.endpoints.get("production")
-    assert production.live.model_ref == f"{MODEL}:3"
+    assert production.live.model_ref == f"{MODEL}:{b}"
     warm = [d for d in production.deployments if d.traffic == 0 and d.state == "healthy"]
     assert [d.model_ref for d in warm] == [f"{MODEL}:1"]
-    assert serving_model(uri, key) == f"{MODEL}:3"
-    assert ws.models.champion(MODEL).version == 3
-    assert ws.releases.state(MODEL, 3).stage == Stage.PRODUCTION
+    assert serving_model(uri, key) == f"{MODEL}:{b}"
+    assert ws.models.champion(MODEL).version == b
+    assert ws.releases.state(MODEL, b).stage == Stage.PRODUCTION
     assert ws.releases.state(MODEL, 1).stage == Stage.RETIRED
 
-    # v2 was approved against v1, but it is worse than the new champion v3: the quality gate refuses it
-    with pytest.raises(GateFailed, match="diabetes-regressor:2 does not pass the quality gate: .*rmse"):
-        ws.releases.promote(MODEL, 2, QA)
+    # a was approved against v1, but it is worse than the new champion b: the quality gate refuses it
+    with pytest.raises(GateFailed, match=f"diabetes-regressor:{a} does not pass the quality gate: .*rmse"):
+        ws.releases.promote(MODEL, a, QA)
     assert ws.endpoints.get("production").traffic == production.traffic
 
     # rollback: the warm v1 takes the traffic back at once, and the champion alias with it
@@ -256,16 +269,16 @@ def test_release_journey_staging_approval_production_rollback(live_ws, monkeypat
     assert back.live.model_ref == f"{MODEL}:1"
     assert serving_model(uri, key) == f"{MODEL}:1"
     assert ws.models.champion(MODEL).version == 1
-    assert ws.releases.state(MODEL, 3).stage == Stage.ROLLED_BACK
+    assert ws.releases.state(MODEL, b).stage == Stage.ROLLED_BACK
     assert ws.releases.state(MODEL, 1).stage == Stage.PRODUCTION
 
     # the audit trail has every step, with who did it and in which role
     trail = [(e.actor, e.role, e.action, e.target) for e in events_since(ws, start)]
     expected = [
         (QA, "qa", "deploy", "staging"),
-        (LEAD, "ml_lead", "approve", f"{MODEL}:2"),
+        (LEAD, "ml_lead", "approve", f"{MODEL}:{a}"),
         (LEE, "qa", "deploy", "staging"),
-        (LEAD, "ml_lead", "approve", f"{MODEL}:3"),
+        (LEAD, "ml_lead", "approve", f"{MODEL}:{b}"),
         (QA, "qa", "promote.failed", None),
         (QA, "qa", "promote", "production"),
         (QA, None, "model.alias", f"{MODEL}@champion"),
@@ -284,7 +297,7 @@ def test_release_journey_staging_approval_production_rollback(live_ws, monkeypat
     assert promote.before["traffic"] == {"blue": 100, "green": 0} and promote.after["traffic"] == {"blue": 0, "green": 100}
     rollback = next(e for e in events_since(ws, start) if e.action == "rollback")
     assert rollback.comment == "latency regression" and rollback.after["traffic"] == {"blue": 100, "green": 0}
-    approve = next(e for e in events_since(ws, start) if e.action == "approve" and e.target == f"{MODEL}:3")
+    approve = next(e for e in events_since(ws, start) if e.action == "approve" and e.target == f"{MODEL}:{b}")
     assert (approve.before, approve.after, approve.comment) == (
         {"stage": "awaiting_approval"}, {"stage": "approved"}, "rmse 49.9 vs 54.9")
 
