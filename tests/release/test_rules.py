@@ -303,9 +303,16 @@ def test_release_journey_staging_approval_production_rollback(live_ws, monkeypat
 
 
 @pytest.mark.slow
+def untouched(ws) -> list[int]:
+    """Candidate versions no earlier test of this module has released (by stage, not number)."""
+    return [m.version for m in ws.models.versions(MODEL)
+            if m.version != 1 and ws.releases.state(MODEL, m.version).stage == Stage.REGISTERED]
+
+
 def test_a_model_that_fails_to_load_fails_its_health_probe_and_traffic_stays(live_ws):
     ws = live_ws
-    model_dir = Path(ws.models.get(MODEL, 5).uri)
+    v = max(untouched(ws))  # the smoke-test test below takes min(): they never break each other's
+    model_dir = Path(ws.models.get(MODEL, v).uri)
     assert ws.root in model_dir.parents, "only ever break the test's own copy"
     (model_dir / "model.pkl").unlink()
     (model_dir / "model.pkl").write_bytes(b"this is not a pickle")
@@ -314,14 +321,14 @@ def test_a_model_that_fails_to_load_fails_its_health_probe_and_traffic_stays(liv
     production_model = serving_model(uri, key)
 
     with pytest.raises(GateFailed, match=r"deployment staging/\w+ failed its health probe .*traffic unchanged") as failed:
-        ws.releases.deploy(MODEL, 5, "staging", QA)
+        ws.releases.deploy(MODEL, v, "staging", QA)
     hint = failed.value.hint
     assert hint.startswith("Its console log:") and "model.pkl" in hint, hint
     assert live_traffic(ws, "staging") == staging_before
     assert live_traffic(ws, "production") == production_before
     assert serving_model(uri, key) == production_model
-    assert ws.releases.state(MODEL, 5).stage == Stage.REGISTERED
-    broken = [d for d in ws.endpoints.get("staging").deployments if d.model_ref == f"{MODEL}:5"]
+    assert ws.releases.state(MODEL, v).stage == Stage.REGISTERED
+    broken = [d for d in ws.endpoints.get("staging").deployments if d.model_ref == f"{MODEL}:{v}"]
     assert [(d.state, d.traffic) for d in broken] == [("stopped", 0)]
 
 
@@ -330,13 +337,14 @@ def test_a_failing_smoke_test_refuses_the_deploy_and_traffic_stays(live_ws, monk
     ws = live_ws
     staging_before = live_traffic(ws, "staging")
     start = last_event_id(ws)
+    v = min(untouched(ws))
     with_smoke_tolerance(ws, monkeypatch, -1.0)  # no prediction can match: parity fails on every case
-    with pytest.raises(GateFailed, match=r"smoke test of diabetes-regressor:4 on staging/\w+ failed: 5 of 6 cases failed; traffic unchanged") as failed:
-        ws.releases.deploy(MODEL, 4, "staging", QA)
+    with pytest.raises(GateFailed, match=rf"smoke test of diabetes-regressor:{v} on staging/\w+ failed: 5 of 6 cases failed; traffic unchanged") as failed:
+        ws.releases.deploy(MODEL, v, "staging", QA)
     assert failed.value.hint.count("differs from the offline prediction") == 5
     assert live_traffic(ws, "staging") == staging_before
-    assert ws.releases.state(MODEL, 4).stage == Stage.REGISTERED
+    assert ws.releases.state(MODEL, v).stage == Stage.REGISTERED
     smoke = ws.releases.smoke_tests(1)[0]
-    assert (smoke.model_version, smoke.passed, smoke.summary) == (4, False, "5 of 6 cases failed")
+    assert (smoke.model_version, smoke.passed, smoke.summary) == (v, False, "5 of 6 cases failed")
     actions = [e.action for e in events_since(ws, start)]
     assert "deploy.failed" in actions and "deploy" not in actions
