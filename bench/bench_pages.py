@@ -43,8 +43,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from seed_large import SEED_FILE, attach_active_runs, seed_large  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
+# Endpoints and Releases render without endpoints here: the seed starts no processes
 PAGES = [("Overview", "pages/overview.py"), ("Runs", "pages/runs.py"),
-         ("Models", "pages/models.py"), ("Datasets", "pages/datasets.py")]
+         ("Models", "pages/models.py"), ("Datasets", "pages/datasets.py"),
+         ("Endpoints", "pages/endpoints.py"), ("Releases", "pages/releases.py")]
 
 
 def choose(key: str, label: str) -> Callable:
