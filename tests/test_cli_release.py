@@ -18,9 +18,9 @@ import requests
 
 from services.release_rules import SYSTEM_ACTOR
 from tests.conftest import ROOT
-from tests.release.conftest import LEAD, LEE, MODEL, QA, SUPPORT, live_workspace
+from tests.release.conftest import FEATURES_ROW, LEAD, LEE, MODEL, QA, SUPPORT, live_workspace
 
-PAYLOAD = '{"data": [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]]}'
+PAYLOAD = json.dumps({"data": [FEATURES_ROW]})
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,7 @@ def test_the_release_journey_from_the_command_line(ws):
     assert production_answers_with(ws) == v3
 
     out = ok(tollgate(ws, "rollback", "--env", "production", "--comment", "customer complaints", actor=QA))
+    assert v1 in out and "100%" in out
     assert production_answers_with(ws) == v1
 
     trail = json.loads(ok(tollgate(ws, "audit", "--json")))

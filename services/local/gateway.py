@@ -327,7 +327,8 @@ class Gateway:
     async def health(self, request: Request) -> Response:
         live = [t.deployment for t in self.routes.targets if t.healthy]
         return JSONResponse({"endpoint": self.endpoint, "healthy_deployments": live,
-                             "traffic": {t.deployment: t.traffic for t in self.routes.targets}})
+                             "traffic": {t.deployment: t.traffic for t in self.routes.targets},
+                             "config_version": self.routes.version})
 
     def app(self):
         # POST /score never reaches Starlette; its /score route is there so other methods get a 405

@@ -9,6 +9,7 @@ files for breaking a model on purpose), so another backend can run it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -23,8 +24,7 @@ from services.release_rules import SYSTEM_ACTOR
 
 from .conftest import ADMIN, FEATURES_ROW, LEAD, LEE, MODEL, QA, SUPPORT, live_workspace, scoring
 
-PAYLOAD = '{"data": [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]]}'
-assert PAYLOAD == '{"data": [' + str(FEATURES_ROW).replace("'", '"') + "]}"
+PAYLOAD = json.dumps({"data": [FEATURES_ROW]})
 
 
 def last_event_id(ws) -> int:

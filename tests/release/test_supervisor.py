@@ -6,6 +6,7 @@ while a deployment process is killed with SIGKILL.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -16,10 +17,10 @@ import pytest
 from services.local.supervisor import pid_alive
 from services.release_rules import SYSTEM_ACTOR
 
-from .conftest import ADMIN, MODEL, Client, SteadyLoad, live_workspace, scoring, wait_for, wait_for_exit, \
+from .conftest import ADMIN, FEATURES_ROW, MODEL, Client, SteadyLoad, live_workspace, scoring, wait_for, wait_for_exit, \
     wait_telemetry, workspace_processes
 
-GOOD = '{"data": [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]]}'
+GOOD = json.dumps({"data": [FEATURES_ROW]})
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,8 @@ def test_a_killed_deployment_is_restarted_and_its_peer_answers_meanwhile(prod):
     # the gateway retried the other deployment: the client never saw the crash
     failed = [o for o in outcomes if not o.ok]
     assert not failed, f"{len(failed)} of {len(outcomes)} failed: {failed[:3]}"
-    during = Counter(o.deployment for o in outcomes if killed_at + 1 < o.sent < healthy_at)
+    # once the supervisor has seen the crash (a tick, 0.5 s) and until green is back, blue answers alone
+    during = Counter(o.deployment for o in outcomes if killed_at + 1 < o.sent < healthy_at - 0.5)
     assert during["blue"] > 0 and during["green"] == 0, during
     assert any(o.deployment == "green" for o in outcomes if o.sent > healthy_at + 0.5), "green serves again"
 
@@ -104,7 +106,7 @@ def test_when_the_only_serving_deployment_dies_clients_get_502_or_503_until_it_i
     assert all(o.status in (502, 503) for o in failed), Counter(o.status for o in failed)
     assert all(("unavailable" in o.error or "no healthy deployment" in o.error) for o in failed), failed[:3]
     assert all(o.done - o.sent < 5 for o in failed), "a refused request is answered at once"
-    assert all(killed_at <= o.sent <= healthy_at + 1 for o in failed), "failures only while green restarts"
+    assert all(killed_at - 0.5 <= o.sent <= healthy_at + 1 for o in failed), "failures only while green restarts"
     resumed = [o for o in outcomes if o.sent > healthy_at + 1]
     assert resumed and all(o.ok and o.deployment == "green" for o in resumed)
     rows = wait_telemetry(ws.root, load.request_ids)
