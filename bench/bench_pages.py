@@ -7,7 +7,8 @@ Seeds ``bench/out/ws-large`` with ``bench/seed_large.py`` (10,000 runs, 2,000 mo
 versions, 50 dataset versions; ``--reuse`` keeps an existing one), points
 ``TOLLGATE_WORKSPACE`` at it, then measures:
 
-* each page's full render in AppTest (the script run on the server; no browser):
+* each page's full render in AppTest (the script run on the server; no browser), and
+  ``SCENARIOS``, the heaviest states one click away:
   **cold** = a fresh AppTest whose first render of the page follows
   ``st.cache_data.clear()`` and ``st.cache_resource.clear()`` (the workspace is
   reopened, every read goes to SQLite), **warm** = a second ``at.run()`` on the
