@@ -1,6 +1,6 @@
 """Server time of the console's pages on a large workspace (target: every page <= 1 s).
 
-    .venv/bin/python bench/bench_pages.py [--reuse] [--repeats 3] [--workspace bench/out/ws-large]
+    .venv/bin/python bench/bench_pages.py [--reuse] [--repeats 5] [--workspace bench/out/ws-large]
     make bench
 
 Seeds ``bench/out/ws-large`` with ``bench/seed_large.py`` (10,000 runs, 2,000 model
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workspace", type=Path, default=OUT / "ws-large")
     ap.add_argument("--reuse", action="store_true", help="keep an already seeded workspace")
-    ap.add_argument("--repeats", type=int, default=3, help="renders per page (the median is reported)")
+    ap.add_argument("--repeats", type=int, default=5, help="renders per page (the median is reported)")
     ap.add_argument("--target", type=float, default=TARGET_S, help="seconds a page may take")
     ap.add_argument("--pages", default=",".join(p for _, p in PAGES),
                     help="comma-separated page files to measure")
