@@ -17,7 +17,7 @@ from services.policy import Policy
 
 from . import state
 from .datasets_view import group_by_check
-from .widgets import BETTER, NEUTRAL, WORSE, badge, fmt_metric, guard
+from .widgets import BETTER, NEUTRAL, WORSE, badge, fmt_duration, fmt_metric, guard
 
 CANDIDATE_LIMIT = 5
 LATEST_RUNS = 8
@@ -88,19 +88,6 @@ def styled_candidates(frame: pd.DataFrame, policy: Policy, metrics: list[str]):
                          f"color: {colours[delta_verdict(d, policy.direction(m))]}; font-weight: 600"
                          for d in deltas]
     return shown.style.apply(lambda _: css, axis=None)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
 
 
 def gate_outcome(run: Run) -> str:

@@ -22,7 +22,7 @@ from services.entities import CheckStatus, GateDecision, MetricPoint, Run, RunFi
 from services.errors import ServiceError
 
 from . import state
-from .widgets import BETTER, NEUTRAL, STATUS_ICON, fmt_metric, guard, show_error
+from .widgets import BETTER, NEUTRAL, STATUS_ICON, fmt_duration, fmt_metric, guard, show_error
 
 # session-state keys of this page
 PICK = "run"                       # run ids to inspect; also the URL query parameter (?run=ID, repeatable)
@@ -58,23 +58,6 @@ def status_label(status: RunStatus | str) -> str:
 
 def estimator_label(name: str) -> str:
     return ESTIMATOR_LABELS.get(name, name)
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "—"
-    if seconds < 0.1:
-        return "< 0.1 s"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def fmt_time(at: datetime | None) -> str:

@@ -27,7 +27,8 @@ from ..evaluation import evaluation_split, predict
 from .. import release_rules as rules
 from . import audit
 from .db import Database, parse_ts, utcnow
-from .supervisor import PID_FILE, PROJECT_ROOT, console_log_path, gateway_log_path, pid_alive, stop_process
+from .processes import pid_alive, stop_process
+from .supervisor import PID_FILE, PROJECT_ROOT, console_log_path, gateway_log_path
 
 COLORS = ("blue", "green")
 OP_STALE_S = 15 * 60

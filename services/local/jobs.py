@@ -24,6 +24,7 @@ from ..errors import Conflict, InvalidInput, NotFound
 from . import audit
 from .datasets import LocalDatasets
 from .db import Database, parse_ts, utcnow
+from .processes import pid_alive
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
@@ -61,21 +62,12 @@ def _alive(pid: int | None) -> bool:
     if not pid:
         return False
     child = _children.get(pid)
-    if child is not None:
+    if child is not None:  # our own child: poll() also reaps it
         if child.poll() is None:
             return True
         _children.pop(pid, None)
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie of some other parent counts as gone
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return pid_alive(pid)
 
 
 class LocalJobs:

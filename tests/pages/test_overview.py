@@ -80,7 +80,7 @@ def test_deltas_are_coloured_by_the_metric_direction(demo_ws):
 
 
 def test_durations_are_readable():
-    assert [ov.fmt_duration(s) for s in (None, 0.14, 42, 125, 7260)] == ["—", "0s", "42s", "2m 05s", "2h 01m"]
+    assert [ov.fmt_duration(s) for s in (None, 0.14, 42, 125, 7260)] == ["—", "0.1 s", "42 s", "2 min 05 s", "2 h 01 min"]
 
 
 def big_workspace(template: Path, target: Path, runs: int = 10_000, versions: int = 2_000) -> Path:
