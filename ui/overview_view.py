@@ -243,26 +243,23 @@ def render_production(ws, champion: ModelVersion | None) -> None:
         run = f" by run `{champion.run_id}`" if champion.run_id else ""
         st.caption(f"Trained on {lineage}{run} · registered {champion.created_at:%Y-%m-%d %H:%M} UTC "
                    f"by {champion.created_by}")
-        endpoint_note(ws, "production",
+        endpoint_note("production",
                       "Served by the `champion` alias: no online endpoint exists yet in this workspace.")
 
 
 def render_staging(ws) -> None:
     with st.container(border=True):
         st.markdown("#### :material/science: Staging")
-        if not endpoint_note(ws, "staging", None):
+        if not endpoint_note("staging", None):
             st.info("No staging endpoint exists yet in this workspace, so nothing is in staging. "
                     "Candidates are reviewed on the Models page against the champion.")
 
 
-def endpoint_note(ws, name: str, absent: str | None) -> bool:
+def endpoint_note(name: str, absent: str | None) -> bool:
     """Describe what the endpoint ``name`` serves; False when there is no such endpoint."""
-    if ws.endpoints is None:
-        if absent:
-            st.caption(absent)
-        return False
     with guard():
-        endpoint = next((e for e in ws.endpoints.list() if e.name == name), None)
+        # the cached read: Overview draws two cards from one endpoint listing per TTL
+        endpoint = next((e for e in state.endpoints(state.uri()) if e.name == name), None)
         if endpoint is None:
             if absent:
                 st.caption(absent)
