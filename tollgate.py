@@ -13,65 +13,14 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, is_dataclass
-from datetime import datetime
-from enum import Enum
 from pathlib import Path
-from typing import Any
 
 from services import ServiceError, open_workspace
 from services.entities import CheckStatus, RunFilter, RunStatus, TrainingSpec
 from services.release_rules import SYSTEM_ACTOR
 
-EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
-
-
-# --- output -------------------------------------------------------------------
-
-def plain(obj: Any) -> Any:
-    """Dataclasses, enums and datetimes as JSON-ready values."""
-    if is_dataclass(obj):
-        return plain(asdict(obj))
-    if isinstance(obj, Enum):
-        return obj.value
-    if isinstance(obj, datetime):
-        return obj.isoformat()
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, float) and obj != obj:
-        return None
-    return obj
-
-
-def emit(args, data: Any, text: str | None = None) -> None:
-    if args.json:
-        print(json.dumps(plain(data), indent=2))
-    elif text is not None:
-        print(text)
-
-
-def table(rows: list[dict], columns: list[str]) -> str:
-    if not rows:
-        return "(none)"
-    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, datetime):
-        return v.strftime("%Y-%m-%d %H:%M")
-    if isinstance(v, Enum):
-        return v.value
-    return str(v)
+from cli import delivery, monitoring
+from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
 
 
 def parse_ref(text: str) -> tuple[str, int | None]:
@@ -425,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("audit", cmd_audit, "the audit trail, newest first")
     p.add_argument("--limit", type=int)
     p.add_argument("--csv", action="store_true", help="write CSV to stdout")
+    monitoring.register(add)
+    delivery.register(add)
     return ap
 
 

@@ -347,3 +347,100 @@ class WorkspaceInfo:
     uri: str
     kind: str                          # local | azure
     description: str                   # human-readable: path or subscription/workspace
+
+
+# --- telemetry, logs, health (monitoring) -------------------------------------
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """A query window ``[start, end)`` in UTC and the bin size of its time series."""
+    start: datetime
+    end: datetime
+    bin_seconds: int
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+
+@dataclass(frozen=True)
+class VersionStats:
+    """Requests served by one model version (through one deployment) in a window.
+
+    ``failures`` are server-side failures (5xx and connection errors, status 0):
+    the service's fault. ``client_errors`` (4xx) are the caller's, counted apart.
+    """
+    endpoint: str
+    deployment: str | None
+    model: str | None                  # "name:version"
+    requests: int
+    failures: int
+    client_errors: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request as a gateway saw it."""
+    ts: datetime
+    endpoint: str
+    deployment: str | None
+    model: str | None
+    status: int                        # 0 = no answer from any deployment
+    latency_ms: float
+    request_id: str
+    request_body: str | None = None
+    response_body: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ErrorGroup:
+    """Failed requests grouped by their error message."""
+    message: str
+    status: int
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    models: tuple[str, ...]
+    sample_request_id: str
+
+
+@dataclass(frozen=True)
+class LogLine:
+    at: datetime | None                # None for a line without a time stamp (continuation lines)
+    source: str                        # deployment name, or "gateway"
+    text: str
+
+
+@dataclass(frozen=True)
+class RequestDetail:
+    """Request lookup: the record and the log lines of that request."""
+    record: RequestRecord
+    log_lines: tuple[LogLine, ...]     # lines carrying the request id, then the deployment's lines during it
+
+
+class HealthStatus(str, Enum):
+    HEALTHY = "healthy"
+    DEGRADED = "degraded"
+    DOWN = "down"
+    IDLE = "idle"                      # up, but no requests in the window to judge by
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    endpoint: str
+    status: HealthStatus
+    reasons: tuple[str, ...]           # each rule that did not hold, in words
+    window_minutes: int
+    requests: int
+    failure_rate: float
+    p95_ms: float | None
+    deployments_up: int
+    deployments_total: int

@@ -53,6 +53,25 @@ class SmokePolicy:
     tolerance: float = 1e-6              # |endpoint - offline prediction| allowed (relative)
 
 
+@dataclass(frozen=True)
+class HealthPolicy:
+    """When an endpoint counts as degraded (``services.telemetry.endpoint_health``)."""
+    window_minutes: int = 15             # judged over the last N minutes
+    min_requests: int = 20               # fewer requests than this: "idle", not judged
+    max_failure_rate: float = 0.02       # share of 5xx / unanswered requests
+    max_p95_ms: float = 500.0            # p95 latency
+
+
+@dataclass(frozen=True)
+class DriftPolicy:
+    """Live inputs vs the training data of the version that served them."""
+    psi_warn: float = 0.1
+    psi_fail: float = 0.25
+    ks_warn: float = 0.1                 # Kolmogorov-Smirnov statistic (max CDF distance)
+    ks_fail: float = 0.2
+    min_rows: int = 100                  # fewer collected rows: not judged
+
+
 ROLES = ("ml_lead", "qa", "support", "admin")
 
 
@@ -73,6 +92,8 @@ class Policy:
     max_concurrent_jobs: int = 2
     endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
     smoke: SmokePolicy = field(default_factory=SmokePolicy)
+    health: HealthPolicy = field(default_factory=HealthPolicy)
+    drift: DriftPolicy = field(default_factory=DriftPolicy)
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # identity -> roles
     source: str = "built-in defaults"
     raw: Mapping[str, Any] = field(default_factory=dict)
@@ -107,6 +128,8 @@ KNOWN_KEYS = {
     "jobs": {"max_concurrent"},
     "endpoints": None,    # checked by EndpointPolicy's fields
     "smoke_test": None,   # checked by SmokePolicy's fields
+    "health": None,       # checked by HealthPolicy's fields
+    "drift": None,        # checked by DriftPolicy's fields
     "roles": None,        # identities are free-form; parse_roles checks the role names
 }
 
@@ -149,9 +172,16 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         data_tests = DataTestPolicy(**raw.get("data_tests", {}))
         endpoints = EndpointPolicy(**raw.get("endpoints", {}))
         smoke = SmokePolicy(**raw.get("smoke_test", {}))
+        health = HealthPolicy(**raw.get("health", {}))
+        drift = DriftPolicy(**raw.get("drift", {}))
         roles = parse_roles(raw.get("roles", {}), source)
     except TypeError as e:  # unknown key in a table
         raise InvalidInput(f"{source}: {e}") from e
+    for table_name, table in (("health", health), ("drift", drift)):
+        for key, value in vars(table).items():
+            kind = int if key in ("window_minutes", "min_requests", "min_rows") else float
+            if _number(vars(table), key, kind, value, f"{source}: {table_name}") < 0:
+                raise InvalidInput(f"{source}: {table_name}.{key} must not be negative, got {value}")
     fraction = _number(evaluation, "test_fraction", float, defaults.test_fraction, f"{source}: evaluation")
     if not 0.05 <= fraction <= 0.5:
         raise InvalidInput(f"{source}: evaluation.test_fraction must be between 0.05 and 0.5, got {fraction}")
@@ -170,6 +200,8 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         max_concurrent_jobs=max_concurrent,
         endpoints=endpoints,
         smoke=smoke,
+        health=health,
+        drift=drift,
         roles=roles,
         source=source,
         raw=raw,

@@ -7,6 +7,7 @@ against each. Methods raise only ``services.errors.ServiceError`` subclasses.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Protocol, runtime_checkable
 
@@ -16,6 +17,12 @@ from .entities import (
     AuditRecord,
     Comparison,
     DatasetVersion,
+    ErrorGroup,
+    LogLine,
+    RequestDetail,
+    RequestRecord,
+    TimeWindow,
+    VersionStats,
     DataTestResult,
     Endpoint,
     GateDecision,
@@ -167,10 +174,52 @@ class ReleaseService(Protocol):
 
 @runtime_checkable
 class TelemetryService(Protocol):
-    """Request telemetry and logs of endpoints (implemented by the monitoring issue)."""
+    """Request telemetry of the endpoints: what every request got, aggregated.
 
-    def request_stats(self, endpoint: str, since_minutes: int) -> pd.DataFrame:
-        """Requests, failures and latency percentiles per model version."""
+    Windows come from ``services.telemetry.window()`` (15 minutes to 30 days,
+    bin size chosen for ~60-120 points). ``endpoint`` is an endpoint name;
+    ``None`` means all endpoints. Failures are 5xx and status 0 (no answer).
+    """
+
+    def stats(self, window: TimeWindow, endpoint: str | None = None) -> list[VersionStats]:
+        """One row per (endpoint, deployment, model version) that served in the window."""
+
+    def series(self, window: TimeWindow, endpoint: str | None = None) -> pd.DataFrame:
+        """Per bin and model version: columns ``bin`` (UTC timestamp of the bin start),
+        ``endpoint``, ``model``, ``requests``, ``failures``, ``client_errors``,
+        ``rpm`` (requests per minute), ``failure_rate``, ``p50_ms``, ``p95_ms``, ``p99_ms``.
+        Bins without requests are absent."""
+
+    def status_mix(self, window: TimeWindow, endpoint: str | None = None) -> pd.DataFrame:
+        """Columns ``status`` (HTTP code, 0 = no answer), ``model``, ``requests``."""
+
+    def top_errors(self, window: TimeWindow, endpoint: str | None = None, limit: int = 10) -> list[ErrorGroup]:
+        """Failed requests (4xx and 5xx) grouped by error message, most frequent first."""
+
+    def slowest(self, window: TimeWindow, endpoint: str | None = None, limit: int = 10) -> list[RequestRecord]:
+        """The slowest requests of the window, slowest first."""
+
+    def lookup(self, request_id: str) -> RequestDetail:
+        """One request by its id (``x-request-id``), with its log lines. ``NotFound`` if unknown."""
+
+    def collected_inputs(self, window: TimeWindow, endpoint: str, model: str | None = None,
+                         limit: int = 50_000) -> pd.DataFrame:
+        """The feature rows the endpoint received and answered (2xx) in the window,
+        newest first, one column per feature, plus ``model`` and ``request_id``."""
+
+
+@runtime_checkable
+class LogService(Protocol):
+    """Console logs of deployments and the endpoint's gateway/traffic log."""
+
+    def sources(self, endpoint: str) -> list[str]:
+        """Log sources of an endpoint: its deployment names and ``gateway``."""
+
+    def search(self, endpoint: str, *, source: str | None = None, text: str | None = None,
+               start: datetime | None = None, end: datetime | None = None,
+               tail: int = 200) -> list[LogLine]:
+        """The last ``tail`` lines (oldest first) matching ``text`` (plain substring,
+        case-insensitive, never a pattern) within ``[start, end)``; all sources if ``source`` is None."""
 
 
 class Workspace(Protocol):
@@ -185,6 +234,7 @@ class Workspace(Protocol):
     endpoints: EndpointService | None
     releases: ReleaseService | None
     telemetry: TelemetryService | None
+    logs: LogService | None
 
     def close(self) -> None:
         """Release connections and handles."""
@@ -192,5 +242,5 @@ class Workspace(Protocol):
 
 __all__ = [
     "DatasetStore", "JobStore", "ModelRegistry", "Evaluator", "EndpointService",
-    "ReleaseService", "TelemetryService", "Workspace",
+    "ReleaseService", "TelemetryService", "LogService", "Workspace",
 ]

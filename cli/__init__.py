@@ -1,0 +1,1 @@
+"""The command modules of ``tollgate.py``: each ``register(add)`` adds its subcommands."""

@@ -1,0 +1,6 @@
+"""Support commands: simulate, telemetry, lookup, logs."""
+from __future__ import annotations
+
+
+def register(add) -> None:
+    """Add this module's subcommands (``add(name, func, help)`` returns the subparser)."""

@@ -1,0 +1,113 @@
+"""Backend-independent monitoring rules: query windows and endpoint health.
+
+``window("15m")`` turns what a user picks into a ``TimeWindow`` whose bin size
+gives a readable chart (at most ~120 points); ``endpoint_health()`` applies the
+policy's ``[health]`` rules to a window's stats. Both backends and every page
+use these, so "degraded" means the same thing everywhere.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Iterable
+
+from .entities import Endpoint, EndpointHealth, HealthStatus, TimeWindow, VersionStats
+from .errors import InvalidInput
+
+MIN_WINDOW = timedelta(minutes=15)
+MAX_WINDOW = timedelta(days=30)
+MAX_POINTS = 120
+BIN_SECONDS = (10, 30, 60, 300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+# What the pages offer; any duration in [15m, 30d] is accepted by window().
+WINDOW_CHOICES = ("15m", "1h", "6h", "24h", "7d", "30d")
+
+_SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(text: str) -> timedelta:
+    """``"15m"``, ``"1h"``, ``"7d"``, ``"2w"`` → a timedelta. ``InvalidInput`` otherwise."""
+    m = _SINCE.match(str(text))
+    if not m:
+        raise InvalidInput(f"not a duration: {text!r}", hint="Use a number and a unit: 15m, 1h, 24h, 7d.")
+    return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()])
+
+
+def bin_seconds_for(span: timedelta) -> int:
+    """The smallest bin from ``BIN_SECONDS`` that keeps the series at or under ``MAX_POINTS``."""
+    for seconds in BIN_SECONDS:
+        if span.total_seconds() / seconds <= MAX_POINTS:
+            return seconds
+    return BIN_SECONDS[-1]
+
+
+def window(since: str | timedelta = "1h", *, end: datetime | None = None, clamp: bool = True) -> TimeWindow:
+    """The window of the last ``since`` up to ``end`` (now). Spans outside
+    [15 minutes, 30 days] are clamped, or refused with ``clamp=False``."""
+    span = parse_since(since) if isinstance(since, str) else since
+    if not MIN_WINDOW <= span <= MAX_WINDOW:
+        if not clamp:
+            raise InvalidInput(f"window {since} is outside 15m … 30d")
+        span = min(max(span, MIN_WINDOW), MAX_WINDOW)
+    end = (end or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return TimeWindow(start=end - span, end=end, bin_seconds=bin_seconds_for(span))
+
+
+def between(start: datetime, end: datetime) -> TimeWindow:
+    """An explicit window (e.g. a canary step); any length, bins as for ``window``."""
+    if end <= start:
+        raise InvalidInput("the window's end must be after its start")
+    start, end = start.astimezone(timezone.utc), end.astimezone(timezone.utc)
+    return TimeWindow(start=start, end=end, bin_seconds=bin_seconds_for(end - start))
+
+
+def combine(stats: Iterable[VersionStats]) -> tuple[int, int, float | None]:
+    """(requests, failures, worst p95) over several rows. Percentiles do not add up,
+    so the worst p95 of the rows stands in for the endpoint's (conservative)."""
+    stats = list(stats)
+    p95s = [s.p95_ms for s in stats if s.p95_ms is not None and s.requests]
+    return sum(s.requests for s in stats), sum(s.failures for s in stats), max(p95s) if p95s else None
+
+
+def endpoint_health(endpoint: Endpoint, stats: Iterable[VersionStats], rules, window_minutes: int) -> EndpointHealth:
+    """Apply ``[health]`` rules (``services.policy.HealthPolicy``) to one endpoint.
+
+    down: no gateway, or no serving deployment healthy, or every request failed;
+    degraded: failure rate or p95 over their limits, or a deployment not healthy;
+    idle: up, but fewer than ``min_requests`` to judge by; otherwise healthy.
+    """
+    stats = [s for s in stats if s.endpoint == endpoint.name]
+    requests, failures, p95 = combine(stats)
+    failure_rate = failures / requests if requests else 0.0
+    deployments = [d for d in endpoint.deployments if d.state != "stopped"]
+    up = [d for d in deployments if d.state == "healthy"]
+    serving = [d for d in deployments if d.traffic > 0]
+    reasons: list[str] = []
+    status = HealthStatus.HEALTHY
+    if not endpoint.gateway_up:
+        status, reasons = HealthStatus.DOWN, ["the endpoint does not answer (gateway not running)"]
+    elif serving and not any(d.state == "healthy" for d in serving):
+        status = HealthStatus.DOWN
+        reasons.append("no deployment with traffic is healthy: "
+                       + ", ".join(f"{d.name} {d.state}" for d in serving))
+    elif requests >= rules.min_requests and failures == requests:
+        status = HealthStatus.DOWN
+        reasons.append(f"all {requests} requests failed in the last {window_minutes} min")
+    else:
+        if requests >= rules.min_requests and failure_rate > rules.max_failure_rate:
+            reasons.append(f"failure rate {failure_rate:.1%} > {rules.max_failure_rate:.1%}")
+        if requests >= rules.min_requests and p95 is not None and p95 > rules.max_p95_ms:
+            reasons.append(f"p95 latency {p95:.0f} ms > {rules.max_p95_ms:.0f} ms")
+        not_up = [d for d in deployments if d.state != "healthy"]
+        if not_up:
+            reasons.append("deployment(s) not healthy: " + ", ".join(f"{d.name} {d.state}" for d in not_up))
+        if reasons:
+            status = HealthStatus.DEGRADED
+        elif requests < rules.min_requests:
+            status = HealthStatus.IDLE
+            reasons.append(f"{requests} request(s) in the last {window_minutes} min; "
+                           f"at least {rules.min_requests} are needed to judge")
+    return EndpointHealth(endpoint=endpoint.name, status=status, reasons=tuple(reasons),
+                          window_minutes=window_minutes, requests=requests, failure_rate=failure_rate,
+                          p95_ms=p95, deployments_up=len(up), deployments_total=len(deployments))
