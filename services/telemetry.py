@@ -111,3 +111,13 @@ def endpoint_health(endpoint: Endpoint, stats: Iterable[VersionStats], rules, wi
     return EndpointHealth(endpoint=endpoint.name, status=status, reasons=tuple(reasons),
                           window_minutes=window_minutes, requests=requests, failure_rate=failure_rate,
                           p95_ms=p95, deployments_up=len(up), deployments_total=len(deployments))
+
+
+def endpoints_health(ws) -> list[EndpointHealth]:
+    """Health of every endpoint of a workspace under its policy's ``[health]`` rules."""
+    if ws.endpoints is None or ws.telemetry is None:
+        return []
+    rules = ws.policy.health
+    now = datetime.now(timezone.utc)
+    stats = ws.telemetry.stats(between(now - timedelta(minutes=rules.window_minutes), now))
+    return [endpoint_health(ep, stats, rules, rules.window_minutes) for ep in ws.endpoints.list()]

@@ -200,7 +200,8 @@ def parse_ts(text: str | None) -> datetime | None:
 class Database:
     """One SQLite file; a connection per thread (Streamlit serves sessions from threads)."""
 
-    def __init__(self, path: Path, migrations: list[str] | None = None):
+    def __init__(self, path: Path, migrations: list | None = None):
+        """``migrations``: SQL scripts, or callables taking the connection (data migrations)."""
         self.path = Path(path)
         self.migrations = MIGRATIONS if migrations is None else migrations
         self._local = threading.local()
@@ -254,8 +255,12 @@ class Database:
                     f"{self.path} has schema version {current}, newer than this Tollgate ({latest})",
                     hint="Upgrade Tollgate, or point TOLLGATE_WORKSPACE at another folder.")
             for version in range(current, latest):
-                for statement in _split_sql(self.migrations[version]):
-                    conn.execute(statement)
+                migration = self.migrations[version]
+                if callable(migration):  # a data migration that needs Python, in the same transaction
+                    migration(conn)
+                else:
+                    for statement in _split_sql(migration):
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
 
     def close(self) -> None:

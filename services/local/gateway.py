@@ -38,6 +38,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .db import Database
+from .logfmt import format_line
 from .telemetry_store import RequestRecord, TelemetryWriter, truncate
 
 REFRESH_S = 0.2
@@ -205,6 +206,7 @@ class Gateway:
     @asynccontextmanager
     async def lifespan(self, app):
         self.telemetry = TelemetryWriter(self.root)
+        log("I", f"endpoint {self.endpoint}: {describe(self.routes)}")
         refresher = asyncio.create_task(self._refresh_forever())
         try:
             yield
@@ -220,8 +222,9 @@ class Gateway:
                 row = self.db.one("SELECT config_version FROM endpoints WHERE name = ?", (self.endpoint,))
                 if row is not None and row[0] != self.routes.version:
                     self.routes = load_routes(self.db, self.endpoint)
+                    log("I", describe(self.routes))
             except Exception as e:  # a locked file for a moment: keep the current table
-                print(f"gateway: routing refresh failed: {e}", flush=True)
+                log("W", f"routing refresh failed: {e}")
 
     # --- requests -------------------------------------------------------------
 
@@ -267,6 +270,7 @@ class Gateway:
                     response_body=truncate(payload.decode("utf-8", "replace")), error=error))
 
         async def refuse(status: int, message: str) -> None:
+            log("W", f"POST /score {status}: {message}", request_id)
             await finish(status, json.dumps({"error": message}).encode(), message)
 
         try:
@@ -307,7 +311,12 @@ class Gateway:
                     async with asyncio.timeout(self.timeout_s):
                         status, payload, media_type = await self.upstream.post(
                             target.port, body, content_type, request_id)
-                    return await finish(status, payload, _error_text(payload) if status >= 400 else None, media_type)
+                    if status < 400:
+                        return await finish(status, payload, None, media_type)
+                    error = _error_text(payload)
+                    log("W" if status < 500 else "E", f"POST /score {status} from {target.deployment} "
+                                                      f"({target.model}): {error}", request_id)
+                    return await finish(status, payload, error, media_type)
                 except TimeoutError:  # before OSError: TimeoutError is one
                     return await refuse(504, f"deployment {target.deployment!r} did not answer within "
                                              f"{self.timeout_s:g} s")
@@ -318,9 +327,11 @@ class Gateway:
                     if retry is None:
                         return await refuse(502, f"deployment {target.deployment!r} is unavailable: "
                                                  f"{type(e).__name__}")
+                    log("W", f"deployment {target.deployment} unavailable ({type(e).__name__}); "
+                             f"retrying on {retry.deployment}", request_id)
                     target = retry
         except Exception as e:  # a bug here must still answer, and be counted (once)
-            print(f"gateway: {type(e).__name__} while serving {request_id!r}: {e}", flush=True)
+            log("E", f"{type(e).__name__} while serving: {e}", request_id)
             if not answered:
                 await refuse(500, f"gateway error: {type(e).__name__}")
 
@@ -344,6 +355,20 @@ class Gateway:
 
     async def _post_only(self, request: Request) -> Response:
         return Response(status_code=405)
+
+
+def describe(routes: Routes) -> str:
+    targets = ", ".join(f"{t.deployment} ({t.model}) {t.traffic}%{'' if t.healthy else ' not healthy'}"
+                        for t in routes.targets)
+    return f"routing v{routes.version}: {targets or 'no deployments'}"
+
+
+def log(level: str, message: str, request_id: bytes | str | None = None) -> None:
+    """A line in the gateway log (stdout → ``endpoints/<endpoint>/gateway.log``): routing
+    changes and every request it refused or saw fail — the rare events, not the traffic."""
+    if isinstance(request_id, bytes):
+        request_id = request_id.decode("latin-1")
+    print(format_line(level, "gateway", message, request_id), flush=True)
 
 
 def _error_text(content: bytes) -> str:

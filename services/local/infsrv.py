@@ -1,19 +1,46 @@
-"""The Azure ML inference server, bound to loopback.
+"""The Azure ML inference server, bound to loopback, its log lines tagged with request ids.
 
 ``python -m services.local.infsrv --entry_script score.py --model_dir DIR --port P``
-is ``azmlinfsrv`` with the same arguments; the one difference is the listen
-address, which azmlinfsrv hard-codes to 0.0.0.0 and a local deployment must
-not use (only its gateway is meant to be reached).
+is ``azmlinfsrv`` with the same arguments. Two differences:
+
+* the listen address, which azmlinfsrv hard-codes to 0.0.0.0 and a local
+  deployment must not use (only its gateway is meant to be reached);
+* every line logged while a request is served (the server's ``POST /score``
+  line, ``print`` output of ``score.py``, exceptions) ends with
+  `` request_id=<x-request-id>``, the id the gateway forwarded, so support can
+  find a request's lines (Request lookup).
 """
 from __future__ import annotations
 
-from azureml_inference_server_http import amlserver
+import logging
+
+from azureml_inference_server_http import amlserver, log_config
+
+from .logfmt import REQUEST_ID_SUFFIX
 
 LOOPBACK = "127.0.0.1"
 
 
+def _current_request_id() -> str | None:
+    try:
+        from flask import g, has_request_context
+        return (g.get("request_id") or None) if has_request_context() else None
+    except Exception:  # never let logging break serving
+        return None
+
+
+def _tag_request_id(format_):
+    def format(self, record: logging.LogRecord) -> str:
+        line = format_(self, record)
+        request_id = _current_request_id()
+        return f"{line}{REQUEST_ID_SUFFIX}{request_id}" if request_id else line
+    return format
+
+
 def main() -> None:
     amlserver.DEFAULT_HOST = LOOPBACK  # read by amlserver.run() when it starts gunicorn
+    # The server's logging.json names this formatter class; gunicorn workers fork from this process.
+    log_config.AMLLogFormatter.format = _tag_request_id(log_config.AMLLogFormatter.format)
     amlserver.run()
 
 

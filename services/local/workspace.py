@@ -11,6 +11,7 @@ from .db import Database
 from .evaluation import LocalEvaluator
 from .jobs import LocalJobs
 from .models import LocalModels
+from .telemetry import LocalLogs, LocalTelemetry
 
 DB_FILE = "tollgate.db"
 
@@ -31,7 +32,9 @@ class LocalWorkspace:
         self.endpoints = LocalEndpoints(self.db, self.root, self.policy, self.models, self.datasets)
         self.releases = LocalReleases(self.db, self.root, self.policy, self.models, self.datasets,
                                       self.endpoints, self.evaluation)
-        self.telemetry = None
+        self.logs = LocalLogs(self.root)
+        self.telemetry = LocalTelemetry(self.root, self.logs)
 
     def close(self) -> None:
         self.db.close()
+        self.telemetry.db.close()
