@@ -89,7 +89,7 @@ def validate(frame: pd.DataFrame, target: str) -> list[str]:
     """Reasons the frame cannot be trained on (empty list = fine)."""
     problems = []
     if target not in frame.columns:
-        problems.append(f"target column {target!r} is missing")
+        problems.append(f"the data has no labels (target column {target!r}); add labels before training")
     for col in frame.columns:
         if not pd.api.types.is_numeric_dtype(frame[col]):
             problems.append(f"column {col!r} is not numeric (dtype {frame[col].dtype})")

@@ -15,12 +15,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .entities import CheckStatus, ColumnProfile, DataTestResult
+from .entities import CheckStatus, ColumnProfile, DatasetVersion, DataTestResult
 from .errors import InvalidInput
 from .policy import DataTestPolicy
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 PSI_BINS = 10
+
+# A dataset version without the target column is *feature-only* (e.g. inputs collected
+# by an endpoint): the store tags it ``labels: none``; it is compared on its features
+# and cannot be trained on until labels are added.
+LABELS_TAG = "labels"
+NO_LABELS = "none"
+
+
+def has_labels(dv: DatasetVersion, target: str) -> bool:
+    """Whether a dataset version has its target column (False: feature-only)."""
+    return dv.column(target) is not None
+
+
+def no_labels_message(ref: str, target: str) -> str:
+    return f"dataset {ref} has no labels (target column {target!r}); add labels before training"
 
 
 def read_table(path: Path, original_name: str | None = None) -> tuple[pd.DataFrame, str]:
@@ -131,10 +146,19 @@ def non_numeric_example(s: pd.Series) -> str | None:
 
 
 def run_data_tests(frame: pd.DataFrame, baseline: pd.DataFrame | None,
-                   policy: DataTestPolicy) -> list[DataTestResult]:
-    """Checks of ``frame`` on its own and, when given, against ``baseline``."""
+                   policy: DataTestPolicy, target: str | None = None) -> list[DataTestResult]:
+    """Checks of ``frame`` on its own and, when given, against ``baseline``.
+
+    With ``target`` (the label column), a frame without it is feature-only: one
+    ``labels`` check warns "no labels" instead of a failing schema check, and the
+    rest compares its features."""
     results: list[DataTestResult] = []
     add = results.append
+    unlabeled = target is not None and target not in frame.columns
+    if unlabeled:
+        add(DataTestResult("labels", target, CheckStatus.WARN,
+                           f"no labels: target column {target!r} is absent; a feature-only dataset, "
+                           "compared on its features; add labels before training"))
     rows = len(frame)
     add(DataTestResult("rows", None,
                        CheckStatus.FAIL if rows < policy.min_rows else CheckStatus.PASS,
@@ -162,6 +186,8 @@ def run_data_tests(frame: pd.DataFrame, baseline: pd.DataFrame | None,
 
     base_cols, cur_cols = list(baseline.columns), list(frame.columns)
     for col in base_cols:
+        if col not in cur_cols and unlabeled and col == target:
+            continue  # reported once by the "labels" check
         if col not in cur_cols:
             add(DataTestResult("schema", col, CheckStatus.FAIL, f"column {col!r} is missing (it is in the baseline)"))
         elif str(baseline[col].dtype) != str(frame[col].dtype):
@@ -172,7 +198,10 @@ def run_data_tests(frame: pd.DataFrame, baseline: pd.DataFrame | None,
         if col not in base_cols:
             add(DataTestResult("schema", col, CheckStatus.WARN, f"new column {col!r} (not in the baseline)"))
     if not any(r.check == "schema" for r in results):
-        add(DataTestResult("schema", None, CheckStatus.PASS, f"same {len(cur_cols)} columns and types as the baseline"))
+        add(DataTestResult("schema", None, CheckStatus.PASS,
+                           f"same {len(cur_cols)} feature columns and types as the baseline (no labels)"
+                           if unlabeled and target in base_cols else
+                           f"same {len(cur_cols)} columns and types as the baseline"))
 
     shared = [c for c in base_cols if c in cur_cols
               and pd.api.types.is_numeric_dtype(baseline[c]) and pd.api.types.is_numeric_dtype(frame[c])]

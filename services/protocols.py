@@ -53,8 +53,13 @@ class DatasetStore(Protocol):
         """One version (``None`` = latest). ``NotFound`` if missing."""
 
     def register(self, name: str, source: Path, *, description: str = "",
-                 created_by: str = "local-user", original_name: str | None = None) -> DatasetVersion:
+                 created_by: str = "local-user", original_name: str | None = None,
+                 tags: Mapping[str, str] | None = None) -> DatasetVersion:
         """Register ``source`` (CSV or Parquet) as the next version of ``name``.
+
+        ``tags`` are stored with the version; the store itself sets ``labels: none``
+        when the data has no target column (a feature-only version: its data tests
+        warn "no labels", ``JobStore.submit`` refuses to train on it).
 
         Profiles it and runs the data tests against the baseline: the newest
         earlier version whose own tests did not fail. A file that cannot be

@@ -7,10 +7,11 @@ import re
 import shutil
 import uuid
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 
-from ..datatests import profile, read_table, run_data_tests
+from ..datatests import LABELS_TAG, NO_LABELS, profile, read_table, run_data_tests
 from ..entities import CheckStatus, ColumnProfile, DatasetVersion, DataTestResult
 from ..errors import InvalidInput, NotFound
 from ..policy import Policy
@@ -90,7 +91,8 @@ class LocalDatasets:
         return pd.read_parquet(Path(dv.uri) / "data.parquet")
 
     def register(self, name: str, source: Path, *, description: str = "",
-                 created_by: str = "local-user", original_name: str | None = None) -> DatasetVersion:
+                 created_by: str = "local-user", original_name: str | None = None,
+                 tags: Mapping[str, str] | None = None) -> DatasetVersion:
         check_name(name)
         source = Path(source)
         original = original_name or source.name
@@ -108,27 +110,34 @@ class LocalDatasets:
             stored.to_parquet(staging / "data.parquet", index=False)
             sha = _sha256(source)
             cols = profile(frame)
+            tags = {str(k): str(v) for k, v in (tags or {}).items() if k != LABELS_TAG}
+            if self.policy.target not in frame.columns:  # said by the data, not by the caller
+                tags[LABELS_TAG] = NO_LABELS
 
             with self.db.write() as conn:
                 version = conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM datasets WHERE name = ?",
                                        (name,)).fetchone()[0]
                 # the baseline is the newest version that did not fail its own tests:
-                # a broken upload must not become the reference for the next one
-                prev = conn.execute("SELECT version, path FROM datasets WHERE name = ? AND tests_status != ?"
-                                    " ORDER BY version DESC LIMIT 1", (name, CheckStatus.FAIL.value)).fetchone()
+                # a broken upload must not become the reference for the next one; and one
+                # with labels when there is one (feature-only versions are live inputs, not training data)
+                candidates = conn.execute("SELECT version, path, tags_json FROM datasets WHERE name = ?"
+                                          " AND tests_status != ? ORDER BY version DESC",
+                                          (name, CheckStatus.FAIL.value)).fetchall()
+                prev = next((r for r in candidates if json.loads(r["tags_json"]).get(LABELS_TAG) != NO_LABELS),
+                            candidates[0] if candidates else None)
                 baseline = pd.read_parquet(self.root / prev["path"] / "data.parquet") if prev else None
-                tests = run_data_tests(frame, baseline, self.policy.data_tests)
+                tests = run_data_tests(frame, baseline, self.policy.data_tests, target=self.policy.target)
                 status = CheckStatus.worst(t.status for t in tests)
                 final = self.root / "datasets" / name / str(version)
                 shutil.rmtree(final, ignore_errors=True)  # left by a process killed before its commit; no row owns it
                 staging.rename(final)
                 conn.execute(
                     "INSERT INTO datasets (name, version, created_at, created_by, description, source, format,"
-                    " path, sha256, rows, profile_json, baseline_version, tests_status)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " path, sha256, rows, profile_json, baseline_version, tests_status, tags_json)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (name, version, utcnow(), created_by, description, original, fmt, str(final.relative_to(self.root)), sha,
                      len(frame), json.dumps([c.__dict__ for c in cols]), prev["version"] if prev else None,
-                     status.value))
+                     status.value, json.dumps(tags)))
                 conn.executemany(
                     "INSERT INTO data_tests (name, version, seq, check_name, column_name, status, detail, value, threshold)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipeline.train import ESTIMATORS, PipelineError, coerce_params
 
+from ..datatests import has_labels, no_labels_message
 from ..entities import GateDecision, MetricPoint, Run, RunFilter, RunStatus, TrainingSpec
 from ..errors import Conflict, InvalidInput, NotFound
 from . import audit
@@ -145,6 +146,10 @@ class LocalJobs:
         except PipelineError as e:
             raise InvalidInput(str(e)) from None
         dataset = self.datasets.get(spec.dataset, spec.dataset_version)  # NotFound if unknown
+        if not has_labels(dataset, self.policy.target):
+            raise InvalidInput(no_labels_message(dataset.ref, self.policy.target),
+                               hint="It is a feature-only dataset (e.g. inputs collected by an endpoint): "
+                                    "register a version with the target column, or train on another version.")
         given = {k: params[k] for k in spec.params}
         run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         display = spec.display_name or (spec.estimator + "".join(f" {k}={v}" for k, v in given.items()))
