@@ -69,7 +69,7 @@ class DriftPolicy:
     psi_fail: float = 0.25
     ks_warn: float = 0.1                 # Kolmogorov-Smirnov statistic (max CDF distance)
     ks_fail: float = 0.2
-    min_rows: int = 100                  # fewer collected rows: not judged
+    min_rows: int = 500                  # fewer collected rows: not judged (PSI noise alone ~0.1 at 100)
 
 
 ROLES = ("ml_lead", "qa", "support", "admin")
