@@ -444,3 +444,66 @@ class EndpointHealth:
     p95_ms: float | None
     deployments_up: int
     deployments_total: int
+
+
+# --- retraining triggers and schedules (continuous delivery) -------------------
+
+@dataclass(frozen=True)
+class Firing:
+    """One decision to start a retraining run, recorded once: a schedule fires each cron
+    occurrence (``due_at``) at most once; a dataset trigger fires each new version at most once."""
+    id: int
+    kind: str                          # schedule | dataset
+    dataset: str
+    schedule_id: int | None            # the schedule that fired (kind == "schedule")
+    due_at: datetime | None            # the cron occurrence (UTC) that fired; None for a dataset trigger
+    dataset_version: int | None        # the new version (dataset trigger) or the version trained (schedule)
+    estimator: str
+    params: Mapping[str, Any]
+    fired_at: datetime                 # when the scheduler decided to fire
+    run_id: str | None                 # None until the run is submitted, or when it could not be
+    error: str | None = None           # why no run was started
+    skipped: int = 0                   # earlier missed occurrences folded into this one (catch-up)
+
+    @property
+    def target(self) -> str:
+        return f"schedule #{self.schedule_id}" if self.kind == "schedule" else f"{self.dataset}:{self.dataset_version}"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Retrain ``dataset`` (its latest version) with ``estimator``/``params`` at every
+    occurrence of ``cron`` (five fields, UTC)."""
+    id: int
+    dataset: str
+    estimator: str
+    params: Mapping[str, Any]
+    cron: str
+    enabled: bool
+    created_at: datetime
+    created_by: str
+    active_since: datetime             # occurrences before this (creation or last enable) never fire
+    next_fire_at: tuple[datetime, ...] = ()   # the next occurrences; empty when disabled
+    last_firing: Firing | None = None
+
+
+@dataclass(frozen=True)
+class DatasetTrigger:
+    """Retrain on every new version of ``dataset`` registered after ``since_version``."""
+    dataset: str
+    enabled: bool
+    estimator: str
+    params: Mapping[str, Any]
+    since_version: int                 # versions after this one start a run (the latest when turned on)
+    updated_at: datetime
+    updated_by: str
+    last_firing: Firing | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerStatus:
+    """Whether the process that fires schedules and triggers runs (local: ``services.local.scheduler``)."""
+    running: bool
+    pid: int | None = None
+    last_tick_at: datetime | None = None
+    detail: str = ""

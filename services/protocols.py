@@ -24,12 +24,16 @@ from .entities import (
     TimeWindow,
     VersionStats,
     DataTestResult,
+    DatasetTrigger,
     Endpoint,
+    Firing,
     GateDecision,
     MetricPoint,
     ModelVersion,
     Run,
     RunFilter,
+    Schedule,
+    SchedulerStatus,
     TrainingSpec,
     WorkspaceInfo,
 )
@@ -227,6 +231,51 @@ class LogService(Protocol):
         case-insensitive, never a pattern) within ``[start, end)``; all sources if ``source`` is None."""
 
 
+@runtime_checkable
+class ScheduleService(Protocol):
+    """Retraining triggers: cron schedules and "retrain on new dataset version".
+
+    Reads are open to everyone; changes need the ``ml_lead`` or ``admin`` role
+    (``Forbidden`` otherwise) and land in the audit trail. Firing is the
+    scheduler's job (local: ``services.local.scheduler``; Azure: ML schedules):
+    each cron occurrence and each new dataset version starts at most one run,
+    recorded as a ``Firing`` with the run's id, actor ``tollgate-system``.
+    """
+
+    def list(self) -> list[Schedule]:
+        """Schedules (not removed), oldest first, with their next occurrences and last firing."""
+
+    def get(self, schedule_id: int) -> Schedule:
+        """One schedule. ``NotFound`` if missing or removed."""
+
+    def add(self, dataset: str, cron: str, actor: str, *, estimator: str | None = None,
+            params: Mapping[str, Any] | None = None, enabled: bool = True) -> Schedule:
+        """A new schedule. ``cron``: five fields in UTC. Without ``estimator`` and
+        ``params``, the champion's recipe (estimator and parameters). ``InvalidInput``
+        for a bad expression, estimator or parameter; ``NotFound`` for an unknown dataset."""
+
+    def set_enabled(self, schedule_id: int, enabled: bool, actor: str) -> Schedule:
+        """Pause or resume. Occurrences while paused never fire, not even on resume."""
+
+    def remove(self, schedule_id: int, actor: str) -> Schedule:
+        """Remove a schedule (its firings stay in the history). Returns what was removed."""
+
+    def triggers(self) -> list[DatasetTrigger]:
+        """The per-dataset "retrain on new version" settings, by dataset name."""
+
+    def set_trigger(self, dataset: str, enabled: bool, actor: str, *, estimator: str | None = None,
+                    params: Mapping[str, Any] | None = None) -> DatasetTrigger:
+        """Turn "retrain on new version" on or off for ``dataset``. Turning it on
+        fires for versions registered from then on (not for the existing ones)."""
+
+    def firings(self, limit: int = 50, *, schedule_id: int | None = None,
+                dataset: str | None = None) -> list[Firing]:
+        """Past firings, newest first."""
+
+    def scheduler(self) -> SchedulerStatus:
+        """Whether the scheduler that fires them is running."""
+
+
 class Workspace(Protocol):
     """A workspace exposes one operations object per capability, as ``MLClient`` does."""
 
@@ -240,6 +289,7 @@ class Workspace(Protocol):
     releases: ReleaseService | None
     telemetry: TelemetryService | None
     logs: LogService | None
+    schedules: ScheduleService | None
 
     def close(self) -> None:
         """Release connections and handles."""
@@ -247,5 +297,5 @@ class Workspace(Protocol):
 
 __all__ = [
     "DatasetStore", "JobStore", "ModelRegistry", "Evaluator", "EndpointService",
-    "ReleaseService", "TelemetryService", "LogService", "Workspace",
+    "ReleaseService", "TelemetryService", "LogService", "ScheduleService", "Workspace",
 ]

@@ -184,6 +184,52 @@ MIGRATIONS: list[str] = [
         busy_by TEXT
     );
     """,
+    # 3: retraining triggers: cron schedules, "retrain on new dataset version", and their firings.
+    # A firing row is inserted in the BEGIN IMMEDIATE transaction that decides to fire; the UNIQUE
+    # constraints make a second decision for the same occurrence / version impossible.
+    """
+    CREATE TABLE schedules (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: (schedule_id, due_at) stays unique forever
+        dataset TEXT NOT NULL,
+        estimator TEXT NOT NULL,
+        params_json TEXT NOT NULL DEFAULT '{}',
+        cron TEXT NOT NULL,                    -- five fields, UTC
+        enabled INTEGER NOT NULL DEFAULT 1,
+        active_since TEXT NOT NULL,            -- occurrences before this never fire (creation, last enable)
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        removed_at TEXT,
+        removed_by TEXT
+    );
+    CREATE TABLE dataset_triggers (
+        dataset TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL,
+        estimator TEXT NOT NULL,
+        params_json TEXT NOT NULL DEFAULT '{}',
+        since_version INTEGER NOT NULL,        -- versions after this one fire
+        updated_at TEXT NOT NULL,
+        updated_by TEXT NOT NULL
+    );
+    CREATE TABLE firings (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('schedule', 'dataset')),
+        schedule_id INTEGER REFERENCES schedules(id),
+        due_at TEXT,                           -- the cron occurrence, UTC, '%Y-%m-%dT%H:%M:%S+00:00'
+        dataset TEXT NOT NULL,
+        dataset_version INTEGER,
+        estimator TEXT NOT NULL,
+        params_json TEXT NOT NULL,
+        skipped INTEGER NOT NULL DEFAULT 0,    -- missed occurrences folded into this one
+        claimed_at TEXT NOT NULL,
+        claimed_pid INTEGER NOT NULL,          -- the process that decided to fire (recovery after a crash)
+        run_id TEXT REFERENCES runs(id),
+        submitted_at TEXT,
+        error TEXT,
+        UNIQUE (schedule_id, due_at)
+    );
+    CREATE UNIQUE INDEX firings_dataset_version ON firings(dataset, dataset_version) WHERE kind = 'dataset';
+    CREATE INDEX firings_pending ON firings(id) WHERE run_id IS NULL AND error IS NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -11,6 +11,7 @@ from .db import Database
 from .evaluation import LocalEvaluator
 from .jobs import LocalJobs
 from .models import LocalModels
+from .schedules import LocalSchedules
 from .telemetry import LocalLogs, LocalTelemetry
 
 DB_FILE = "tollgate.db"
@@ -34,6 +35,7 @@ class LocalWorkspace:
                                       self.endpoints, self.evaluation)
         self.logs = LocalLogs(self.root)
         self.telemetry = LocalTelemetry(self.root, self.logs)
+        self.schedules = LocalSchedules(self.db, self.root, self.policy, self.datasets, self.models, self.jobs)
 
     def close(self) -> None:
         self.db.close()

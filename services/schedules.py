@@ -1,0 +1,158 @@
+"""Retraining triggers, backend-independent: cron expressions, the catch-up policy, who may edit.
+
+Cron expressions have the five standard fields (minute hour day-of-month month
+day-of-week) and are read in **UTC** — the same as an Azure ML ``JobSchedule``
+``CronTrigger`` with ``time_zone="UTC"``. When day-of-month and day-of-week are
+both restricted, a day matching either fires (classic cron).
+
+Catch-up policy: a scheduler that was down fires only the **latest** missed
+occurrence, once, when it comes back; the earlier ones are counted (``skipped``)
+and not run. Occurrences before the schedule was created or last enabled never
+fire.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping
+
+from croniter import CroniterBadDateError, CroniterError, croniter
+
+from pipeline.train import ESTIMATORS, PipelineError, coerce_params
+
+from .errors import Forbidden, InvalidInput
+from .policy import Policy
+from .release_rules import SYSTEM_ACTOR
+
+# who may add, pause, resume and remove schedules and turn dataset triggers on or off
+EDITORS = frozenset({"ml_lead", "admin"})
+CRON_HINT = ("Five fields in UTC: minute hour day-of-month month day-of-week, e.g. '*/5 * * * *' "
+             "(every 5 minutes) or '0 2 * * 1-5' (02:00 UTC on weekdays).")
+MAX_COUNTED = 100_000  # how far the skipped-occurrence count goes before it stops counting
+_TICK = timedelta(microseconds=1)
+
+
+def utc(moment: datetime) -> datetime:
+    """``moment`` as an aware UTC datetime (naive means UTC)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def due_text(moment: datetime) -> str:
+    """An occurrence as stored (``UNIQUE (schedule_id, due_at)`` compares these strings)."""
+    return utc(moment).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+
+
+def parse_cron(expr: str) -> str:
+    """The normalised expression (single spaces); ``InvalidInput`` if it is not a valid
+    five-field expression or never matches a date."""
+    text = " ".join(str(expr or "").split())
+    if len(text.split(" ")) != 5:
+        raise InvalidInput(f"a schedule needs a cron expression of five fields, got {expr!r}", hint=CRON_HINT)
+    if not croniter.is_valid(text):
+        raise InvalidInput(f"{text!r} is not a valid cron expression", hint=CRON_HINT)
+    try:
+        croniter(text, datetime(2000, 1, 1, tzinfo=timezone.utc)).get_next(datetime)
+    except (CroniterBadDateError, CroniterError) as e:
+        raise InvalidInput(f"{text!r} never fires ({e})", hint=CRON_HINT) from None
+    return text
+
+
+def next_times(expr: str, after: datetime, count: int = 3) -> tuple[datetime, ...]:
+    """The next ``count`` occurrences strictly after ``after``."""
+    it = croniter(expr, utc(after))
+    return tuple(it.get_next(datetime) for _ in range(count))
+
+
+def latest_due(expr: str, now: datetime, not_before: datetime) -> datetime | None:
+    """The latest occurrence at or before ``now``, or None if it is before ``not_before``."""
+    now = utc(now)
+    due = croniter(expr, now + _TICK).get_prev(datetime)  # get_prev is strict: +1 µs includes ``now`` itself
+    return due if due >= utc(not_before) else None
+
+
+def count_between(expr: str, after: datetime, before: datetime) -> int:
+    """Occurrences strictly after ``after`` and strictly before ``before`` (capped at MAX_COUNTED)."""
+    it, n = croniter(expr, utc(after)), 0
+    while n < MAX_COUNTED and it.get_next(datetime) < utc(before):
+        n += 1
+    return n
+
+
+def count_missed(expr: str, last_due: datetime | None, active_since: datetime, due: datetime) -> int:
+    """Occurrences before ``due`` that never fired: after the last one fired (or from the
+    activation on, inclusive) — what the catch-up policy skips."""
+    return count_between(expr, last_due if last_due is not None else utc(active_since) - _TICK, due)
+
+
+def describe_missed(skipped: int) -> str:
+    return "" if not skipped else f"{skipped} earlier missed occurrence{'s' if skipped != 1 else ''} not run (catch-up fires the latest only)"
+
+
+# --- the training recipe ---------------------------------------------------------
+
+def check_recipe(estimator: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The parameters as given, each cast to its type; ``InvalidInput`` for an unknown
+    estimator or parameter (checked when the schedule is saved, not when it fires)."""
+    if estimator not in ESTIMATORS:
+        raise InvalidInput(f"unknown estimator {estimator!r}", hint=f"Choose one of: {', '.join(ESTIMATORS)}.")
+    params = dict(params or {})
+    try:
+        full = coerce_params(estimator, params)
+    except PipelineError as e:
+        raise InvalidInput(str(e)) from None
+    return {k: full[k] for k in params}
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """``["alpha=1", "max_iter=50"]`` (CLI ``--param``, the page's text box) as a dict."""
+    out: dict[str, str] = {}
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInput(f"expected KEY=VALUE, got {item!r}", hint="One parameter per entry, e.g. alpha=0.5.")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def recipe_text(estimator: str, params: Mapping[str, Any]) -> str:
+    return estimator + "".join(f" {k}={v}" for k, v in params.items())
+
+
+def run_name(estimator: str, params: Mapping[str, Any], *, schedule_id: int | None = None,
+             due_at: datetime | None = None, dataset_ref: str | None = None) -> str:
+    """The display name of a triggered run. It names its firing uniquely (one schedule
+    occurrence, or one dataset version), which is how a scheduler that crashed between
+    deciding to fire and recording the run finds the run again instead of starting another."""
+    if schedule_id is not None:
+        why = f"schedule #{schedule_id} {utc(due_at):%Y-%m-%d %H:%M}Z"
+    else:
+        why = f"new data {dataset_ref}"
+    return f"{recipe_text(estimator, params)} · {why}"
+
+
+# --- who may edit ------------------------------------------------------------------
+
+def authorize_edit(policy: Policy, actor: str) -> str:
+    """The role under which ``actor`` may change schedules and triggers; ``Forbidden`` otherwise."""
+    if actor == SYSTEM_ACTOR:
+        return "system"
+    if not actor or not actor.strip():
+        raise Forbidden("no identity given", hint="Pick who you are (console sidebar) or pass --as EMAIL.")
+    roles = policy.roles_of(actor)
+    for role in ("admin", "ml_lead"):
+        if role in roles:
+            return role
+    has = ", ".join(roles) if roles else "no role"
+    raise Forbidden(f"{actor} ({has}) may not change retraining schedules or triggers: that needs "
+                    f"{' or '.join(sorted(EDITORS))}",
+                    hint=f"Ask an ML lead, or an admin to map {actor} in the policy file's [roles].")
+
+
+def may_edit(policy: Policy, actor: str) -> bool:
+    try:
+        authorize_edit(policy, actor)
+        return True
+    except Forbidden:
+        return False
