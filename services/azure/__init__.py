@@ -1,0 +1,1 @@
+"""Azure backend (azure-ai-ml, azure-monitor-query)."""
