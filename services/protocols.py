@@ -16,25 +16,28 @@ import pandas as pd
 from .entities import (
     AuditRecord,
     Comparison,
-    DatasetVersion,
-    ErrorGroup,
-    LogLine,
-    RequestDetail,
-    RequestRecord,
-    TimeWindow,
-    VersionStats,
     DataTestResult,
     DatasetTrigger,
+    DatasetVersion,
     Endpoint,
+    ErrorGroup,
     Firing,
     GateDecision,
+    LogLine,
     MetricPoint,
     ModelVersion,
+    ReleaseState,
+    RequestDetail,
+    RequestRecord,
     Run,
     RunFilter,
     Schedule,
     SchedulerStatus,
+    ScoreResult,
+    SmokeTestResult,
+    TimeWindow,
     TrainingSpec,
+    VersionStats,
     WorkspaceInfo,
 )
 from .policy import Policy
@@ -164,7 +167,11 @@ class Evaluator(Protocol):
 
 @runtime_checkable
 class EndpointService(Protocol):
-    """Online endpoints, deployments, traffic and keys (implemented by the release issue)."""
+    """Online endpoints (``staging``, ``production``): deployments, traffic, keys, scoring.
+
+    Starting and stopping the local processes (``up``/``down``) is the local
+    backend's own business; managed endpoints are always up.
+    """
 
     def list(self) -> list[Endpoint]:
         """Endpoints with their deployments and traffic."""
@@ -172,13 +179,66 @@ class EndpointService(Protocol):
     def get(self, name: str) -> Endpoint:
         """One endpoint. ``NotFound`` if missing."""
 
+    def keys(self, name: str, actor: str) -> tuple[str, str]:
+        """Primary and secondary key in full. ``Forbidden`` unless the actor may see keys."""
+
+    def invoke(self, name: str, payload: str | bytes | Mapping, *, deployment: str | None = None,
+               key: str | None = None, timeout_s: float = 30) -> ScoreResult:
+        """POST a payload to the scoring URI as a client would; ``deployment`` pins one
+        (header ``azureml-model-deployment``). HTTP errors come back as a ``ScoreResult``."""
+
+    def console_log(self, endpoint: str, deployment: str, tail: int = 200) -> str:
+        """The last lines of a deployment's console (inference server) log."""
+
 
 @runtime_checkable
 class ReleaseService(Protocol):
-    """The release lifecycle under roles: deploy, smoke test, approve, promote, roll back."""
+    """The release lifecycle under roles: deploy, smoke test, approve, promote, roll back.
+
+    Every method that changes something takes the ``actor``, checks the role with
+    ``services.release_rules.authorize`` (``Forbidden``), refuses a second operation
+    on the same endpoint while one runs (``Conflict``), leaves production serving
+    if it fails, and appends an audit record.
+    """
+
+    def state(self, name: str, version: int) -> ReleaseState:
+        """Where a model version is in the lifecycle (``registered`` if never deployed)."""
+
+    def states(self, name: str | None = None) -> list[ReleaseState]:
+        """The release state of every version that left ``registered``."""
+
+    def smoke_tests(self, limit: int = 50) -> list[SmokeTestResult]:
+        """Smoke-test results, newest first."""
+
+    def smoke_test_result(self, test_id: int) -> SmokeTestResult:
+        """One smoke-test result. ``NotFound`` if missing."""
 
     def audit(self, limit: int | None = None) -> list[AuditRecord]:
         """The append-only audit trail, newest first."""
+
+    def deploy(self, name: str, version: int, env: str, actor: str) -> Endpoint:
+        """Blue/green: the version beside the current one at 0 %, health, smoke test, then the traffic."""
+
+    def smoke_test(self, env: str, actor: str, deployment: str | None = None) -> SmokeTestResult:
+        """Named cases with prediction parity against a deployment (default: the live one)."""
+
+    def approve(self, name: str, version: int, actor: str, comment: str = "") -> ReleaseState:
+        """ML lead, not the one who deployed it; the smoke test must have passed."""
+
+    def reject(self, name: str, version: int, actor: str, comment: str) -> ReleaseState:
+        """ML lead; a comment is required."""
+
+    def promote(self, name: str, version: int, actor: str, comment: str = "") -> Endpoint:
+        """QA: an approved version to production (blue/green; the previous stays warm)."""
+
+    def rollback(self, env: str, actor: str, comment: str = "") -> Endpoint:
+        """The traffic back to the previous (warm) deployment."""
+
+    def set_traffic(self, env: str, traffic: Mapping[str, int], actor: str, comment: str = "") -> Endpoint:
+        """An explicit split in percent (summing to 100)."""
+
+    def regenerate_key(self, env: str, which: str, actor: str) -> Endpoint:
+        """A new ``primary`` or ``secondary`` key (admin)."""
 
 
 @runtime_checkable
