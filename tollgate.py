@@ -182,17 +182,22 @@ def cmd_retrain(ws, args) -> int:
 
 
 def cmd_gate(ws, args) -> int:
+    """The gate, for people and pipelines: besides the verdict it prints the Azure DevOps output
+    variable ``deployModel`` (yes/no) and appends ``deploy_model=true|false`` to $GITHUB_OUTPUT.
+    On an error (exit 2) neither is written: the step fails instead (docs/ci-cd.md)."""
     comparison = ws.evaluation.compare(args.model, args.version)
     gate = comparison.gate
     data = {"model": comparison.candidate.ref, "champion": comparison.champion.ref if comparison.champion else None,
             "evaluated_on": comparison.evaluated_on, "passed": gate.passed, "reasons": list(gate.reasons),
             "candidate_metrics": dict(comparison.candidate_metrics),
-            "champion_metrics": dict(comparison.champion_metrics), "checks": gate.checks}
+            "champion_metrics": dict(comparison.champion_metrics), "checks": gate.checks,
+            "deploy_model": gate.passed}
     text = "\n".join([f"{comparison.candidate.ref} vs champion "
                       f"{comparison.champion.ref if comparison.champion else '(none)'} on {comparison.evaluated_on}: "
                       f"{'PASS' if gate.passed else 'FAIL'}"] + [f"  - {c.reason}" for c in gate.checks]
                      + [f"  ! {r}" for r in gate.reasons if not gate.passed])
     emit(args, data, text)
+    delivery.write_gate_outputs(gate.passed, json_mode=args.json)
     return EXIT_OK if gate.passed else EXIT_NO
 
 
@@ -349,6 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("gate", cmd_gate, "quality gate of a model version against the champion (exit 0 pass, 1 fail, 2 error)")
     p.add_argument("--model", required=True)
     p.add_argument("--version", required=True, type=int)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = ("CI outputs (docs/ci-cd.md): prints the Azure DevOps logging command\n"
+                "  ##vso[task.setvariable variable=deployModel;isOutput=true]yes|no\n"
+                "(text mode only: with --json, stdout is one JSON document with \"deploy_model\"), and appends\n"
+                "  deploy_model=true|false\n"
+                "to the file named by $GITHUB_OUTPUT when that is set.\n\n"
+                "Exit codes: 0 the gate passes (deploy); 1 it does not pass (do not deploy; not an error);\n"
+                "2 error (unknown model or version, bad input, backend unavailable): nothing is written\n"
+                "to the CI outputs and the reason is on stderr.")
 
     add("up", cmd_up, "start the local endpoints (supervisor, gateways, deployments)")
     add("down", cmd_down, "stop the local endpoints")
