@@ -72,6 +72,47 @@ class DriftPolicy:
     min_rows: int = 500                  # fewer collected rows: not judged (PSI noise alone ~0.1 at 100)
 
 
+# What a webhook can subscribe to (``services.notify`` builds the messages).
+NOTIFY_EVENTS = ("candidate_ready", "approval_requested", "promoted", "rolled_back", "endpoint_degraded",
+                 "endpoint_recovered", "canary_step", "canary_paused", "canary_aborted")
+WEBHOOK_FORMATS = ("generic", "teams", "slack")
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One webhook of ``[[notifications.webhooks]]``. The URL is given in the file (``url``) or,
+    to keep its token out of the file, by the name of an environment variable (``url_env``)."""
+    name: str
+    format: str = "generic"              # generic | teams | slack
+    events: tuple[str, ...] = NOTIFY_EVENTS
+    url: str | None = None
+    url_env: str | None = None
+
+
+@dataclass(frozen=True)
+class NotificationPolicy:
+    webhooks: tuple[Webhook, ...] = ()
+    console_url: str = "http://localhost:8501"   # links in messages point here
+    max_attempts: int = 6                # then the delivery is given up (audit: notification.failed)
+    backoff_s: float = 60.0              # wait before retry n: backoff_s * 2**(n-1) -> 1, 2, 4, 8, 16 min
+    timeout_s: float = 10.0              # per POST
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """Promote in steps of production traffic, each judged on live telemetry (``services.canary``)."""
+    steps: tuple[int, ...] = (10, 50, 100)   # % of production traffic on the candidate, ending at 100
+    step_seconds: float = 300.0          # analysis window of each step
+    min_requests: int = 50               # canary requests a step needs to be judged
+    max_step_seconds: float = 900.0      # a step short of min_requests waits this long at most, then ...
+    on_low_traffic: str = "pause"        # ... "pause" (QA decides) or "rollback"
+    max_failure_rate: float = 0.02       # canary failure rate <= max(this, stable's + increase)
+    max_failure_rate_increase: float = 0.01
+    max_p95_ratio: float = 1.5           # canary p95 <= max(stable p95 * ratio, stable p95 + increase_ms)
+    max_p95_increase_ms: float = 25.0
+    strategy: str = "blue_green"         # what a promote does by default: "blue_green" or "canary"
+
+
 ROLES = ("ml_lead", "qa", "support", "admin")
 
 
@@ -94,6 +135,8 @@ class Policy:
     smoke: SmokePolicy = field(default_factory=SmokePolicy)
     health: HealthPolicy = field(default_factory=HealthPolicy)
     drift: DriftPolicy = field(default_factory=DriftPolicy)
+    notifications: NotificationPolicy = field(default_factory=NotificationPolicy)
+    canary: CanaryPolicy = field(default_factory=CanaryPolicy)
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # identity -> roles
     source: str = "built-in defaults"
     raw: Mapping[str, Any] = field(default_factory=dict)
@@ -131,6 +174,8 @@ KNOWN_KEYS = {
     "health": None,       # checked by HealthPolicy's fields
     "drift": None,        # checked by DriftPolicy's fields
     "roles": None,        # identities are free-form; parse_roles checks the role names
+    "notifications": {"webhooks", "console_url", "max_attempts", "backoff_s", "timeout_s"},
+    "canary": None,       # checked by CanaryPolicy's fields (parse_canary)
 }
 
 
@@ -175,6 +220,8 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         health = HealthPolicy(**raw.get("health", {}))
         drift = DriftPolicy(**raw.get("drift", {}))
         roles = parse_roles(raw.get("roles", {}), source)
+        notifications = parse_notifications(raw.get("notifications", {}), source)
+        canary = parse_canary(raw.get("canary", {}), source)
     except TypeError as e:  # unknown key in a table
         raise InvalidInput(f"{source}: {e}") from e
     for table_name, table in (("health", health), ("drift", drift)):
@@ -202,6 +249,8 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         smoke=smoke,
         health=health,
         drift=drift,
+        notifications=notifications,
+        canary=canary,
         roles=roles,
         source=source,
         raw=raw,
@@ -219,3 +268,91 @@ def parse_roles(table: Mapping[str, Any], source: str) -> dict[str, tuple[str, .
                                f"known: {', '.join(ROLES)}")
         out[identity.strip().lower()] = roles
     return out
+
+
+WEBHOOK_KEYS = {"name", "url", "url_env", "format", "events"}
+
+
+def parse_notifications(table: Mapping[str, Any], source: str) -> NotificationPolicy:
+    """``[notifications]`` with ``[[notifications.webhooks]]``; URLs are http(s) only."""
+    where = f"{source}: notifications"
+    defaults = NotificationPolicy()
+    hooks = table.get("webhooks", [])
+    if not isinstance(hooks, list):
+        raise InvalidInput(f"{where}.webhooks must be a list of tables ([[notifications.webhooks]])")
+    webhooks, names = [], set()
+    for i, hook in enumerate(hooks, 1):
+        if not isinstance(hook, dict):
+            raise InvalidInput(f"{where}.webhooks[{i}] must be a table")
+        unknown = sorted(set(hook) - WEBHOOK_KEYS)
+        if unknown:
+            raise InvalidInput(f"{where}.webhooks[{i}]: unknown key(s) {', '.join(unknown)}; "
+                               f"known: {', '.join(sorted(WEBHOOK_KEYS))}")
+        fmt = hook.get("format", "generic")
+        if fmt not in WEBHOOK_FORMATS:
+            raise InvalidInput(f"{where}.webhooks[{i}]: format must be one of {', '.join(WEBHOOK_FORMATS)}, got {fmt!r}")
+        name = str(hook.get("name") or f"{fmt}-{i}")
+        if name in names:
+            raise InvalidInput(f"{where}.webhooks[{i}]: the name {name!r} is used twice")
+        names.add(name)
+        url, url_env = hook.get("url"), hook.get("url_env")
+        if (url is None) == (url_env is None):
+            raise InvalidInput(f"{where}.webhooks[{i}] ({name}): give exactly one of url or url_env",
+                               hint="url_env names an environment variable holding the URL, so its token "
+                                    "stays out of the file.")
+        if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+            raise InvalidInput(f"{where}.webhooks[{i}] ({name}): url must start with http:// or https://")
+        if url_env is not None and not (isinstance(url_env, str) and url_env.strip()):
+            raise InvalidInput(f"{where}.webhooks[{i}] ({name}): url_env must name an environment variable")
+        events = hook.get("events", list(NOTIFY_EVENTS))
+        if isinstance(events, str):
+            events = [events]
+        bad = [e for e in events if e not in NOTIFY_EVENTS]
+        if bad or not events:
+            raise InvalidInput(f"{where}.webhooks[{i}] ({name}): unknown event(s) {', '.join(map(str, bad)) or '(none given)'}",
+                               hint=f"Events: {', '.join(NOTIFY_EVENTS)}.")
+        webhooks.append(Webhook(name=name, format=fmt, events=tuple(events), url=url, url_env=url_env))
+    max_attempts = _number(table, "max_attempts", int, defaults.max_attempts, where)
+    backoff_s = _number(table, "backoff_s", float, defaults.backoff_s, where)
+    timeout_s = _number(table, "timeout_s", float, defaults.timeout_s, where)
+    if max_attempts < 1 or backoff_s < 0 or timeout_s <= 0:
+        raise InvalidInput(f"{where}: max_attempts must be at least 1, backoff_s not negative, timeout_s positive")
+    console_url = table.get("console_url", defaults.console_url)
+    if not isinstance(console_url, str):
+        raise InvalidInput(f"{where}.console_url must be a string")
+    return NotificationPolicy(webhooks=tuple(webhooks), console_url=console_url.rstrip("/"),
+                              max_attempts=max_attempts, backoff_s=backoff_s, timeout_s=timeout_s)
+
+
+def parse_canary(table: Mapping[str, Any], source: str) -> CanaryPolicy:
+    """``[canary]``: steps strictly increasing whole percentages ending at 100; limits not negative."""
+    where = f"{source}: canary"
+    defaults = CanaryPolicy()
+    unknown = sorted(set(table) - set(vars(defaults)))
+    if unknown:
+        raise InvalidInput(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(vars(defaults)))}")
+    steps = table.get("steps", list(defaults.steps))
+    if (not isinstance(steps, list) or not steps
+            or any(isinstance(s, bool) or not isinstance(s, int) or not 0 < s <= 100 for s in steps)
+            or any(b <= a for a, b in zip(steps, steps[1:])) or steps[-1] != 100):
+        raise InvalidInput(f"{where}.steps must be whole percentages, increasing, ending at 100 "
+                           f"(e.g. [10, 50, 100]); got {steps!r}")
+    values = {}
+    for key in ("step_seconds", "max_step_seconds", "max_failure_rate", "max_failure_rate_increase",
+                "max_p95_ratio", "max_p95_increase_ms"):
+        values[key] = _number(table, key, float, getattr(defaults, key), where)
+        if values[key] < 0:
+            raise InvalidInput(f"{where}.{key} must not be negative, got {values[key]}")
+    values["min_requests"] = _number(table, "min_requests", int, defaults.min_requests, where)
+    if values["step_seconds"] <= 0 or values["min_requests"] < 1:
+        raise InvalidInput(f"{where}: step_seconds must be positive and min_requests at least 1")
+    if values["max_step_seconds"] < values["step_seconds"]:
+        raise InvalidInput(f"{where}.max_step_seconds ({values['max_step_seconds']:g}) must be at least "
+                           f"step_seconds ({values['step_seconds']:g})")
+    on_low = table.get("on_low_traffic", defaults.on_low_traffic)
+    if on_low not in ("pause", "rollback"):
+        raise InvalidInput(f"{where}.on_low_traffic must be 'pause' or 'rollback', got {on_low!r}")
+    strategy = table.get("strategy", defaults.strategy)
+    if strategy not in ("blue_green", "canary"):
+        raise InvalidInput(f"{where}.strategy must be 'blue_green' or 'canary', got {strategy!r}")
+    return CanaryPolicy(steps=tuple(steps), on_low_traffic=on_low, strategy=strategy, **values)

@@ -230,6 +230,60 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX firings_dataset_version ON firings(dataset, dataset_version) WHERE kind = 'dataset';
     CREATE INDEX firings_pending ON firings(id) WHERE run_id IS NULL AND error IS NULL;
     """,
+    # 4: notifications (a transactional outbox and its deliveries per webhook) and canary rollouts.
+    # An outbox row is written in the transaction of the change it announces; the supervisor's
+    # deliverer fans it out to the webhooks of the policy and POSTs with retries.
+    """
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event TEXT NOT NULL,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        model TEXT,
+        endpoint TEXT,
+        summary TEXT NOT NULL,
+        details_json TEXT NOT NULL DEFAULT '{}',
+        dedupe_key TEXT UNIQUE,               -- events found by scanning are written once
+        fanned_out INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX outbox_pending ON outbox(id) WHERE fanned_out = 0;
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id INTEGER NOT NULL REFERENCES outbox(id),
+        webhook TEXT NOT NULL,                -- its name in [[notifications.webhooks]]
+        state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,        -- epoch seconds
+        last_status INTEGER,                  -- HTTP status of the last attempt; 0: no answer
+        last_error TEXT,
+        delivered_at TEXT,
+        UNIQUE (event_id, webhook)
+    );
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE state = 'pending';
+    CREATE TABLE notify_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        endpoint TEXT NOT NULL,
+        model_name TEXT NOT NULL,
+        model_version INTEGER NOT NULL,
+        canary_deployment TEXT NOT NULL,
+        stable_deployment TEXT NOT NULL,
+        stable_model TEXT NOT NULL,           -- "name:version"
+        steps_json TEXT NOT NULL,
+        policy_json TEXT NOT NULL,            -- the [canary] rules it started with
+        step_index INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL CHECK (state IN ('running', 'paused', 'succeeded', 'rolled_back', 'aborted')),
+        started_at TEXT NOT NULL,
+        started_by TEXT NOT NULL,
+        step_started_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        ended_at TEXT,
+        reason TEXT NOT NULL DEFAULT '',
+        analysis_json TEXT,                   -- the latest analysis
+        history_json TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE UNIQUE INDEX rollouts_active ON rollouts(endpoint) WHERE state IN ('running', 'paused');
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
