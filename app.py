@@ -15,8 +15,14 @@ PAGES = [
     st.Page("pages/endpoints.py", title="Endpoints", icon=":material/api:"),
     st.Page("pages/releases.py", title="Releases", icon=":material/rocket_launch:"),
 ]
+# support's pages: endpoint health and telemetry, logs, one request, data drift
+MONITOR = [
+    st.Page("pages/monitoring.py", title="Monitoring", icon=":material/monitoring:"),
+    st.Page("pages/logs.py", title="Logs", icon=":material/article:"),
+    st.Page("pages/request_lookup.py", title="Request lookup", icon=":material/manage_search:"),
+]
 
-page = st.navigation(PAGES)
+page = st.navigation({"": PAGES, "Monitor": MONITOR})
 try:
     chrome.sidebar()
     page.run()

@@ -6,14 +6,18 @@ arguments. Every write goes through ``after_write`` which clears the reads.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from services import open_workspace
-from services.entities import (AuditRecord, Comparison, DatasetVersion, DataTestResult, Endpoint, MetricPoint,
-                               ModelVersion, ReleaseState, Run, RunFilter, SmokeTestResult)
+from services.entities import (AuditRecord, Comparison, DatasetVersion, DataTestResult, Endpoint, EndpointHealth,
+                               ErrorGroup, LogLine, MetricPoint, ModelVersion, ReleaseState, RequestDetail,
+                               RequestRecord, Run, RunFilter, SmokeTestResult, VersionStats)
+from services.errors import BackendUnavailable
+from services.telemetry import endpoints_health as _endpoints_health, parse_since, window
 from services.workspace import workspace_uri
 
 READ_TTL = 10  # seconds; writes clear the cache at once
@@ -156,3 +160,73 @@ def smoke_test(ws_uri: str, test_id: int) -> SmokeTestResult:
 def audit(ws_uri: str, limit: int | None = None) -> list[AuditRecord]:
     ops = _workspace(ws_uri).releases
     return [] if ops is None else ops.audit(limit)
+
+
+# --- monitoring: telemetry, logs, request lookup, health (issue 4) -----------------
+# Keyed by the window's *span* ("1h"), not its end time: the window is computed inside,
+# so reruns within TELEMETRY_TTL reuse the entry and the data is at most that old.
+TELEMETRY_TTL = 10
+
+
+def _telemetry(ws_uri: str):
+    ops = _workspace(ws_uri).telemetry
+    if ops is None:
+        raise BackendUnavailable("this workspace has no request telemetry")
+    return ops
+
+
+@st.cache_data(ttl=TELEMETRY_TTL, show_spinner=False)
+def telemetry_stats(ws_uri: str, since: str, endpoint: str | None = None) -> list[VersionStats]:
+    return _telemetry(ws_uri).stats(window(since), endpoint)
+
+
+@st.cache_data(ttl=TELEMETRY_TTL, show_spinner=False)
+def telemetry_series(ws_uri: str, since: str, endpoint: str | None = None) -> pd.DataFrame:
+    return _telemetry(ws_uri).series(window(since), endpoint)
+
+
+@st.cache_data(ttl=TELEMETRY_TTL, show_spinner=False)
+def status_mix(ws_uri: str, since: str, endpoint: str | None = None) -> pd.DataFrame:
+    return _telemetry(ws_uri).status_mix(window(since), endpoint)
+
+
+@st.cache_data(ttl=TELEMETRY_TTL, show_spinner=False)
+def top_errors(ws_uri: str, since: str, endpoint: str | None = None, limit: int = 10) -> list[ErrorGroup]:
+    return _telemetry(ws_uri).top_errors(window(since), endpoint, limit)
+
+
+@st.cache_data(ttl=TELEMETRY_TTL, show_spinner=False)
+def slowest(ws_uri: str, since: str, endpoint: str | None = None, limit: int = 10) -> list[RequestRecord]:
+    return _telemetry(ws_uri).slowest(window(since), endpoint, limit)
+
+
+@st.cache_data(ttl=TELEMETRY_TTL, show_spinner=False)
+def endpoints_health(ws_uri: str) -> list[EndpointHealth]:
+    """Every endpoint's health under the policy's ``[health]`` rules (its own window)."""
+    return _endpoints_health(_workspace(ws_uri))
+
+
+@st.cache_data(ttl=TELEMETRY_TTL, show_spinner=False)
+def request_detail(ws_uri: str, request_id: str) -> RequestDetail:
+    """One request and its log lines. ``NotFound`` is raised, not cached: a request
+    recorded a moment later is found on the next try."""
+    return _telemetry(ws_uri).lookup(request_id)
+
+
+@st.cache_data(ttl=ENDPOINT_TTL, show_spinner=False)
+def log_sources(ws_uri: str, endpoint: str) -> list[str]:
+    ops = _workspace(ws_uri).logs
+    return [] if ops is None else ops.sources(endpoint)
+
+
+@st.cache_data(ttl=ENDPOINT_TTL, show_spinner=False)
+def log_search(ws_uri: str, endpoint: str, source: str | None, text: str | None, tail: int,
+               since: str | None = None, start: datetime | None = None, end: datetime | None = None) -> list[LogLine]:
+    """Matching log lines, oldest first. ``since`` ("1h") is a span ending now (computed
+    here, so the cache key does not change every second); else ``[start, end)``, open-ended if None."""
+    ops = _workspace(ws_uri).logs
+    if ops is None:
+        raise BackendUnavailable("this workspace has no logs")
+    if since:  # up to now, including what is written while the page renders
+        start, end = datetime.now(timezone.utc) - parse_since(since), None
+    return ops.search(endpoint, source=source, text=text or None, start=start, end=end, tail=tail)
