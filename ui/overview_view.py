@@ -11,12 +11,14 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from services.entities import CheckStatus, DatasetVersion, ModelVersion, Run, RunFilter, RunStatus
+from services.entities import (CheckStatus, DatasetVersion, Endpoint, EndpointHealth, ModelVersion, Run, RunFilter,
+                               RunStatus)
 from services.errors import NotFound
 from services.policy import Policy
 
 from . import state
 from .datasets_view import group_by_check
+from .monitoring_view import HEALTH_BADGE
 from .widgets import BETTER, NEUTRAL, WORSE, badge, fmt_duration, fmt_metric, guard
 
 CANDIDATE_LIMIT = 5
@@ -216,6 +218,31 @@ def render_counts(uri: str, waiting: int, dataset_versions: int) -> None:
     cols[4].metric("Dataset versions", dataset_versions, border=True)
 
 
+def health_badge(h: EndpointHealth | None, endpoint: Endpoint) -> tuple[str, str, list[str]]:
+    """(status text, badge colour, reasons) of one endpoint. With nothing deployed it is
+    "not deployed" rather than down: there is nothing to be down."""
+    if not any(d.state != "stopped" for d in endpoint.deployments):
+        return "not deployed", "gray", []
+    if h is None:
+        return "unknown", "gray", ["no health reading"]
+    text, colour, _ = HEALTH_BADGE[h.status]
+    return text, colour, list(h.reasons)
+
+
+def render_health(uri: str, endpoint: Endpoint, window_minutes: int) -> None:
+    """The endpoint's status from the policy's [health] rules, the reasons, a link to Monitoring."""
+    h = next((h for h in state.endpoints_health(uri) if h.endpoint == endpoint.name), None)
+    text, colour, reasons = health_badge(h, endpoint)
+    if text == "not deployed":
+        return
+    st.markdown(f"Health :{colour}-badge[{text}]"
+                + (f" &nbsp; :gray[{h.requests} requests in the last {window_minutes} min]" if h else ""))
+    for r in reasons:
+        st.caption(f"• {r}")
+    st.page_link("pages/monitoring.py", label=f"Monitoring · {endpoint.name}", icon=":material/monitoring:",
+                 query_params={"endpoint": endpoint.name})
+
+
 def render_data_alerts(uri: str) -> None:
     for dv in latest_failing_datasets(state.dataset_versions(uri)):
         failed = [t for t in state.data_tests(uri, dv.name, dv.version) if t.status == CheckStatus.FAIL]
@@ -267,6 +294,9 @@ def endpoint_note(name: str, absent: str | None) -> bool:
         serving = [f"`{d.model_name}:{d.model_version}` ({d.name}, {d.traffic}% traffic, {d.state})"
                    for d in endpoint.deployments]
         st.caption(f"Endpoint `{endpoint.name}`: " + ("; ".join(serving) or "no deployments"))
+        ws = state.workspace()
+        if ws.telemetry is not None:
+            render_health(state.uri(), endpoint, ws.policy.health.window_minutes)
         return True
     return False
 
