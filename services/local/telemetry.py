@@ -53,17 +53,15 @@ class _Cells:
             self.hists[i] = np.zeros((self.n_bins, BUCKETS), dtype=np.int64)
         return i
 
-    def add_rollups(self, keys: list[tuple], bins: np.ndarray, counts: np.ndarray, blobs: list[bytes]) -> None:
-        rows = np.array([self._index(k) for k in keys], dtype=np.int64)
-        for i in np.unique(rows):
-            mine = rows == i
-            np.add.at(self.counts[i], bins[mine], counts[mine])
+    def add_rollups(self, key: tuple, bins: np.ndarray, counts: np.ndarray, blobs: list[bytes]) -> None:
+        """Rollup rows of one group: ``counts`` (rows, 3), ``blobs`` their sparse histograms."""
+        i = self._index(key)
+        for j in range(3):
+            self.counts[i][:, j] += np.bincount(bins, weights=counts[:, j], minlength=self.n_bins).astype(np.int64)
         pairs = np.frombuffer(b"".join(blobs), dtype=HIST_DTYPE)
-        pair_row = np.repeat(np.arange(len(blobs)), [len(b) // HIST_DTYPE.itemsize for b in blobs])
-        pair_key = rows[pair_row]
-        for i in np.unique(rows):
-            mine = pair_key == i
-            np.add.at(self.hists[i], (bins[pair_row[mine]], pairs["bucket"][mine]), pairs["count"][mine])
+        pair_bin = np.repeat(bins, np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs)) // HIST_DTYPE.itemsize)
+        flat = np.bincount(pair_bin * BUCKETS + pairs["bucket"], weights=pairs["count"], minlength=self.n_bins * BUCKETS)
+        self.hists[i] += flat.astype(np.int64).reshape(self.n_bins, BUCKETS)  # float64 sums of counts: exact
 
     def add_raw(self, keys: list[tuple], bins: np.ndarray, status: np.ndarray, latency: np.ndarray) -> None:
         rows = np.array([self._index(k) for k in keys], dtype=np.int64)
@@ -103,6 +101,28 @@ class LocalTelemetry:
 
     # --- aggregates -------------------------------------------------------------
 
+    def _where_endpoint(self, endpoint: str | None) -> tuple[str, tuple]:
+        """``endpoint = ?``, or for all endpoints ``endpoint IN (every endpoint stored)``: every table's
+        index starts with (endpoint, time), and a bare time range would read the whole table."""
+        names = (endpoint,) if endpoint else tuple(r[0] for r in self.db.query(
+            "WITH RECURSIVE e(name) AS (SELECT MIN(endpoint) FROM requests UNION ALL"
+            " SELECT (SELECT MIN(endpoint) FROM requests WHERE endpoint > name) FROM e WHERE name IS NOT NULL)"
+            " SELECT name FROM e WHERE name IS NOT NULL"))  # a skip scan of the index: one probe per endpoint
+        return f"endpoint IN ({', '.join('?' * len(names))}) AND ", names
+
+    def _where_rows(self, endpoint: str | None, lo: float, hi: float) -> tuple[str, tuple]:
+        """The endpoint condition for reading whole request rows of ``[lo, hi)``: through the index, or
+        when the range holds a large part of the table (a week of a week's data) by reading the table
+        straight through (``+endpoint`` turns the index off), which beats a b-tree seek per row."""
+        where, params = self._where_endpoint(endpoint)
+        if hi - lo > 3600:
+            in_range = self.db.one(f"SELECT SUM(requests) FROM rollup_minute WHERE {where}minute >= ? AND minute < ?",
+                                   (*params, lo, hi))[0] or 0
+            stored = self.db.one("SELECT MAX(id) FROM requests")[0] or 0  # ids only grow: about the rows stored
+            if in_range * 5 > stored:
+                return "+" + where, params
+        return where, params
+
     def _cells(self, window: TimeWindow, endpoint: str | None, by_deployment: bool, binned: bool) -> tuple[_Cells, float]:
         start, end = _epoch(window.start), _epoch(window.end)
         size = window.bin_seconds if binned else max(end - start, 1.0)
@@ -113,21 +133,27 @@ class LocalTelemetry:
         first_minute, last_minute = math.ceil(start / 60) * 60, math.floor(end / 60) * 60
         use_rollups = (not binned or window.bin_seconds % 60 == 0) and first_minute < last_minute
         raw_ranges = [(start, first_minute), (last_minute, end)] if use_rollups else [(start, end)]
-        where_ep, params_ep = ("endpoint = ? AND ", (endpoint,)) if endpoint else ("", ())
+        where_ep, params_ep = self._where_endpoint(endpoint)
 
         def key(ep, dep, model):
             return (ep, dep or None, model or None) if by_deployment else (ep, model or None)
 
         if use_rollups:
-            rows = self.db.query(
-                f"SELECT minute, endpoint, deployment, model, requests, failures, client_errors, hist"
-                f" FROM rollup_minute WHERE {where_ep}minute >= ? AND minute < ?",
-                (*params_ep, first_minute, last_minute))
-            if rows:
-                minutes = np.fromiter((r[0] for r in rows), dtype=float, count=len(rows))
-                bins = ((minutes - origin) // size).astype(np.int64)
-                counts = np.array([(r[4], r[5], r[6]) for r in rows], dtype=np.int64)
-                cells.add_rollups([key(r[1], r[2], r[3]) for r in rows], bins, counts, [r[7] for r in rows])
+            # group by group, so that the ~10,000 rows per week and group come back as numbers and blobs only
+            cursor = self.db.conn.cursor()
+            cursor.row_factory = None
+            groups = cursor.execute(
+                f"SELECT DISTINCT endpoint, deployment, model FROM rollup_minute"
+                f" WHERE {where_ep}minute >= ? AND minute < ?", (*params_ep, first_minute, last_minute)).fetchall()
+            for ep, dep, model in groups:
+                rows = cursor.execute(
+                    "SELECT minute, requests, failures, client_errors, hist FROM rollup_minute WHERE endpoint = ?"
+                    " AND minute >= ? AND minute < ? AND deployment = ? AND model = ?",
+                    (ep, first_minute, last_minute, dep, model)).fetchall()
+                minutes, requests, failures, client, blobs = zip(*rows)
+                bins = ((np.array(minutes, dtype=float) - origin) // size).astype(np.int64)
+                counts = np.array([requests, failures, client], dtype=np.int64).T
+                cells.add_rollups(key(ep, dep, model), bins, counts, list(blobs))
         for lo, hi in raw_ranges:
             if hi <= lo:
                 continue
@@ -178,7 +204,7 @@ class LocalTelemetry:
     def status_mix(self, window: TimeWindow, endpoint: str | None = None) -> pd.DataFrame:
         start, end = _epoch(window.start), _epoch(window.end)
         first_minute, last_minute = math.ceil(start / 60) * 60, math.floor(end / 60) * 60
-        where_ep, params_ep = ("endpoint = ? AND ", (endpoint,)) if endpoint else ("", ())
+        where_ep, params_ep = self._where_endpoint(endpoint)
         totals: dict[tuple, int] = defaultdict(int)
         raw_ranges = [(start, end)]
         if first_minute < last_minute:
@@ -199,10 +225,10 @@ class LocalTelemetry:
     # --- individual requests ----------------------------------------------------
 
     def top_errors(self, window: TimeWindow, endpoint: str | None = None, limit: int = 10) -> list[ErrorGroup]:
-        where_ep, params_ep = ("endpoint = ? AND ", (endpoint,)) if endpoint else ("", ())
+        where_ep, params_ep = self._where_rows(endpoint, _epoch(window.start), _epoch(window.end))
         rows = self.db.query(
             f"SELECT COALESCE(error, ''), status, COUNT(*), MIN(ts), MAX(ts), GROUP_CONCAT(DISTINCT model),"
-            f" MAX(request_id) FROM requests WHERE {where_ep}status >= 400 AND ts >= ? AND ts < ?"
+            f" MAX(request_id) FROM requests WHERE {where_ep}(status >= 400 OR status = 0) AND ts >= ? AND ts < ?"
             f" GROUP BY COALESCE(error, ''), status ORDER BY COUNT(*) DESC, MAX(ts) DESC LIMIT ?",
             (*params_ep, _epoch(window.start), _epoch(window.end), _limit(limit)))
         return [ErrorGroup(message=r[0] or "(no message)", status=r[1], count=r[2], first_seen=_utc(r[3]),
@@ -210,7 +236,7 @@ class LocalTelemetry:
                            sample_request_id=r[6]) for r in rows]
 
     def slowest(self, window: TimeWindow, endpoint: str | None = None, limit: int = 10) -> list[RequestRecord]:
-        where_ep, params_ep = ("endpoint = ? AND ", (endpoint,)) if endpoint else ("", ())
+        where_ep, params_ep = self._where_rows(endpoint, _epoch(window.start), _epoch(window.end))
         rows = self.db.query(
             f"SELECT * FROM requests WHERE {where_ep}ts >= ? AND ts < ? ORDER BY latency_ms DESC LIMIT ?",
             (*params_ep, _epoch(window.start), _epoch(window.end), _limit(limit)))
@@ -235,10 +261,12 @@ class LocalTelemetry:
         where_model = ""
         if model:
             where_model, params = " AND model = ?", params + [model]
-        rows = self.db.query(
+        limit = max(1, int(limit))
+        # ``limit`` counts feature rows: read requests newest first until there are enough (a cursor, not
+        # a LIMIT on requests, so that bodies that are skipped or hold several rows do not cut it short)
+        rows = self.db.conn.execute(
             "SELECT request_body, model, request_id FROM requests WHERE endpoint = ? AND ts >= ? AND ts < ?"
-            f" AND status >= 200 AND status < 300{where_model} ORDER BY ts DESC LIMIT ?",
-            (*params, max(1, int(limit))))
+            f" AND status >= 200 AND status < 300{where_model} ORDER BY ts DESC", params)
         records = []
         for body, served_by, rid in rows:
             try:
@@ -258,6 +286,7 @@ class LocalTelemetry:
                     break
             if len(records) >= limit:
                 break
+        rows.close()  # ends the read (the statement may be unfinished)
         return pd.DataFrame.from_records(records)
 
 
