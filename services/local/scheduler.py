@@ -272,8 +272,10 @@ class Scheduler:
         """Finish firings whose claiming process died between deciding and recording the run."""
         done = []
         for row in self.db.query("SELECT * FROM firings WHERE run_id IS NULL AND error IS NULL ORDER BY id"):
-            if row["claimed_pid"] != self.pid and claim_is_live(row["claimed_pid"], row["claimed_at"]):
-                continue  # another process is submitting it right now
+            if row["claimed_pid"] == self.pid or claim_is_live(row["claimed_pid"], row["claimed_at"]):
+                # a process that is alive may be submitting it right now (this one too: another
+                # scheduler in another thread); a claim is only taken over from a dead process
+                continue
             with self.db.write() as c:
                 taken = c.execute("UPDATE firings SET claimed_pid = ?, claimed_at = ? WHERE id = ? AND claimed_pid = ?"
                                   " AND claimed_at = ? AND run_id IS NULL AND error IS NULL",
