@@ -83,6 +83,9 @@ def cmd_simulate(ws, args) -> int:
         f"  rate        {result.achieved_rps:.1f} requests/s achieved (target {result.target_rps:g})",
         f"  latency     p50 {_ms(result.p50_ms)}  p95 {_ms(result.p95_ms)} (client side)",
         f"  window      --from {result.started_at.isoformat()} --to {result.ended_at.isoformat()}"])
+    if result.sent > 1 and result.achieved_rps < 0.9 * result.target_rps:
+        text += (f"\n  note        below the target rate: at most {args.concurrency} requests in flight"
+                 f" (--concurrency) at p50 {_ms(result.p50_ms)}")
     emit(args, summary, text)
     if not result.completed:
         reason = result.aborted or f"{result.no_answer} of {result.sent} requests got no answer"
