@@ -1,7 +1,11 @@
 """Pick the backend from a workspace URI.
 
 ``local://PATH`` (default ``local://.tollgate``, relative to the current folder)
-opens the embedded local workspace. The URI comes from the argument, else the
+opens the embedded local workspace. ``azure://`` opens the Azure ML workspace named
+by config.json / the environment / ``.streamlit/secrets.toml`` (``azure://SUB/RG/WS``
+names it in the URI); ``azure+replay://[FIXTURE_DIR]`` opens the demo Azure workspace
+replayed in memory through the real SDKs (default ``services/azure/fixtures``).
+The URI comes from the argument, else the
 ``TOLLGATE_WORKSPACE`` environment variable, else the default.
 """
 from __future__ import annotations
@@ -30,8 +34,8 @@ def open_workspace(uri: str | None = None) -> Workspace:
         if not rest:
             raise InvalidInput("local:// needs a folder, e.g. local://.tollgate")
         return LocalWorkspace(Path(rest).expanduser())
-    if scheme in ("azureml", "azure"):
-        raise InvalidInput(f"the Azure workspace backend is not available yet ({uri})",
-                           hint="Use a local workspace: TOLLGATE_WORKSPACE=local://.tollgate")
+    if scheme in ("azure", "azure+replay"):
+        from .azure.workspace import open_azure
+        return open_azure(uri)
     raise InvalidInput(f"unknown workspace URI scheme {scheme!r} in {uri!r}",
-                       hint="Use local://PATH (default local://.tollgate).")
+                       hint="Use local://PATH (default local://.tollgate), azure:// or azure+replay://.")

@@ -20,7 +20,9 @@ clients make is answered here, never on the network:
 * blobs (``*.blob.core.windows.net``) are kept by ``FakeBlobStore``: upload (single
   shot or blocks), download (with ranges), properties;
 * the workspace's MLflow REST API (``/api/2.0/mlflow/runs/search``, ``runs/get``,
-  ``metrics/get-history``) answers from ``FakeMlflow``;
+  ``metrics/get-history``) answers from ``FakeMlflow``; run history (a run's child
+  steps, its log files as SAS URLs) from ``FakeRunHistory``; ``/discovery`` with the
+  regional API host;
 * Log Analytics (``POST .../v1/workspaces/{id}/query``) calls the function given to
   ``set_logs_handler(fn)``: ``fn(query_text, timespan) -> body`` where body is a
   dict ``{"tables": [...]}`` (add ``"error"`` for a partial result), a ``Reply``
@@ -280,7 +282,9 @@ class ReplayTransport(HttpTransport):
         self.arm = arm or FakeArmState()
         self.blobs = FakeBlobStore()
         self.mlflow = FakeMlflow()
+        self.history = FakeRunHistory()
         self.settings: dict[str, Any] = {}
+        self.folder: Path | None = None
         self._logs_handler: Callable[[str, Any], Any] | None = None
         self._install_default_routes()
         if fixtures is not None:
@@ -399,6 +403,13 @@ class ReplayTransport(HttpTransport):
         mlflow = r"/api/2\.0/mlflow/(?P<what>runs/search|runs/get|metrics/get-history|experiments/get|experiments/search)$"
         self.add("*", mlflow, lambda r: self.mlflow.handle(r.match["what"], r))
         self.add("POST", r"^/v1/workspaces/(?P<id>[^/]+)/query$", self._logs, host=re.escape(LOGS_HOST))
+        api = r"[^.]+\.api\.azureml\.ms"
+        self.add("GET", r"^/discovery$", lambda r: _discovery(r.host), host=api)
+        self.add("GET", r"^/history/v1\.0/.*/workspaces/[^/]+/runs/(?P<run>[^/]+)/children$",
+                 lambda r: self.history.children(r.match["run"]), host=api)
+        self.add("GET", r"^/history/v1\.0/.*/workspaces/[^/]+/runs/(?P<run>[^/]+)/details$",
+                 lambda r: self.history.details(r.match["run"], self.settings.get("storage_account", "replay")),
+                 host=api)
         self.add("POST", r"/workspaces/[^/]+/jobs/(?P<job>[^/]+)/cancel$", self._cancel_job, host=re.escape(ARM_HOST))
 
     def _logs(self, req: ReplayRequest) -> Reply:
@@ -421,6 +432,7 @@ class ReplayTransport(HttpTransport):
         if status in ("Completed", "Failed", "Canceled", "NotResponding", "Paused"):
             return arm_error(400, "UserError", f"Job {req.match['job']} is in a terminal state ({status}).")
         job["properties"]["status"] = "Canceled"
+        job.setdefault("systemData", {})["lastModifiedAt"] = _now()
         self.arm.put_raw(job_path, job)
         self.mlflow.set_status(req.match["job"], "KILLED")
         op = self.arm.new_operation()
@@ -480,6 +492,8 @@ class FakeArmState:
                                                                          "tags": {}, "properties": {}},
         "microsoft.machinelearningservices/workspaces/data/versions": {"isArchived": False, "tags": {},
                                                                        "properties": {}},
+        "microsoft.machinelearningservices/workspaces/jobs": {"status": "NotStarted", "tags": {},
+                                                              "properties": {}},
     }
 
     def __init__(self, location: str = "westeurope", subscription: str = "00000000-0000-0000-0000-000000000000"):
@@ -823,6 +837,48 @@ class FakeBlobStore:
                      headers={"x-ms-error-code": "ResourceNotFound", "Content-Type": "application/xml"})
 
 
+# --- run history ------------------------------------------------------------------------------
+
+def _discovery(host: str) -> dict:
+    base = f"https://{host}"
+    return {k: base for k in ("api", "catalog", "experimentation", "gallery", "history", "hyperdrive",
+                              "labeling", "modelmanagement", "pipelines")} | {"studio": "https://ml.azure.com"}
+
+
+class FakeRunHistory:
+    """Run history of the workspace: child runs (pipeline steps) and a run's log files.
+
+    ``runs`` are run-history ``Run`` JSON objects (``runId``, ``parentRunId``, ``status``,
+    ``displayName``, ``createdUtc``…); ``logs[run_id] = {"user_logs/std_log.txt": "/container/blob"}``
+    names blobs of ``FakeBlobStore``, answered as SAS URLs of the workspace's storage account.
+    """
+
+    def __init__(self):
+        self.runs: dict[str, dict] = {}
+        self.logs: dict[str, dict[str, str]] = {}
+        self.errors: dict[str, str] = {}
+
+    def children(self, run_id: str) -> Reply:
+        kids = [r for r in self.runs.values() if r.get("parentRunId") == run_id]
+        return Reply(200, {"value": copy.deepcopy(kids), "continuationToken": None, "count": len(kids)})
+
+    def details(self, run_id: str, account: str) -> Reply:
+        run = self.runs.get(run_id)
+        files = self.logs.get(run_id)
+        if run is None and files is None:
+            return _history_error(404, f"Run {run_id} was not found")
+        body = {"runId": run_id, "status": (run or {}).get("status", "Completed"),
+                "logFiles": {name: f"https://{account}.blob.core.windows.net{path}?sv=2019-07-07&sr=b&sig=replay"
+                             for name, path in (files or {}).items()}}
+        if run_id in self.errors:
+            body["error"] = {"error": {"code": "UserError", "message": self.errors[run_id]}}
+        return Reply(200, body)
+
+
+def _history_error(status: int, message: str) -> Reply:
+    return Reply(status, {"error": {"code": "UserError", "message": message}})
+
+
 # --- MLflow -----------------------------------------------------------------------------------
 
 class FakeMlflow:
@@ -908,6 +964,8 @@ def load_fixtures(transport: ReplayTransport, folder: Path) -> None:
     * ``arm/*.json`` — each a list of ARM resources with their ``id`` (shaped like the
       REST API examples of azure-rest-api-specs);
     * ``mlflow.json`` — ``{"runs": [...MLflow Run JSON...], "history": {run_id: {key: [points]}}}``;
+    * ``history.json`` — run history: ``{"runs": [...child runs...], "logs": {run_id: {name: blob}},
+      "errors": {run_id: message}}``;
     * ``blobs.json`` — ``{"/container/path": {"file": "relative/path"} | {"text": "..."} |
       {"python": "module:function", "kwargs": {...}}}`` (a ``python`` blob is produced on first
       read; its function gets ``blobs=FakeBlobStore`` plus ``kwargs`` and returns bytes).
@@ -915,6 +973,7 @@ def load_fixtures(transport: ReplayTransport, folder: Path) -> None:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no replay fixtures in {folder}")
+    transport.folder = folder
     ws_file = folder / "workspace.json"
     if ws_file.exists():
         transport.settings = json.loads(ws_file.read_text())["settings"]
@@ -928,6 +987,13 @@ def load_fixtures(transport: ReplayTransport, folder: Path) -> None:
         data = json.loads(ml.read_text())
         for run in data.get("runs", []):
             transport.mlflow.add_run(run, data.get("history", {}).get(run["info"]["run_id"], {}))
+    hist = folder / "history.json"
+    if hist.exists():
+        data = json.loads(hist.read_text())
+        for run in data.get("runs", []):
+            transport.history.runs[run["runId"]] = run
+        transport.history.logs.update(data.get("logs", {}))
+        transport.history.errors.update(data.get("errors", {}))
     blobs = folder / "blobs.json"
     if blobs.exists():
         for path, spec in json.loads(blobs.read_text()).items():
@@ -956,6 +1022,6 @@ def partial_result(tables: list[dict], message: str = "Query partially succeeded
                                         "details": [{"code": "EngineError", "message": message}]}}
 
 
-__all__ = ["ReplayTransport", "FakeCredential", "FakeArmState", "FakeBlobStore", "FakeMlflow", "Reply",
+__all__ = ["ReplayTransport", "FakeCredential", "FakeArmState", "FakeBlobStore", "FakeMlflow", "FakeRunHistory", "Reply",
            "ReplayRequest", "Call", "arm_error", "not_found", "load_fixtures", "logs_table", "partial_result",
            "FIXTURES"]

@@ -10,6 +10,7 @@ a backend cannot honour calls ``pytest.skip``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import uuid
@@ -24,7 +25,7 @@ from services.local.workspace import LocalWorkspace
 from services.policy import Policy
 from tests.conftest import copy_workspace
 
-BACKENDS = ["local"]
+BACKENDS = ["local", "azure"]
 
 
 class LocalBackend:
@@ -129,10 +130,165 @@ class LocalBackend:
         return errors
 
 
+# --- Azure: the replayed demo workspace through the real SDKs ----------------------------
+
+TRAINING = "training jobs run on Azure ML compute; the replay records the submitted job but runs nothing"
+PROCESSES = "Azure ML jobs are not processes on this machine: there is nothing to kill or to queue locally"
+
+
+class AzureBackend:
+    """The Azure ML adapter on ``ReplayTransport`` (``azure+replay://``): the demo fixtures of
+    ``services/azure/fixtures`` for ``demo()``, a workspace with only its datastore and compute
+    for ``empty()``. ``unsupported`` names the tests that need Azure to *run* something; they
+    are skipped with the reason (``pytest_collection_modifyitems`` below)."""
+
+    name = "azure"
+    unsupported = {
+        "test_submit_returns_at_once_with_a_queued_run": TRAINING,
+        "test_completed_run_has_metrics_history_log_times_and_data": TRAINING,
+        "test_latest_dataset_version_is_recorded_on_the_run": TRAINING,
+        "test_a_candidate_that_beats_the_champion_is_registered_with_lineage": TRAINING,
+        "test_a_model_version_left_half_written_does_not_block_registration": TRAINING,
+        "test_a_candidate_that_does_not_beat_the_champion_is_completed_but_not_registered": TRAINING,
+        "test_register_false_evaluates_but_never_registers": TRAINING,
+        "test_training_on_data_that_fails_its_tests_fails_with_the_reason": TRAINING,
+        "test_cancel_a_running_run_stops_its_process": TRAINING,
+        "test_list_is_newest_first_and_limit_takes_the_newest": TRAINING + " (it lists the runs it trained)",
+        "test_filter_by_experiment_status_and_dataset": TRAINING + " (it filters the runs it trained)",
+        "test_filter_by_creation_time_in_any_timezone": TRAINING + " (it filters the runs it trained)",
+        "test_runs_beyond_max_concurrent_wait_queued_for_a_slot": PROCESSES,
+        "test_a_killed_job_process_is_reconciled_to_failed_and_frees_its_slot": PROCESSES,
+    }
+
+    def __init__(self, base: Path):
+        from services.azure.replay import FIXTURES
+        self.base, self.fixtures = base, FIXTURES
+        self._open: list = []
+
+    def _folder(self, label: str, full: bool, policy_toml: str | None) -> Path:
+        """A fixture folder: the demo (a copy, so a policy file can sit beside it) or only the
+        workspace, its datastore, compute and environment."""
+        folder = self.base / f"{label}-{uuid.uuid4().hex[:8]}"
+        if full:
+            shutil.copytree(self.fixtures, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+        else:
+            (folder / "arm").mkdir(parents=True)
+            shutil.copy(self.fixtures / "workspace.json", folder / "workspace.json")
+            shutil.copy(self.fixtures / "arm" / "workspace.json", folder / "arm" / "workspace.json")
+        if policy_toml is not None:
+            (folder / "tollgate.toml").write_text(policy_toml)
+        return folder
+
+    def _open_ws(self, folder: Path, **kw):
+        from services.azure.workspace import open_replay
+        ws = open_replay(folder, **kw)
+        self._open.append(ws)
+        return ws
+
+    def empty(self, policy_toml: str | None = None):
+        return self._open_ws(self._folder("empty", False, policy_toml))
+
+    def demo(self, policy_toml: str | None = None):
+        return self._open_ws(self._folder("demo", True, policy_toml))
+
+    def with_policy(self, ws, policy: Policy):
+        from services.azure.workspace import open_replay
+        other = open_replay(None, transport=ws.replay, policy=policy)
+        self._open.append(other)
+        return other
+
+    def release(self, ws) -> None:
+        if ws in self._open:
+            self._open.remove(ws)
+        ws.close()
+
+    def close(self) -> None:
+        for ws in list(self._open):
+            self.release(ws)
+
+    # --- hooks under the Protocols ---------------------------------------------------
+
+    def kill_runner(self, ws, run_id: str) -> None:
+        pytest.skip(PROCESSES)
+
+    def runner_alive(self, ws, run_id: str) -> bool:
+        return False  # no job process on this machine, ever
+
+    def _blob_path(self, ws, uri: str) -> str:
+        store, path = ws.blobs.parse(uri)
+        container = ws.blobs._container(store).container_name
+        return f"/{container}/{path}"
+
+    def corrupt_model(self, ws, name: str, version: int) -> None:
+        uri = ws.models.get(name, version).uri.rstrip("/") + "/model.pkl"
+        ws.replay.blobs.put(self._blob_path(ws, uri), b"this is not a pickle")
+
+    def _dataset_blobs(self, ws) -> list[str]:
+        container = ws.blobs._container(ws.settings.datastore).container_name
+        return ws.replay.blobs.list(f"/{container}/tollgate/datasets/")
+
+    def half_written(self, ws) -> list[str]:
+        """Uploaded data files that no data asset version points at (there must be none)."""
+        referenced = {self._blob_path(ws, v.uri) for v in ws.datasets.all_versions()}
+        return [p for p in self._dataset_blobs(ws) if p not in referenced]
+
+    def leave_interrupted_version(self, ws, kind: str, name: str, version: int) -> bool:
+        return False  # a version is one PUT: Azure has no half-written version to leave behind
+
+    def stored_files(self, ws, kind: str) -> list[str]:
+        container = ws.blobs._container(ws.settings.datastore).container_name
+        return ws.replay.blobs.list(f"/{container}/tollgate/{kind}/")
+
+    def tamper_audit(self, ws) -> list[str]:
+        """Try to overwrite and to delete the audit blobs behind the service; the errors."""
+        from azure.core.exceptions import HttpResponseError
+        ws.releases.audit()  # make sure the trail exists
+        container = ws.audit_trail.container
+        errors = []
+        names = [b.name for b in container.list_blobs(name_starts_with="audit/")]
+        for attempt in (lambda n: container.upload_blob(n, b'{"actor": "mallory"}\n', overwrite=True),
+                        lambda n: container.delete_blob(n)):
+            try:
+                for n in names:
+                    attempt(n)
+            except HttpResponseError as e:
+                errors.append(f"the audit trail is append-only: {getattr(e, 'error_code', None) or e.status_code}")
+        return errors
+
+
 def make_backend(name: str, base: Path, demo_template: Path):
     if name == "local":
         return LocalBackend(base, demo_template)
+    if name == "azure":
+        return AzureBackend(base)
     raise ValueError(f"no contract backend {name!r}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip, with the backend's reason, the tests a backend cannot run (before any fixture is set up)."""
+    reasons = {"azure": AzureBackend.unsupported}
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend_name = callspec.params.get("backend") if callspec else None
+        reason = reasons.get(backend_name, {}).get(getattr(item, "originalname", item.name))
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=f"{backend_name}: {reason}"))
+
+
+@pytest.fixture(autouse=True)
+def _no_real_azure_credential(monkeypatch):
+    """Nothing in the contract suite may build a real credential chain (a managed-identity probe
+    would leave the machine): constructing one fails the test."""
+    try:
+        import azure.identity
+    except ImportError:
+        return
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test constructed a real Azure credential")
+    for name in ("DefaultAzureCredential", "ManagedIdentityCredential", "AzureCliCredential",
+                 "EnvironmentCredential", "ClientSecretCredential"):
+        monkeypatch.setattr(azure.identity, name, refuse)
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

@@ -1,0 +1,232 @@
+"""Azure ML entities (azure-ai-ml) and MLflow JSON → Tollgate's frozen dataclasses.
+
+Everything Tollgate needs that Azure ML has no field for is kept in the asset's
+``properties`` (immutable, set when the version is created) under ``tollgate.*``
+keys, and the mutable parts in ``tags``:
+
+* data asset version: ``tollgate.rows``, ``.format``, ``.source``, ``.sha256``,
+  ``.baseline``, ``.tests_status``, ``.created_by``, ``.profile`` (column profiles,
+  JSON) and ``.data_tests`` (the data-test results, JSON) — so listing versions gives
+  profiles without reading any data;
+* model version: ``tollgate.estimator``, ``.metrics`` (the evaluation metrics on the
+  held-out split, JSON), ``.run_id``, ``.dataset`` (``name:version``), ``.created_by``;
+  the model files (``model.pkl``, ``model.json``, ``metrics.json``) under ``modelUri``;
+* model container: ``tags["tollgate.alias.ALIAS"] = VERSION`` (the champion and other
+  aliases: one place, moved atomically by one PUT);
+* job: ``properties`` ``tollgate.estimator``, ``.params`` (JSON), ``.dataset``; the
+  MLflow run of the job has the metrics, start/end times and the tags
+  ``tollgate.step``, ``tollgate.gate`` (JSON), ``tollgate.model`` (``name:version``),
+  ``tollgate.error``.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from ..entities import (CheckStatus, ColumnProfile, DatasetVersion, DataTestResult, GateDecision, MetricPoint,
+                        ModelVersion, Run, RunStatus)
+from .mlflow_rest import loads_or, mlflow_metrics, mlflow_params, mlflow_tags
+
+P = "tollgate."
+ALIAS_TAG = "tollgate.alias."
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+# Azure ML job status → ours (JobStatus values of azure-ai-ml)
+JOB_STATUS = {
+    "NotStarted": RunStatus.QUEUED, "Queued": RunStatus.QUEUED, "Preparing": RunStatus.QUEUED,
+    "Provisioning": RunStatus.QUEUED, "Starting": RunStatus.QUEUED, "Scheduled": RunStatus.QUEUED,
+    "Running": RunStatus.RUNNING, "Finalizing": RunStatus.RUNNING, "CancelRequested": RunStatus.RUNNING,
+    "Completed": RunStatus.COMPLETED, "Finished": RunStatus.COMPLETED,
+    "Failed": RunStatus.FAILED, "NotResponding": RunStatus.FAILED, "Paused": RunStatus.FAILED,
+    "Canceled": RunStatus.CANCELED, "Cancelled": RunStatus.CANCELED,
+}
+
+
+def run_status(value: Any) -> RunStatus:
+    text = getattr(value, "value", value) or "NotStarted"
+    return JOB_STATUS.get(str(text), RunStatus.QUEUED)
+
+
+def utc(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, (int, float)):  # MLflow: milliseconds since the epoch
+        return datetime.fromtimestamp(value / 1000.0, tz=timezone.utc)
+    text = str(value).replace("Z", "+00:00")
+    try:
+        return utc(datetime.fromisoformat(text))
+    except ValueError:
+        return None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(str(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def split_ref(ref: str | None) -> tuple[str | None, int | None]:
+    """``"diabetes:2"`` (or ``azureml:diabetes:2``) → ``("diabetes", 2)``."""
+    if not ref:
+        return None, None
+    ref = str(ref)
+    if ref.startswith("azureml:"):
+        ref = ref[len("azureml:"):]
+    name, _, version = ref.rpartition(":")
+    if not name:
+        return ref, None
+    return name, _int(version)
+
+
+def created(entity: Any) -> tuple[datetime, str]:
+    ctx = getattr(entity, "creation_context", None)
+    at = utc(getattr(ctx, "created_at", None)) or EPOCH
+    by = getattr(ctx, "created_by", None)
+    by = getattr(by, "user_name", None) or by  # run history gives a User object
+    return at, str(by or "")
+
+
+def modified_at(entity: Any) -> datetime | None:
+    return utc(getattr(getattr(entity, "creation_context", None), "last_modified_at", None))
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+def dataset_properties(*, rows: int, fmt: str, source: str, sha256: str, baseline: int | None,
+                       tests_status: CheckStatus, created_by: str, columns: tuple[ColumnProfile, ...],
+                       tests: list[DataTestResult]) -> dict[str, str]:
+    return {
+        P + "rows": str(rows), P + "format": fmt, P + "source": source, P + "sha256": sha256,
+        P + "baseline": "" if baseline is None else str(baseline), P + "tests_status": tests_status.value,
+        P + "created_by": created_by,
+        P + "profile": json.dumps([c.__dict__ for c in columns], separators=(",", ":")),
+        P + "data_tests": json.dumps([data_test_dict(t) for t in tests], separators=(",", ":")),
+    }
+
+
+def data_test_dict(t: DataTestResult) -> dict:
+    return {"check": t.check, "column": t.column, "status": t.status.value, "detail": t.detail,
+            "value": _finite(t.value), "threshold": _finite(t.threshold)}
+
+
+def _finite(x):
+    if x is None:
+        return None
+    x = float(x)
+    return x if x == x and abs(x) != float("inf") else None
+
+
+def dataset_version(data: Any) -> DatasetVersion:
+    """An azure-ai-ml ``Data`` (a data asset version) → ``DatasetVersion``."""
+    props = dict(getattr(data, "properties", None) or {})
+    at, by = created(data)
+    source = props.get(P + "source") or str(getattr(data, "path", "") or "").rstrip("/").rsplit("/", 1)[-1]
+    fmt = props.get(P + "format") or ("parquet" if source.endswith((".parquet", ".pq")) else "csv")
+    cols = tuple(ColumnProfile(**c) for c in loads_or(props.get(P + "profile"), []))
+    return DatasetVersion(
+        name=data.name, version=_int(data.version) or 0, created_at=at,
+        created_by=props.get(P + "created_by") or by, description=getattr(data, "description", None) or "",
+        source=source, format=fmt, rows=_int(props.get(P + "rows")) or 0, columns=cols,
+        baseline_version=_int(props.get(P + "baseline")),
+        tests_status=CheckStatus(props.get(P + "tests_status") or CheckStatus.PASS.value),
+        sha256=props.get(P + "sha256", ""), uri=str(getattr(data, "path", "") or ""),
+        tags=dict(getattr(data, "tags", None) or {}),
+    )
+
+
+def data_tests(data: Any) -> list[DataTestResult]:
+    props = dict(getattr(data, "properties", None) or {})
+    return [DataTestResult(t["check"], t.get("column"), CheckStatus(t["status"]), t.get("detail", ""),
+                           t.get("value"), t.get("threshold"))
+            for t in loads_or(props.get(P + "data_tests"), [])]
+
+
+# --- models ---------------------------------------------------------------------------------
+
+def aliases_of(container_tags: Mapping[str, str] | None) -> dict[int, tuple[str, ...]]:
+    """Container tags → {version: (aliases...)}."""
+    out: dict[int, list[str]] = {}
+    for key, value in (container_tags or {}).items():
+        if key.startswith(ALIAS_TAG) and _int(value) is not None:
+            out.setdefault(int(value), []).append(key[len(ALIAS_TAG):])
+    return {v: tuple(sorted(a)) for v, a in out.items()}
+
+
+def model_properties(*, estimator: str, metrics: Mapping[str, float], run_id: str | None,
+                     dataset: str | None, dataset_version: int | None, created_by: str) -> dict[str, str]:
+    return {P + "estimator": estimator, P + "metrics": json.dumps(dict(metrics)),
+            P + "run_id": run_id or "", P + "dataset": f"{dataset}:{dataset_version}" if dataset else "",
+            P + "created_by": created_by}
+
+
+def model_version(model: Any, aliases: tuple[str, ...] = (), archived: bool = False) -> ModelVersion:
+    """An azure-ai-ml ``Model`` (a model version) → ``ModelVersion``."""
+    props = dict(getattr(model, "properties", None) or {})
+    at, by = created(model)
+    dataset, dataset_version = split_ref(props.get(P + "dataset"))
+    return ModelVersion(
+        name=model.name, version=_int(model.version) or 0, created_at=at,
+        created_by=props.get(P + "created_by") or by, description=getattr(model, "description", None) or "",
+        estimator=props.get(P + "estimator", ""),
+        metrics={k: float(v) for k, v in loads_or(props.get(P + "metrics"), {}).items()},
+        run_id=props.get(P + "run_id") or getattr(model, "job_name", None) or None,
+        dataset=dataset, dataset_version=dataset_version,
+        tags=dict(getattr(model, "tags", None) or {}), aliases=tuple(aliases), archived=bool(archived),
+        uri=str(getattr(model, "path", "") or ""),
+    )
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+def job_run(job: Any, mlflow_run: dict | None) -> Run:
+    """An azure-ai-ml ``Job`` and its MLflow run (or None) → ``Run``."""
+    props = dict(getattr(job, "properties", None) or {})
+    tags = mlflow_tags(mlflow_run) if mlflow_run else {}
+    info = (mlflow_run or {}).get("info", {})
+    status = run_status(getattr(job, "status", None))
+    params = loads_or(props.get(P + "params"), None)
+    estimator = props.get(P + "estimator")
+    if params is None or not estimator:  # fall back on what the training script logged
+        logged = mlflow_params(mlflow_run) if mlflow_run else {}
+        estimator = estimator or logged.pop("estimator", "")
+        params = params if params is not None else {k: _number(v) for k, v in logged.items()}
+    dataset, dataset_version = split_ref(props.get(P + "dataset"))
+    model_name, model_version_ = split_ref(tags.get(P + "model"))
+    gate = loads_or(tags.get(P + "gate"), None)
+    at, by = created(job)
+    started = utc(info.get("start_time")) if info.get("start_time") else None
+    ended = utc(info.get("end_time")) if info.get("end_time") and status.is_terminal else None
+    if ended is None and status.is_terminal:  # azure-ai-ml has no end time; the last change is when it ended
+        ended = modified_at(job) or at
+    if status == RunStatus.QUEUED:
+        started = None
+    return Run(
+        id=job.name, experiment=getattr(job, "experiment_name", None) or "",
+        display_name=getattr(job, "display_name", None) or job.name, status=status,
+        estimator=estimator or "", params=dict(params or {}),
+        metrics=mlflow_metrics(mlflow_run) if mlflow_run and status != RunStatus.QUEUED else {},
+        dataset=dataset or "", dataset_version=dataset_version, created_at=at,
+        created_by=props.get(P + "created_by") or by, started_at=started, ended_at=ended,
+        error=tags.get(P + "error") or ("the job was canceled" if status == RunStatus.CANCELED else None),
+        step=tags.get(P + "step") or None,
+        gate=GateDecision.from_dict(gate) if isinstance(gate, dict) else None,
+        model_name=model_name, model_version=model_version_,
+    )
+
+
+def _number(text: Any) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except (TypeError, ValueError):
+            continue
+    return text
+
+
+def metric_points(key: str, points: list[dict]) -> list[MetricPoint]:
+    return [MetricPoint(key=key, step=int(p.get("step", 0) or 0), value=float(p["value"]),
+                        timestamp=utc(int(p.get("timestamp", 0) or 0)) or EPOCH) for p in points]

@@ -1,0 +1,275 @@
+"""Data assets and their versions on Azure ML; the blob storage behind them.
+
+A dataset version is an Azure ML data asset version of type ``uri_file`` whose file
+lives on the workspace's default blob datastore under ``tollgate/datasets/NAME/…``.
+Its profile and data tests are computed here at registration (the same code as the
+local workspace: ``services.datatests``) and kept in the version's ``properties``, so
+a listing shows them without reading any data (see ``convert``).
+
+Registration: parse (``InvalidInput`` before anything is written) → data tests against
+the baseline → upload the file to a fresh blob folder → PUT the version
+(``ml_client.data.create_or_update``). Version numbers are chosen as *latest + 1*;
+when another registration took that number first Azure answers 409 and the next
+number is tried. A failed PUT deletes the uploaded blob: either the whole version
+exists or nothing does.
+
+Blobs are read and written with azure-storage-blob's ``ContainerClient`` using the
+same credential (the identity needs *Storage Blob Data Contributor* on the account)
+and, when given, the same transport as the ``MLClient`` — so a replayed workspace's
+files are replayed too.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pandas as pd
+
+from ..datatests import LABELS_TAG, NO_LABELS, profile, read_table, run_data_tests
+from ..entities import CheckStatus, DatasetVersion, DataTestResult
+from ..errors import Conflict, InvalidInput, NotFound
+from ..local.datasets import check_name
+from ..policy import Policy
+from . import convert
+from .config import AzureSettings
+from .errors import azure_call, translate
+
+PREFIX = "tollgate"
+_DATASTORE_PATH = re.compile(r"datastores/(?P<store>[^/]+)/paths/(?P<path>.*)$")
+MAX_ATTEMPTS = 20
+
+
+class BlobStore:
+    """Files on the workspace's blob datastores, addressed by ``azureml://…/datastores/X/paths/P``."""
+
+    def __init__(self, ml_client: Any, settings: AzureSettings, credential: Any, transport: Any = None):
+        self.ml, self.settings, self.credential, self.transport = ml_client, settings, credential, transport
+        self._containers: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _container(self, store: str):
+        with self._lock:
+            client = self._containers.get(store)
+        if client is not None:
+            return client
+        with azure_call(f"read datastore {store!r}"):
+            ds = self.ml.datastores.get(store)
+        from azure.storage.blob import ContainerClient
+        account = getattr(ds, "account_name", None)
+        container = getattr(ds, "container_name", None)
+        if not account or not container:
+            raise InvalidInput(f"datastore {store!r} is not an Azure Blob datastore",
+                               hint="Set TOLLGATE_AZURE_DATASTORE to a blob datastore (e.g. workspaceblobstore).")
+        endpoint = getattr(ds, "endpoint", None) or "core.windows.net"
+        protocol = getattr(ds, "protocol", None) or "https"
+        kwargs = {"transport": self.transport} if self.transport is not None else {}
+        client = ContainerClient(f"{protocol}://{account}.blob.{endpoint}", container,
+                                 credential=self.credential, **kwargs)
+        with self._lock:
+            self._containers.setdefault(store, client)
+            return self._containers[store]
+
+    def uri(self, path: str, store: str | None = None) -> str:
+        s = self.settings
+        return (f"azureml://subscriptions/{s.subscription_id}/resourcegroups/{s.resource_group}"
+                f"/workspaces/{s.workspace_name}/datastores/{store or s.datastore}/paths/{path}")
+
+    @staticmethod
+    def parse(uri: str) -> tuple[str, str]:
+        m = _DATASTORE_PATH.search(uri or "")
+        if not m:
+            raise InvalidInput(f"{uri!r} is not a datastore path (azureml://…/datastores/NAME/paths/PATH)")
+        return m["store"], m["path"]
+
+    def upload(self, path: str, data: bytes, store: str | None = None) -> str:
+        store = store or self.settings.datastore
+        with azure_call(f"upload {path} to datastore {store!r}", role="Storage Blob Data Contributor"):
+            self._container(store).upload_blob(path, data, overwrite=True)
+        return self.uri(path, store)
+
+    def download(self, uri: str) -> bytes:
+        store, path = self.parse(uri)
+        with azure_call(f"download {path} from datastore {store!r}", role="Storage Blob Data Reader"):
+            return self._container(store).download_blob(path).readall()
+
+    def delete(self, uri: str) -> None:
+        store, path = self.parse(uri)
+        try:
+            self._container(store).delete_blob(path)
+        except Exception:  # best effort: an orphan blob is harmless, a raised error here would hide the real one
+            pass
+
+    def list(self, prefix: str, store: str | None = None) -> list[str]:
+        store = store or self.settings.datastore
+        with azure_call(f"list {prefix} on datastore {store!r}", role="Storage Blob Data Reader"):
+            return sorted(b.name for b in self._container(store).list_blobs(name_starts_with=prefix))
+
+
+class AzureDatasets:
+    """``DatasetStore`` over Azure ML data assets (see the module docstring)."""
+
+    def __init__(self, ml_client: Any, blobs: BlobStore, policy: Policy,
+                 audit: Callable[..., None] | None = None):
+        self.ml, self.blobs, self.policy = ml_client, blobs, policy
+        self.audit = audit
+        self._frames: dict[tuple[str, int], pd.DataFrame] = {}  # versions are immutable
+        self._lock = threading.Lock()
+
+    # --- reads ----------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        with azure_call("list the data assets"):
+            return sorted(d.name for d in self.ml.data.list())
+
+    def _data_versions(self, name: str) -> list[Any]:
+        try:
+            with azure_call(f"list the versions of dataset {name!r}"):
+                items = [d for d in self.ml.data.list(name=name) if d is not None]
+        except NotFound:
+            items = []
+        return sorted(items, key=lambda d: convert._int(d.version) or 0, reverse=True)
+
+    def _unknown(self, name: str) -> NotFound:
+        return NotFound(f"dataset {name!r} does not exist",
+                        hint=f"Known datasets: {', '.join(self.names()) or 'none'}.")
+
+    def versions(self, name: str) -> list[DatasetVersion]:
+        items = self._data_versions(name)
+        if not items:
+            raise self._unknown(name)
+        return [convert.dataset_version(d) for d in items]
+
+    def all_versions(self) -> list[DatasetVersion]:
+        out: list[DatasetVersion] = []
+        for name in self.names():
+            out.extend(convert.dataset_version(d) for d in self._data_versions(name))
+        return sorted(out, key=lambda v: (v.created_at, v.name, v.version), reverse=True)
+
+    def _get_data(self, name: str, version: int | None) -> Any:
+        if version is None:
+            items = self._data_versions(name)
+            if not items:
+                raise self._unknown(name)
+            return items[0]
+        version = _version(version, "dataset")
+        try:
+            with azure_call(f"read dataset {name}:{version}"):
+                return self.ml.data.get(name, version=str(version))
+        except NotFound:
+            items = self._data_versions(name)
+            if not items:
+                raise self._unknown(name) from None
+            raise NotFound(f"dataset {name}:{version} does not exist",
+                           hint=f"Versions of {name}: {', '.join(d.version for d in items)}.") from None
+
+    def get(self, name: str, version: int | None = None) -> DatasetVersion:
+        return convert.dataset_version(self._get_data(name, version))
+
+    def data_tests(self, name: str, version: int) -> list[DataTestResult]:
+        return convert.data_tests(self._get_data(name, version))
+
+    def load(self, name: str, version: int | None = None) -> pd.DataFrame:
+        if version is not None:
+            with self._lock:
+                try:
+                    cached = self._frames.get((name, int(version)))
+                except (TypeError, ValueError):
+                    cached = None
+            if cached is not None:  # versions are immutable: no request for data already read
+                return cached.copy()
+        dv = self.get(name, version)
+        key = (dv.name, dv.version)
+        with self._lock:
+            cached = self._frames.get(key)
+        if cached is None:
+            cached = self._read(dv)
+            with self._lock:
+                self._frames[key] = cached
+        return cached.copy()
+
+    def _read(self, dv: DatasetVersion) -> pd.DataFrame:
+        data = self.blobs.download(dv.uri)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / (dv.source or f"data.{dv.format}")
+            path.write_bytes(data)
+            frame, _ = read_table(path, dv.source)
+        return frame
+
+    # --- writes ---------------------------------------------------------------------
+
+    def register(self, name: str, source: Path, *, description: str = "", created_by: str = "local-user",
+                 original_name: str | None = None, tags: Mapping[str, str] | None = None) -> DatasetVersion:
+        check_name(name)
+        source = Path(source)
+        original = original_name or source.name
+        if not source.is_file():
+            raise InvalidInput(f"{original}: no such file", hint="Choose an existing CSV or Parquet file.")
+        frame, fmt = read_table(source, original)  # InvalidInput before anything is written
+        data = source.read_bytes()
+        sha = hashlib.sha256(data).hexdigest()
+        cols = profile(frame)
+        tags = {str(k): str(v) for k, v in (tags or {}).items() if k != LABELS_TAG}
+        if self.policy.target not in frame.columns:
+            tags[LABELS_TAG] = NO_LABELS
+
+        existing = [convert.dataset_version(d) for d in self._data_versions(name)]
+        candidates = [v for v in existing if v.tests_status != CheckStatus.FAIL]
+        prev = next((v for v in candidates if v.tags.get(LABELS_TAG) != NO_LABELS),
+                    candidates[0] if candidates else None)
+        baseline = self.load(prev.name, prev.version) if prev else None
+        tests = run_data_tests(frame, baseline, self.policy.data_tests, target=self.policy.target)
+        status = CheckStatus.worst(t.status for t in tests)
+        props = convert.dataset_properties(rows=len(frame), fmt=fmt, source=original, sha256=sha,
+                                           baseline=prev.version if prev else None, tests_status=status,
+                                           created_by=created_by, columns=cols, tests=tests)
+
+        uri = self.blobs.upload(f"{PREFIX}/datasets/{name}/{uuid.uuid4().hex}/{original}", data)
+        version = max((v.version for v in existing), default=0) + 1
+        try:
+            created = self._put_version(name, version, uri, description, tags, props)
+        except BaseException:
+            self.blobs.delete(uri)
+            raise
+        dv = convert.dataset_version(created)
+        with self._lock:
+            self._frames[(dv.name, dv.version)] = frame
+        if self.audit is not None:
+            self.audit(created_by, "dataset.register", dv.ref,
+                       after={"rows": len(frame), "tests": status.value, "source": original})
+        return dv
+
+    def _put_version(self, name: str, version: int, uri: str, description: str,
+                     tags: dict, props: dict) -> Any:
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Data
+        for _ in range(MAX_ATTEMPTS):
+            asset = Data(name=name, version=str(version), type=AssetTypes.URI_FILE, path=uri,
+                         description=description or None, tags=tags, properties=props)
+            try:
+                return self.ml.data.create_or_update(asset)
+            except Exception as e:
+                err = translate(e, f"register dataset {name}:{version}")
+                if not isinstance(err, Conflict):
+                    raise err from e
+                version += 1  # another registration took this number
+        raise Conflict(f"could not find a free version number for dataset {name!r}",
+                       hint="Many registrations at once; try again.")
+
+
+def _version(version: Any, what: str) -> int:
+    try:
+        return int(version)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{what} version must be a whole number, got {version!r}") from None
+
+
+def frame_bytes(frame: pd.DataFrame) -> bytes:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    return buf.getvalue().encode()

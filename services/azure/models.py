@@ -1,0 +1,249 @@
+"""The model registry on Azure ML: model versions, tags, description, archive, aliases.
+
+* a version's evaluation metrics, estimator, run and dataset lineage are in its
+  ``properties`` (``convert.model_properties``); its files (``model.pkl``,
+  ``model.json``, ``metrics.json``) under its ``modelUri`` on the blob datastore;
+* aliases (``champion``, ``staging``…) are tags of the model *container*
+  (``tollgate.alias.NAME = VERSION``): one PUT moves one, every console user sees it;
+* archive / restore use ``ml_client.models.archive`` / ``restore``. Tags and
+  description are changed by GET + PUT of the version's REST object with its
+  ``isArchived`` kept as it is — ``ml_client.models.create_or_update`` would send
+  ``isArchived: false`` and so un-archive the version;
+* a listing is one request for the containers plus two per model name (all
+  versions, archived versions); ``load`` keeps fitted models in memory (versions
+  are immutable).
+"""
+from __future__ import annotations
+
+import io
+import threading
+from typing import Any, Callable, Mapping
+
+import joblib
+
+from ..entities import ModelVersion
+from ..errors import Conflict, InvalidInput, NotFound
+from ..local.datasets import check_name
+from . import convert
+from .datasets import BlobStore, _version
+from .errors import azure_call
+
+ALIAS_CHAMPION = "champion"
+
+
+class AzureModels:
+    """``ModelRegistry`` over Azure ML models (see the module docstring)."""
+
+    def __init__(self, ml_client: Any, blobs: BlobStore, audit: Callable[..., None] | None = None):
+        self.ml, self.blobs, self.audit = ml_client, blobs, audit
+        self._loaded: dict[tuple[str, int], Any] = {}
+        self._lock = threading.Lock()
+
+    # --- REST objects (the SDK's own generated operations, as its archive() uses them) ----
+
+    @property
+    def _ops(self):
+        return self.ml.models
+
+    def _containers(self) -> list[Any]:
+        ops = self._ops
+        with azure_call("list the registered models"):
+            return list(ops._model_container_operation.list(workspace_name=ops._workspace_name,
+                                                            cls=lambda objs: objs, **ops._scope_kwargs))
+
+    def _container(self, name: str) -> Any | None:
+        ops = self._ops
+        try:
+            with azure_call(f"read model {name!r}"):
+                return ops._model_container_operation.get(name=name, workspace_name=ops._workspace_name,
+                                                          **ops._scope_kwargs)
+        except NotFound:
+            return None
+
+    def _versions_rest(self, name: str) -> list[Any]:
+        ops = self._ops
+        try:
+            with azure_call(f"list the versions of model {name!r}"):
+                return list(ops._model_versions_operation.list(name=name, workspace_name=ops._workspace_name,
+                                                               list_view_type="All", cls=lambda objs: objs,
+                                                               **ops._scope_kwargs))
+        except NotFound:
+            return []
+
+    def _version_rest(self, name: str, version: int) -> Any:
+        ops = self._ops
+        with azure_call(f"read model {name}:{version}"):
+            return ops._model_versions_operation.get(name=name, version=str(version),
+                                                     workspace_name=ops._workspace_name, **ops._scope_kwargs)
+
+    def _put_version_rest(self, name: str, version: int, rest: Any, what: str) -> None:
+        ops = self._ops
+        with azure_call(what):
+            ops._model_versions_operation.create_or_update(name=name, version=str(version),
+                                                           workspace_name=ops._workspace_name,
+                                                           body=rest, **ops._scope_kwargs)
+
+    @staticmethod
+    def _to_entity(rest: Any, aliases: dict[int, tuple[str, ...]]) -> ModelVersion:
+        from azure.ai.ml.entities import Model
+        model = Model._from_rest_object(rest)
+        version = convert._int(model.version) or 0
+        return convert.model_version(model, aliases.get(version, ()),
+                                     archived=bool(getattr(rest.properties, "is_archived", False)))
+
+    @staticmethod
+    def _container_tags(container: Any) -> dict[str, str]:
+        return dict(getattr(getattr(container, "properties", None), "tags", None) or {})
+
+    # --- reads ----------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(c.name for c in self._containers())
+
+    def _unknown(self, name: str) -> NotFound:
+        return NotFound(f"model {name!r} is not registered",
+                        hint=f"Registered models: {', '.join(self.names()) or 'none'}.")
+
+    def versions(self, name: str | None = None, *, include_archived: bool = True) -> list[ModelVersion]:
+        if name is None:
+            containers = self._containers()
+        else:
+            container = self._container(name)
+            if container is None:
+                raise self._unknown(name)
+            containers = [container]
+        out: list[ModelVersion] = []
+        for c in sorted(containers, key=lambda c: c.name):
+            aliases = convert.aliases_of(self._container_tags(c))
+            items = [self._to_entity(r, aliases) for r in self._versions_rest(c.name)]
+            out.extend(sorted(items, key=lambda m: m.version, reverse=True))
+        if not include_archived:
+            out = [m for m in out if not m.archived]
+        return out
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion:
+        container = self._container(name)
+        if container is None:
+            raise self._unknown(name)
+        aliases = convert.aliases_of(self._container_tags(container))
+        if version is None:
+            items = self.versions(name)
+            if not items:
+                raise self._unknown(name)
+            return items[0]
+        version = _version(version, "model")
+        try:
+            rest = self._version_rest(name, version)
+        except NotFound:
+            latest = getattr(container.properties, "latest_version", None)
+            raise NotFound(f"model {name}:{version} does not exist",
+                           hint=f"Versions of {name} go from 1 to {latest or '?'}.") from None
+        return self._to_entity(rest, aliases)
+
+    def champion(self, name: str) -> ModelVersion | None:
+        container = self._container(name)
+        if container is None:
+            return None
+        tags = self._container_tags(container)
+        version = convert._int(tags.get(convert.ALIAS_TAG + ALIAS_CHAMPION))
+        if version is None:
+            return None
+        rest = self._version_rest(name, version)
+        return self._to_entity(rest, convert.aliases_of(tags))
+
+    def load(self, name: str, version: int) -> Any:
+        try:
+            key = (name, int(version))
+        except (TypeError, ValueError):
+            key = None
+        with self._lock:
+            if key in self._loaded:  # versions are immutable: no request for a model already loaded
+                return self._loaded[key]
+        mv = self.get(name, version)
+        key = (mv.name, mv.version)
+        uri = mv.uri.rstrip("/") + "/model.pkl"
+        try:
+            data = self.blobs.download(uri)
+        except NotFound:
+            raise InvalidInput(f"model {mv.ref} has no model.pkl at {uri}",
+                               hint="Re-register the model from its run, or archive this version.") from None
+        try:
+            model = joblib.load(io.BytesIO(data))
+        except Exception as e:  # a corrupt artifact must not take the page down
+            raise InvalidInput(f"model {mv.ref} could not be loaded from {uri}: {e}",
+                               hint="Re-register the model from its run, or archive this version.") from e
+        with self._lock:
+            self._loaded[key] = model
+        return model
+
+    # --- writes ---------------------------------------------------------------------
+
+    def _record(self, actor: str, action: str, target: str, before=None, after=None) -> None:
+        if self.audit is not None:
+            self.audit(actor, action, target, before=before, after=after)
+
+    def set_alias(self, name: str, alias: str, version: int, actor: str = "local-user") -> ModelVersion:
+        check_name(alias, "alias")
+        mv = self.get(name, version)
+        ops = self._ops
+        container = self._container(name)
+        tags = self._container_tags(container)
+        key = convert.ALIAS_TAG + alias
+        old = convert._int(tags.get(key))
+        tags[key] = str(mv.version)
+        container.properties.tags = tags
+        with azure_call(f"move alias {alias!r} of model {name}"):
+            ops._model_container_operation.create_or_update(name=name, workspace_name=ops._workspace_name,
+                                                            body=container, **ops._scope_kwargs)
+        if mv.archived:  # an alias brings a version back
+            with azure_call(f"restore model {mv.ref}"):
+                ops.restore(name, version=str(mv.version))
+        self._record(actor, "model.alias", f"{name}@{alias}",
+                     before={"version": old} if old is not None else None, after={"version": mv.version})
+        return self.get(name, mv.version)
+
+    def set_tags(self, name: str, version: int, tags: Mapping[str, str | None],
+                 actor: str = "local-user") -> ModelVersion:
+        mv = self.get(name, version)
+        for key in tags:
+            if not key or len(key) > 128:
+                raise InvalidInput(f"invalid tag key {key!r}")
+        rest = self._version_rest(name, mv.version)
+        new = dict(rest.properties.tags or {})
+        for key, value in tags.items():
+            if value is None:
+                new.pop(key, None)
+            else:
+                new[key] = str(value)
+        rest.properties.tags = new
+        self._put_version_rest(name, mv.version, rest, f"tag model {mv.ref}")
+        self._record(actor, "model.tags", mv.ref, before=dict(mv.tags), after=new)
+        return self.get(name, mv.version)
+
+    def set_description(self, name: str, version: int, description: str,
+                        actor: str = "local-user") -> ModelVersion:
+        mv = self.get(name, version)
+        rest = self._version_rest(name, mv.version)
+        rest.properties.description = description
+        self._put_version_rest(name, mv.version, rest, f"describe model {mv.ref}")
+        self._record(actor, "model.description", mv.ref,
+                     before={"description": mv.description}, after={"description": description})
+        return self.get(name, mv.version)
+
+    def archive(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
+        mv = self.get(name, version)
+        if mv.aliases:
+            raise Conflict(f"{mv.ref} is the {', '.join(mv.aliases)} and cannot be archived",
+                           hint="Move the alias to another version first.")
+        return self._set_archived(mv, True, actor)
+
+    def restore(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
+        return self._set_archived(self.get(name, version), False, actor)
+
+    def _set_archived(self, mv: ModelVersion, archived: bool, actor: str) -> ModelVersion:
+        if mv.archived == archived:
+            return mv  # idempotent
+        with azure_call(f"{'archive' if archived else 'restore'} model {mv.ref}"):
+            (self._ops.archive if archived else self._ops.restore)(mv.name, version=str(mv.version))
+        self._record(actor, "model.archive" if archived else "model.restore", mv.ref)
+        return self.get(mv.name, mv.version)

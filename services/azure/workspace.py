@@ -1,0 +1,274 @@
+"""The Azure ML workspace behind the same Protocols as the local one.
+
+``AzureWorkspace(ml_client, logs_client, settings)`` is built from clients handed to
+it, so any caller decides how they reach Azure::
+
+    from azure.ai.ml import MLClient
+    from azure.monitor.query import LogsQueryClient
+    ml = MLClient(credential, sub, rg, ws, enable_telemetry=False, transport=my_transport)
+    logs = LogsQueryClient(credential, transport=my_transport)
+    ws = AzureWorkspace(ml, logs, settings, credential=credential, transport=my_transport)
+
+``credential`` (default: the one ``ml_client`` was built with) and ``transport``
+(default: azure-core's requests transport) are used for the few clients the
+workspace makes itself: the MLflow / run-history ``PipelineClient``, the blob
+``ContainerClient`` of the datastore, and raw ARM PUTs (the training code asset).
+``services.workspace.open_workspace("azure://")`` builds real clients from the
+settings (``services.azure.config``); ``"azure+replay://"`` builds them on a
+``ReplayTransport`` with a fake credential (``services.azure.replay``).
+
+Operations objects, as on the local workspace: ``ws.datasets`` (data assets),
+``ws.jobs`` (jobs + MLflow), ``ws.models`` (model registry), ``ws.evaluation``
+(candidate vs champion: both fitted models are loaded from the registry and scored on
+the candidate's dataset version's held-out split — the evaluation metrics *recorded*
+at registration are in the model version's properties, ``ModelVersion.metrics``),
+``ws.endpoints`` / ``ws.releases`` (``services.azure.endpoints``), ``ws.telemetry`` /
+``ws.logs`` (``services.azure.telemetry``, when present; else ``None``).
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..entities import Comparison, GateDecision, WorkspaceInfo
+from ..errors import InvalidInput
+from ..evaluation import compare_models
+from ..policy import Policy, load_policy
+from .config import AzureSettings
+from .datasets import AzureDatasets, BlobStore
+from .errors import azure_call
+from .jobs import AzureJobs
+from .mlflow_rest import MlflowRest, make_client
+from .models import AzureModels
+
+ARM = "https://management.azure.com"
+ARM_API = "2024-04-01"
+
+
+class AzureEvaluator:
+    """Candidate vs champion on the same held-out rows (``services.evaluation``)."""
+
+    def __init__(self, datasets: AzureDatasets, models: AzureModels, policy: Policy):
+        self.datasets, self.models, self.policy = datasets, models, policy
+
+    def compare(self, name: str, version: int, champion_version: int | None = None) -> Comparison:
+        candidate = self.models.get(name, version)
+        champion = (self.models.get(name, champion_version) if champion_version is not None
+                    else self.models.champion(name))
+        if candidate.dataset is None:
+            raise InvalidInput(f"{candidate.ref} has no dataset lineage, so it cannot be evaluated")
+        frame = self.datasets.load(candidate.dataset, candidate.dataset_version)
+        evaluated_on = f"{candidate.dataset}:{candidate.dataset_version}"
+        return compare_models(frame, evaluated_on, self.policy,
+                              candidate, self.models.load(name, candidate.version),
+                              champion, self.models.load(name, champion.version) if champion else None)
+
+    def gate(self, name: str, version: int) -> GateDecision:
+        return self.compare(name, version).gate
+
+
+class _Lazy:
+    """Stands for an object built on first attribute access."""
+
+    def __init__(self, factory):
+        self._factory, self._obj, self._lock = factory, None, threading.Lock()
+
+    def __getattr__(self, name: str):
+        with self._lock:
+            if self._obj is None:
+                self._obj = self._factory()
+        return getattr(self._obj, name)
+
+
+class AzureWorkspace:
+    """``ws.datasets``, ``ws.jobs``, ``ws.models``, ``ws.evaluation`` (and endpoints, releases,
+    telemetry, logs) of one Azure ML workspace. See the module docstring."""
+
+    def __init__(self, ml_client: Any, logs_client: Any, settings: AzureSettings, *,
+                 credential: Any = None, transport: Any = None, policy: Policy | None = None,
+                 uri: str | None = None, policy_folder: Path | None = None):
+        self.ml, self.logs_client, self.settings = ml_client, logs_client, settings
+        self.credential = credential if credential is not None else getattr(ml_client, "_credential", None)
+        self.transport = transport
+        self.policy = policy or load_policy(*(p for p in [policy_folder, Path.cwd()] if p is not None))
+        self.info = WorkspaceInfo(uri=uri or "azure://", kind="azure", description=settings.description)
+        self._lock = threading.Lock()
+        self._mlflow: MlflowRest | None = None
+        self._arm = None
+
+        self.blobs = BlobStore(ml_client, settings, self.credential, transport)
+        self.audit_trail = None
+        self.locks = None
+        audit = self._make_audit()
+        self.datasets = AzureDatasets(ml_client, self.blobs, self.policy, audit=audit)
+        self.models = AzureModels(ml_client, self.blobs, audit=audit)
+        self.jobs = AzureJobs(ml_client, self.mlflow_client, self.datasets, self.blobs, settings, self.policy,
+                              arm=self.arm_put, audit=audit)
+        self.evaluation = AzureEvaluator(self.datasets, self.models, self.policy)
+        self.endpoints = self.releases = self.telemetry = self.logs = None
+        self._wire_online()
+
+    # --- the clients the workspace makes itself ---------------------------------------
+
+    def mlflow_client(self) -> MlflowRest:
+        """The MLflow REST client, from the workspace's ``mlflow_tracking_uri`` (read once)."""
+        with self._lock:
+            if self._mlflow is None:
+                with azure_call(f"read workspace {self.settings.workspace_name!r}"):
+                    ws = self.ml.workspaces.get(self.settings.workspace_name)
+                uri = getattr(ws, "mlflow_tracking_uri", None)
+                if not uri:
+                    raise InvalidInput(f"workspace {self.settings.workspace_name!r} has no MLflow tracking URI")
+                self._mlflow = MlflowRest(uri, self.credential, self.transport)
+            return self._mlflow
+
+    def arm_put(self, path: str, body: dict) -> dict:
+        """PUT an ARM resource by its id (for what azure-ai-ml only does with a local upload)."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.core.rest import HttpRequest
+        if self._arm is None:
+            self._arm = make_client(ARM, self.credential, self.transport)
+        resp = self._arm.send_request(HttpRequest("PUT", f"{ARM}{path}", params={"api-version": ARM_API}, json=body))
+        if resp.status_code >= 400:
+            raise HttpResponseError(message=resp.text()[:300], response=resp)
+        return resp.json() if resp.content else {}
+
+    def _audit_container(self):
+        """The ``tollgate-audit`` container of the default datastore's storage account
+        (made on first use: opening the workspace sends no request)."""
+        return _Lazy(self._make_audit_container)
+
+    def _make_audit_container(self):
+        from azure.storage.blob import ContainerClient
+        kwargs = {"transport": self.transport} if self.transport is not None else {}
+        url = self.settings.extra.get("audit_container_url") if self.settings.extra else None
+        if url:
+            return ContainerClient.from_container_url(url, credential=self.credential, **kwargs)
+        store = self.blobs._container(self.settings.datastore)
+        account_url = store.url.rsplit("/", 1)[0]
+        return ContainerClient(account_url, self.settings.extra.get("audit_container", "tollgate-audit")
+                               if self.settings.extra else "tollgate-audit", credential=self.credential, **kwargs)
+
+    def _make_audit(self):
+        """The shared audit trail's ``record`` (``services.azure.audit.BlobAudit``), built lazily."""
+        try:
+            from .audit import BlobAudit, OperationLocks  # noqa: F401
+        except ImportError:
+            return None
+
+        def record(actor: str, action: str, target: str, **kw: Any) -> None:
+            trail = self._trail()
+            if trail is not None:
+                trail.record(actor, action, target, **kw)
+        return record
+
+    def _trail(self):
+        with self._lock:
+            if self.audit_trail is None:
+                from .audit import BlobAudit, OperationLocks
+                container = self._audit_container()
+                self.audit_trail, self.locks = BlobAudit(container), OperationLocks(container)
+            return self.audit_trail
+
+    def _wire_online(self) -> None:
+        try:
+            from .endpoints import AzureEndpoints, AzureReleases
+        except ImportError:
+            AzureEndpoints = AzureReleases = None  # type: ignore
+        if AzureEndpoints is not None:
+            kwargs = {"transport": self.transport} if self.transport is not None else {}
+            self.endpoints = AzureEndpoints(self.ml, self.policy, **kwargs)
+            if AzureReleases is not None:
+                self._trail()
+                self.releases = AzureReleases(self.ml, self.policy, self.models, self.datasets, self.endpoints,
+                                              self.evaluation, self.audit_trail, self.locks,
+                                              deployment_template=(self.settings.extra or {}).get("deployment"))
+        try:
+            from .telemetry import AzureLogs, AzureTelemetry
+        except ImportError:
+            return
+        ws_id = self.settings.log_analytics_workspace_id
+        self.telemetry = AzureTelemetry(self.logs_client, ws_id, self.policy)
+        self.logs = AzureLogs(self.logs_client, ws_id, self.policy)
+
+    def close(self) -> None:
+        for client in (self.ml, self.logs_client):
+            close = getattr(client, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception:  # closing must not raise
+                    pass
+
+
+REPLAY_SCHEME = "azure+replay"
+
+
+def open_azure(uri: str) -> AzureWorkspace:
+    """``azure://`` (settings from config.json / environment / secrets.toml; ``azure://SUB/RG/WS``
+    names the workspace in the URI) or ``azure+replay://[FIXTURE_DIR]`` (the demo workspace
+    replayed through the real SDKs; default ``services/azure/fixtures``)."""
+    scheme, _, rest = uri.partition("://")
+    if scheme == REPLAY_SCHEME:
+        return open_replay(Path(rest) if rest else None, uri=uri)
+    from .config import load_settings, open_real
+    overrides = {}
+    if rest:
+        parts = [p for p in rest.split("/") if p]
+        if len(parts) != 3:
+            raise InvalidInput(f"{uri!r}: expected azure:// or azure://SUBSCRIPTION/RESOURCE_GROUP/WORKSPACE")
+        overrides = dict(zip(("subscription_id", "resource_group", "workspace_name"), parts))
+    settings = load_settings(overrides=overrides)
+    ml, logs, credential = open_real(settings)
+    return AzureWorkspace(ml, logs, settings, credential=credential, uri=uri)
+
+
+def open_replay(folder: Path | None = None, *, uri: str | None = None, transport: Any = None,
+                policy: Policy | None = None) -> AzureWorkspace:
+    """The replayed workspace: ``MLClient`` and ``LogsQueryClient`` on a ``ReplayTransport``
+    loaded from ``folder`` (default ``services/azure/fixtures``), with a ``FakeCredential``.
+    The transport is ``ws.replay`` (its ``calls`` count the HTTP requests)."""
+    from azure.ai.ml import MLClient
+    from azure.monitor.query import LogsQueryClient
+    from .replay import FIXTURES, FakeCredential, ReplayTransport
+    if folder is None and transport is not None:
+        folder = getattr(transport, "folder", None)
+    folder = Path(folder) if folder else FIXTURES
+    if transport is None:
+        transport = ReplayTransport(folder)
+        try:
+            from .replay_online import install_online
+        except ImportError:
+            pass
+        else:
+            online = folder / "online"
+            install_online(transport, online if online.is_dir() else None)
+            _seed_registry_audit(transport, folder / "audit.jsonl")
+    known = {f for f in AzureSettings.__dataclass_fields__} - {"extra"}
+    settings = AzureSettings(**{k: v for k, v in transport.settings.items() if k in known},
+                             extra={k: v for k, v in transport.settings.items() if k not in known},
+                             source=f"replay fixtures {folder}")
+    credential = FakeCredential()
+    ml = MLClient(credential, settings.subscription_id, settings.resource_group, settings.workspace_name,
+                  transport=transport, enable_telemetry=False)
+    logs = LogsQueryClient(credential, transport=transport)
+    policy_folder = folder if (folder / "tollgate.toml").is_file() else None
+    ws = AzureWorkspace(ml, logs, settings, credential=credential, transport=transport, policy=policy,
+                        uri=uri or f"{REPLAY_SCHEME}://{folder}", policy_folder=policy_folder)
+    ws.replay = transport  # type: ignore[attr-defined]
+    return ws
+
+
+def _seed_registry_audit(transport: Any, path: Path) -> None:
+    """Merge the fixtures' registry records (dataset/model/run) into the replayed audit trail,
+    in time order, before the online fixtures' release records."""
+    store = getattr(getattr(transport, "online", None), "audit", None)
+    if store is None or not path.is_file():
+        return
+    import json
+    name = "audit/000000.jsonl"
+    existing = bytes(store.blobs.get(f"/{store.container}/{name}", b""))
+    lines = [ln for ln in path.read_bytes().splitlines() + existing.splitlines() if ln.strip()]
+    lines.sort(key=lambda ln: json.loads(ln)["at"])
+    store.seed(name, b"".join(ln + b"\n" for ln in lines))
