@@ -14,12 +14,14 @@ PAGES = [
     st.Page("pages/models.py", title="Models", icon=":material/deployed_code:"),
     st.Page("pages/endpoints.py", title="Endpoints", icon=":material/api:"),
     st.Page("pages/releases.py", title="Releases", icon=":material/rocket_launch:"),
+    st.Page("pages/schedules.py", title="Schedules", icon=":material/event_repeat:"),
 ]
 # support's pages: endpoint health and telemetry, logs, one request, data drift
 MONITOR = [
     st.Page("pages/monitoring.py", title="Monitoring", icon=":material/monitoring:"),
     st.Page("pages/logs.py", title="Logs", icon=":material/article:"),
     st.Page("pages/request_lookup.py", title="Request lookup", icon=":material/manage_search:"),
+    st.Page("pages/drift.py", title="Drift", icon=":material/query_stats:"),
 ]
 
 page = st.navigation({"": PAGES, "Monitor": MONITOR})

@@ -12,7 +12,7 @@ from services.entities import LogLine
 from services.telemetry import WINDOW_CHOICES
 
 from . import state
-from .monitoring_view import endpoint_names
+from .monitoring_view import adopt_query_params, endpoint_names
 from .widgets import guard
 
 ALL = "all sources"
@@ -67,6 +67,7 @@ def render() -> None:
     if not names:
         st.info("No online endpoint exists yet, so there are no logs.")
         return
+    adopt_query_params(names, KEY.format("endpoint"), None, KEY.format("params_seen"))
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
     endpoint = c1.selectbox("Endpoint", names, key=KEY.format("endpoint"))
     sources = state.log_sources(uri, endpoint)

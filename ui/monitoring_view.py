@@ -290,16 +290,17 @@ def endpoint_names(endpoints: list[Endpoint], policy: Policy) -> list[str]:
     return sorted((e.name for e in endpoints), key=lambda n: (order.index(n) if n in order else len(order), n))
 
 
-def adopt_query_params(names: list[str]) -> None:
-    """``?endpoint=staging&window=24h`` (links from Overview) choose the pickers once."""
+def adopt_query_params(names: list[str], endpoint_key: str = ENDPOINT_KEY, window_key: str | None = WINDOW_KEY,
+                       seen_key: str = _PARAMS_SEEN) -> None:
+    """``?endpoint=staging&window=24h`` (links from Overview) choose the pickers, once per new value."""
     params = {k: st.query_params.get(k) for k in ("endpoint", "window")}
-    if params == st.session_state.get(_PARAMS_SEEN):
+    if params == st.session_state.get(seen_key):
         return
-    st.session_state[_PARAMS_SEEN] = params
+    st.session_state[seen_key] = params
     if params["endpoint"] in names:
-        st.session_state[ENDPOINT_KEY] = params["endpoint"]
-    if params["window"] in WINDOW_CHOICES:
-        st.session_state[WINDOW_KEY] = params["window"]
+        st.session_state[endpoint_key] = params["endpoint"]
+    if window_key and params["window"] in WINDOW_CHOICES:
+        st.session_state[window_key] = params["window"]
 
 
 def render() -> None:

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from services import open_workspace
+from services.drift import DriftReport, drift_for_endpoint
 from services.entities import (AuditRecord, Comparison, DatasetVersion, DataTestResult, Endpoint, EndpointHealth,
                                ErrorGroup, LogLine, MetricPoint, ModelVersion, ReleaseState, RequestDetail,
                                RequestRecord, Run, RunFilter, SmokeTestResult, VersionStats)
@@ -230,3 +231,13 @@ def log_search(ws_uri: str, endpoint: str, source: str | None, text: str | None,
     if since:  # up to now, including what is written while the page renders
         start, end = datetime.now(timezone.utc) - parse_since(since), None
     return ops.search(endpoint, source=source, text=text or None, start=start, end=end, tail=tail)
+
+
+# Drift reads up to 50,000 collected rows and the training data of each serving version:
+# heavier than the telemetry aggregates, and it changes slowly.
+DRIFT_TTL = 30
+
+
+@st.cache_data(ttl=DRIFT_TTL, show_spinner="Comparing the collected inputs with the training data…")
+def drift_reports(ws_uri: str, endpoint: str, since: str, model: str | None = None) -> list[DriftReport]:
+    return drift_for_endpoint(_workspace(ws_uri), endpoint, window(since), model)

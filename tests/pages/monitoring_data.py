@@ -140,3 +140,33 @@ def seed_monitoring(root: Path, endpoint: str = "production", now: datetime | No
     finally:
         ws.close()
     return seeded
+
+
+def seed_drift(root: Path, endpoint: str = "staging", model: str = V2, rows: int = 600, shift: dict | None = None,
+               minutes: int = 50, now: datetime | None = None) -> list[str]:
+    """``rows`` answered requests to ``endpoint`` served by ``model`` over the last ``minutes``,
+    each one row of that version's training data by feature name (``"columns"``), with
+    ``shift`` (feature -> amount) added. Returns the request ids."""
+    now = now or datetime.now(timezone.utc)
+    ws = LocalWorkspace(root)
+    try:
+        name, _, version = model.rpartition(":")
+        mv = ws.models.get(name, int(version))
+        frame = ws.datasets.load(mv.dataset, mv.dataset_version)
+    finally:
+        ws.close()
+    features = [c for c in frame.columns if c != "target"]
+    sample = frame[features].sample(n=rows, replace=rows > len(frame), random_state=11).reset_index(drop=True)
+    for feature, amount in (shift or {}).items():
+        sample[feature] = sample[feature] + amount
+    step = minutes * 60 / rows
+    records, ids = [], []
+    for i, row in sample.iterrows():
+        rid = f"drift-{endpoint}-{i:05d}"
+        at = now - timedelta(seconds=minutes * 60 - i * step)
+        body = json.dumps({"columns": features, "data": [[float(v) for v in row]]})
+        records.append(RequestRecord(at.timestamp(), endpoint, "blue", model, 200, 6.0, rid, body,
+                                     json.dumps({"predictions": [150.0]}), None))
+        ids.append(rid)
+    append(open_telemetry(root), records)
+    return ids

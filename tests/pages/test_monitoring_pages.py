@@ -1,4 +1,4 @@
-"""Monitoring, Logs and Request lookup pages, and endpoint health on Overview.
+"""Monitoring, Logs, Request lookup and Drift pages, and endpoint health on Overview.
 
 The workspace is a demo copy with synthetic telemetry, log files and a promote in the
 audit trail written straight to disk (``monitoring_data.seed_monitoring``): no endpoint
@@ -16,12 +16,13 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from services.drift import drift_for_endpoint, is_feature_only
 from services.entities import AuditRecord, Deployment, Endpoint, EndpointHealth, HealthStatus
 from services.local.workspace import LocalWorkspace
 from services.telemetry import window
 from tests.conftest import copy_workspace
-from tests.pages.monitoring_data import PROMOTER, ROW, V1, V2, Seeded, seed_monitoring
-from ui import logs_view, lookup_view, monitoring_view as mv, overview_view, state
+from tests.pages.monitoring_data import PROMOTER, ROW, V1, V2, Seeded, seed_drift, seed_monitoring
+from ui import drift_view as dv, logs_view, lookup_view, monitoring_view as mv, overview_view, state
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -378,3 +379,94 @@ def test_overview_shows_a_down_endpoint_with_its_reason(demo_template, tmp_path,
     assert "the endpoint does not answer (gateway not running)" in texts(at, "caption")
     links = [p for p in page_links(at) if p.page.endswith("monitoring")]
     assert [p.label for p in links] == ["Monitoring · production"]  # staging has nothing deployed
+
+
+# --- Drift ---------------------------------------------------------------------------
+
+DRIFT_ROWS = 600
+
+
+@pytest.fixture(scope="module")
+def drifted(seeded, demo_ws_path) -> list[str]:
+    """Staging: 600 answered requests of v2's training rows with bmi shifted, 2-3 hours ago."""
+    return seed_drift(demo_ws_path, "staging", V2, rows=DRIFT_ROWS, shift={"bmi": 6.0},
+                      now=datetime.now(timezone.utc) - timedelta(hours=2))
+
+
+@pytest.fixture
+def drift_env(drifted, env):
+    return drifted
+
+
+def open_drift(endpoint: str = "staging", actor: str | None = None, window_: str | None = None) -> AppTest:
+    return open_page("pages/drift.py", {"endpoint": endpoint, **({"window": window_} if window_ else {})}, actor)
+
+
+def test_drift_shows_the_services_numbers_and_a_failing_feature(drift_env, demo_ws_path):
+    at = open_drift()
+    assert at.selectbox(key=dv.KEY.format("endpoint")).value == "staging"
+    assert ":red-badge[drift: fail]" in texts(at, "markdown")
+    ws = LocalWorkspace(demo_ws_path)
+    try:
+        [report] = drift_for_endpoint(ws, "staging", window("24h"))
+    finally:
+        ws.close()
+    table = frame_with(at, "PSI")
+    assert list(table["feature"]) == [f.feature for f in report.features]
+    for (_, row), f in zip(table.iterrows(), report.features):
+        assert row["PSI"] == pytest.approx(f.psi) and row["KS"] == pytest.approx(f.ks)
+        assert row["live rows"] == DRIFT_ROWS
+        assert row["status"] == dv.STATUS_TEXT[f.status]
+    bmi = table.set_index("feature").loc["bmi"]
+    assert bmi["status"] == "❌ fail" and bmi["PSI"] > 0.25
+    plot = next(f for f in figures(at) if f["layout"].get("barmode") == "overlay")
+    titles = {a["text"]: a["font"]["color"] for a in plot["layout"]["annotations"]}
+    bmi_title = next(t for t in titles if t.startswith("bmi ·"))
+    assert titles[bmi_title] == dv.STATUS_COLOUR[report.feature("bmi").status]
+    assert len([t for t in plot["data"] if t.get("showlegend")]) == 2  # reference and live, once
+
+
+def test_drift_under_min_rows_is_not_judged_and_says_how_many(drift_env):
+    at = open_drift("production", window_="1h")
+    markdown = texts(at, "markdown")
+    assert ":gray-badge[not judged]" in markdown
+    assert "not judged:" in markdown and "at least 500 needed" in markdown
+
+
+def test_drift_without_collected_inputs_says_so(drift_env):
+    at = open_drift(window_="1h")  # staging's requests are 2-3 hours old
+    assert "No inputs collected from staging in the last 1h" in texts(at, "info")
+    assert at.button(key=dv.KEY.format("register")).disabled
+
+
+def test_register_collected_inputs_is_refused_to_support(drift_env, demo_ws_path):
+    at = open_drift(actor="support@contoso.com")
+    at.button(key=dv.KEY.format("register")).click().run()
+    dialog = texts(at, "markdown")
+    assert "feature-only: these requests carried no labels" in dialog
+    assert "cannot be used for training until it is labelled" in dialog
+    assert f"{DRIFT_ROWS:,} feature rows" in dialog
+    assert "will be refused" in texts(at, "warning")
+    at.button(key=dv.KEY.format("dialog.confirm")).click().run()
+    assert "support@contoso.com (support) may not register collected inputs" in texts(at, "error")
+    ws = LocalWorkspace(demo_ws_path)
+    try:
+        assert not [v for v in ws.datasets.all_versions() if v.name == "staging-inputs"]
+    finally:
+        ws.close()
+
+
+def test_register_collected_inputs_as_the_lead_makes_a_feature_only_version(drift_env, demo_ws_path):
+    at = open_drift(actor="lead@contoso.com")
+    at.button(key=dv.KEY.format("register")).click().run()
+    at.button(key=dv.KEY.format("dialog.confirm")).click().run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Registered **staging-inputs:1**: 600 rows, feature-only" in texts(at, "success")
+    assert not any(b.key == dv.KEY.format("dialog.confirm") for b in at.button)  # closed
+    ws = LocalWorkspace(demo_ws_path)
+    try:
+        [version] = [v for v in ws.datasets.all_versions() if v.name == "staging-inputs"]
+        assert version.rows == DRIFT_ROWS and is_feature_only(version, ws.policy.target)
+        assert version.created_by == "lead@contoso.com"
+    finally:
+        ws.close()
