@@ -24,14 +24,21 @@ from typing import Any, Iterator, Mapping
 from ..entities import (Deployment, Endpoint, ReleaseState, ScoreResult, SmokeCase, SmokeTestResult, Stage)
 from ..errors import BackendUnavailable, Conflict, GateFailed, InvalidInput, NotFound
 from ..evaluation import evaluation_split, predict
+from .. import canary as cn
 from .. import release_rules as rules
 from . import audit
+from .outbox import emit
 from .db import Database, parse_ts, utcnow
 from .processes import pid_alive, stop_process
 from .supervisor import PID_FILE, PROJECT_ROOT, console_log_path, gateway_log_path
 
 COLORS = ("blue", "green")
 OP_STALE_S = 15 * 60
+CANARY_OPS = ("canary", "canary.step", "canary.abort")  # the only operations allowed during a rollout
+
+
+class _Stale(Exception):
+    """The rollout moved on since it was read (another tick, a pause): nothing to apply."""
 
 
 def mask(key: str) -> str:
@@ -261,7 +268,12 @@ class LocalReleases:
         smoke = self._blue_green(env, mv, actor, role, "deploy")
         stage = (Stage.PRODUCTION if env == self.policy.endpoints.production
                  else state.stage if state.stage in (Stage.APPROVED, Stage.PRODUCTION) else Stage.AWAITING_APPROVAL)
-        self._set_stage(mv.name, mv.version, stage, actor, role, "release.stage",
+        event = None
+        if stage == Stage.AWAITING_APPROVAL:
+            event = dict(event="approval_requested", actor=actor, model=mv.ref, endpoint=env,
+                         summary=f"{mv.ref} passed its smoke test in {env} ({smoke.summary}) and awaits an "
+                                 f"ML lead's approval", details={"smoke_test": smoke.id, "deployed_by": actor})
+        self._set_stage(mv.name, mv.version, stage, actor, role, "release.stage", event=event,
                         deployed_by=actor, smoke_test_id=smoke.id)
         if env == self.policy.endpoints.production:
             self.models.set_alias(mv.name, "champion", mv.version, actor=actor)
@@ -297,8 +309,16 @@ class LocalReleases:
         return self._set_stage(name, state.model_version, Stage.REJECTED, actor, role, "reject",
                                decided_by=actor, decision_comment=comment)
 
-    def promote(self, name: str, version: int, actor: str, comment: str = "") -> Endpoint:
-        """Blue/green to production of an approved version; the previous one stays warm."""
+    def promote(self, name: str, version: int, actor: str, comment: str = "", strategy: str | None = None) -> Endpoint:
+        """Blue/green to production of an approved version; the previous one stays warm.
+        ``strategy="canary"`` (or ``[canary] strategy``) starts a canary rollout instead
+        (``start_canary``) and returns at its first step."""
+        strategy = strategy or self.policy.canary.strategy
+        if strategy == "canary":
+            self.start_canary(name, version, actor, comment)
+            return self.endpoints.get(self.policy.endpoints.production)
+        if strategy != "blue_green":
+            raise InvalidInput(f"unknown promote strategy {strategy!r}", hint="Use 'blue_green' or 'canary'.")
         role = rules.authorize(self.policy, actor, "promote")
         state = self.state(name, version)
         prod = self.policy.endpoints.production
@@ -312,14 +332,23 @@ class LocalReleases:
         previous = self.endpoints.get(prod).live
         self._blue_green(prod, mv, actor, role, "promote", comment)
         self.models.set_alias(name, "champion", mv.version, actor=actor)
-        self._set_stage(name, mv.version, Stage.PRODUCTION, actor, role, "release.stage")
+        self._set_stage(name, mv.version, Stage.PRODUCTION, actor, role, "release.stage", event=dict(
+            event="promoted", actor=actor, model=mv.ref, endpoint=prod,
+            summary=f"{mv.ref} serves {prod} (blue/green)" + (f", replacing {previous.model_ref}" if previous else "")
+                    + (f": {comment}" if comment else ""),
+            details={"previous": previous.model_ref if previous else None, "strategy": "blue_green",
+                     "comment": comment}))
         if previous and previous.model_ref != mv.ref:
             self._set_stage(previous.model_name, previous.model_version, Stage.RETIRED, actor, role, "release.stage")
         return self.endpoints.get(prod)
 
     def rollback(self, env: str, actor: str, comment: str = "") -> Endpoint:
-        """Give the traffic back to the warm previous deployment."""
+        """Give the traffic back to the warm previous deployment. During a canary rollout this
+        aborts the rollout (all traffic back to the stable version)."""
         role = rules.authorize(self.policy, actor, "rollback")
+        if self._active_rollout(env) is not None:
+            self.abort_canary(env, actor, comment or "rolled back during the canary")
+            return self.endpoints.get(env)
         with self._operation(env, actor, "rollback"):
             ep = self.endpoints.get(env)
             live = ep.live
@@ -331,7 +360,12 @@ class LocalReleases:
             self._shift(env, {back.name: 100, live.name: 0}, actor, role, "rollback", comment)
         if env == self.policy.endpoints.production:
             self.models.set_alias(back.model_name, "champion", back.model_version, actor=actor)
-            self._set_stage(live.model_name, live.model_version, Stage.ROLLED_BACK, actor, role, "release.stage")
+            self._set_stage(live.model_name, live.model_version, Stage.ROLLED_BACK, actor, role, "release.stage",
+                            event=dict(event="rolled_back", actor=actor, model=live.model_ref, endpoint=env,
+                                       summary=f"{env} rolled back from {live.model_ref} to {back.model_ref}"
+                                               + (f": {comment}" if comment else ""),
+                                       details={"automatic": False, "from": live.model_ref, "to": back.model_ref,
+                                                "comment": comment, "reasons": [comment] if comment else []}))
             self._set_stage(back.model_name, back.model_version, Stage.PRODUCTION, actor, role, "release.stage")
         return self.endpoints.get(env)
 
@@ -360,6 +394,268 @@ class LocalReleases:
         self._wait_gateway_config(env)  # once this returns, the old key is refused
         return self.endpoints.get(env)
 
+    # --- canary ---------------------------------------------------------------
+
+    def rollouts(self, env: str | None = None, *, active: bool = False, limit: int = 20) -> list[cn.Rollout]:
+        """Canary rollouts, newest first (``active``: running or paused only)."""
+        where, params = [], []
+        if env:
+            where.append("endpoint = ?")
+            params.append(env)
+        if active:
+            where.append("state IN ('running', 'paused')")
+        sql = "SELECT * FROM rollouts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+        return [_to_rollout(r) for r in self.db.query(sql, (*params, limit))]
+
+    def rollout(self, env: str | None = None) -> cn.Rollout | None:
+        """The active rollout of ``env`` (production by default), else its latest one, else None."""
+        env = env or self.policy.endpoints.production
+        return self._active_rollout(env) or next(iter(self.rollouts(env, limit=1)), None)
+
+    def _active_rollout(self, env: str) -> cn.Rollout | None:
+        return next(iter(self.rollouts(env, active=True, limit=1)), None)
+
+    def _rollout_by_id(self, rollout_id: int) -> cn.Rollout:
+        return _to_rollout(self.db.one("SELECT * FROM rollouts WHERE id = ?", (rollout_id,)))
+
+    def start_canary(self, name: str, version: int, actor: str, comment: str = "") -> cn.Rollout:
+        """Promote an approved version to production in steps (``[canary]``): deploy it beside the
+        stable version (health probe, smoke test pinned to it), then give it the first step's
+        share of traffic. The supervisor judges and advances each step (``canary.advance_rollouts``)."""
+        role = rules.authorize(self.policy, actor, "promote")
+        prod = self.policy.endpoints.production
+        state = self.state(name, version)
+        active = self._active_rollout(prod)
+        if active is not None:
+            raise Conflict(f"a canary rollout of {active.model_ref} is already {active.state} on {prod}",
+                           hint=f"python tollgate.py canary status --env {prod}")
+        smoke = self.smoke_test_result(state.smoke_test_id) if state.smoke_test_id else None
+        gate = self.evaluation.gate(name, state.model_version)
+        rules.check_promote(state, smoke, gate.passed, gate.reasons)
+        mv = self.models.get(name, state.model_version)
+        cfg = self.policy.canary
+        with self._operation(prod, actor, "canary"):
+            self.endpoints.up()
+            ep = self.endpoints.get(prod)
+            stable = ep.live
+            if stable is None or stable.state != "healthy":
+                raise Conflict(f"a canary needs a healthy version serving {prod} to compare with",
+                               hint="Promote the first version blue/green (promote --strategy blue_green).")
+            if stable.model_ref == mv.ref:
+                raise Conflict(f"{mv.ref} already serves {prod}")
+            colour = next(c for c in COLORS if c != stable.name)
+            self._replace_deployment(prod, colour, mv, actor)
+            with self.db.write() as c:
+                audit.record(c, actor, "canary.deploy", f"{prod}/{colour}", role=role, comment=comment,
+                             before={"traffic": ep.traffic},
+                             after={"deployment": colour, "model": mv.ref, "traffic": 0, "steps": list(cfg.steps)})
+            self._wait_healthy(prod, colour)
+            smoke = self._run_smoke(prod, colour, mv, actor)
+            if not smoke.passed:
+                self._stop_deployment(prod, colour)
+                with self.db.write() as c:
+                    audit.record(c, actor, "canary.failed", f"{prod}/{colour}", role=role,
+                                 after={"model": mv.ref, "smoke_test": smoke.id, "summary": smoke.summary})
+                raise GateFailed(f"smoke test of {mv.ref} on {prod}/{colour} failed: {smoke.summary}; "
+                                 f"traffic unchanged", hint=_failed_cases(smoke))
+            first, now = cfg.steps[0], utcnow()
+            info: dict[str, Any] = {"model": mv.ref, "stable": stable.model_ref, "steps": list(cfg.steps)}
+
+            def also(c):
+                info["rollout"] = c.execute(
+                    "INSERT INTO rollouts (endpoint, model_name, model_version, canary_deployment, stable_deployment,"
+                    " stable_model, steps_json, policy_json, step_index, state, started_at, started_by,"
+                    " step_started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 'running', ?, ?, ?, ?)",
+                    (prod, mv.name, mv.version, colour, stable.name, stable.model_ref, json.dumps(list(cfg.steps)),
+                     cn.rules_to_json(cfg, self.policy.health.max_p95_ms), now, actor, now, now)).lastrowid
+                emit(c, "canary_step", actor=actor, model=mv.ref, endpoint=prod,
+                     summary=f"canary of {mv.ref} on {prod} started: {first} % of traffic (step 1 of "
+                             f"{len(cfg.steps)}), {stable.model_ref} serves the rest",
+                     details={"step": 1, "steps": list(cfg.steps), "traffic": first, "stable": stable.model_ref,
+                              "step_seconds": cfg.step_seconds, "comment": comment})
+            self._shift(prod, {colour: first, stable.name: 100 - first}, actor, role, "canary.started", comment,
+                        also=also, after=info)
+        return self._rollout_by_id(info["rollout"])
+
+    def pause_canary(self, env: str, actor: str, comment: str = "") -> cn.Rollout:
+        """Hold the rollout at its current step (traffic unchanged) until resumed or aborted."""
+        role = rules.authorize(self.policy, actor, "promote")
+        r = self._require_rollout(env)
+        if r.state == cn.PAUSED:
+            return r
+        reason = f"paused by {actor}" + (f": {comment}" if comment else "")
+        self._pause(r, actor, role, reason, comment, r.step_index)
+        return self._rollout_by_id(r.id)
+
+    def resume_canary(self, env: str, actor: str, comment: str = "") -> cn.Rollout:
+        """Continue a paused rollout. The current step is judged afresh from now (the window
+        before the pause is not used: the decision to continue is made on new traffic)."""
+        role = rules.authorize(self.policy, actor, "promote")
+        r = self._require_rollout(env)
+        if r.state == cn.RUNNING:
+            return r
+        now = utcnow()
+        with self.db.write() as c:
+            if c.execute("UPDATE rollouts SET state = 'running', step_started_at = ?, updated_at = ?, reason = ''"
+                         " WHERE id = ? AND state = 'paused'", (now, now, r.id)).rowcount != 1:
+                raise Conflict("the rollout changed meanwhile", hint="Look at its state again.")
+            audit.record(c, actor, "canary.resumed", f"{env}/{r.canary_deployment}", role=role, comment=comment,
+                         before={"state": r.state, "reason": r.reason},
+                         after={"state": cn.RUNNING, "model": r.model_ref, "step": r.step_index + 1,
+                                "traffic": r.traffic})
+            emit(c, "canary_step", actor=actor, model=r.model_ref, endpoint=env,
+                 summary=f"canary of {r.model_ref} on {env} resumed by {actor} at {r.step_label}"
+                         + (f": {comment}" if comment else ""),
+                 details={"step": r.step_index + 1, "traffic": r.traffic, "resumed": True, "comment": comment})
+        return self._rollout_by_id(r.id)
+
+    def abort_canary(self, env: str, actor: str, comment: str = "") -> cn.Rollout:
+        """End the rollout now: all traffic back to the stable version, the candidate stopped and
+        marked rolled back."""
+        role = rules.authorize(self.policy, actor, "rollback")
+        reason = f"aborted by {actor}" + (f": {comment}" if comment else "")
+        deadline = time.monotonic() + 10  # a supervisor tick may be shifting this rollout's traffic right now
+        while True:
+            r = self._require_rollout(env)  # Conflict once it has ended (e.g. rolled back meanwhile)
+            try:
+                self._end_canary(r, cn.ABORTED, actor, role, reason, [reason], None)
+                return self._rollout_by_id(r.id)
+            except _Stale:
+                continue
+            except Conflict:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def apply_canary(self, rollout: cn.Rollout, decision: cn.Decision, now) -> cn.Rollout | None:
+        """Apply the supervisor's decision on a running rollout (``canary.advance_rollouts``). Only if
+        the rollout is still running at the step judged; None if it moved on meanwhile."""
+        r, a = rollout, decision.analysis
+        try:
+            if decision.action == cn.NEXT:
+                self._canary_next(r, a, now)
+            elif decision.action == cn.COMPLETE:
+                self._canary_complete(r, a, now)
+            elif decision.action == cn.ROLLBACK:
+                reasons = list(a.reasons) if a is not None and a.verdict == cn.FAIL else [decision.reason]
+                self._end_canary(r, cn.ROLLED_BACK, rules.SYSTEM_ACTOR, "system",
+                                 "automatic rollback: " + "; ".join(reasons), reasons, a, expect_step=r.step_index)
+            elif decision.action == cn.PAUSE:
+                self._pause(r, rules.SYSTEM_ACTOR, "system", decision.reason, "", r.step_index, a)
+            else:
+                return None
+        except _Stale:
+            return None
+        return self._rollout_by_id(r.id)
+
+    def _require_rollout(self, env: str) -> cn.Rollout:
+        r = self._active_rollout(env)
+        if r is None:
+            raise Conflict(f"no canary rollout is running on {env}",
+                           hint="Start one: python tollgate.py canary start --model NAME --version N.")
+        return r
+
+    def _pause(self, r: cn.Rollout, actor: str, role: str, reason: str, comment: str, step: int,
+               analysis: cn.Analysis | None = None) -> None:
+        now = utcnow()
+        with self.db.write() as c:
+            if c.execute("UPDATE rollouts SET state = 'paused', reason = ?, updated_at = ?,"
+                         " analysis_json = COALESCE(?, analysis_json) WHERE id = ? AND state = 'running'"
+                         " AND step_index = ?", (reason, now, json.dumps(analysis.to_dict()) if analysis else None,
+                                                 r.id, step)).rowcount != 1:
+                raise _Stale() if actor == rules.SYSTEM_ACTOR else \
+                    Conflict("the rollout changed meanwhile", hint="Look at its state again.")
+            audit.record(c, actor, "canary.paused", f"{r.endpoint}/{r.canary_deployment}", role=role, comment=comment,
+                         before={"state": r.state}, after={"state": cn.PAUSED, "model": r.model_ref, "reason": reason,
+                                                          "step": r.step_index + 1, "traffic": r.traffic})
+            emit(c, "canary_paused", actor=actor, model=r.model_ref, endpoint=r.endpoint,
+                 summary=f"canary of {r.model_ref} on {r.endpoint} paused at {r.step_label}: {reason}",
+                 details={"step": r.step_index + 1, "traffic": r.traffic, "reasons": [reason],
+                          "analysis": analysis.to_dict() if analysis else None})
+
+    def _canary_next(self, r: cn.Rollout, a: cn.Analysis, now) -> None:
+        idx = r.step_index + 1
+        share = r.steps[idx]
+        at = now.isoformat()
+        history = json.dumps([h.to_dict() for h in r.history] + [a.to_dict()])
+
+        def also(c):
+            if c.execute("UPDATE rollouts SET step_index = ?, step_started_at = ?, updated_at = ?, analysis_json = ?,"
+                         " history_json = ?, reason = '' WHERE id = ? AND state = 'running' AND step_index = ?",
+                         (idx, at, at, json.dumps(a.to_dict()), history, r.id, r.step_index)).rowcount != 1:
+                raise _Stale()
+            emit(c, "canary_step", actor=rules.SYSTEM_ACTOR, model=r.model_ref, endpoint=r.endpoint,
+                 summary=f"canary of {r.model_ref} on {r.endpoint} passed {r.step_label}: {a.summary}; "
+                         f"now {share} % of traffic (step {idx + 1} of {len(r.steps)})",
+                 details={"step": idx + 1, "steps": list(r.steps), "traffic": share, "analysis": a.to_dict(),
+                          "reasons": list(a.reasons)})
+        with self._operation(r.endpoint, rules.SYSTEM_ACTOR, "canary.step"):
+            self._shift(r.endpoint, {r.canary_deployment: share, r.stable_deployment: 100 - share},
+                        rules.SYSTEM_ACTOR, "system", "canary.step", a.summary, also=also,
+                        after={"rollout": r.id, "model": r.model_ref, "step": idx + 1, "analysis": a.to_dict()})
+
+    def _canary_complete(self, r: cn.Rollout, a: cn.Analysis, now) -> None:
+        at = now.isoformat()
+        history = json.dumps([h.to_dict() for h in r.history] + [a.to_dict()])
+        system = rules.SYSTEM_ACTOR
+        stable_name, stable_version = r.stable_model.rsplit(":", 1)
+
+        def also(c):
+            if c.execute("UPDATE rollouts SET state = 'succeeded', ended_at = ?, updated_at = ?, analysis_json = ?,"
+                         " history_json = ?, reason = ? WHERE id = ? AND state = 'running' AND step_index = ?",
+                         (at, at, json.dumps(a.to_dict()), history, a.summary, r.id, r.step_index)).rowcount != 1:
+                raise _Stale()
+            self._stage_in(c, r.model_name, r.model_version, Stage.PRODUCTION, system, "system")
+            if r.stable_model != r.model_ref:
+                self._stage_in(c, stable_name, int(stable_version), Stage.RETIRED, system, "system")
+            emit(c, "promoted", actor=r.started_by, model=r.model_ref, endpoint=r.endpoint,
+                 summary=f"{r.model_ref} serves {r.endpoint} after a canary of {len(r.steps)} steps "
+                         f"({' → '.join(f'{s} %' for s in r.steps)}), replacing {r.stable_model}: {a.summary}",
+                 details={"previous": r.stable_model, "strategy": "canary", "rollout": r.id,
+                          "reasons": list(a.reasons), "analysis": a.to_dict()})
+        with self._operation(r.endpoint, system, "canary.step"):
+            self._shift(r.endpoint, {r.canary_deployment: 100, r.stable_deployment: 0}, system, "system",
+                        "canary.succeeded", a.summary, also=also,
+                        after={"rollout": r.id, "model": r.model_ref, "analysis": a.to_dict()})
+        self.models.set_alias(r.model_name, "champion", r.model_version, actor=system)
+
+    def _end_canary(self, r: cn.Rollout, state: str, actor: str, role: str, reason: str, reasons: list[str],
+                    a: cn.Analysis | None, expect_step: int | None = None) -> None:
+        """Rolled back (automatic) or aborted (by a person): stable 100 %, candidate stopped."""
+        at = utcnow()
+        automatic = state == cn.ROLLED_BACK
+        # an automatic decision applies only to the running step it judged (not after a pause)
+        step_clause = " AND state = 'running' AND step_index = ?" if expect_step is not None else ""
+
+        def also(c):
+            params = (state, at, at, reason, json.dumps(a.to_dict()) if a else None, r.id)
+            if c.execute("UPDATE rollouts SET state = ?, ended_at = ?, updated_at = ?, reason = ?,"
+                         " analysis_json = COALESCE(?, analysis_json) WHERE id = ? AND state IN ('running', 'paused')"
+                         + step_clause, params + ((expect_step,) if expect_step is not None else ())).rowcount != 1:
+                raise _Stale()
+            c.execute("UPDATE deployments SET desired = 'stopped' WHERE endpoint = ? AND name = ?",
+                      (r.endpoint, r.canary_deployment))
+            self._stage_in(c, r.model_name, r.model_version, Stage.ROLLED_BACK, actor, role, comment=reason)
+            if automatic:
+                emit(c, "rolled_back", actor=actor, model=r.model_ref, endpoint=r.endpoint,
+                     summary=f"canary of {r.model_ref} on {r.endpoint} rolled back automatically at "
+                             f"{r.step_label}: {'; '.join(reasons)}; {r.stable_model} serves all traffic",
+                     details={"automatic": True, "from": r.model_ref, "to": r.stable_model, "rollout": r.id,
+                              "step": r.step_index + 1, "reasons": reasons,
+                              "analysis": a.to_dict() if a else None})
+            else:
+                emit(c, "canary_aborted", actor=actor, model=r.model_ref, endpoint=r.endpoint,
+                     summary=f"canary of {r.model_ref} on {r.endpoint} {reason} at {r.step_label}; "
+                             f"{r.stable_model} serves all traffic",
+                     details={"automatic": False, "from": r.model_ref, "to": r.stable_model, "rollout": r.id,
+                              "step": r.step_index + 1, "reasons": reasons})
+        with self._operation(r.endpoint, actor, "canary.abort"):
+            self._shift(r.endpoint, {r.stable_deployment: 100, r.canary_deployment: 0}, actor, role,
+                        f"canary.{state}", "; ".join(reasons), also=also,
+                        after={"rollout": r.id, "model": r.model_ref, "stable": r.stable_model,
+                               "step": r.step_index + 1, "reasons": reasons,
+                               **({"analysis": a.to_dict()} if a else {})})
+
     # --- mechanics ------------------------------------------------------------
 
     @contextmanager
@@ -372,6 +668,13 @@ class LocalReleases:
             if row and row["busy_op"] and now - row["busy_since"] < OP_STALE_S:
                 raise Conflict(f"{row['busy_by']} is already running '{row['busy_op']}' on {env}",
                                hint="Wait for it to finish; the console shows its progress.")
+            if op not in CANARY_OPS:
+                active = c.execute("SELECT model_name, model_version, state FROM rollouts WHERE endpoint = ?"
+                                   " AND state IN ('running', 'paused')", (env,)).fetchone()
+                if active:
+                    raise Conflict(f"a canary rollout of {active['model_name']}:{active['model_version']} is "
+                                   f"{active['state']} on {env}; '{op}' must wait until it ends",
+                                   hint=f"python tollgate.py canary status --env {env} (abort ends it at once).")
             c.execute("INSERT INTO endpoint_ops (endpoint, busy_op, busy_since, busy_by) VALUES (?, ?, ?, ?)"
                       " ON CONFLICT(endpoint) DO UPDATE SET busy_op = excluded.busy_op,"
                       " busy_since = excluded.busy_since, busy_by = excluded.busy_by", (env, op, now, actor))
@@ -442,19 +745,27 @@ class LocalReleases:
                                  hint="Its console log:\n" + log)
             time.sleep(0.1)
 
-    def _shift(self, env: str, traffic: Mapping[str, int], actor: str, role: str, action: str, comment: str) -> None:
+    def _shift(self, env: str, traffic: Mapping[str, int], actor: str, role: str, action: str, comment: str,
+               *, also=None, after: Mapping[str, Any] | None = None) -> None:
+        """Change the split (and whatever ``also(conn)`` writes) in one transaction, then wait
+        until the gateway routes by it."""
         before = self.endpoints.get(env).traffic
         with self.db.write() as c:
+            if also is not None:
+                also(c)
             for dep, pct in traffic.items():
                 c.execute("UPDATE deployments SET traffic = ? WHERE endpoint = ? AND name = ?", (pct, env, dep))
             c.execute("UPDATE endpoints SET config_version = config_version + 1 WHERE name = ?", (env,))
             audit.record(c, actor, action, env, role=role, before={"traffic": before},
-                         after={"traffic": {**before, **traffic}}, comment=comment)
+                         after={"traffic": {**before, **traffic}, **(after or {})}, comment=comment)
         self._wait_gateway_routes(env, {**before, **traffic})
 
     def _wait_gateway_routes(self, env: str, traffic: Mapping[str, int], timeout_s: float = 5) -> None:
         """Return once the gateway routes by the new split (so 'done' means done)."""
-        port = self.endpoints._row(env)["port"]
+        row = self.endpoints._row(env)
+        port = row["port"]
+        if not port or not pid_alive(row["gateway_pid"]):
+            return  # not running: it routes by the current split when it starts
         deadline = time.monotonic() + timeout_s
         want = {k: v for k, v in traffic.items() if v}
         while time.monotonic() < deadline:
@@ -525,16 +836,30 @@ class LocalReleases:
         return self.smoke_test_result(test_id)
 
     def _set_stage(self, name: str, version: int, stage: Stage, actor: str, role: str, action: str,
-                   **fields) -> ReleaseState:
-        before = self.state(name, version)
-        cols = {"stage": stage.value, "updated_at": utcnow(), **fields}
+                   event: Mapping[str, Any] | None = None, **fields) -> ReleaseState:
+        """Set a version's stage with its audit record and (``event``: ``outbox.emit`` arguments)
+        its notification, in one transaction."""
+        self.models.get(name, version)  # NotFound for unknown versions
         with self.db.write() as c:
-            c.execute(f"INSERT INTO releases (model_name, model_version, {', '.join(cols)}) VALUES (?, ?, "
-                      f"{', '.join('?' * len(cols))}) ON CONFLICT(model_name, model_version) DO UPDATE SET "
-                      + ", ".join(f"{k} = excluded.{k}" for k in cols), (name, version, *cols.values()))
-            audit.record(c, actor, action, f"{name}:{version}", role=role, before={"stage": before.stage.value},
-                         after={"stage": stage.value}, comment=fields.get("decision_comment") or "")
+            if event:
+                emit(c, **event)
+            self._stage_in(c, name, version, stage, actor, role, action, comment=fields.get("decision_comment") or "",
+                           **fields)
         return self.state(name, version)
+
+    @staticmethod
+    def _stage_in(c, name: str, version: int, stage: Stage, actor: str, role: str, action: str = "release.stage",
+                  comment: str = "", **fields) -> None:
+        """Upsert a version's release stage and its audit record, in the caller's transaction."""
+        row = c.execute("SELECT stage FROM releases WHERE model_name = ? AND model_version = ?",
+                        (name, version)).fetchone()
+        cols = {"stage": stage.value, "updated_at": utcnow(), **fields}
+        c.execute(f"INSERT INTO releases (model_name, model_version, {', '.join(cols)}) VALUES (?, ?, "
+                  f"{', '.join('?' * len(cols))}) ON CONFLICT(model_name, model_version) DO UPDATE SET "
+                  + ", ".join(f"{k} = excluded.{k}" for k in cols), (name, version, *cols.values()))
+        audit.record(c, actor, action, f"{name}:{version}", role=role,
+                     before={"stage": row["stage"] if row else Stage.REGISTERED.value},
+                     after={"stage": stage.value}, comment=comment)
 
 
 def _to_smoke(r) -> SmokeTestResult:
@@ -545,3 +870,16 @@ def _to_smoke(r) -> SmokeTestResult:
 
 def _failed_cases(smoke: SmokeTestResult) -> str:
     return "\n".join(f"{c.name}: {c.detail}" for c in smoke.cases if not c.passed)
+
+
+def _to_rollout(r) -> cn.Rollout:
+    rules_, _ = cn.rules_from_json(r["policy_json"])
+    return cn.Rollout(
+        id=r["id"], endpoint=r["endpoint"], model_name=r["model_name"], model_version=r["model_version"],
+        canary_deployment=r["canary_deployment"], stable_deployment=r["stable_deployment"],
+        stable_model=r["stable_model"], steps=tuple(json.loads(r["steps_json"])), rules=rules_,
+        step_index=r["step_index"], state=r["state"], started_at=parse_ts(r["started_at"]),
+        started_by=r["started_by"], step_started_at=parse_ts(r["step_started_at"]),
+        updated_at=parse_ts(r["updated_at"]), ended_at=parse_ts(r["ended_at"]), reason=r["reason"],
+        last_analysis=cn.Analysis.from_dict(json.loads(r["analysis_json"])) if r["analysis_json"] else None,
+        history=tuple(cn.Analysis.from_dict(h) for h in json.loads(r["history_json"] or "[]")))

@@ -9,6 +9,17 @@ equal to what the database says should run, every ``TICK_S``:
   a new one is probed until healthy; one that dies is restarted and the crash is
   recorded in the audit trail as an incident; ``stopped`` ones are terminated.
 
+Beside the control loop, two threads (so that neither a slow webhook nor a canary's
+traffic shift ever delays a restart):
+
+* **releases** (every ``RELEASE_TICK_S``): advances canary rollouts
+  (``services.canary.advance_rollouts``), and finds the events other processes cause —
+  a model version registered by a run (``candidate_ready``) and, every
+  ``HEALTH_EVERY_S`` (from ``HEALTH_GRACE_S`` after the start), endpoint health turning
+  degraded or back;
+* **notifications** (every ``NOTIFY_TICK_S``): delivers the outbox to the webhooks of
+  ``[notifications]``, with retries (``services.local.outbox``).
+
 One supervisor per workspace (an exclusive lock on ``supervisor.lock``). It
 survives a restart of the console — the console is only a client — and a new
 supervisor adopts the processes a previous one left running.
@@ -22,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -32,6 +44,10 @@ from .db import Database, utcnow
 from .processes import pid_alive, stop_process
 
 TICK_S = 0.5
+RELEASE_TICK_S = 0.5
+NOTIFY_TICK_S = 0.5
+HEALTH_EVERY_S = 10.0
+HEALTH_GRACE_S = 30.0   # after a start, endpoints coming up are not "down"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCK_FILE = "supervisor.lock"
 PID_FILE = "supervisor.pid"
@@ -86,6 +102,7 @@ class Supervisor:
         self.db = Database(self.root / "tollgate.db")
         self.started_at: dict[tuple[str, str], float] = {}
         self.stopping = False
+        self.stop_event = threading.Event()
 
     def tick(self) -> None:
         self.ensure_gateways()
@@ -171,6 +188,47 @@ class Supervisor:
                       (*fields.values(), d["endpoint"], d["name"]))
             c.execute("UPDATE endpoints SET config_version = config_version + 1 WHERE name = ?", (d["endpoint"],))
 
+    # --- release automation (threads) -------------------------------------------
+
+    def start_threads(self) -> list[threading.Thread]:
+        threads = [threading.Thread(target=self._every, args=("releases", RELEASE_TICK_S, self._releases_tick),
+                                    name="releases", daemon=True),
+                   threading.Thread(target=self._every, args=("notifications", NOTIFY_TICK_S, self._notify_tick),
+                                    name="notifications", daemon=True)]
+        for t in threads:
+            t.start()
+        return threads
+
+    def _every(self, name: str, interval_s: float, tick) -> None:
+        from .workspace import LocalWorkspace  # here: the workspace module imports this one
+        ws, state = None, {}
+        while not self.stop_event.is_set():
+            try:
+                ws = ws or LocalWorkspace(self.root)
+                tick(ws, state)
+            except Exception as e:  # keep going; the next tick retries
+                print(f"{utcnow()} {name} tick failed: {type(e).__name__}: {e}", flush=True)
+            self.stop_event.wait(interval_s)
+        if ws is not None:
+            ws.close()
+
+    def _releases_tick(self, ws, state: dict) -> None:
+        from ..canary import advance_rollouts
+        from .outbox import scan_candidates, scan_health
+        for rollout, decision in advance_rollouts(ws):
+            print(f"{utcnow()} canary {rollout.endpoint} {rollout.model_ref} {rollout.step_label}: "
+                  f"{decision.action} ({decision.reason})", flush=True)
+        scan_candidates(ws.db)
+        state.setdefault("health_at", time.monotonic() + HEALTH_GRACE_S - HEALTH_EVERY_S)
+        if time.monotonic() - state["health_at"] >= HEALTH_EVERY_S:
+            state["health_at"] = time.monotonic()
+            scan_health(ws)
+
+    def _notify_tick(self, ws, state: dict) -> None:
+        from .outbox import LocalNotifications
+        notifications = state.get("n") or state.setdefault("n", LocalNotifications(ws.db, ws.policy))
+        notifications.deliver_due()
+
     # --- shutdown -------------------------------------------------------------
 
     def stop_all(self) -> None:
@@ -185,14 +243,19 @@ class Supervisor:
     def run_forever(self) -> None:
         def on_term(signum, frame):
             self.stopping = True
+            self.stop_event.set()
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
+        threads = self.start_threads()
         while not self.stopping:
             try:
                 self.tick()
             except Exception as e:  # keep supervising; the next tick retries
                 print(f"{utcnow()} supervisor tick failed: {type(e).__name__}: {e}", flush=True)
             time.sleep(TICK_S)
+        self.stop_event.set()
+        for t in threads:
+            t.join(10)
         self.stop_all()
         print(f"{utcnow()} supervisor stopped; endpoints down", flush=True)
 
