@@ -19,7 +19,7 @@ from services import ServiceError, open_workspace
 from services.entities import CheckStatus, RunFilter, RunStatus, TrainingSpec
 from services.release_rules import SYSTEM_ACTOR
 
-from cli import delivery, monitoring
+from cli import canary, delivery, monitoring
 from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
 
 
@@ -390,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", action="store_true", help="write CSV to stdout")
     monitoring.register(add)
     delivery.register(add)
+    canary.register(add)
     return ap
 
 
@@ -413,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR
+    except BrokenPipeError:  # `tollgate.py … | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from sklearn.datasets import load_diabetes
 from .entities import RunFilter, RunStatus, TrainingSpec
 from .protocols import Workspace
 from .release_rules import SYSTEM_ACTOR
+from .simulator import simulate
+from .telemetry import window
 
 DATASET = "diabetes"
 DEMO_USER = "demo-seeder"
@@ -77,7 +79,20 @@ def seed_demo(ws: Workspace, progress: Callable[[str], None] = print, wait_s: fl
         train_demo_models(ws, progress, wait_s, created)
     if deploy_endpoints and getattr(ws, "endpoints", None) is not None:
         deploy_demo_endpoints(ws, progress, created)
+        send_demo_traffic(ws, progress, created)
     return created
+
+
+def send_demo_traffic(ws: Workspace, progress: Callable[[str], None], created: dict) -> None:
+    """A first burst of requests (a few of them bad) so Monitoring, Logs and Drift have data."""
+    env = ws.policy.endpoints
+    for name, rps, seconds in ((env.production, 40, 15), (env.staging, 10, 5)):
+        already = sum(s.requests for s in ws.telemetry.stats(window("24h"), name))  # smoke tests send a few
+        if ws.endpoints.get(name).live is None or already >= rps * seconds / 2:
+            continue
+        progress(f"sending demo traffic to {name}: {rps} requests/s for {seconds} s, 2 % bad requests…")
+        result = simulate(ws, name, rps, seconds, error_rate=0.02, seed=7)
+        created.setdefault("requests", {})[name] = result.sent
 
 
 def deploy_demo_endpoints(ws: Workspace, progress: Callable[[str], None], created: dict) -> None:
