@@ -148,4 +148,5 @@ def render_detail(detail: RequestDetail, policy_model: str) -> None:
     else:
         st.caption("No log line carries this id: the deployment logs a request only when it is served, and the "
                    "gateway only when it refuses or fails one. The Logs page shows everything around that time.")
-    st.page_link("pages/logs.py", label="Logs", icon=":material/article:")
+    st.page_link("pages/logs.py", label=f"All logs of {r.endpoint}", icon=":material/article:",
+                 query_params={"endpoint": r.endpoint})
