@@ -172,6 +172,10 @@ class BlobAudit:
             return blob.download_blob(offset=start, length=length).readall()
         except ResourceNotFoundError:
             return b""
+        except HttpResponseError as e:
+            if e.status_code == 416:          # past the end
+                return b""
+            raise storage_error(e, "read the audit trail") from e
         except AzureError as e:
             raise storage_error(e, "read the audit trail") from e
 
@@ -243,11 +247,12 @@ class OperationLocks:
         self.lease_s, self.renew_s = lease_s, renew_s
 
     @contextmanager
-    def hold(self, name: str, actor: str, op: str) -> Iterator[None]:
-        """Hold the lock ``name`` while the block runs; ``Conflict`` (saying who holds it, for
-        what, since when) if someone else does. Refused, not queued."""
+    def hold(self, name: str, actor: str, op: str, what: str | None = None) -> Iterator[None]:
+        """Hold the lock ``name`` (``what`` it guards, in words) while the block runs;
+        ``Conflict`` (saying who holds it, for what, since when) if someone else does.
+        Refused, not queued."""
         blob = self.container.get_blob_client(f"{LOCKS}{name}")
-        lease = self._acquire(blob, name)
+        lease = self._acquire(blob, what or name)
         try:
             try:
                 blob.set_blob_metadata({"op": op, "by": actor, "since": datetime.now(timezone.utc).isoformat()},

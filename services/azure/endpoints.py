@@ -301,16 +301,16 @@ class AzureEndpoints:
         """Wait for an ARM long-running operation, reporting its status every ``poll_s``."""
         started = time.monotonic()
         last = None
-        while not poller.done():
-            status = f"{what}: {poller.status()} ({time.monotonic() - started:.0f} s)"
-            if progress and status != last:
-                progress(status)
-                last = status
-            if time.monotonic() - started > self.lro_timeout_s:
-                raise BackendUnavailable(f"{what} did not finish in {self.lro_timeout_s:.0f} s",
-                                         hint="It may still finish; the Endpoints page shows its state.")
-            poller.wait(self.poll_s)
-        with translated(what):
+        with translated(what):                  # the poller re-raises its thread's failure in wait()
+            while not poller.done():
+                status = f"{what}: {poller.status()} ({time.monotonic() - started:.0f} s)"
+                if progress and status != last:
+                    progress(status)
+                    last = status
+                if time.monotonic() - started > self.lro_timeout_s:
+                    raise BackendUnavailable(f"{what} did not finish in {self.lro_timeout_s:.0f} s",
+                                             hint="It may still finish; the Endpoints page shows its state.")
+                poller.wait(self.poll_s)
             result = poller.result()
         if progress:
             progress(f"{what}: done ({time.monotonic() - started:.0f} s)")
@@ -438,7 +438,8 @@ class AzureReleases:
                 raise Conflict(f"endpoint {env} has no previous deployment to roll back to",
                                hint="Rollback needs a warm previous deployment (kept after each promote).")
             back = warm[0]
-            self._shift(env, {back.name: 100, live.name: 0}, actor, role, "rollback", comment, progress, raw=raw)
+            self._shift(env, {back.name: 100, live.name: 0}, actor, role, "rollback", comment, progress, raw=raw,
+                        names=[d.name for d in deployments])
         if env == self.policy.endpoints.production and back.model_name:
             self.models.set_alias(back.model_name, "champion", back.model_version, actor=actor)
             if live.model_name:
@@ -456,8 +457,9 @@ class AzureReleases:
             raise InvalidInput(f"unknown deployment(s) on {env}: {', '.join(sorted(unknown))}")
         if any(not isinstance(v, int) or v < 0 or v > 100 for v in traffic.values()) or sum(traffic.values()) not in (0, 100):
             raise InvalidInput("traffic must be whole percentages between 0 and 100 that add up to 100")
-        with self._operation(env, actor, "set_traffic") as (raw, _):
-            self._shift(env, dict(traffic), actor, role, "traffic", comment, progress, raw=raw)
+        with self._operation(env, actor, "set_traffic") as (raw, deployments):
+            self._shift(env, dict(traffic), actor, role, "traffic", comment, progress, raw=raw,
+                        names=[d.name for d in deployments])
         return self.endpoints.get(env)
 
     def regenerate_key(self, env: str, which: str, actor: str, *, progress: Progress | None = None) -> Endpoint:
@@ -468,7 +470,7 @@ class AzureReleases:
         with self._operation(env, actor, "regenerate_key"):
             with translated(f"regenerate the {which} key of {env}"):
                 poller = self.ml.online_endpoints.begin_regenerate_keys(env, key_type=which)
-            self.endpoints.wait(poller, f"regenerating the {which} key of {env}", progress)
+            self.endpoints.wait(poller, f"regenerate the {which} key of {env}", progress)
             self.trail.record(actor, "key.regenerate", f"{env}/{which}", role=role)
         return self.endpoints.get(env)
 
@@ -478,7 +480,7 @@ class AzureReleases:
     def _operation(self, env: str, actor: str, op: str) -> Iterator[tuple[Any, list]]:
         """One long-running operation per endpoint at a time: refused, not queued. Yields the
         endpoint and its deployments as Azure has them once the lock is held."""
-        with self.locks.hold(f"endpoint-{env}", actor, op):
+        with self.locks.hold(f"endpoint-{env}", actor, op, f"endpoint {env}"):
             self.endpoints.clear_cache()
             raw = self.endpoints._raw_endpoint(env)
             deployments = self.endpoints._raw_deployments(env)
@@ -509,8 +511,13 @@ class AzureReleases:
             try:
                 with translated(f"create deployment {env}/{colour}"):
                     poller = self.ml.online_deployments.begin_create_or_update(spec, skip_script_validation=True)
-                self.endpoints.wait(poller, f"deployment {env}/{colour}", progress)
-            except ServiceError as e:
+            except ServiceError as e:           # refused outright (403, 409, 400…): nothing was created
+                self.trail.record(actor, f"{action}.failed", f"{env}/{colour}", role=role,
+                                  after={"model": mv.ref, "summary": str(e)})
+                raise
+            try:
+                self.endpoints.wait(poller, f"create deployment {env}/{colour}", progress)
+            except ServiceError as e:           # accepted, then failed to provision
                 log = self._log_or_note(env, colour)
                 self._discard(env, colour, actor, role, action, mv, f"provisioning failed: {e}", progress)
                 raise GateFailed(f"deployment {env}/{colour} of {mv.ref} failed to provision ({e}); traffic unchanged",
@@ -522,7 +529,7 @@ class AzureReleases:
                 raise GateFailed(f"smoke test of {mv.ref} on {env}/{colour} failed: {smoke.summary}; traffic unchanged",
                                  hint=_failed_cases(smoke))
             self._shift(env, {colour: 100, **({live.name: 0} if live else {})}, actor, role, action, comment,
-                        progress, raw=raw)
+                        progress, raw=raw, names=[d.name for d in deployments] + [colour])
             return smoke
 
     def _deployment_spec(self, env: str, colour: str, mv, actor: str, like):
@@ -572,7 +579,7 @@ class AzureReleases:
         try:
             with translated(f"delete the failed deployment {env}/{colour}"):
                 poller = self.ml.online_deployments.begin_delete(name=colour, endpoint_name=env)
-            self.endpoints.wait(poller, f"deleting the failed deployment {env}/{colour}", progress)
+            self.endpoints.wait(poller, f"delete the failed deployment {env}/{colour}", progress)
             after["deleted"] = True
         except ServiceError as e:
             after["deleted"] = False
@@ -580,17 +587,18 @@ class AzureReleases:
         self.trail.record(actor, f"{action}.failed", f"{env}/{colour}", role=role, after=after)
 
     def _shift(self, env: str, traffic: Mapping[str, int], actor: str, role: str, action: str, comment: str,
-               progress: Progress | None, raw=None) -> None:
-        """PUT the endpoint with the new traffic and wait for it; audit before/after."""
+               progress: Progress | None, raw=None, names=()) -> None:
+        """PUT the endpoint with the new traffic and wait for it; audit before/after (every
+        deployment named, 0 % included: Azure leaves zeroes out)."""
         raw = raw or self.endpoints._raw_endpoint(env)
-        before = {k: int(v) for k, v in (raw.traffic or {}).items()}
+        before = {**{n: 0 for n in names}, **{k: int(v) for k, v in (raw.traffic or {}).items()}}
         after = {**before, **{k: int(v) for k, v in traffic.items()}}
         raw.traffic = dict(after)
         if progress:
             progress(f"shifting traffic on {env}: " + ", ".join(f"{k} {v} %" for k, v in after.items()))
         with translated(f"change the traffic of {env}"):
             poller = self.ml.online_endpoints.begin_create_or_update(raw)
-        self.endpoints.wait(poller, f"traffic on {env}", progress)
+        self.endpoints.wait(poller, f"shift the traffic of {env}", progress)
         self.trail.record(actor, action, env, role=role, before={"traffic": before}, after={"traffic": after},
                           comment=comment)
 

@@ -244,13 +244,19 @@ _ENDPOINT_FILTERS = (re.compile(r'EndpointName\s*=~\s*"((?:[^"\\]|\\.)*)"'),
                      re.compile(r'endswith\s*"/onlineendpoints/((?:[^"\\]|\\.)*)"'))
 
 
+_REQUEST_FILTER = re.compile(r'XRequestId\s*=~\s*"((?:[^"\\]|\\.)*)"')
 _TEXT_FILTER = re.compile(r'\| where text contains "((?:[^"\\]|\\.)*)"')
 
 
 def _filter_endpoint(table: dict, query: str) -> dict:
-    """Rows of the endpoint the query filters on, and of its ``text contains`` search (the
-    replay's stand-in for those where clauses; nothing else of the KQL is evaluated)."""
+    """Rows of the endpoint and request id the query filters on, and of its ``text contains``
+    search (the replay's stand-in for those where clauses; nothing else of the KQL is evaluated)."""
     names = [c["name"] for c in table["columns"]]
+    m = _REQUEST_FILTER.search(query)
+    if m and "request_id" in names:
+        wanted = json.loads(f'"{m[1]}"').lower()
+        i = names.index("request_id")
+        table["rows"] = [r for r in table["rows"] if str(r[i]).lower() == wanted]
     m = _TEXT_FILTER.search(query)
     if m and "text" in names:
         needle = json.loads(f'"{m[1]}"').lower()
@@ -289,13 +295,17 @@ class FakeAuditStore:
         self.leases: dict[str, tuple[str, float, int]] = {}  # path -> (lease id, expires at (inf: infinite), seconds)
         self.clock: Callable[[], float] = time.monotonic
         self.lock = threading.RLock()
+        self.on_seed: list[Callable[[str, bytes], None]] = []   # called after each seed(name, data)
 
     def seed(self, name: str, data: bytes) -> None:
+        """Set an append blob's content (fixtures); one block per line."""
         path = f"/{self.container}/{name}"
         with self.lock:
             self.blobs[path] = bytearray(data)
             self.types[path] = "AppendBlob"
             self.blocks[path] = data.count(b"\n")
+        for fn in self.on_seed:
+            fn(name, data)
 
     def lines(self, prefix: str = "audit/") -> list[dict]:
         """Every audit line, oldest first (for assertions)."""
@@ -462,15 +472,19 @@ def install_online(transport: ReplayTransport, folder: Path | str | None = ONLIN
             online.logs[(ep_name, dep)] = f.read_text()
         online.tables.update(_read_json(folder / "loganalytics.json", {}))
         audit = folder / "audit.jsonl"
-        offsets: list[int] = []
-        if audit.exists():
-            data = audit.read_bytes()
-            online.audit.seed("audit/000000.jsonl", data)
-            pos = 0
-            for line in data.split(b"\n")[:-1]:
-                offsets.append(pos)
-                pos += len(line) + 1
-        _apply_release_tags(transport, scope, _read_json(folder / "releases.json", {}), offsets)
+        releases = _read_json(folder / "releases.json", {})
+        seeded = audit.read_bytes().split(b"\n")[:-1] if audit.exists() else []
+
+        def resolve(name: str, data: bytes) -> None:
+            """Release tags naming seeded records by line (``@audit:N``) get the record's id in the
+            blob as it is now (fixtures seeded later, e.g. the registry's records, move it)."""
+            if name == "audit/000000.jsonl":
+                _apply_release_tags(transport, scope, releases, _offsets(data, seeded))
+        online.audit.on_seed.append(resolve)
+        if seeded:
+            online.audit.seed("audit/000000.jsonl", b"".join(line + b"\n" for line in seeded))
+        else:
+            _apply_release_tags(transport, scope, releases, [])
     ws = r"/workspaces/[^/]+"
     transport.add("PUT", ws + _EP + r"$", online.put_endpoint, host=re.escape(ARM_HOST))
     transport.add("POST", ws + _EP + r"/listKeys$", online.list_keys, host=re.escape(ARM_HOST))
@@ -482,6 +496,16 @@ def install_online(transport: ReplayTransport, folder: Path | str | None = ONLIN
     transport.set_logs_handler(online.logs_query)
     transport.online = online  # type: ignore[attr-defined]
     return online
+
+
+def _offsets(data: bytes, lines: list[bytes]) -> list[int]:
+    """Where each of ``lines`` starts in ``data`` (an audit blob), in ``lines``' order."""
+    starts: dict[bytes, int] = {}
+    pos = 0
+    for line in data.split(b"\n"):
+        starts.setdefault(line, pos)
+        pos += len(line) + 1
+    return [starts.get(line, -1) for line in lines]
 
 
 def _apply_release_tags(transport: ReplayTransport, scope: str, releases: dict, offsets: list[int]) -> None:
@@ -497,7 +521,10 @@ def _apply_release_tags(transport: ReplayTransport, scope: str, releases: dict, 
         merged = dict(props.get("tags") or {})
         for k, v in tags.items():
             if isinstance(v, str) and v.startswith("@audit:"):
-                v = str(offsets[int(v[len("@audit:"):])])
+                n = int(v[len("@audit:"):])
+                if n >= len(offsets) or offsets[n] < 0:
+                    continue
+                v = str(offsets[n])
             merged[k] = v
         props["tags"] = merged
         transport.arm.put_raw(path, mv)
