@@ -33,6 +33,9 @@ seed: $(VENV)/.installed
 
 run: seed
 	$(BIN)/python tollgate.py up
+	$(BIN)/python tollgate.py scheduler start
+	@# the retraining scheduler runs with the console: stopped when the console stops (Ctrl-C) — docs/ci-cd.md
+	trap '$(BIN)/python tollgate.py scheduler stop' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/python -m ui.serve --server.port $(PORT) --server.headless true
 
 test: $(VENV)/.installed-dev browser-deps

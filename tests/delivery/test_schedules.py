@@ -78,6 +78,14 @@ def test_catch_up_counts_the_missed_occurrences_it_skips():
     assert rules.count_missed(every_minute, None, utc(2024, 5, 1, 10), utc(2024, 5, 1, 10, 30)) == 30
 
 
+def test_counting_missed_occurrences_stops_at_a_bound_so_a_long_downtime_stays_cheap():
+    a = utc(2024, 5, 1)
+    assert rules.count_between("* * * * *", a, a + timedelta(days=365)) == rules.MAX_COUNTED
+    assert rules.describe_missed(rules.MAX_COUNTED).startswith(f"{rules.MAX_COUNTED} or more earlier missed")
+    assert rules.describe_missed(1).startswith("1 earlier missed occurrence not run")
+    assert rules.describe_missed(0) == ""
+
+
 def test_the_display_name_of_a_triggered_run_names_its_firing():
     a = rules.run_name("ridge", {"alpha": 1.0}, schedule_id=3, due_at=utc(2024, 5, 1, 10, 5))
     b = rules.run_name("ridge", {"alpha": 1.0}, schedule_id=3, due_at=utc(2024, 5, 1, 10, 6))
