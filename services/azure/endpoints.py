@@ -36,6 +36,7 @@ shared by later calls.
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
 import time
@@ -134,12 +135,14 @@ class AzureEndpoints:
     """
 
     MODELS_TTL_S = 60.0
+    READ_TTL_S = 3.0
 
     def __init__(self, ml_client, policy, *, transport=None, poll_s: float = 2.0, lro_timeout_s: float = 1800):
         from azure.core import PipelineClient
         self.ml, self.policy = ml_client, policy
         self.poll_s, self.lro_timeout_s = poll_s, lro_timeout_s
         self._models_cache: tuple[float, dict] | None = None
+        self._reads: dict[str, tuple[float, Any]] = {}
         self._scoring = PipelineClient(base_url="https://scoring.invalid", transport=transport or _default_transport(ml_client),
                                        policies=[UserAgentPolicy(user_agent="tollgate")])
 
@@ -148,9 +151,23 @@ class AzureEndpoints:
     def names(self) -> list[str]:
         return [self.policy.endpoints.staging, self.policy.endpoints.production]
 
+    def _cached(self, key: str, read: Callable[[], Any]) -> Any:
+        """Endpoint and deployment listings are kept ``READ_TTL_S`` seconds, so that a page
+        polling an operation's progress (``ws.endpoints.get`` twice a second) does not
+        poll ARM as often; every write through ``AzureReleases`` clears them."""
+        now = time.monotonic()
+        hit = self._reads.get(key)
+        if hit is not None and now - hit[0] < self.READ_TTL_S:
+            return hit[1]
+        value = read()
+        self._reads[key] = (now, value)
+        return value
+
     def _raw_endpoints(self) -> dict[str, Any]:
-        with translated("list the online endpoints"):
-            return {e.name: e for e in self.ml.online_endpoints.list()}
+        def read():
+            with translated("list the online endpoints"):
+                return {e.name: e for e in self.ml.online_endpoints.list()}
+        return dict(self._cached("endpoints", read))
 
     def _raw_endpoint(self, name: str):
         found = self._raw_endpoints().get(name)
@@ -161,13 +178,18 @@ class AzureEndpoints:
         return found
 
     def _raw_deployments(self, name: str) -> list:
-        with translated(f"list the deployments of {name}"):
-            return list(self.ml.online_deployments.list(name))
+        def read():
+            with translated(f"list the deployments of {name}"):
+                return list(self.ml.online_deployments.list(name))
+        return list(self._cached(f"deployments/{name}", read))
 
     def _raw_keys(self, name: str, auth_mode: str | None) -> tuple[str, str] | None:
         """Both keys, or None when the endpoint does not use keys or the identity may not read them."""
         if (_text(auth_mode) or "key") != "key":
             return None
+        return self._cached(f"keys/{name}", lambda: self._read_keys(name))
+
+    def _read_keys(self, name: str) -> tuple[str, str] | None:
         ops = self.ml.online_endpoints
         try:
             try:  # one POST (listKeys); the public get_keys() GETs the endpoint first
@@ -231,6 +253,7 @@ class AzureEndpoints:
 
     def clear_cache(self) -> None:
         self._models_cache = None
+        self._reads.clear()
 
     def keys(self, name: str, actor: str) -> tuple[str, str]:
         """Both keys in full (QA and admins)."""
@@ -590,7 +613,7 @@ class AzureReleases:
                progress: Progress | None, raw=None, names=()) -> None:
         """PUT the endpoint with the new traffic and wait for it; audit before/after (every
         deployment named, 0 % included: Azure leaves zeroes out)."""
-        raw = raw or self.endpoints._raw_endpoint(env)
+        raw = copy.deepcopy(raw or self.endpoints._raw_endpoint(env))   # listings are cached: never mutated
         before = {**{n: 0 for n in names}, **{k: int(v) for k, v in (raw.traffic or {}).items()}}
         after = {**before, **{k: int(v) for k, v in traffic.items()}}
         raw.traffic = dict(after)

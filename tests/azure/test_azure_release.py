@@ -83,6 +83,17 @@ def test_endpoints_show_deployments_traffic_and_masked_keys(ws):
     assert ws.endpoints.keys("production", QA) == (full, t.online.keys["production"]["secondaryKey"])
 
 
+def test_progress_polling_is_cached_briefly_and_writes_clear_it(ws):
+    t = ws.replay
+    ws.endpoints.get("staging")
+    t.reset_calls()
+    for _ in range(10):                 # what the Releases page does twice a second during a deploy
+        assert ws.endpoints.get("staging").traffic == {"blue": 100}
+    assert t.calls == []
+    ws.releases.deploy(MODEL, 4, "staging", QA)
+    assert ws.endpoints.get("staging").traffic == {"blue": 0, "green": 100}
+
+
 def test_unknown_endpoint_is_not_found(ws):
     with pytest.raises(NotFound, match="'canary' does not exist"):
         ws.endpoints.get("canary")
