@@ -214,9 +214,6 @@ def test_an_empty_window_and_an_unknown_endpoint_have_no_rows(busy, synth):
 
 
 def test_a_workspace_without_requests_answers_with_nothing(backend, workspace, request):
-    if backend.name == "azure":  # remove when it passes (strict: an unexpected pass fails)
-        request.node.add_marker(pytest.mark.xfail(strict=True, raises=AttributeError, reason=(
-            "services/azure/workspace.py passes the Policy where AzureTelemetry expects the endpoints")))
     for since in ("15m", "7d"):
         w = window(since, end=utc(END))
         assert workspace.telemetry.stats(w) == [] and workspace.telemetry.top_errors(w) == []
