@@ -41,6 +41,41 @@ from .config import AzureSettings
 from .errors import azure_call, translate
 
 PREFIX = "tollgate"
+CACHE_TTL_S = 5.0
+
+
+class ReadCache:
+    """Listings kept for a few seconds, shared by the workspace's stores, so one page render
+    that asks for the same listing several times (with different filters) sends one request.
+    Every write through the workspace clears what it changed (``invalidate(kind)``)."""
+
+    def __init__(self, ttl_s: float = CACHE_TTL_S, clock: Callable[[], float] | None = None):
+        import time
+        self.ttl_s, self.clock = ttl_s, clock or time.monotonic
+        self._items: dict[tuple, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, load: Callable[[], Any]) -> Any:
+        now = self.clock()
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None and now - hit[0] < self.ttl_s:
+                return hit[1]
+        value = load()
+        with self._lock:
+            self._items[key] = (now, value)
+        return value
+
+    def peek(self, key: tuple) -> Any | None:
+        """The fresh cached value of ``key``, or None (never loads)."""
+        with self._lock:
+            hit = self._items.get(key)
+            return hit[1] if hit is not None and self.clock() - hit[0] < self.ttl_s else None
+
+    def invalidate(self, kind: str | None = None) -> None:
+        with self._lock:
+            for key in [k for k in self._items if kind is None or k[0] == kind]:
+                del self._items[key]
 _DATASTORE_PATH = re.compile(r"datastores/(?P<store>[^/]+)/paths/(?P<path>.*)$")
 MAX_ATTEMPTS = 20
 
@@ -115,25 +150,30 @@ class AzureDatasets:
     """``DatasetStore`` over Azure ML data assets (see the module docstring)."""
 
     def __init__(self, ml_client: Any, blobs: BlobStore, policy: Policy,
-                 audit: Callable[..., None] | None = None):
+                 audit: Callable[..., None] | None = None, cache: ReadCache | None = None):
         self.ml, self.blobs, self.policy = ml_client, blobs, policy
         self.audit = audit
+        self.cache = cache or ReadCache()
         self._frames: dict[tuple[str, int], pd.DataFrame] = {}  # versions are immutable
         self._lock = threading.Lock()
 
     # --- reads ----------------------------------------------------------------------
 
     def names(self) -> list[str]:
-        with azure_call("list the data assets"):
-            return sorted(d.name for d in self.ml.data.list())
+        def load():
+            with azure_call("list the data assets"):
+                return sorted(d.name for d in self.ml.data.list())
+        return list(self.cache.get(("data", "names"), load))
 
     def _data_versions(self, name: str) -> list[Any]:
-        try:
-            with azure_call(f"list the versions of dataset {name!r}"):
-                items = [d for d in self.ml.data.list(name=name) if d is not None]
-        except NotFound:
-            items = []
-        return sorted(items, key=lambda d: convert._int(d.version) or 0, reverse=True)
+        def load():
+            try:
+                with azure_call(f"list the versions of dataset {name!r}"):
+                    items = [d for d in self.ml.data.list(name=name) if d is not None]
+            except NotFound:
+                items = []
+            return sorted(items, key=lambda d: convert._int(d.version) or 0, reverse=True)
+        return list(self.cache.get(("data", "versions", name), load))
 
     def _unknown(self, name: str) -> NotFound:
         return NotFound(f"dataset {name!r} does not exist",
@@ -152,21 +192,19 @@ class AzureDatasets:
         return sorted(out, key=lambda v: (v.created_at, v.name, v.version), reverse=True)
 
     def _get_data(self, name: str, version: int | None) -> Any:
+        """One version from the (briefly cached) listing of the dataset's versions."""
+        if version is not None:
+            version = _version(version, "dataset")
+        items = self._data_versions(name)
+        if not items:
+            raise self._unknown(name)
         if version is None:
-            items = self._data_versions(name)
-            if not items:
-                raise self._unknown(name)
             return items[0]
-        version = _version(version, "dataset")
-        try:
-            with azure_call(f"read dataset {name}:{version}"):
-                return self.ml.data.get(name, version=str(version))
-        except NotFound:
-            items = self._data_versions(name)
-            if not items:
-                raise self._unknown(name) from None
+        found = next((d for d in items if convert._int(d.version) == version), None)
+        if found is None:
             raise NotFound(f"dataset {name}:{version} does not exist",
-                           hint=f"Versions of {name}: {', '.join(d.version for d in items)}.") from None
+                           hint=f"Versions of {name}: {', '.join(d.version for d in items)}.")
+        return found
 
     def get(self, name: str, version: int | None = None) -> DatasetVersion:
         return convert.dataset_version(self._get_data(name, version))
@@ -236,6 +274,8 @@ class AzureDatasets:
         except BaseException:
             self.blobs.delete(uri)
             raise
+        finally:
+            self.cache.invalidate("data")
         dv = convert.dataset_version(created)
         with self._lock:
             self._frames[(dv.name, dv.version)] = frame

@@ -48,8 +48,10 @@ class AzureJobs:
 
     def __init__(self, ml_client: Any, mlflow: Callable[[], MlflowRest], datasets: AzureDatasets,
                  blobs: BlobStore, settings: AzureSettings, policy: Policy,
-                 arm: Any = None, audit: Callable[..., None] | None = None, sleep: Callable[[float], None] = time.sleep):
+                 arm: Any = None, audit: Callable[..., None] | None = None, sleep: Callable[[float], None] = time.sleep,
+                 cache: Any = None):
         self.ml, self._mlflow, self.datasets, self.blobs = ml_client, mlflow, datasets, blobs
+        self.cache = cache
         self.settings, self.policy, self.arm, self.audit, self.sleep = settings, policy, arm, audit, sleep
         self._code_version: str | None = None
 
@@ -60,14 +62,20 @@ class AzureJobs:
     # --- reads ----------------------------------------------------------------------
 
     def _jobs(self) -> list[Any]:
-        with azure_call("list the jobs"):
-            return [j for j in self.ml.jobs.list() if j is not None]  # None: a job the SDK cannot parse
+        def load():
+            with azure_call("list the jobs"):
+                return [j for j in self.ml.jobs.list() if j is not None]  # None: a job the SDK cannot parse
+        return list(self.cache.get(("jobs", "list"), load)) if self.cache else load()
 
     def _mlflow_runs(self, ids: list[str]) -> dict[str, dict]:
         if not ids:
             return {}
-        with azure_call("read run metrics (MLflow)"):
-            return self.mlflow.search_runs(ids)
+
+        def load():
+            with azure_call("read run metrics (MLflow)"):
+                return self.mlflow.search_runs(ids)
+        key = ("jobs", "mlflow", tuple(sorted(ids)))
+        return self.cache.get(key, load) if self.cache else load()
 
     def list(self, flt: RunFilter | None = None) -> list[Run]:
         flt = flt or RunFilter()
@@ -208,8 +216,12 @@ class AzureJobs:
                         convert.P + "register": str(bool(spec.register)).lower()},
             tags={"tollgate": "retrain"},
         )
-        with azure_call(f"submit a training job on compute {self.settings.compute!r}"):
-            created = self.ml.jobs.create_or_update(job)
+        try:
+            with azure_call(f"submit a training job on compute {self.settings.compute!r}"):
+                created = self.ml.jobs.create_or_update(job)
+        finally:
+            if self.cache:
+                self.cache.invalidate("jobs")
         if self.audit is not None:
             self.audit(spec.created_by, "run.submit", run_id,
                        after={"estimator": spec.estimator, "params": params, "dataset": dataset.ref})
@@ -220,8 +232,12 @@ class AzureJobs:
         if run.status.is_terminal:
             raise Conflict(f"run {run_id} already ended ({run.status.value})",
                            hint="Only queued or running runs can be canceled.")
-        with azure_call(f"cancel run {run_id}"):
-            self.ml.jobs.begin_cancel(run_id).result()
+        try:
+            with azure_call(f"cancel run {run_id}"):
+                self.ml.jobs.begin_cancel(run_id).result()
+        finally:
+            if self.cache:
+                self.cache.invalidate("jobs")
         if self.audit is not None:
             self.audit(actor, "run.cancel", run_id, before={"status": run.status.value},
                        after={"status": RunStatus.CANCELED.value})

@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import copy
 import io
 import threading
 from typing import Any, Callable, Mapping
@@ -25,7 +26,7 @@ from ..entities import ModelVersion
 from ..errors import Conflict, InvalidInput, NotFound
 from ..local.datasets import check_name
 from . import convert
-from .datasets import BlobStore, _version
+from .datasets import BlobStore, ReadCache, _version
 from .errors import azure_call
 
 ALIAS_CHAMPION = "champion"
@@ -34,8 +35,10 @@ ALIAS_CHAMPION = "champion"
 class AzureModels:
     """``ModelRegistry`` over Azure ML models (see the module docstring)."""
 
-    def __init__(self, ml_client: Any, blobs: BlobStore, audit: Callable[..., None] | None = None):
+    def __init__(self, ml_client: Any, blobs: BlobStore, audit: Callable[..., None] | None = None,
+                 cache: ReadCache | None = None):
         self.ml, self.blobs, self.audit = ml_client, blobs, audit
+        self.cache = cache or ReadCache()
         self._loaded: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
 
@@ -45,32 +48,49 @@ class AzureModels:
     def _ops(self):
         return self.ml.models
 
+    # reads are kept a few seconds in ``self.cache`` (REST objects are deep-copied out, since
+    # writes modify the object they read); every write clears the models' entries
+
     def _containers(self) -> list[Any]:
         ops = self._ops
-        with azure_call("list the registered models"):
-            return list(ops._model_container_operation.list(workspace_name=ops._workspace_name,
-                                                            cls=lambda objs: objs, **ops._scope_kwargs))
+
+        def load():
+            with azure_call("list the registered models"):
+                return list(ops._model_container_operation.list(workspace_name=ops._workspace_name,
+                                                                cls=lambda objs: objs, **ops._scope_kwargs))
+        return copy.deepcopy(self.cache.get(("models", "containers"), load))
 
     def _container(self, name: str) -> Any | None:
         ops = self._ops
-        try:
-            with azure_call(f"read model {name!r}"):
-                return ops._model_container_operation.get(name=name, workspace_name=ops._workspace_name,
-                                                          **ops._scope_kwargs)
-        except NotFound:
-            return None
+
+        def load():
+            try:
+                with azure_call(f"read model {name!r}"):
+                    return ops._model_container_operation.get(name=name, workspace_name=ops._workspace_name,
+                                                              **ops._scope_kwargs)
+            except NotFound:
+                return None
+        return copy.deepcopy(self.cache.get(("models", "container", name), load))
 
     def _versions_rest(self, name: str) -> list[Any]:
         ops = self._ops
-        try:
-            with azure_call(f"list the versions of model {name!r}"):
-                return list(ops._model_versions_operation.list(name=name, workspace_name=ops._workspace_name,
-                                                               list_view_type="All", cls=lambda objs: objs,
-                                                               **ops._scope_kwargs))
-        except NotFound:
-            return []
+
+        def load():
+            try:
+                with azure_call(f"list the versions of model {name!r}"):
+                    return list(ops._model_versions_operation.list(name=name, workspace_name=ops._workspace_name,
+                                                                   list_view_type="All", cls=lambda objs: objs,
+                                                                   **ops._scope_kwargs))
+            except NotFound:
+                return []
+        return copy.deepcopy(self.cache.get(("models", "versions", name), load))
 
     def _version_rest(self, name: str, version: int) -> Any:
+        listed = self.cache.peek(("models", "versions", name))
+        if listed is not None:  # a fresh listing has it: no request
+            found = next((r for r in listed if convert._int(r.name) == int(version)), None)
+            if found is not None:
+                return copy.deepcopy(found)
         ops = self._ops
         with azure_call(f"read model {name}:{version}"):
             return ops._model_versions_operation.get(name=name, version=str(version),
@@ -78,10 +98,13 @@ class AzureModels:
 
     def _put_version_rest(self, name: str, version: int, rest: Any, what: str) -> None:
         ops = self._ops
-        with azure_call(what):
-            ops._model_versions_operation.create_or_update(name=name, version=str(version),
-                                                           workspace_name=ops._workspace_name,
-                                                           body=rest, **ops._scope_kwargs)
+        try:
+            with azure_call(what):
+                ops._model_versions_operation.create_or_update(name=name, version=str(version),
+                                                               workspace_name=ops._workspace_name,
+                                                               body=rest, **ops._scope_kwargs)
+        finally:
+            self.cache.invalidate("models")
 
     @staticmethod
     def _to_entity(rest: Any, aliases: dict[int, tuple[str, ...]]) -> ModelVersion:
@@ -122,34 +145,36 @@ class AzureModels:
         return out
 
     def get(self, name: str, version: int | None = None) -> ModelVersion:
+        """One version, from the (briefly cached) listing of the model's versions: a page that
+        shows a model and its champion sends one request for both."""
+        if version is not None:
+            version = _version(version, "model")
         container = self._container(name)
         if container is None:
             raise self._unknown(name)
         aliases = convert.aliases_of(self._container_tags(container))
+        items = [self._to_entity(r, aliases) for r in self._versions_rest(name)]
+        if not items:
+            raise self._unknown(name)
         if version is None:
-            items = self.versions(name)
-            if not items:
-                raise self._unknown(name)
-            return items[0]
-        version = _version(version, "model")
-        try:
-            rest = self._version_rest(name, version)
-        except NotFound:
-            latest = getattr(container.properties, "latest_version", None)
+            return max(items, key=lambda m: m.version)
+        found = next((m for m in items if m.version == version), None)
+        if found is None:
             raise NotFound(f"model {name}:{version} does not exist",
-                           hint=f"Versions of {name} go from 1 to {latest or '?'}.") from None
-        return self._to_entity(rest, aliases)
+                           hint=f"Versions of {name} go from 1 to {max(m.version for m in items)}.")
+        return found
 
     def champion(self, name: str) -> ModelVersion | None:
         container = self._container(name)
         if container is None:
             return None
-        tags = self._container_tags(container)
-        version = convert._int(tags.get(convert.ALIAS_TAG + ALIAS_CHAMPION))
+        version = convert._int(self._container_tags(container).get(convert.ALIAS_TAG + ALIAS_CHAMPION))
         if version is None:
             return None
-        rest = self._version_rest(name, version)
-        return self._to_entity(rest, convert.aliases_of(tags))
+        try:
+            return self.get(name, version)
+        except NotFound:
+            return None
 
     def load(self, name: str, version: int) -> Any:
         try:
@@ -192,12 +217,15 @@ class AzureModels:
         old = convert._int(tags.get(key))
         tags[key] = str(mv.version)
         container.properties.tags = tags
-        with azure_call(f"move alias {alias!r} of model {name}"):
-            ops._model_container_operation.create_or_update(name=name, workspace_name=ops._workspace_name,
-                                                            body=container, **ops._scope_kwargs)
-        if mv.archived:  # an alias brings a version back
-            with azure_call(f"restore model {mv.ref}"):
-                ops.restore(name, version=str(mv.version))
+        try:
+            with azure_call(f"move alias {alias!r} of model {name}"):
+                ops._model_container_operation.create_or_update(name=name, workspace_name=ops._workspace_name,
+                                                                body=container, **ops._scope_kwargs)
+            if mv.archived:  # an alias brings a version back
+                with azure_call(f"restore model {mv.ref}"):
+                    ops.restore(name, version=str(mv.version))
+        finally:
+            self.cache.invalidate("models")
         self._record(actor, "model.alias", f"{name}@{alias}",
                      before={"version": old} if old is not None else None, after={"version": mv.version})
         return self.get(name, mv.version)
@@ -243,7 +271,10 @@ class AzureModels:
     def _set_archived(self, mv: ModelVersion, archived: bool, actor: str) -> ModelVersion:
         if mv.archived == archived:
             return mv  # idempotent
-        with azure_call(f"{'archive' if archived else 'restore'} model {mv.ref}"):
-            (self._ops.archive if archived else self._ops.restore)(mv.name, version=str(mv.version))
+        try:
+            with azure_call(f"{'archive' if archived else 'restore'} model {mv.ref}"):
+                (self._ops.archive if archived else self._ops.restore)(mv.name, version=str(mv.version))
+        finally:
+            self.cache.invalidate("models")
         self._record(actor, "model.archive" if archived else "model.restore", mv.ref)
         return self.get(mv.name, mv.version)

@@ -50,6 +50,7 @@ import re
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -273,6 +274,9 @@ class Fault:
 class ReplayTransport(HttpTransport):
     """Answers the SDK's requests from routes, the fake ARM state, blobs and MLflow."""
 
+    instances: "weakref.WeakSet[ReplayTransport]" = weakref.WeakSet()  # every live transport
+    sent = 0  # requests answered by every transport of this process (the bench counts with it)
+
     def __init__(self, fixtures: Path | str | None = None, *, arm: "FakeArmState | None" = None):
         self.lock = threading.RLock()
         self.routes: list[Route] = []
@@ -287,6 +291,7 @@ class ReplayTransport(HttpTransport):
         self.folder: Path | None = None
         self._logs_handler: Callable[[str, Any], Any] | None = None
         self._install_default_routes()
+        ReplayTransport.instances.add(self)
         if fixtures is not None:
             load_fixtures(self, Path(fixtures))
 
@@ -369,6 +374,7 @@ class ReplayTransport(HttpTransport):
         with self.lock:
             self.calls.append(Call(req.method, req.host, req.path, req.query, req.json,
                                    req.headers, reply.status))
+            ReplayTransport.sent += 1
         cls = _RestResponse if _is_rest(request) else _LegacyResponse
         return cls(request, reply.status, headers, body)
 

@@ -36,7 +36,7 @@ from ..errors import InvalidInput
 from ..evaluation import compare_models
 from ..policy import Policy, load_policy
 from .config import AzureSettings
-from .datasets import AzureDatasets, BlobStore
+from .datasets import CACHE_TTL_S, AzureDatasets, BlobStore, ReadCache
 from .errors import azure_call
 from .jobs import AzureJobs
 from .mlflow_rest import MlflowRest, make_client
@@ -101,10 +101,11 @@ class AzureWorkspace:
         self.audit_trail = None
         self.locks = None
         audit = self._make_audit()
-        self.datasets = AzureDatasets(ml_client, self.blobs, self.policy, audit=audit)
-        self.models = AzureModels(ml_client, self.blobs, audit=audit)
+        self.cache = ReadCache(float((settings.extra or {}).get("cache_ttl_s", CACHE_TTL_S)))
+        self.datasets = AzureDatasets(ml_client, self.blobs, self.policy, audit=audit, cache=self.cache)
+        self.models = AzureModels(ml_client, self.blobs, audit=audit, cache=self.cache)
         self.jobs = AzureJobs(ml_client, self.mlflow_client, self.datasets, self.blobs, settings, self.policy,
-                              arm=self.arm_put, audit=audit)
+                              arm=self.arm_put, audit=audit, cache=self.cache)
         self.evaluation = AzureEvaluator(self.datasets, self.models, self.policy)
         self.endpoints = self.releases = self.telemetry = self.logs = None
         self._wire_online()
@@ -189,8 +190,11 @@ class AzureWorkspace:
         except ImportError:
             return
         ws_id = self.settings.log_analytics_workspace_id
-        self.telemetry = AzureTelemetry(self.logs_client, ws_id, self.policy)
-        self.logs = AzureLogs(self.logs_client, ws_id, self.policy)
+        extra = self.settings.extra or {}
+        kw = {k: extra[k] for k in ("source",) if extra.get(k)}
+        self.telemetry = AzureTelemetry(self.logs_client, ws_id, self.endpoints, **kw,
+                                        collect_inputs=str(extra.get("collect_inputs", "")).lower() in ("1", "true"))
+        self.logs = AzureLogs(self.logs_client, ws_id, self.endpoints, **kw)
 
     def close(self) -> None:
         for client in (self.ml, self.logs_client):

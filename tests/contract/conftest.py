@@ -9,6 +9,7 @@ a backend cannot honour calls ``pytest.skip``.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -175,6 +176,11 @@ class AzureBackend:
             (folder / "arm").mkdir(parents=True)
             shutil.copy(self.fixtures / "workspace.json", folder / "workspace.json")
             shutil.copy(self.fixtures / "arm" / "workspace.json", folder / "arm" / "workspace.json")
+            # its Log Analytics workspace has the tables, without a row
+            tables = json.loads((self.fixtures / "online" / "loganalytics.json").read_text())
+            (folder / "online").mkdir()
+            (folder / "online" / "loganalytics.json").write_text(
+                json.dumps({view: {**table, "rows": []} for view, table in tables.items()}))
         if policy_toml is not None:
             (folder / "tollgate.toml").write_text(policy_toml)
         return folder
