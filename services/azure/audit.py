@@ -41,7 +41,10 @@ same time. The lease lasts 60 s and is renewed every 20 s while the operation ru
 so a console that dies mid-operation frees the endpoint within a minute; the blob's
 metadata says who holds it for what, for the refusal message. (An endpoint *tag* was
 considered: setting a tag is itself a long-running ARM update with no compare-and-set,
-so two consoles could both believe they hold it.)
+so two consoles could both believe they hold it.) Leases and new blobs are allowed
+under a container-level WORM policy; if the policy also refuses the lock blob's
+metadata, the lock still holds and the refusal just cannot name the holder — give the
+locks their own container (``OperationLocks(other_container)``) to keep the names.
 
 Both take a ``ContainerClient`` handed in by the caller (so any caller can supply its
 own transport: the tests pass ``ReplayTransport``).

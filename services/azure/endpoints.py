@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 import time
 import uuid
@@ -104,6 +105,8 @@ def _quiet_azureml_polling() -> None:
         return
     if AzureMLPolling.update_status is not ARMPolling.update_status:
         AzureMLPolling.update_status = ARMPolling.update_status
+    # "Check: endpoint NAME exists" on stderr before every deployment PUT: not for our users
+    logging.getLogger("azure.ai.ml.operations._online_deployment_operations").setLevel(logging.WARNING)
 
 
 _quiet_azureml_polling()
@@ -145,6 +148,20 @@ class AzureEndpoints:
         self._reads: dict[str, tuple[float, Any]] = {}
         self._scoring = PipelineClient(base_url="https://scoring.invalid", transport=transport or _default_transport(ml_client),
                                        policies=[UserAgentPolicy(user_agent="tollgate")])
+
+    # --- processes: none to run on Azure ----------------------------------------
+
+    def up(self) -> int:
+        raise InvalidInput("Azure runs managed online endpoints itself: there is nothing to start",
+                           hint="`up` and `down` start and stop the local workspace's endpoints; on Azure a "
+                                "deployment serves while it exists (scale it with its instance count).")
+
+    def down(self, timeout_s: float = 30) -> bool:
+        self.up()
+        return False
+
+    def wait_gateways(self, timeout_s: float = 30) -> None:
+        """Nothing to wait for: managed endpoints answer once their deployments succeed."""
 
     # --- reads ----------------------------------------------------------------
 

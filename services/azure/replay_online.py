@@ -283,10 +283,17 @@ def _model_ref(model: Any) -> tuple[str, int] | None:
 # --- append blobs, block blobs, metadata and leases (the audit container) -------------------
 
 class FakeAuditStore:
-    """Blob semantics the audit trail and the operation locks rely on, for one container."""
+    """Blob semantics the audit trail and the operation locks rely on, for one container.
 
-    def __init__(self, container: str = AUDIT_CONTAINER, max_blocks: int = 50_000):
+    Blobs under ``immutable`` prefixes behave as under the container's time-based retention
+    policy with protected append writes (what the audit module's docstring asks for):
+    they can be created, read and appended to, never overwritten, changed or deleted
+    (409 ``BlobImmutableDueToPolicy``)."""
+
+    def __init__(self, container: str = AUDIT_CONTAINER, max_blocks: int = 50_000,
+                 immutable: tuple[str, ...] = ("audit/",)):
         self.container = container
+        self.immutable = tuple(f"/{container}/{p}" for p in immutable)
         self.max_blocks = max_blocks
         self.blobs: dict[str, bytearray] = {}
         self.types: dict[str, str] = {}
@@ -328,6 +335,11 @@ class FakeAuditStore:
         with self.lock:
             if req.method == "GET" and req.query.get("restype") == "container" and comp == "list":
                 return self._list(req)
+            locked = path.startswith(self.immutable) and path in self.blobs
+            if locked and (req.method == "DELETE" or (req.method == "PUT" and comp in (None, "metadata", "blocklist"))):
+                if not (req.method == "PUT" and comp is None and req.header("If-None-Match") == "*"):
+                    return _storage_error(409, "BlobImmutableDueToPolicy", "This operation is not permitted as the "
+                                                                           "blob is immutable due to a policy.")
             if req.method == "PUT" and comp is None:
                 if req.header("If-None-Match") == "*" and path in self.blobs:
                     return _storage_error(409, "BlobAlreadyExists", "The specified blob already exists.")
@@ -362,6 +374,12 @@ class FakeAuditStore:
                 return Reply(200, None, headers=base)
             if req.method in ("GET", "HEAD") and comp is None:
                 return self._read(req, path, base)
+            if req.method == "DELETE" and comp is None:
+                if self._lease(path) and req.header("x-ms-lease-id") != self._lease(path):
+                    return _storage_error(412, "LeaseIdMissing", "There is currently a lease on the blob.")
+                for d in (self.blobs, self.types, self.blocks, self.meta, self.leases):
+                    d.pop(path, None)
+                return Reply(202, None, headers=base)
         return _storage_error(400, "UnsupportedHttpVerb", f"{req.method} comp={comp} is not replayed")
 
     def _lease_action(self, req: ReplayRequest, path: str, base: dict) -> Reply:
