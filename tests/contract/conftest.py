@@ -258,7 +258,9 @@ class AzureBackend:
                 for n in names:
                     attempt(n)
             except HttpResponseError as e:
-                errors.append(f"the audit trail is append-only: {getattr(e, 'error_code', None) or e.status_code}")
+                code = str(getattr(e, "error_code", None) or e.status_code)
+                worm = "Immutable" in code  # BlobImmutableDueToPolicy: the container's WORM policy refused
+                errors.append(f"the audit trail is append-only ({code})" if worm else f"refused otherwise: {code}")
         return errors
 
 
