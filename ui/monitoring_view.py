@@ -72,7 +72,9 @@ def version_colours(models) -> dict[str, str]:
 
 
 def label(ref: str | None, policy_model: str) -> str:
-    return "no answer" if not ref or ref == NO_MODEL else model_short(ref, policy_model)
+    """``v3`` for the policy's model; "no model" for requests no model version answered
+    (refused by the gateway: key, size; or no deployment answered)."""
+    return "no model" if not ref or ref == NO_MODEL else model_short(ref, policy_model)
 
 
 def bin_grid(window: TimeWindow) -> pd.DatetimeIndex:
@@ -191,7 +193,8 @@ def monitoring_figure(series: pd.DataFrame, window: TimeWindow, events: list[Rel
                         hovertemplate=f"{name} · %{{x|%H:%M:%S}}<br>%{{y:.1%}} failed"
                                       f" (%{{customdata[1]}} of %{{customdata[0]}}; 4xx: %{{customdata[2]}})"
                                       "<extra></extra>", row=2, col=1)
-        for col, pname, dash in PERCENTILES if model != NO_MODEL else ():  # no answer: a timeout, not a latency
+        # no model: refused by the gateway or unanswered — not a model's serving latency
+        for col, pname, dash in PERCENTILES if model != NO_MODEL else ():
             fig.add_scatter(x=x, y=part[col], name=f"{name} {pname}", legendgroup=model, showlegend=False,
                             mode="lines", line=dict(color=colour, width=2 if pname == "p95" else 1.5, dash=dash),
                             connectgaps=False,
@@ -269,8 +272,8 @@ def lookup_url(request_id: str) -> str:
 def slowest_frame(records: list[RequestRecord], policy_model: str) -> pd.DataFrame:
     return pd.DataFrame([{
         "time": r.ts, "latency ms": r.latency_ms, "status": r.status, "model": label(r.model, policy_model),
-        "deployment": r.deployment or "—", "request": lookup_url(r.request_id), "error": r.error or "",
-    } for r in records], columns=["time", "latency ms", "status", "model", "deployment", "request", "error"])
+        "request": lookup_url(r.request_id), "deployment": r.deployment or "—", "error": r.error or "",
+    } for r in records], columns=["time", "latency ms", "status", "model", "request", "deployment", "error"])
 
 
 def health_of(health: list[EndpointHealth], endpoint: str) -> EndpointHealth | None:
@@ -367,8 +370,8 @@ def render_body(uri: str, policy: Policy, ep: Endpoint, since: str) -> None:
             st.plotly_chart(status_figure(mix, pm, colours), width="stretch", config={"displayModeBar": False},
                             key="monitoring.status")
         with right:
-            render_top_errors(state.top_errors(uri, since, ep.name), pm, since)
-        render_slowest(state.slowest(uri, since, ep.name), pm)
+            render_slowest(state.slowest(uri, since, ep.name), pm)
+        render_top_errors(state.top_errors(uri, since, ep.name), pm, since)
 
 
 def render_health(uri: str, ep: Endpoint) -> None:
@@ -400,30 +403,30 @@ def render_totals(stats: list[VersionStats]) -> None:
 
 
 def render_top_errors(groups: list[ErrorGroup], policy_model: str, since: str) -> None:
-    st.markdown("**Top errors** · 4xx and 5xx by message")
+    st.markdown("**Top errors** · 4xx and 5xx by message, with a sample request")
     if not groups:
         st.caption(f"No failed requests in the last {since}.")
         return
     for g in groups:
         with st.container(border=True):
-            c1, c2 = st.columns([5, 2], vertical_alignment="center")
-            models = ", ".join(label(m, policy_model) for m in g.models) or "no answer"
-            c1.markdown(f"**{g.count:,} ×** HTTP {g.status} · {models}")
-            c1.code(g.message[:400], language=None, wrap_lines=True)
-            c1.caption(f"first {g.first_seen:%Y-%m-%d %H:%M:%S} · last {g.last_seen:%Y-%m-%d %H:%M:%S} UTC")
-            with c2:
+            text, link = st.columns([2, 1], vertical_alignment="center")
+            models = ", ".join(label(m, policy_model) for m in g.models) or label(None, policy_model)
+            text.markdown(f"**{g.count:,} ×** HTTP {g.status} · {models} &nbsp; :gray[first "
+                          f"{g.first_seen:%Y-%m-%d %H:%M:%S} · last {g.last_seen:%H:%M:%S} UTC]")
+            text.code(g.message[:400], language=None, wrap_lines=True)
+            with link:
                 st.page_link(LOOKUP_PAGE, label=g.sample_request_id, icon=":material/search:",
                              query_params={"request_id": g.sample_request_id},
                              help="A sample request with this error: open it in Request lookup")
 
 
 def render_slowest(records: list[RequestRecord], policy_model: str) -> None:
-    st.markdown("**Slowest requests**")
+    st.markdown("**Slowest requests** · the id opens Request lookup in a new tab")
     if not records:
         st.caption("None in this window.")
         return
     st.dataframe(slowest_frame(records, policy_model), hide_index=True, width="stretch", column_config={
-        "time": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+        "time": st.column_config.DatetimeColumn("time (UTC)", format="MM-DD HH:mm:ss"),
         "latency ms": st.column_config.NumberColumn(format="%.1f"),
         "request": st.column_config.LinkColumn("request id", display_text=r"request_id=(.*)$",
                                                help="Opens the request in Request lookup"),

@@ -110,7 +110,7 @@ def test_monitoring_figure_has_a_trace_per_version_and_the_promote_marker(env):
     at = open_page("pages/monitoring.py")
     main = next(f for f in figures(at) if len(f["data"]) > 3)
     names = {t.get("name") for t in main["data"] if t.get("showlegend", True) is not False}
-    assert {"v1", "v2", "no answer", "release events"} <= names
+    assert {"v1", "v2", "no model", "release events"} <= names
     # one colour per version, the same in each of the three rows
     for version in ("v1", "v2"):
         colours = {t["line"]["color"] for t in main["data"] if t.get("legendgroup") == f"diabetes-regressor:{version[1]}"}
