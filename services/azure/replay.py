@@ -18,7 +18,7 @@ clients make is answered here, never on the network:
   ``Azure-AsyncOperation`` and ``Location`` headers and an operation-status route
   that answers ``InProgress`` ``lro_polls`` times, then ``Succeeded``;
 * blobs (``*.blob.core.windows.net``) are kept by ``FakeBlobStore``: upload (single
-  shot or blocks), download (with ranges), properties;
+  shot or blocks), download (with ranges), properties, delete, listing;
 * the workspace's MLflow REST API (``/api/2.0/mlflow/runs/search``, ``runs/get``,
   ``metrics/get-history``) answers from ``FakeMlflow``; run history (a run's child
   steps, its log files as SAS URLs) from ``FakeRunHistory``; ``/discovery`` with the
@@ -831,6 +831,13 @@ class FakeBlobStore:
                 headers["Content-Length"] = str(len(data))
                 return Reply(200, body=b"", headers=headers)
             return Reply(200, body=data, headers=headers)
+        if req.method == "DELETE" and comp is None:
+            with self.lock:
+                found = self.blobs.pop(path, None) is not None or self.lazy.pop(path, None) is not None
+            if not found:
+                return Reply(404, body="<Error><Code>BlobNotFound</Code></Error>",
+                             headers={"x-ms-error-code": "BlobNotFound", "Content-Type": "application/xml"})
+            return Reply(202, None, headers={**headers, "x-ms-delete-type-permanent": "true"})
         if req.method == "GET" and comp == "list":
             prefix = req.path.rstrip("/") + "/" + req.query.get("prefix", "")
             names = [p[len(req.path.rstrip("/")) + 1:] for p in self.list(prefix)]
