@@ -24,7 +24,7 @@ from services.errors import Conflict, NotFound, ServiceError
 from services.policy import Policy
 from services.release_rules import PERMISSIONS, VERBS
 
-from . import state
+from . import rollout_view, state
 from .widgets import BETTER, NEUTRAL, WORSE, badge, fmt_metric, guard, show_error
 
 T = TypeVar("T")
@@ -524,6 +524,7 @@ def render() -> None:
                    "so does the Endpoints page.", icon="🔌")
         st.page_link("pages/endpoints.py", label="Endpoints", icon=":material/api:")
     render_serving(policy, production, staging, champion)
+    rollout_view.render_rollout(ws, uri)
 
     states = {s.model_version: s for s in state.release_states(uri, policy.model_name)}
     on_board = board_versions(versions, list(states.values()), champion)

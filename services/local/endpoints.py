@@ -518,7 +518,7 @@ class LocalReleases:
         while True:
             r = self._require_rollout(env)  # Conflict once it has ended (e.g. rolled back meanwhile)
             try:
-                self._end_canary(r, cn.ABORTED, actor, role, reason, [reason], None)
+                self._end_canary(r, cn.ABORTED, actor, role, reason, [reason], None, comment=comment)
                 return self._rollout_by_id(r.id)
             except _Stale:
                 continue
@@ -620,7 +620,7 @@ class LocalReleases:
         self.models.set_alias(r.model_name, "champion", r.model_version, actor=system)
 
     def _end_canary(self, r: cn.Rollout, state: str, actor: str, role: str, reason: str, reasons: list[str],
-                    a: cn.Analysis | None, expect_step: int | None = None) -> None:
+                    a: cn.Analysis | None, expect_step: int | None = None, comment: str = "") -> None:
         """Rolled back (automatic) or aborted (by a person): stable 100 %, candidate stopped."""
         at = utcnow()
         automatic = state == cn.ROLLED_BACK
@@ -645,8 +645,8 @@ class LocalReleases:
                               "analysis": a.to_dict() if a else None})
             else:
                 emit(c, "canary_aborted", actor=actor, model=r.model_ref, endpoint=r.endpoint,
-                     summary=f"canary of {r.model_ref} on {r.endpoint} {reason} at {r.step_label}; "
-                             f"{r.stable_model} serves all traffic",
+                     summary=f"canary of {r.model_ref} on {r.endpoint} aborted at {r.step_label} by {actor}"
+                             + (f": {comment}" if comment else "") + f"; {r.stable_model} serves all traffic",
                      details={"automatic": False, "from": r.model_ref, "to": r.stable_model, "rollout": r.id,
                               "step": r.step_index + 1, "reasons": reasons})
         with self._operation(r.endpoint, actor, "canary.abort"):

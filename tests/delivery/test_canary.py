@@ -18,10 +18,11 @@ from services import canary as cn
 from services.canary import Side, analyze, decide
 from services.entities import Stage, VersionStats
 from services.errors import Conflict, Forbidden, InvalidInput
-from services.local.db import utcnow
 from services.local.workspace import LocalWorkspace
 from services.policy import CanaryPolicy, Policy, parse_policy
 from tests.conftest import copy_workspace
+
+from .arrange import arrange_rollout
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=timezone.utc)
 RULES = CanaryPolicy()  # steps 10/50/100, 300 s, min 50 requests, 2 % / +1 %, p95 x1.5 or +25 ms
@@ -215,21 +216,7 @@ def test_a_tick_repeated_at_the_same_time_changes_nothing():
 def arranged(demo_template, tmp_path):
     """Production serving v1 on blue, v3 on green at 10 % as step 1 of a running rollout started at T0."""
     ws = LocalWorkspace(copy_workspace(demo_template, tmp_path / "ws"))
-    ws.endpoints.ensure_endpoints()
-    now = utcnow()
-    with ws.db.write() as c:
-        for name, version, traffic in (("blue", 1, 90), ("green", 3, 10)):
-            c.execute("INSERT INTO deployments (endpoint, name, model_name, model_version, traffic, desired, state,"
-                      " created_at, created_by) VALUES ('production', ?, ?, ?, ?, 'running', 'healthy', ?, ?)",
-                      (name, MODEL, version, traffic, now, QA))
-        for version, stage in ((1, "production"), (3, "approved")):
-            c.execute("INSERT INTO releases (model_name, model_version, stage, updated_at) VALUES (?, ?, ?, ?)",
-                      (MODEL, version, stage, now))
-        c.execute("INSERT INTO rollouts (endpoint, model_name, model_version, canary_deployment, stable_deployment,"
-                  " stable_model, steps_json, policy_json, step_index, state, started_at, started_by, step_started_at,"
-                  " updated_at) VALUES ('production', ?, 3, 'green', 'blue', ?, '[10, 50, 100]', ?, 0, 'running',"
-                  " ?, ?, ?, ?)", (MODEL, f"{MODEL}:1", cn.rules_to_json(RULES, 500.0), T0.isoformat(), QA,
-                                   T0.isoformat(), T0.isoformat()))
+    arrange_rollout(ws, T0, RULES)
     yield ws
     ws.close()
 

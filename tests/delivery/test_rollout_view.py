@@ -1,0 +1,105 @@
+"""The canary rollout panel of the Releases page (AppTest), on a rollout arranged in the
+database (no processes): progress, the role-checked pause / continue / abort behind a
+confirmation, and the start form for an approved version."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from services import canary as cn
+from services.local.workspace import LocalWorkspace
+from services.policy import Policy
+from ui import rollout_view as rv, state
+
+from .arrange import MODEL, arrange_rollout
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+PAGE = "pages/releases.py"
+QA, SUPPORT = "qa@contoso.com", "support@contoso.com"
+
+
+def open_page(actor: str) -> AppTest:
+    from streamlit import cache_data
+    cache_data.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state[state.ACTOR] = actor
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest, kind: str) -> str:
+    return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+def rollout_of(path: Path) -> cn.Rollout:
+    ws = LocalWorkspace(path)
+    try:
+        return ws.releases.rollout("production")
+    finally:
+        ws.close()
+
+
+@pytest.fixture
+def arranged_env(demo_env):
+    ws = LocalWorkspace(demo_env)
+    started = datetime.now(timezone.utc) - timedelta(seconds=60)
+    arrange_rollout(ws, started)
+    ws.close()
+    yield demo_env
+    ws = LocalWorkspace(demo_env)
+    with ws.db.write() as c:  # the module shares this workspace: end the arranged rollout
+        c.execute("UPDATE rollouts SET state = 'aborted' WHERE state IN ('running', 'paused')")
+        c.execute("DELETE FROM deployments WHERE endpoint = 'production'")
+    ws.close()
+
+
+def test_the_panel_shows_the_running_step_and_refuses_a_pause_by_support(arranged_env):
+    at = open_page(SUPPORT)
+    assert "Canary rollout" in texts(at, "subheader")
+    assert f"**{MODEL}:3** on `production`" in texts(at, "markdown")
+    steps = next(df.value for df in at.dataframe if "step" in df.value.columns)
+    assert list(steps["step"]) == ["1: 10 %", "2: 50 %", "3: 100 %"]
+    assert list(steps["status"]) == ["▶️ now", "·", "·"]
+    at.button(key="rollout.pause").click().run()
+    assert "the rollout holds at step 1 of 3 (10 %)" in texts(at, "markdown")
+    at.button(key="rollout.confirm").click().run()
+    assert "may not promote to production" in texts(at, "error")
+    assert rollout_of(arranged_env).state == cn.RUNNING
+
+
+def test_qa_pauses_then_continues_the_rollout(arranged_env):
+    at = open_page(QA)
+    at.button(key="rollout.pause").click().run()
+    at.text_area(key="rollout.comment").input("checking the logs").run()
+    at.button(key="rollout.confirm").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    r = rollout_of(arranged_env)
+    assert (r.state, r.reason) == (cn.PAUSED, f"paused by {QA}: checking the logs")
+    assert "paused" in texts(at, "success")
+    at.button(key="rollout.resume").click().run()
+    at.button(key="rollout.confirm").click().run()
+    assert rollout_of(arranged_env).state == cn.RUNNING
+
+
+def test_abort_says_what_changes_and_ends_the_rollout(arranged_env):
+    at = open_page(QA)
+    at.button(key="rollout.abort").click().run()
+    said = texts(at, "markdown")
+    assert "production traffic → **blue (diabetes-regressor:1) 100 %** at once" in said
+    at.button(key="rollout.confirm").click().run()
+    assert rollout_of(arranged_env).state == cn.ABORTED
+    assert "Latest rollout: diabetes-regressor:3 — ⛔ aborted" in [e.label for e in at.expander]
+
+
+def test_an_approved_version_can_be_started_as_a_canary_and_the_plan_says_how_it_is_judged():
+    policy = Policy()
+    plan = rv.plan_start(policy, None, MODEL, 3)
+    assert plan.action == "start" and plan.version == 3
+    assert any("**10 %**" in line and "10 % → 50 % → 100 %" in line for line in plan.changes)
+    assert any("max(2.0%, stable's + 1.0%)" in line for line in plan.changes)
+    assert "a canary needs a stable version" in plan.changes[0]

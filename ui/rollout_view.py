@@ -1,0 +1,290 @@
+"""The canary rollout panel (Releases page): a rollout's progress live, pause / continue /
+abort, and starting a canary for an approved version.
+
+The panel re-reads the rollout every ``REFRESH_S`` seconds while one is active (an
+``st.fragment``), with the analysis of the current step so far. Actions are confirmed in a
+dialog that says what will change; roles are checked by the services (every button is
+shown to everyone and a refusal is shown as it comes).
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pandas as pd
+import streamlit as st
+
+from services import canary as cn
+from services.entities import Endpoint, Stage
+from services.errors import ServiceError
+from services.policy import Policy
+
+from . import state
+from .widgets import show_error
+
+REFRESH_S = 2.0
+PENDING = "tollgate.rollout.pending"   # the RolloutAction awaiting confirmation
+FLASH = "tollgate.rollout.flash"       # the outcome of the last rollout action, shown once
+STATE_TEXT = {cn.RUNNING: "🟡 running", cn.PAUSED: "⏸️ paused", cn.SUCCEEDED: "🟢 succeeded",
+              cn.ROLLED_BACK: "↩️ rolled back automatically", cn.ABORTED: "⛔ aborted"}
+
+
+# --- data shaping (no streamlit) ------------------------------------------------------
+
+@dataclass(frozen=True)
+class RolloutAction:
+    action: str                      # start | pause | resume | abort
+    title: str
+    changes: tuple[str, ...]
+    env: str
+    model: str | None = None
+    version: int | None = None
+    confirm: str = "Confirm"
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x * 100:.1f} %"
+
+
+def _ms(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0f} ms"
+
+
+def step_rows(r: cn.Rollout, live: cn.Analysis | None) -> pd.DataFrame:
+    """One row per step: its share, where it stands, and its analysis (passed, current or ahead)."""
+    judged = {a.step: a for a in r.history}
+    if r.last_analysis is not None and not r.active:
+        judged.setdefault(r.last_analysis.step, r.last_analysis)
+    rows = []
+    for i, share in enumerate(r.steps):
+        a = judged.get(i)
+        if a is not None:
+            status = {"pass": "✅ passed", "fail": "❌ failed", "wait": "⏳ not enough traffic"}[a.verdict]
+        elif i == r.step_index and r.active:
+            a = live
+            status = "⏸️ paused here" if r.state == cn.PAUSED else "▶️ now"
+        elif i == r.step_index and r.state == cn.ABORTED:
+            status = "⛔ aborted here"
+        else:
+            status = "·"
+        rows.append({"step": f"{i + 1}: {share} %", "status": status,
+                     "canary requests": a.canary.requests if a else None,
+                     "canary failures": _pct(a.canary.failure_rate) if a and a.canary.requests else "–",
+                     "stable failures": _pct(a.stable.failure_rate) if a and a.stable.requests else "–",
+                     "failure limit": _pct(a.max_failure_rate) if a else "–",
+                     "canary p95": _ms(a.canary.p95_ms) if a else "–",
+                     "p95 limit": _ms(a.max_p95_ms) if a else "–",
+                     "why": a.summary if a else ""})
+    return pd.DataFrame(rows)
+
+
+def step_elapsed(r: cn.Rollout, now: datetime | None = None) -> float:
+    """How far the current step is towards its analysis (0..1)."""
+    now = now or datetime.now(timezone.utc)
+    return min(1.0, max(0.0, (now - r.step_started_at).total_seconds() / r.rules.step_seconds))
+
+
+def plan_start(policy: Policy, production: Endpoint | None, model: str, version: int) -> RolloutAction:
+    c = policy.canary
+    ref = f"{model}:{version}"
+    live = production.live if production else None
+    env = policy.endpoints.production
+    steps = " → ".join(f"{s} %" for s in c.steps)
+    lines = [f"{env}: {ref} is deployed beside "
+             + (f"{live.model_ref} ({live.name})" if live else "(nothing serves it: a canary needs a stable version)")
+             + " at 0 %; health probe and smoke test pinned to it",
+             f"then it gets **{c.steps[0]} %** of {env}'s traffic; the supervisor moves it {steps}, one step every "
+             f"{c.step_seconds:g} s, if each step's analysis passes",
+             f"a step fails if the canary's failure rate exceeds max({c.max_failure_rate:.1%}, stable's + "
+             f"{c.max_failure_rate_increase:.1%}) or its p95 exceeds max(stable p95 × {c.max_p95_ratio:g}, "
+             f"stable p95 + {c.max_p95_increase_ms:g} ms): then all traffic goes back to the stable version at once",
+             f"a step short of {c.min_requests} canary requests waits up to {c.max_step_seconds:g} s, then "
+             + ("pauses for a decision" if c.on_low_traffic == "pause" else "rolls back"),
+             "on success the candidate becomes the champion and the stable version stays warm for a rollback"]
+    return RolloutAction("start", f"Canary release of {ref}", tuple(lines), env, model, version, "Start the canary")
+
+
+def plan_control(r: cn.Rollout, action: str) -> RolloutAction:
+    if action == "pause":
+        lines = (f"the rollout holds at {r.step_label}: {r.model_ref} keeps {r.traffic} % of {r.endpoint}'s traffic",
+                 "no step is judged until someone continues or aborts it")
+        return RolloutAction("pause", f"Pause the canary of {r.model_ref}", lines, r.endpoint, confirm="Pause")
+    if action == "resume":
+        lines = (f"the rollout continues at {r.step_label}",
+                 f"this step is judged afresh: its analysis window starts now and lasts {r.rules.step_seconds:g} s")
+        return RolloutAction("resume", f"Continue the canary of {r.model_ref}", lines, r.endpoint, confirm="Continue")
+    lines = (f"{r.endpoint} traffic → **{r.stable_deployment} ({r.stable_model}) 100 %** at once",
+             f"{r.canary_deployment} ({r.model_ref}) is stopped; its release stage → rolled back",
+             "recorded in the audit trail and announced (canary_aborted)")
+    return RolloutAction("abort", f"Abort the canary of {r.model_ref}", lines, r.endpoint, confirm="Abort and roll back")
+
+
+def perform(ws, a: RolloutAction, actor: str, comment: str = "") -> str:
+    """Do the action as ``actor``; ServiceErrors (refusals included) propagate."""
+    rel = ws.releases
+    if a.action == "start":
+        r = rel.start_canary(a.model, a.version, actor, comment)
+        return f"The canary of {r.model_ref} serves {r.traffic} % of {r.endpoint}; the supervisor judges each step."
+    r = {"pause": rel.pause_canary, "resume": rel.resume_canary, "abort": rel.abort_canary}[a.action](
+        a.env, actor, comment)
+    return f"Canary of {r.model_ref}: {STATE_TEXT[r.state]} at {r.step_label}."
+
+
+# --- rendering ------------------------------------------------------------------------
+
+def available(ws) -> bool:
+    return ws.releases is not None and hasattr(ws.releases, "rollout")
+
+
+def render_rollout(ws, uri: str) -> None:
+    """The panel; call once from the Releases page."""
+    if not available(ws):
+        return
+    st.subheader("Canary rollout")
+    outcome = st.session_state.pop(FLASH, None)
+    if outcome is not None:
+        st.success(outcome, icon="✅")
+    r = ws.releases.rollout(ws.policy.endpoints.production)
+    if r is not None and r.active:
+        st.fragment(run_every=REFRESH_S)(_live_panel)(ws)
+    else:
+        if r is not None:
+            with st.expander(f"Latest rollout: {r.model_ref} — {STATE_TEXT[r.state]}", expanded=False):
+                _rollout_body(ws, r)
+        _start_form(ws, uri)
+    _dialog()
+
+
+def _live_panel(ws) -> None:
+    r = ws.releases.rollout(ws.policy.endpoints.production)
+    if r is None:
+        return
+    if not r.active:
+        st.rerun()  # it ended: the whole page shows the new state
+    _rollout_body(ws, r)
+    c1, c2, c3 = st.columns(3)
+    if r.state == cn.RUNNING and c1.button("Pause", key="rollout.pause", width="stretch"):
+        _ask(plan_control(r, "pause"))
+    if r.state == cn.PAUSED and c1.button("Continue", key="rollout.resume", type="primary", width="stretch"):
+        _ask(plan_control(r, "resume"))
+    if c2.button("Abort (roll back)", key="rollout.abort", width="stretch"):
+        _ask(plan_control(r, "abort"))
+    c3.caption(f"Updates every {REFRESH_S:g} s.")
+
+
+def _rollout_body(ws, r: cn.Rollout) -> None:
+    st.markdown(f"**{r.model_ref}** on `{r.endpoint}` — {STATE_TEXT[r.state]}, {r.step_label}; stable "
+                f"**{r.stable_model}** ({r.stable_deployment}). Started {r.started_at:%Y-%m-%d %H:%M:%S} UTC "
+                f"by `{r.started_by}`.")
+    done = len(r.history) + (1 if r.state == cn.SUCCEEDED and len(r.history) < len(r.steps) else 0)
+    st.progress(min(1.0, done / len(r.steps)),
+                text=" → ".join(f"**{s} %**" if i == r.step_index and r.active else f"{s} %"
+                                for i, s in enumerate(r.steps)))
+    live = None
+    if r.active:
+        if r.state == cn.RUNNING:
+            left = max(0.0, (r.step_due() - datetime.now(timezone.utc)).total_seconds())
+            st.progress(step_elapsed(r), text=f"this step: {r.traffic} % of traffic; analysis "
+                                              + (f"in {left:.0f} s" if left else "now (waiting for enough traffic)"))
+        if r.reason:
+            st.info(r.reason, icon="⏸️")
+        try:
+            live = cn.live_analysis(ws, r) if ws.telemetry is not None else None
+        except ServiceError:
+            live = None
+    elif r.reason:
+        (st.error if r.state == cn.ROLLED_BACK else st.warning if r.state == cn.ABORTED else st.success)(r.reason)
+    st.dataframe(step_rows(r, live), hide_index=True, width="stretch")
+
+
+def _start_form(ws, uri: str) -> None:
+    policy = ws.policy
+    approved = [s for s in state.release_states(uri, policy.model_name) if s.stage == Stage.APPROVED]
+    if not approved:
+        st.caption("No rollout running. An approved version can be released as a canary: "
+                   + " → ".join(f"{s} %" for s in policy.canary.steps)
+                   + f" of production traffic, each step judged for {policy.canary.step_seconds:g} s.")
+        return
+    c1, c2 = st.columns([3, 1])
+    version = c1.selectbox("Approved version to release as a canary", [s.model_version for s in approved],
+                           format_func=lambda v: f"{policy.model_name}:{v}", key="rollout.version")
+    c2.write("")
+    if c2.button("Start canary…", key="rollout.start", width="stretch"):
+        production = next((e for e in state.endpoints(uri) if e.name == policy.endpoints.production), None)
+        _ask(plan_start(policy, production, policy.model_name, int(version)))
+
+
+def _ask(action: RolloutAction) -> None:
+    st.session_state[PENDING] = action
+    st.rerun(scope="app")
+
+
+def _forget() -> None:
+    st.session_state.pop(PENDING, None)
+
+
+def _dialog() -> None:
+    action = st.session_state.get(PENDING)
+    if isinstance(action, RolloutAction):
+        st.dialog(action.title, width="large", on_dismiss=_forget)(_confirm)(action)
+
+
+def _confirm(a: RolloutAction) -> None:
+    ws, actor = state.workspace(), state.actor()
+    roles = ws.policy.roles_of(actor)
+    st.markdown(f"Acting as `{actor}` ({', '.join(roles) or 'no role'}). **What will change:**")
+    st.markdown("\n".join(f"- {line}" for line in a.changes))
+    needed = {"qa", "admin"}
+    if not set(roles) & needed:
+        st.warning(f"This needs the role qa or admin; the service will refuse `{actor}`.", icon="🔒")
+    comment = st.text_area("Comment (optional)", key="rollout.comment", height=80)
+    ok, cancel = st.columns(2)
+    confirmed = ok.button(a.confirm, type="primary", key="rollout.confirm", width="stretch")
+    if cancel.button("Cancel", key="rollout.cancel", width="stretch"):
+        _forget()
+        st.rerun()
+    if not confirmed:
+        return
+    try:
+        if a.action == "start":
+            with st.status(f"{a.title}…", expanded=True) as status:
+                try:
+                    message = _with_progress(ws, a, status, lambda: perform(ws, a, actor, comment))
+                except ServiceError:
+                    status.update(label=f"{a.title}: not started", state="error", expanded=True)
+                    raise
+                status.update(label=f"{a.title}: first step live", state="complete")
+        else:
+            message = perform(ws, a, actor, comment)
+    except ServiceError as e:
+        state.after_write()
+        show_error(e)
+        return
+    state.after_write()
+    st.session_state[FLASH] = message
+    _forget()
+    st.rerun()
+
+
+def _with_progress(ws, a: RolloutAction, status, work):
+    """The deploy beside the stable version takes 10–25 s: report what the endpoint does meanwhile."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(work)
+    pool.shutdown(wait=False)
+    started, last = time.monotonic(), None
+    while True:
+        try:
+            return future.result(timeout=0.5)
+        except FutureTimeout:
+            pass
+        try:
+            ep = ws.endpoints.get(a.env)
+            now = " · ".join(f"{d.name} ({d.model_ref}) {d.state}, {d.traffic} %"
+                             for d in ep.deployments if d.state != "stopped")
+        except ServiceError:
+            now = None
+        if now and now != last:
+            status.write(f"{time.monotonic() - started:.0f} s — {a.env}: {now}")
+            last = now
