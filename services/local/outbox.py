@@ -78,6 +78,8 @@ class LocalNotifications:
         """One pending delivery per (new event, subscribed webhook); returns how many were created."""
         now = time.time() if now is None else now
         created = 0
+        if self.db.one("SELECT 1 FROM outbox WHERE fanned_out = 0 LIMIT 1") is None:
+            return 0  # nothing new: no write transaction every tick
         with self.db.write() as c:
             rows = c.execute("SELECT id, event FROM outbox WHERE fanned_out = 0 ORDER BY id LIMIT 500").fetchall()
             for r in rows:
@@ -168,6 +170,9 @@ def scan_candidates(db: Database) -> int:
     """``candidate_ready`` for each model version a training run registered (it passed the gate)
     since the last scan. The first scan of a workspace only sets the watermark."""
     found = 0
+    mark = _get_state(db.conn, "candidates.rowid")
+    if mark is not None and db.one("SELECT COALESCE(MAX(rowid), 0) FROM models")[0] <= int(mark):
+        return 0  # nothing registered since: no write transaction every tick
     with db.write() as c:
         mark = _get_state(c, "candidates.rowid")
         top = c.execute("SELECT COALESCE(MAX(rowid), 0) FROM models").fetchone()[0]
