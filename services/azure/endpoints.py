@@ -563,7 +563,12 @@ class AzureReleases:
                 raise GateFailed(f"deployment {env}/{colour} of {mv.ref} failed to provision ({e}); traffic unchanged",
                                  hint="Its console log:\n" + log) from e
             say(f"smoke test of {mv.ref} on {env}/{colour}")
-            smoke = self._run_smoke(env, colour, mv, actor, role)
+            try:
+                smoke = self._run_smoke(env, colour, mv, actor, role)
+            except ServiceError as e:           # no inputs, no key…: nothing proves it works
+                self._discard(env, colour, actor, role, action, mv, f"smoke test could not run: {e}", progress)
+                raise GateFailed(f"the smoke test of {mv.ref} on {env}/{colour} could not run ({e}); "
+                                 f"traffic unchanged", hint=e.hint) from e
             if not smoke.passed:
                 self._discard(env, colour, actor, role, action, mv, smoke.summary, progress, smoke_id=smoke.id)
                 raise GateFailed(f"smoke test of {mv.ref} on {env}/{colour} failed: {smoke.summary}; traffic unchanged",

@@ -37,7 +37,7 @@ def ws():
     t.arm.lro_polls = 1               # every ARM long-running operation answers InProgress once
     workspace.endpoints.poll_s = 0.01
     yield workspace
-    _BLOBS.update(t.blobs.blobs)
+    _BLOBS.update({p: d for p, d in t.blobs.blobs.items() if d != b"not a pickle"})
     workspace.close()
 
 
@@ -302,6 +302,26 @@ def test_failed_provisioning_reports_the_console_log_and_keeps_traffic(ws):
         ws.releases.deploy(MODEL, 4, "staging", QA)
     assert "No module named 'sklearn'" in e.value.hint
     assert ("PUT", "/onlineEndpoints/staging") not in endpoint_writes(t)
+    assert traffic(t, "staging") == {"blue": 100}
+
+
+def test_smoke_test_without_an_offline_model_checks_answers_and_says_parity_was_not_checked(ws):
+    t = ws.replay
+    t.online.predictor = lambda name, version, frame: [100.0] * len(frame)   # the deployment answers
+    container = ws.blobs._container(ws.settings.datastore).container_name
+    t.blobs.put(f"/{container}/tollgate/models/{MODEL}/4/model.pkl", b"not a pickle")   # cannot be loaded here
+    ws.releases.deploy(MODEL, 4, "staging", QA)
+    smoke = ws.releases.smoke_test_result(ws.releases.state(MODEL, 4).smoke_test_id)
+    assert smoke.passed and "parity not checked" in smoke.summary
+    assert all(c.expected is None for c in smoke.cases[:-1]) and smoke.cases[0].got == 100.0
+
+
+def test_a_smoke_test_that_cannot_run_deletes_the_deployment(ws):
+    t = ws.replay
+    t.fail_next("POST", r"/onlineEndpoints/staging/listKeys$", 403, times=10)
+    with pytest.raises(GateFailed, match="could not run"):
+        ws.releases.deploy(MODEL, 4, "staging", QA)
+    assert ("DELETE", "/onlineEndpoints/staging/deployments/green") in endpoint_writes(t)
     assert traffic(t, "staging") == {"blue": 100}
 
 
