@@ -280,6 +280,19 @@ def health_of(health: list[EndpointHealth], endpoint: str) -> EndpointHealth | N
     return next((h for h in health if h.endpoint == endpoint), None)
 
 
+NOT_DEPLOYED = ("not deployed", "gray", ":material/block:")
+
+
+def health_badge(h: EndpointHealth | None, endpoint: Endpoint) -> tuple[str, str, str, list[str]]:
+    """(status text, badge colour, icon, reasons) of one endpoint. With nothing deployed it is
+    "not deployed" rather than down: there is nothing to be down."""
+    if not any(d.state != "stopped" for d in endpoint.deployments):
+        return (*NOT_DEPLOYED, [f"nothing is deployed to {endpoint.name}"])
+    if h is None:
+        return "unknown", "gray", ":material/help:", ["no health reading"]
+    return (*HEALTH_BADGE[h.status], list(h.reasons))
+
+
 def health_line(h: EndpointHealth) -> str:
     p95 = "—" if h.p95_ms is None else f"{h.p95_ms:.0f} ms"
     return (f"last {h.window_minutes} min: {h.requests} requests, failure rate {h.failure_rate:.1%}, "
@@ -376,14 +389,12 @@ def render_body(uri: str, policy: Policy, ep: Endpoint, since: str) -> None:
 
 def render_health(uri: str, ep: Endpoint) -> None:
     h = health_of(state.endpoints_health(uri), ep.name)
-    if h is None:
-        return
-    text, colour, icon = HEALTH_BADGE[h.status]
-    st.markdown(f"**Health** :{colour}-badge[{icon} {text}] &nbsp; :gray[{health_line(h)}]",
+    text, colour, icon, reasons = health_badge(h, ep)
+    st.markdown(f"**Health** :{colour}-badge[{icon} {text}]" + (f" &nbsp; :gray[{health_line(h)}]" if h else ""),
                 help="From the policy's [health] rules: failure rate, p95 latency and deployments up over the "
                      "last few minutes, whatever the window above.")
-    if h.reasons:
-        st.markdown("\n".join(f"- {r}" for r in h.reasons))
+    if reasons:
+        st.markdown("\n".join(f"- {r}" for r in reasons))
 
 
 def render_totals(stats: list[VersionStats]) -> None:

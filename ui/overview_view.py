@@ -11,14 +11,13 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from services.entities import (CheckStatus, DatasetVersion, Endpoint, EndpointHealth, ModelVersion, Run, RunFilter,
-                               RunStatus)
+from services.entities import CheckStatus, DatasetVersion, Endpoint, ModelVersion, Run, RunFilter, RunStatus
 from services.errors import NotFound
 from services.policy import Policy
 
 from . import state
 from .datasets_view import group_by_check
-from .monitoring_view import HEALTH_BADGE
+from .monitoring_view import NOT_DEPLOYED, health_badge
 from .widgets import BETTER, NEUTRAL, WORSE, badge, fmt_duration, fmt_metric, guard
 
 CANDIDATE_LIMIT = 5
@@ -218,22 +217,11 @@ def render_counts(uri: str, waiting: int, dataset_versions: int) -> None:
     cols[4].metric("Dataset versions", dataset_versions, border=True)
 
 
-def health_badge(h: EndpointHealth | None, endpoint: Endpoint) -> tuple[str, str, list[str]]:
-    """(status text, badge colour, reasons) of one endpoint. With nothing deployed it is
-    "not deployed" rather than down: there is nothing to be down."""
-    if not any(d.state != "stopped" for d in endpoint.deployments):
-        return "not deployed", "gray", []
-    if h is None:
-        return "unknown", "gray", ["no health reading"]
-    text, colour, _ = HEALTH_BADGE[h.status]
-    return text, colour, list(h.reasons)
-
-
 def render_health(uri: str, endpoint: Endpoint, window_minutes: int) -> None:
     """The endpoint's status from the policy's [health] rules, the reasons, a link to Monitoring."""
     h = next((h for h in state.endpoints_health(uri) if h.endpoint == endpoint.name), None)
-    text, colour, reasons = health_badge(h, endpoint)
-    if text == "not deployed":
+    text, colour, _, reasons = health_badge(h, endpoint)
+    if (text, colour) == NOT_DEPLOYED[:2]:
         return
     st.markdown(f"Health :{colour}-badge[{text}]"
                 + (f" &nbsp; :gray[{h.requests} requests in the last {window_minutes} min]" if h else ""))

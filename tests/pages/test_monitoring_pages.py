@@ -22,7 +22,7 @@ from services.local.workspace import LocalWorkspace
 from services.telemetry import window
 from tests.conftest import copy_workspace
 from tests.pages.monitoring_data import PROMOTER, ROW, V1, V2, Seeded, seed_drift, seed_monitoring
-from ui import drift_view as dv, logs_view, lookup_view, monitoring_view as mv, overview_view, state
+from ui import drift_view as dv, logs_view, lookup_view, monitoring_view as mv, state
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
@@ -37,9 +37,24 @@ HOSTILE_LINES = [
 ]
 
 
+def add_deployment(root: Path, endpoint: str, name: str, version: int) -> None:
+    """A deployment the database says should run (as after `tollgate.py down`): nothing runs."""
+    ws = LocalWorkspace(root)
+    try:
+        ws.endpoints.list()  # creates the endpoints' rows
+        with ws.db.write() as c:
+            c.execute("INSERT INTO deployments (endpoint, name, model_name, model_version, traffic, desired, state,"
+                      " created_at, created_by) VALUES (?, ?, 'diabetes-regressor', ?, 100, 'running', 'healthy', ?,"
+                      " 'qa@contoso.com')", (endpoint, name, version, datetime.now(timezone.utc).isoformat()))
+    finally:
+        ws.close()
+
+
 @pytest.fixture(scope="module")
 def seeded(demo_ws_path) -> Seeded:
-    return seed_monitoring(demo_ws_path, extra_log_lines=HOSTILE_LINES)
+    seeded = seed_monitoring(demo_ws_path, extra_log_lines=HOSTILE_LINES)
+    add_deployment(demo_ws_path, "production", "green", 2)  # v2 serves production, as the telemetry says
+    return seeded
 
 
 @pytest.fixture
@@ -158,6 +173,8 @@ def test_monitoring_health_badge_names_the_reason(env):
     markdown = texts(at, "markdown")
     assert ":red-badge[:material/error: down]" in markdown
     assert "the endpoint does not answer (gateway not running)" in markdown
+    at = open_page("pages/monitoring.py", {"endpoint": "staging"})
+    assert ":gray-badge[:material/block: not deployed]" in texts(at, "markdown")  # not "down": nothing to be down
 
 
 def test_monitoring_empty_endpoint_says_what_to_do(env):
@@ -347,29 +364,25 @@ def deployment(name: str, state_: str, traffic: int) -> Deployment:
                       created_by="qa@contoso.com")
 
 
-def test_overview_health_badge_per_status():
+def test_health_badge_per_status():
     ep = Endpoint("production", "http://127.0.0.1:1/score", (deployment("blue", "healthy", 100),), "key", "a…b",
                   "c…d", True)
     degraded = EndpointHealth("production", HealthStatus.DEGRADED, ("failure rate 5.0% > 2.0%",), 15, 100, 0.05,
                               30.0, 1, 1)
-    assert overview_view.health_badge(degraded, ep) == ("degraded", "orange", ["failure rate 5.0% > 2.0%"])
+    assert mv.health_badge(degraded, ep) == ("degraded", "orange", ":material/warning:",
+                                             ["failure rate 5.0% > 2.0%"])
     idle = EndpointHealth("production", HealthStatus.IDLE, ("3 request(s)",), 15, 3, 0.0, None, 1, 1)
-    assert overview_view.health_badge(idle, ep)[:2] == ("idle", "gray")
+    assert mv.health_badge(idle, ep)[:2] == ("idle", "gray")
     nothing = Endpoint("staging", "", (), "key", "a…b", "c…d", False)
-    assert overview_view.health_badge(None, nothing) == ("not deployed", "gray", [])
+    down = EndpointHealth("staging", HealthStatus.DOWN, ("the endpoint does not answer",), 15, 0, 0.0, None, 0, 0)
+    assert mv.health_badge(down, nothing)[:2] == ("not deployed", "gray")
+    retired = Endpoint("staging", "", (deployment("blue", "stopped", 0),), "key", "a…b", "c…d", False)
+    assert mv.health_badge(down, retired)[:2] == ("not deployed", "gray")
 
 
 def test_overview_shows_a_down_endpoint_with_its_reason(demo_template, tmp_path, monkeypatch):
     path = copy_workspace(demo_template, tmp_path / "ws")
-    ws = LocalWorkspace(path)
-    try:  # production has a deployment that should run, but nothing is running
-        ws.endpoints.list()  # creates the endpoints' rows
-        with ws.db.write() as c:
-            c.execute("INSERT INTO deployments (endpoint, name, model_name, model_version, traffic, desired, state,"
-                      " created_at, created_by) VALUES ('production', 'blue', 'diabetes-regressor', 1, 100,"
-                      " 'running', 'healthy', ?, 'qa@contoso.com')", (datetime.now(timezone.utc).isoformat(),))
-    finally:
-        ws.close()
+    add_deployment(path, "production", "blue", 1)  # should run, but nothing is running
     monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{path}")
     from streamlit import cache_data
     cache_data.clear()
