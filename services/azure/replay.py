@@ -276,6 +276,7 @@ class ReplayTransport(HttpTransport):
 
     instances: "weakref.WeakSet[ReplayTransport]" = weakref.WeakSet()  # every live transport
     sent = 0  # requests answered by every transport of this process (the bench counts with it)
+    journal: "list[Call] | None" = None  # when a list: every transport's calls, in order (bench --show)
 
     def __init__(self, fixtures: Path | str | None = None, *, arm: "FakeArmState | None" = None):
         self.lock = threading.RLock()
@@ -375,6 +376,8 @@ class ReplayTransport(HttpTransport):
             self.calls.append(Call(req.method, req.host, req.path, req.query, req.json,
                                    req.headers, reply.status))
             ReplayTransport.sent += 1
+            if ReplayTransport.journal is not None:
+                ReplayTransport.journal.append(self.calls[-1])
         cls = _RestResponse if _is_rest(request) else _LegacyResponse
         return cls(request, reply.status, headers, body)
 
