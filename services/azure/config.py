@@ -103,7 +103,8 @@ def read_config_json(path: Path) -> dict[str, str]:
     return _known({k: data.get(v) for k, v in CONFIG_KEYS.items()} | data)
 
 
-def read_secrets(path: Path | None = None) -> dict[str, str]:
+def read_secrets_table(path: Path | None = None) -> dict[str, Any]:
+    """The ``[azure]`` table of ``.streamlit/secrets.toml`` (empty if there is none)."""
     path = path or Path.cwd() / ".streamlit" / "secrets.toml"
     if not path.is_file():
         return {}
@@ -111,7 +112,11 @@ def read_secrets(path: Path | None = None) -> dict[str, str]:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise InvalidInput(f"{path} cannot be read: {e}") from e
-    return _known(data.get("azure", {}))
+    return dict(data.get("azure", {}))
+
+
+def read_secrets(path: Path | None = None) -> dict[str, str]:
+    return _known(read_secrets_table(path))
 
 
 def load_settings(*, env: Mapping[str, str] | None = None, config_path: Path | None = None,
@@ -134,7 +139,11 @@ def load_settings(*, env: Mapping[str, str] | None = None, config_path: Path | N
         if new:
             used.append(label)
         merged.update(new)
-    settings = replace(AzureSettings(), **merged, source=", ".join(used) or "nothing")
+    # the rest of the [azure] table: options of the online side (audit_container_url, deployment
+    # template, telemetry source, collect_inputs, cache_ttl_s)
+    names = {f.name for f in fields(AzureSettings)}
+    extra = {k: v for k, v in read_secrets_table(secrets_path).items() if k not in names}
+    settings = replace(AzureSettings(), **merged, source=", ".join(used) or "nothing", extra=extra)
     if settings.missing():
         raise InvalidInput(
             "no Azure ML workspace is configured: missing " + ", ".join(settings.missing()),

@@ -254,6 +254,10 @@ def open_replay(folder: Path | None = None, *, uri: str | None = None, transport
                              extra={k: v for k, v in transport.settings.items() if k not in known},
                              source=f"replay fixtures {folder}")
     credential = FakeCredential()
+    # azure-ai-ml reads the tenant for Studio links from the token as a JWT; the replay's token is
+    # not one, and the SDK says so at INFO level for every job it lists
+    import logging
+    logging.getLogger("azure.ai.ml.operations._job_operations").setLevel(logging.WARNING)
     ml = MLClient(credential, settings.subscription_id, settings.resource_group, settings.workspace_name,
                   transport=transport, enable_telemetry=False)
     logs = LogsQueryClient(credential, transport=transport)
