@@ -40,6 +40,7 @@ from .datatests import LABELS_TAG, NO_LABELS, has_labels, psi
 from .entities import DatasetVersion, TimeWindow
 from .errors import BackendUnavailable, InvalidInput, NotFound
 from .policy import DriftPolicy
+from .release_rules import authorize
 
 META_COLUMNS = ("model", "request_id")        # columns of collected_inputs that are not features
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)     # levels of FeatureDrift.*_quantiles
@@ -323,6 +324,16 @@ def _collected(ws, endpoint: str, window: TimeWindow, model: str | None, limit: 
     return telemetry.collected_inputs(window, endpoint, model=model, limit=limit)
 
 
+def with_feature_names(rows: pd.DataFrame, features: tuple[str, ...] | list[str]) -> pd.DataFrame:
+    """Name positional columns. Clients usually send ``{"data": [[...]]}`` rows without
+    names, which ``collected_inputs`` returns as ``f0 … fN``; ``score.py`` reads them in
+    the order of the model's features, so that order names them."""
+    positional = [c for c in rows.columns if c not in META_COLUMNS]
+    if len(positional) == len(features) and positional == [f"f{i}" for i in range(len(features))]:
+        return rows.rename(columns=dict(zip(positional, features)))
+    return rows
+
+
 def _model_sort_key(ref: str):
     name, _, version = str(ref).rpartition(":")
     return (name, -int(version)) if version.isdigit() else (name, 0)
@@ -349,6 +360,7 @@ def drift_for_endpoint(ws, endpoint: str, window: TimeWindow, model: str | None 
                 reference="unavailable", reference_rows=0, live_rows=len(rows), features=(),
                 policy=ws.policy.drift, endpoint=endpoint, model=str(ref), window=window))
             continue
+        rows = with_feature_names(rows, reference.features)
         reports.append(feature_drift(reference.frame, rows, ws.policy.drift, reference.features,
                                      reference_name=reference.description, endpoint=endpoint, model=str(ref),
                                      dataset=reference.dataset, window=window))
@@ -378,6 +390,7 @@ def register_collected_inputs(ws, endpoint: str, window: TimeWindow, name: str, 
     training on it is refused until labels are added. At most ``limit`` rows (the
     newest) are taken; the description says so when the limit cut. ``InvalidInput``
     when nothing was collected."""
+    authorize(ws.policy, actor, "register_collected_inputs")
     live = _collected(ws, endpoint, window, model, limit)
     start, end = window.start, window.end
     span = f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
@@ -386,6 +399,12 @@ def register_collected_inputs(ws, endpoint: str, window: TimeWindow, name: str, 
                            + (f" served by {model}" if model else ""),
                            hint="Pick a longer window, or send requests to the endpoint first.")
     target = ws.policy.target
+    served = [m for m in live["model"].dropna().unique()] if "model" in live else []
+    if served:  # unnamed rows take the names of the features of a version that served them
+        try:
+            live = with_feature_names(live, training_reference(ws, str(served[0])).features)
+        except (NotFound, InvalidInput):
+            pass
     features = [c for c in live.columns if c not in META_COLUMNS and c != target]
     frame = live[features].iloc[::-1].reset_index(drop=True)  # collected_inputs is newest first
     models = sorted({str(m) for m in live["model"].dropna()},
@@ -407,5 +426,5 @@ def register_collected_inputs(ws, endpoint: str, window: TimeWindow, name: str, 
 __all__ = [
     "DriftStatus", "FeatureDrift", "DriftReport", "TrainingReference", "feature_drift", "ks_statistic",
     "ks_pvalue", "training_reference", "drift_for_endpoint", "register_collected_inputs", "is_feature_only",
-    "default_dataset_name", "QUANTILES", "PLOT_BINS", "META_COLUMNS",
+    "default_dataset_name", "with_feature_names", "QUANTILES", "PLOT_BINS", "META_COLUMNS",
 ]

@@ -24,12 +24,14 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "set_traffic": frozenset({"admin"}),
     "regenerate_key": frozenset({"admin"}),
     "show_keys": frozenset({"qa", "admin"}),
+    "register_collected_inputs": frozenset({"ml_lead", "admin"}),
 }
 
 VERBS = {"deploy": "deploy", "smoke_test": "run a smoke test", "approve": "approve a model version",
          "reject": "reject a model version", "promote": "promote to production", "rollback": "roll back",
          "set_traffic": "change traffic", "regenerate_key": "regenerate endpoint keys",
-         "show_keys": "see endpoint keys"}
+         "show_keys": "see endpoint keys",
+         "register_collected_inputs": "register collected inputs as a dataset version"}
 
 
 def authorize(policy: Policy, actor: str, action: str) -> str:

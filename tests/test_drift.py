@@ -19,10 +19,10 @@ from services.drift import (PLOT_BINS, QUANTILES, DriftStatus, default_dataset_n
                             feature_drift, is_feature_only, ks_statistic, register_collected_inputs,
                             training_reference)
 from services.entities import CheckStatus, TimeWindow, TrainingSpec
-from services.errors import BackendUnavailable, InvalidInput
+from services.errors import BackendUnavailable, Forbidden, InvalidInput
 from services.policy import DataTestPolicy, DriftPolicy
 
-POLICY = DriftPolicy()   # psi 0.1 / 0.25, ks 0.1 / 0.2, min_rows 100 (the shipped [drift] values)
+POLICY = DriftPolicy()   # psi 0.1 / 0.25, ks 0.1 / 0.2, min_rows 500 (the shipped [drift] values)
 FEATURES = ["age", "bmi", "bp"]
 MEANS, STDS = {"age": 50.0, "bmi": 26.0, "bp": 95.0}, {"age": 13.0, "bmi": 4.4, "bp": 14.0}
 
@@ -209,8 +209,8 @@ def test_training_reference_is_the_training_split_of_the_lineage_dataset(demo_ws
 
 def test_drift_per_model_version_against_its_own_training_data(demo_ws, versions):
     steady, drifting, few = versions
-    frame = pd.concat([collected(demo_ws, steady, 400, seed=1),
-                       collected(demo_ws, drifting, 400, seed=2, bmi_shift_sigma=1.0),
+    frame = pd.concat([collected(demo_ws, steady, 600, seed=1),
+                       collected(demo_ws, drifting, 600, seed=2, bmi_shift_sigma=1.0),
                        collected(demo_ws, few, 30, seed=3)], ignore_index=True)
     telemetry = FakeTelemetry({"production": frame})
     ws = WithTelemetry(demo_ws, telemetry)
@@ -224,7 +224,7 @@ def test_drift_per_model_version_against_its_own_training_data(demo_ws, versions
     ok = by_model[steady.ref]
     assert ok.status == DriftStatus.OK, ok.summary
     assert ok.dataset == f"{steady.dataset}:{steady.dataset_version}"
-    assert ok.reference_rows == len(training_split(demo_ws, steady)) and ok.live_rows == 400
+    assert ok.reference_rows == len(training_split(demo_ws, steady)) and ok.live_rows == 600
     assert ok.endpoint == "production" and ok.window == WINDOW
     assert {f.feature for f in ok.features} == set(training_split(demo_ws, steady).columns)
 
@@ -262,14 +262,14 @@ def collected_version(demo_ws, versions):
     frame = pd.concat([collected(demo_ws, versions[0], 100, seed=5),
                        collected(demo_ws, versions[1], 50, seed=6)], ignore_index=True)
     ws = WithTelemetry(demo_ws, FakeTelemetry({"production": frame}))
-    dv = register_collected_inputs(ws, "production", WINDOW, default_dataset_name("production"), "qa@contoso.com")
+    dv = register_collected_inputs(ws, "production", WINDOW, default_dataset_name("production"), "lead@contoso.com")
     return dv, frame
 
 
 def test_collected_inputs_become_a_feature_only_dataset_version(demo_ws, versions, collected_version):
     dv, frame = collected_version
     features = [c for c in frame.columns if c not in ("model", "request_id")]
-    assert (dv.name, dv.version, dv.rows, dv.created_by) == ("production-inputs", 1, 150, "qa@contoso.com")
+    assert (dv.name, dv.version, dv.rows, dv.created_by) == ("production-inputs", 1, 150, "lead@contoso.com")
     assert dv.tags["labels"] == "none"
     assert dv.tags["source"] == "endpoint:production"
     assert dv.tags["window"] == "2025-03-01T08:00:00+00:00/2025-03-01T09:00:00+00:00"
@@ -298,7 +298,7 @@ def test_a_feature_only_version_of_the_training_dataset_is_compared_on_its_featu
     labeled_before = max(v.version for v in demo_ws.datasets.versions("diabetes") if not is_feature_only(v))
     frame = collected(demo_ws, versions[1], 300, seed=7)
     ws = WithTelemetry(demo_ws, FakeTelemetry({"production": frame}))
-    dv = register_collected_inputs(ws, "production", WINDOW, "diabetes", "qa@contoso.com")
+    dv = register_collected_inputs(ws, "production", WINDOW, "diabetes", "lead@contoso.com")
     tests = demo_ws.datasets.data_tests(dv.name, dv.version)
     assert dv.baseline_version == labeled_before
     assert not [t for t in tests if t.status == CheckStatus.FAIL], [t for t in tests if t.status == CheckStatus.FAIL]
@@ -334,7 +334,7 @@ def test_nothing_collected_registers_nothing(demo_ws):
     before = demo_ws.datasets.names()
     ws = WithTelemetry(demo_ws, FakeTelemetry({}))
     with pytest.raises(InvalidInput, match="no collected inputs"):
-        register_collected_inputs(ws, "staging", WINDOW, "staging-inputs", "qa@contoso.com")
+        register_collected_inputs(ws, "staging", WINDOW, "staging-inputs", "lead@contoso.com")
     assert demo_ws.datasets.names() == before
 
 
@@ -349,3 +349,22 @@ def test_data_tests_without_a_target_argument_still_fail_a_missing_column():
     # a feature column missing is still a failure
     dropped = run_data_tests(current.drop(columns=["bp"]), base, DataTestPolicy(), target="target")
     assert [t.status for t in dropped if t.check == "schema" and t.column == "bp"] == [CheckStatus.FAIL]
+
+
+def test_unnamed_rows_take_the_model_features_names(demo_ws, versions):
+    """Clients send ``{"data": [[...]]}``: collected_inputs names those columns f0 … fN."""
+    named = collected(demo_ws, versions[0], 600, seed=11, bmi_shift_sigma=2.0)
+    features = [c for c in named.columns if c not in ("model", "request_id")]
+    unnamed = named.rename(columns={f: f"f{i}" for i, f in enumerate(features)})
+    ws = WithTelemetry(demo_ws, FakeTelemetry({"production": unnamed}))
+    [report] = drift_for_endpoint(ws, "production", WINDOW)
+    assert report.missing_features == () and [f.feature for f in report.features] == features
+    assert [f.feature for f in report.drifted] == ["bmi"]
+
+
+def test_only_ml_leads_and_admins_register_collected_inputs(demo_ws, versions):
+    ws = WithTelemetry(demo_ws, FakeTelemetry({"production": collected(demo_ws, versions[0], 20, seed=12)}))
+    before = demo_ws.datasets.names()
+    with pytest.raises(Forbidden, match="qa@contoso.com .* may not register collected inputs"):
+        register_collected_inputs(ws, "production", WINDOW, "refused-inputs", "qa@contoso.com")
+    assert demo_ws.datasets.names() == before

@@ -14,9 +14,9 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from services.drift import DriftReport, DriftStatus, FeatureDrift, default_dataset_name, register_collected_inputs
-from services.errors import Forbidden, InvalidInput, ServiceError
+from services.errors import InvalidInput, ServiceError
 from services.policy import DriftPolicy, Policy
-from services.release_rules import SYSTEM_ACTOR
+from services.release_rules import PERMISSIONS, SYSTEM_ACTOR
 from services.telemetry import WINDOW_CHOICES, window as make_window
 
 from . import state
@@ -28,7 +28,7 @@ ALL_VERSIONS = ""
 KEY = "drift.{}"
 PENDING = "drift.register.pending"     # the registration awaiting confirmation: (endpoint, since, model, rows)
 FLASH = "drift.flash"
-REGISTER_ROLES = ("ml_lead", "admin")  # who may turn collected inputs into a dataset version
+REGISTER_ROLES = PERMISSIONS["register_collected_inputs"]
 PLOT_COLUMNS = 5
 
 STATUS_BADGE = {DriftStatus.OK: ("no drift", "green"), DriftStatus.WARN: ("drift: warn", "orange"),
@@ -109,16 +109,8 @@ def _num(x: float | None) -> str:
 
 
 def may_register(policy: Policy, actor: str) -> bool:
-    return actor == SYSTEM_ACTOR or bool(set(policy.roles_of(actor)) & set(REGISTER_ROLES))
-
-
-def authorize_register(policy: Policy, actor: str) -> None:
-    """ml_lead or admin: a new dataset version is what the next retraining may pick up."""
-    if not may_register(policy, actor):
-        roles = ", ".join(policy.roles_of(actor)) or "no role"
-        raise Forbidden(f"{actor} ({roles}) may not register collected inputs as a dataset version: that needs "
-                        f"{' or '.join(REGISTER_ROLES)}",
-                        hint="Pick another identity in the sidebar, or ask an ML lead.")
+    """Whether to warn before the dialog; the service decides (``release_rules``)."""
+    return actor == SYSTEM_ACTOR or bool(set(policy.roles_of(actor)) & REGISTER_ROLES)
 
 
 def register_lines(endpoint: str, since: str, model: str | None, rows: int, target: str, name: str) -> list[str]:
@@ -202,7 +194,7 @@ def render_register_button(endpoint: str, since: str, model: str | None, rows: i
               key=KEY.format("register"), disabled=rows == 0,
               on_click=lambda: st.session_state.__setitem__(PENDING, (endpoint, since, model, rows)),
               help=f"The {rows:,} rows of this selection as a new, feature-only dataset version "
-                   f"({' or '.join(REGISTER_ROLES)})" if rows else "Nothing collected in this selection")
+                   f"({' or '.join(sorted(REGISTER_ROLES))})" if rows else "Nothing collected in this selection")
 
 
 def flash() -> None:
@@ -233,7 +225,8 @@ def _confirm(endpoint: str, since: str, model: str | None, rows: int) -> None:
     st.markdown("\n".join(f"- {line}" for line in register_lines(endpoint, since, model, rows, policy.target,
                                                                  name or "…")))
     if not may_register(policy, actor):
-        st.warning(f"Registering collected inputs needs the role {' or '.join(REGISTER_ROLES)}: `{actor}` will be "
+        st.warning(f"Registering collected inputs needs the role {' or '.join(sorted(REGISTER_ROLES))}: "
+                   f"`{actor}` will be "
                    "refused. Pick another identity in the sidebar.", icon="🔒")
     ok, cancel = st.columns(2)
     confirmed = ok.button("Register feature-only version", type="primary", key=KEY.format("dialog.confirm"),
@@ -244,7 +237,6 @@ def _confirm(endpoint: str, since: str, model: str | None, rows: int) -> None:
     if not confirmed:
         return
     try:
-        authorize_register(policy, actor)
         if not name:
             raise InvalidInput("a dataset needs a name")
         with st.spinner("Registering and profiling the collected inputs…"):
