@@ -67,7 +67,7 @@ def main() -> int:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": args.width, "height": 1000})
             for name in args.pages:
-                path = name.strip("/")
+                path = "" if name.strip("/") == "overview" else name.strip("/")  # the default page is /
                 page.goto(f"http://127.0.0.1:{args.port}/{path}")
                 wait_rendered(page)
                 file = args.out / f"{path or 'overview'}.png"

@@ -144,9 +144,10 @@ class TrafficMix:
             raise InvalidInput("the training data has no complete numeric row to sample from")
         self.matrix = values.to_numpy(dtype=float)
         self.std = np.nan_to_num(values.std().to_numpy(dtype=float))
-        # integer columns stay integers; columns with a few levels (sex) get no noise
+        # integer columns stay integers; columns with a few levels (sex) or whose values sit on a
+        # few spikes (s4: 5 values hold most rows) get no noise: jitter would look like drift
         self.integer = [bool(np.all(np.equal(np.mod(c, 1), 0))) for c in self.matrix.T]
-        self.levels = [len(np.unique(c)) <= 5 for c in self.matrix.T]
+        self.levels = [_few_levels(c) for c in self.matrix.T]
         self.decimals = [_decimals(c) for c in self.matrix.T]
         self.rng = rng
 
@@ -198,6 +199,11 @@ class TrafficMix:
             else:
                 out.append(self.good())
         return out
+
+
+def _few_levels(column: np.ndarray) -> bool:
+    _, counts = np.unique(column, return_counts=True)
+    return bool(len(counts) <= 5 or np.sort(counts)[-5:].sum() >= 0.5 * len(column))
 
 
 def _decimals(column: np.ndarray) -> int:
