@@ -213,7 +213,7 @@ def test_an_empty_window_and_an_unknown_endpoint_have_no_rows(busy, synth):
         assert busy.telemetry.top_errors(w, endpoint=name) == []
 
 
-def test_a_workspace_without_requests_answers_with_nothing(backend, workspace, request):
+def test_a_workspace_without_requests_answers_with_nothing(workspace):
     for since in ("15m", "7d"):
         w = window(since, end=utc(END))
         assert workspace.telemetry.stats(w) == [] and workspace.telemetry.top_errors(w) == []
