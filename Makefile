@@ -43,6 +43,8 @@ test: $(VENV)/.installed-dev browser-deps
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_pages.py
+	$(BIN)/python bench/bench_telemetry.py
+	$(BIN)/python bench/bench_azure_http.py
 
 # The endpoints outlive the console (as Azure's do); this stops them.
 stop: $(VENV)/.installed

@@ -263,7 +263,7 @@ class TelemetryService(Protocol):
         """Columns ``status`` (HTTP code, 0 = no answer), ``model``, ``requests``."""
 
     def top_errors(self, window: TimeWindow, endpoint: str | None = None, limit: int = 10) -> list[ErrorGroup]:
-        """Failed requests (4xx and 5xx) grouped by error message, most frequent first."""
+        """Failed requests (4xx, 5xx and no answer) grouped by error message and status, most frequent first."""
 
     def slowest(self, window: TimeWindow, endpoint: str | None = None, limit: int = 10) -> list[RequestRecord]:
         """The slowest requests of the window, slowest first."""
