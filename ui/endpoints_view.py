@@ -182,13 +182,36 @@ def render_endpoint(uri: str, policy: Policy, ep: Endpoint) -> None:
             "last error": st.column_config.TextColumn("last error", width="medium"),
         })
 
-    render_keys(policy, ep)
+    lazy = lazy_reads(state.workspace())
+    render_keys(policy, ep, uri if lazy else None)
     render_test_panel(uri, policy, ep)
-    render_logs(uri, ep)
+    render_logs(uri, ep, lazy)
 
 
-def render_keys(policy: Policy, ep: Endpoint) -> None:
+def lazy_reads(ws) -> bool:
+    """Whether each read is a remote request (Azure): what is collapsed is read when opened."""
+    return ws.info.kind != "local"
+
+
+def render_keys(policy: Policy, ep: Endpoint, lazy_uri: str | None = None) -> None:
+    """The keys panel. A listing without masked keys (Azure: reading them is a request per
+    endpoint) gets them through a cached read when the panel is opened (``lazy_uri``)."""
+    if lazy_uri is not None and not ep.primary_key_masked and ep.auth_mode == "key":
+        box = st.expander("**Keys** · `Authorization: Bearer <key>`", key=f"endpoints.keys.box.{ep.name}",
+                          on_change="rerun")
+        if box.open:
+            with box, guard():
+                masked = state.masked_keys(lazy_uri, ep.name)
+                if masked is None:
+                    st.caption("The keys cannot be read: the console's identity needs the listKeys permission.")
+                else:
+                    render_key_values(policy, ep, masked)
+        return
     st.markdown("**Keys** · `Authorization: Bearer <key>`")
+    render_key_values(policy, ep, (ep.primary_key_masked, ep.secondary_key_masked))
+
+
+def render_key_values(policy: Policy, ep: Endpoint, masked_keys: tuple[str, str]) -> None:
     actor = state.actor()
     show = st.toggle("Show keys", key=f"endpoints.keys.{ep.name}", help="qa and admin")
     full: tuple[str, str] | None = None
@@ -197,8 +220,8 @@ def render_keys(policy: Policy, ep: Endpoint) -> None:
             full = state.workspace().endpoints.keys(ep.name, actor)
         except ServiceError as e:
             show_error(e)
-    for col, which, masked, value in zip(st.columns(2), ("primary", "secondary"),
-                                         (ep.primary_key_masked, ep.secondary_key_masked), full or (None, None)):
+    for col, which, masked, value in zip(st.columns(2), ("primary", "secondary"), masked_keys,
+                                         full or (None, None)):
         with col:
             st.caption(f"{which.capitalize()} key")
             st.code(value or masked, language=None, wrap_lines=True)
@@ -265,11 +288,16 @@ def render_result(r: ScoreResult, policy_model: str) -> None:
         st.code(str(r.body), language=None)
 
 
-def render_logs(uri: str, ep: Endpoint) -> None:
+def render_logs(uri: str, ep: Endpoint, lazy: bool = False) -> None:
     st.markdown("**Logs**")
     tail = st.segmented_control("Last lines", LOG_TAILS, default=200, key=f"endpoints.logs.tail.{ep.name}") or 200
     for d in ep.deployments:
-        with st.expander(f"Console log · {d.name} ({d.model_ref}) · {d.state}"):
+        label = f"Console log · {d.name} ({d.model_ref}) · {d.state}"
+        box = (st.expander(label, key=f"endpoints.logs.box.{ep.name}.{d.name}", on_change="rerun") if lazy
+               else st.expander(label))
+        if box.open is False:       # read when opened (a request per log on Azure)
+            continue
+        with box:
             with guard():
                 text = state.console_log(uri, ep.name, d.name, tail)
                 st.code(text or "(empty)", language="log", wrap_lines=True,

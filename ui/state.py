@@ -125,6 +125,18 @@ def endpoints(ws_uri: str) -> list[Endpoint]:
 
 
 @st.cache_data(ttl=ENDPOINT_TTL, show_spinner=False)
+def masked_keys(ws_uri: str, endpoint: str) -> tuple[str, str] | None:
+    """Masked keys where a listing leaves them out (Azure: one request per endpoint, made
+    when the keys panel is shown); None when they cannot be read."""
+    ops = _workspace(ws_uri).endpoints
+    read = getattr(ops, "masked_keys", None)
+    if read is None:
+        ep = ops.get(endpoint)
+        return ep.primary_key_masked, ep.secondary_key_masked
+    return read(endpoint)
+
+
+@st.cache_data(ttl=ENDPOINT_TTL, show_spinner=False)
 def console_log(ws_uri: str, endpoint: str, deployment: str, tail: int) -> str:
     return _workspace(ws_uri).endpoints.console_log(endpoint, deployment, tail)
 

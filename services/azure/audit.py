@@ -31,6 +31,15 @@ already installed with ``azure-ai-ml``.
 Smoke-test results are audit records too (action ``smoke_test``, the cases in
 ``after``), so ``ReleaseState.smoke_test_id`` is an audit record id.
 
+Reading: the newest records are read backwards from the end of the newest segment. A
+page asks for the trail more than once (the Releases page: its smoke tests and the
+trail itself), so ``audit``/``find`` share one read of the trail's tail, kept
+``SNAPSHOT_TTL_S`` seconds (records appended through this object clear it at once;
+another console's records show within that time). The newest segment is found without
+listing the container: the segment appended to last (or ``000000``) is read from its
+start, and only when it is full (``MAX_BLOCKS`` blocks, or sealed) are the segments
+listed — so a trail under ``CHUNK`` bytes is one ranged GET.
+
 The operation lock
 ==================
 
@@ -71,6 +80,9 @@ CHUNK = 256 * 1024               # bytes read per range request
 LEASE_S = 60                     # lease length (Azure allows 15-60 s or infinite)
 RENEW_S = 20                     # renewal period while an operation runs
 FULL_CODES = ("BlockCountExceedsLimit", "BlobIsSealed", "MaxBlobSizeConditionNotMet")
+MAX_BLOCKS = 50_000              # Azure's limit of blocks per append blob: a segment that has them is full
+SNAPSHOT_TTL_S = 3.0             # how long one read of the trail's tail answers audit() and find()
+SCAN = 5000                      # records find() looks through
 
 
 def _segment_name(n: int) -> str:
@@ -104,11 +116,20 @@ def storage_error(e: AzureError, what: str) -> ServiceError:
 class BlobAudit:
     """The append-only audit trail in append blobs (see the module docstring)."""
 
-    def __init__(self, container, *, prefix: str = PREFIX):
+    def __init__(self, container, *, prefix: str = PREFIX, max_blocks: int = MAX_BLOCKS,
+                 snapshot_ttl_s: float = SNAPSHOT_TTL_S, clock=time.monotonic):
         self.container = container            # azure.storage.blob.ContainerClient
         self.prefix = prefix
-        self._current: int | None = None      # the segment appended to last
+        self.max_blocks, self.snapshot_ttl_s, self.clock = max_blocks, snapshot_ttl_s, clock
+        self._current: int | None = None      # the segment appended to last (or found newest)
         self._lock = threading.Lock()
+        # (read at, records newest first, the reader of the rest or None when all are read)
+        self._snapshot: tuple[float, list[AuditRecord], Iterator[AuditRecord] | None] | None = None
+
+    def clear_cache(self) -> None:
+        """Forget the shared read of the tail: the next read asks Azure."""
+        with self._lock:
+            self._snapshot = None
 
     # --- writing ----------------------------------------------------------------------
 
@@ -138,6 +159,7 @@ class BlobAudit:
                 except AzureError as e:
                     raise storage_error(e, "append an audit record") from e
                 self._current = seg
+                self._snapshot = None
                 offset = int(res.get("blob_append_offset") or 0)
                 return AuditRecord(seg * SEGMENT_SPAN + offset, at, actor, role, action, target,
                                    before, after, comment)
@@ -182,12 +204,73 @@ class BlobAudit:
         except AzureError as e:
             raise storage_error(e, "read the audit trail") from e
 
-    def _records_backwards(self, seg: int, size: int) -> Iterator[AuditRecord]:
-        """The records of one segment, newest first, read in CHUNK-sized ranges from the end."""
+    def _head(self, seg: int) -> tuple[bytes, int, bool] | None:
+        """The first ``CHUNK`` bytes of a segment, its size, and whether it is full (no more
+        appends: ``max_blocks`` blocks, or sealed); None if it does not exist. One ranged GET."""
+        blob = self.container.get_blob_client(_segment_name(seg))
+        try:
+            stream = blob.download_blob(offset=0, length=CHUNK)
+            data = stream.readall()
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as e:
+            if e.status_code == 416:          # an empty segment
+                return b"", 0, False
+            raise storage_error(e, "read the audit trail") from e
+        except AzureError as e:
+            raise storage_error(e, "read the audit trail") from e
+        props = stream.properties
+        blocks = getattr(props, "append_blob_committed_block_count", None)
+        sealed = str(getattr(props, "is_append_blob_sealed", "") or "").lower() == "true"
+        full = sealed or (blocks is not None and int(blocks) >= self.max_blocks)
+        total = str(getattr(props, "content_range", "") or "").rpartition("/")[2]
+        return data, int(total) if total.isdigit() else len(data), full
+
+    def _newest_first(self) -> Iterator[AuditRecord]:
+        """Every record, newest first, read lazily: the newest segment without a listing when
+        it is not full (module docstring), older segments by their listed sizes."""
+        seg = self._current if self._current is not None else 0
+        head = self._head(seg)
+        if head is None or head[2]:           # no such segment, or full: newer ones may exist
+            segments = self._segments()
+            for n, size in reversed(segments):
+                yield from self._records_backwards(n, size)
+            if segments:
+                self._current = segments[-1][0]
+            return
+        data, size, _ = head
+        yield from self._records_backwards(seg, size, first=data if size <= len(data) else None)
+        if seg > 0:                           # older segments (rare: 50,000 records each)
+            for n, older in reversed([s for s in self._segments() if s[0] < seg]):
+                yield from self._records_backwards(n, older)
+
+    def _tail(self, count: int | None) -> list[AuditRecord]:
+        """The newest ``count`` records (all if None), newest first. One pass over the trail is
+        shared by every read within ``snapshot_ttl_s`` and extended as far as a read needs."""
+        with self._lock:
+            snap = self._snapshot
+            if snap is None or self.clock() - snap[0] >= self.snapshot_ttl_s:
+                snap = self._snapshot = (self.clock(), [], self._newest_first())
+            records, more = snap[1], snap[2]
+            try:
+                while more is not None and (count is None or len(records) < count):
+                    try:
+                        records.append(next(more))
+                    except StopIteration:
+                        more = None
+                        self._snapshot = (snap[0], records, None)
+            except BaseException:
+                self._snapshot = None
+                raise
+            return records[:count] if count is not None else list(records)
+
+    def _records_backwards(self, seg: int, size: int, first: bytes | None = None) -> Iterator[AuditRecord]:
+        """The records of one segment, newest first, read in CHUNK-sized ranges from the end
+        (``first``: the whole segment, already read)."""
         end, tail = size, b""
         while end > 0:
             start = max(0, end - CHUNK)
-            data = self._read(seg, start, end - start) + tail
+            data = (first[start:end] if first is not None else self._read(seg, start, end - start)) + tail
             lines = data.split(b"\n")
             if start > 0:
                 tail, lines = lines[0], lines[1:]   # may be cut: kept for the next chunk
@@ -204,18 +287,13 @@ class BlobAudit:
             end = start
 
     def audit(self, limit: int | None = None) -> list[AuditRecord]:
-        """The trail, newest first (the last ``limit`` records)."""
-        out: list[AuditRecord] = []
-        for seg, size in reversed(self._segments()):
-            for rec in self._records_backwards(seg, size):
-                out.append(rec)
-                if limit and len(out) >= limit:
-                    return out
-        return out
+        """The trail, newest first (the last ``limit`` records). A read within
+        ``SNAPSHOT_TTL_S`` of another that covered as many records sends no request."""
+        return self._tail(limit or None)
 
-    def find(self, action: str, limit: int = 50, scan: int = 5000) -> list[AuditRecord]:
+    def find(self, action: str, limit: int = 50, scan: int = SCAN) -> list[AuditRecord]:
         """The newest ``limit`` records of one action among the last ``scan`` records."""
-        return [r for r in self.audit(scan) if r.action == action][:limit]
+        return [r for r in self._tail(scan) if r.action == action][:limit]
 
     def get(self, record_id: int) -> AuditRecord:
         """One record by id. ``NotFound`` if there is none there."""

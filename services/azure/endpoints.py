@@ -240,15 +240,26 @@ class AzureEndpoints:
                         secondary_key_masked=mask(keys[1]) if keys else "", gateway_up=up)
 
     def get(self, name: str) -> Endpoint:
-        """One endpoint: 3 requests (list endpoints, list its deployments, list keys)."""
+        """One endpoint with its masked keys: 3 requests (list endpoints, list its deployments,
+        list keys), each kept ``READ_TTL_S`` seconds."""
         raw = self._raw_endpoint(name)
         return self._to_endpoint(raw, self._raw_deployments(name), self._raw_keys(name, raw.auth_mode))
 
     def list(self) -> list[Endpoint]:
-        """The policy's endpoints that exist (staging, production): 1 + 2 requests per endpoint."""
+        """The policy's endpoints that exist (staging, production): 1 request for the endpoints
+        plus 1 per endpoint for its deployments. The keys are **not** read (a ``listKeys`` POST per
+        endpoint that most pages never show): ``primary_key_masked``/``secondary_key_masked`` are
+        ``""`` here; ``masked_keys(name)`` (or ``get(name)``) reads them where they are shown."""
         raws = self._raw_endpoints()
-        return [self._to_endpoint(raws[n], self._raw_deployments(n), self._raw_keys(n, raws[n].auth_mode))
-                for n in self.names() if n in raws]
+        return [self._to_endpoint(raws[n], self._raw_deployments(n), None) for n in self.names() if n in raws]
+
+    def masked_keys(self, name: str) -> tuple[str, str] | None:
+        """(primary, secondary) masked as on the local workspace (first and last four characters),
+        for anyone who may read the endpoint; None when it does not use keys or the console's
+        identity may not list them. One ``listKeys`` POST, kept ``READ_TTL_S`` seconds."""
+        raw = self._raw_endpoint(name)
+        keys = self._raw_keys(name, raw.auth_mode)
+        return (mask(keys[0]), mask(keys[1])) if keys else None
 
     def deployment_models(self) -> dict[tuple[str, str], str]:
         """(endpoint, deployment) -> "name:version" of every deployment of the policy's endpoints,

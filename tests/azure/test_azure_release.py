@@ -73,11 +73,20 @@ def test_endpoints_show_deployments_traffic_and_masked_keys(ws):
     assert prod.gateway_up and prod.traffic == {"blue": 100}
     assert (prod.live.model_name, prod.live.model_version, prod.live.state) == (MODEL, 1, "healthy")
     assert eps["staging"].live.model_ref == f"{MODEL}:3"
+    # one listing, then the deployments per endpoint: bounded, not per row; no keys in a listing
+    assert [(c.method, short(c.path)) for c in t.calls] == [
+        ("GET", "/onlineEndpoints"), ("GET", "/onlineEndpoints/staging/deployments"),
+        ("GET", "/onlineEndpoints/production/deployments")]
+    assert prod.primary_key_masked == prod.secondary_key_masked == ""
+    # masked keys where they are shown: one listKeys POST, kept briefly
     full = t.online.keys["production"]["primaryKey"]
-    assert prod.primary_key_masked == f"{full[:4]}…{full[-4:]}"
-    assert full not in repr(eps)
-    # one listing, then deployments and keys per endpoint: bounded, not per row
-    assert len(t.calls) == 5
+    t.reset_calls()
+    masked = ws.endpoints.masked_keys("production")
+    assert masked[0] == f"{full[:4]}…{full[-4:]}" and full not in repr(masked)
+    assert ws.endpoints.masked_keys("production") == masked
+    assert [(c.method, short(c.path)) for c in t.calls] == [("POST", "/onlineEndpoints/production/listKeys")]
+    assert ws.endpoints.get("production").primary_key_masked == masked[0]   # one endpoint: with its keys
+    assert full not in repr(ws.endpoints.get("production"))
     with pytest.raises(Forbidden, match="support@contoso.com .* may not see endpoint keys"):
         ws.endpoints.keys("production", SUPPORT)
     assert ws.endpoints.keys("production", QA) == (full, t.online.keys["production"]["secondaryKey"])
@@ -400,15 +409,22 @@ def test_audit_trail_is_append_only_ordered_and_spans_segments(ws):
     t = ws.replay
     store = t.online.audit
     before = bytes(store.blobs[f"/{AUDIT_CONTAINER}/audit/000000.jsonl"])
+    console = ws.releases.trail
+    now = [0.0]
+    console.clock = lambda: now[0]
     seeded = ws.releases.audit()
     assert [r.action for r in seeded][:2] == ["release.stage", "deploy"] and len(seeded) == len(store.lines())
-    trail = BlobAudit(ws.releases.trail.container)
+    trail = BlobAudit(console.container)        # another console (or pipeline) appending
     store.max_blocks = store.blocks[f"/{AUDIT_CONTAINER}/audit/000000.jsonl"] + 2
+    console.max_blocks = store.max_blocks       # the replay's small limit stands for Azure's 50,000
     ids = [trail.record(ADMIN, "note", f"n{i}", role="admin", comment=f"#{i}").id for i in range(5)]
     assert ids == sorted(ids) and len(set(ids)) == 5
     assert ids[2] // SEGMENT_SPAN == 1 and ids[0] // SEGMENT_SPAN == 0     # a full segment rolls over
     after = bytes(store.blobs[f"/{AUDIT_CONTAINER}/audit/000000.jsonl"])
     assert after.startswith(before)                                         # only appended
+    t.reset_calls()
+    assert ws.releases.audit(6) == seeded[:6] and t.calls == []           # within the snapshot's TTL: no request
+    now[0] += console.snapshot_ttl_s                                        # later: the other console's records
     newest = ws.releases.audit(6)
     assert [r.comment for r in newest[:5]] == ["#4", "#3", "#2", "#1", "#0"]
     assert newest[5] == seeded[0]
