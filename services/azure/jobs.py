@@ -3,7 +3,9 @@
 * ``list`` — one ``ml_client.jobs.list()`` (top-level jobs: pipeline jobs and
   standalone command jobs; child steps are not listed by Azure) plus one MLflow
   ``runs/search`` per 100 runs for metrics, start/end times and the ``tollgate.*``
-  tags (step, gate, registered model, error): no request per row;
+  tags (step, gate, registered model, error): no request per row. The MLflow host is
+  the one the jobs name (``services.Tracking.endpoint``), so no workspace GET is needed
+  to find it;
 * ``steps(run_id)`` — the child steps of a pipeline job (``jobs.list(parent_job_name=…)``);
 * ``metric_history`` — MLflow ``metrics/get-history`` per metric key;
 * ``log`` — the run's ``user_logs/std_log.txt`` via run history's ``logFiles`` (SAS URLs);
@@ -46,7 +48,7 @@ POLL_S = 5.0
 class AzureJobs:
     """``JobStore`` over Azure ML jobs (see the module docstring)."""
 
-    def __init__(self, ml_client: Any, mlflow: Callable[[], MlflowRest], datasets: AzureDatasets,
+    def __init__(self, ml_client: Any, mlflow: Callable[..., MlflowRest], datasets: AzureDatasets,
                  blobs: BlobStore, settings: AzureSettings, policy: Policy,
                  arm: Any = None, audit: Callable[..., None] | None = None, sleep: Callable[[float], None] = time.sleep,
                  cache: Any = None):
@@ -54,18 +56,32 @@ class AzureJobs:
         self.cache = cache
         self.settings, self.policy, self.arm, self.audit, self.sleep = settings, policy, arm, audit, sleep
         self._code_version: str | None = None
+        self._tracking_uri: str | None = None
 
     @property
     def mlflow(self) -> MlflowRest:
-        return self._mlflow()
+        """The workspace's MLflow client; the tracking URI a listed job names (its ``Tracking``
+        service) saves the workspace GET that would otherwise find it."""
+        return self._mlflow(self._tracking_uri) if self._tracking_uri else self._mlflow()
 
     # --- reads ----------------------------------------------------------------------
+
+    def _seen(self, jobs: list[Any]) -> list[Any]:
+        """Remember the first MLflow tracking URI the jobs name (``services.Tracking.endpoint``)."""
+        if self._tracking_uri is None:
+            for job in jobs:
+                svc = (getattr(job, "services", None) or {}).get("Tracking")
+                uri = svc.get("endpoint") if isinstance(svc, dict) else getattr(svc, "endpoint", None)
+                if uri:
+                    self._tracking_uri = str(uri)
+                    break
+        return jobs
 
     def _jobs(self) -> list[Any]:
         def load():
             with azure_call("list the jobs"):
                 return [j for j in self.ml.jobs.list() if j is not None]  # None: a job the SDK cannot parse
-        return list(self.cache.get(("jobs", "list"), load)) if self.cache else load()
+        return self._seen(list(self.cache.get(("jobs", "list"), load)) if self.cache else load())
 
     def _mlflow_runs(self, ids: list[str]) -> dict[str, dict]:
         if not ids:
@@ -106,7 +122,7 @@ class AzureJobs:
     def _job(self, run_id: str) -> Any:
         try:
             with azure_call(f"read job {run_id}"):
-                return self.ml.jobs.get(run_id)
+                return self._seen([self.ml.jobs.get(run_id)])[0]
         except NotFound:
             raise NotFound(f"run {run_id!r} does not exist",
                            hint="Pick a run from the Runs page or `tollgate.py runs`.") from None

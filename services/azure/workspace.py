@@ -112,17 +112,27 @@ class AzureWorkspace:
 
     # --- the clients the workspace makes itself ---------------------------------------
 
-    def mlflow_client(self) -> MlflowRest:
-        """The MLflow REST client, from the workspace's ``mlflow_tracking_uri`` (read once)."""
+    def mlflow_client(self, tracking_uri: str | None = None) -> MlflowRest:
+        """The MLflow REST client, made once: from ``tracking_uri`` when given and it names this
+        workspace (a job's ``services.Tracking.endpoint``, as Azure ML lists it with every job:
+        no request), else from the workspace's ``mlflow_tracking_uri`` (one workspace GET)."""
         with self._lock:
             if self._mlflow is None:
-                with azure_call(f"read workspace {self.settings.workspace_name!r}"):
-                    ws = self.ml.workspaces.get(self.settings.workspace_name)
-                uri = getattr(ws, "mlflow_tracking_uri", None)
+                uri = tracking_uri.rstrip("?") if tracking_uri and self._names_workspace(tracking_uri) else None
+                if uri is None:
+                    with azure_call(f"read workspace {self.settings.workspace_name!r}"):
+                        ws = self.ml.workspaces.get(self.settings.workspace_name)
+                    uri = getattr(ws, "mlflow_tracking_uri", None)
                 if not uri:
                     raise InvalidInput(f"workspace {self.settings.workspace_name!r} has no MLflow tracking URI")
                 self._mlflow = MlflowRest(uri, self.credential, self.transport)
             return self._mlflow
+
+    def _names_workspace(self, tracking_uri: str) -> bool:
+        """Whether an MLflow tracking URI is this workspace's (``…/mlflow/v1.0/subscriptions/…/workspaces/NAME``)."""
+        from urllib.parse import urlsplit
+        path = urlsplit(tracking_uri.rstrip("?").replace("azureml://", "https://", 1)).path
+        return path.lower().rstrip("/") == ("/mlflow/v1.0" + self.settings.workspace_scope).lower()
 
     def arm_put(self, path: str, body: dict) -> dict:
         """PUT an ARM resource by its id (for what azure-ai-ml only does with a local upload)."""

@@ -17,10 +17,33 @@ def test_listing_runs_costs_the_same_few_requests_for_any_number_of_runs(ws):
     runs = ws.jobs.list()
     assert len(runs) == 5 and all(r.metrics.get("rmse") for r in runs)
     hosts = [(c.method, c.path.rsplit("/", 2)[-1]) for c in ws.replay.calls]
-    # jobs list, the workspace (for its MLflow URI, once), one MLflow search for every run
-    assert hosts == [("GET", "jobs"), ("GET", "tollgate-demo"), ("POST", "search")]
+    # jobs list (each job names the MLflow tracking URI: no workspace GET), one MLflow search for every run
+    assert hosts == [("GET", "jobs"), ("POST", "search")]
+    assert ws.replay.calls[1].host == "westeurope.api.azureml.ms"
     ws.jobs.list()
-    assert len(ws.replay.calls) == 3, "a second listing within the cache TTL sends nothing"
+    assert len(ws.replay.calls) == 2, "a second listing within the cache TTL sends nothing"
+
+
+def test_without_a_tracking_service_on_the_jobs_the_workspace_names_the_mlflow_uri():
+    from services.azure.replay import ARM_HOST, FIXTURES, ReplayTransport
+    from services.azure.workspace import open_replay
+    t = ReplayTransport(FIXTURES)
+    jobs = [p for p, r in t.arm.resources.items() if r.get("type", "").endswith("/jobs")]
+    assert len(jobs) == 5
+    for path in jobs:                                   # jobs naming another workspace's tracking URI
+        job = t.arm.get(path)
+        tracking = job["properties"]["services"]["Tracking"]
+        tracking["endpoint"] = tracking["endpoint"].replace("/workspaces/tollgate-demo?", "/workspaces/elsewhere?")
+        t.arm.put_raw(path, job)
+    workspace = open_replay(transport=t)
+    try:
+        t.reset_calls()
+        assert len(workspace.jobs.list()) == 5
+        assert [(c.method, c.host, c.path.rsplit("/", 1)[-1]) for c in t.calls] == [
+            ("GET", ARM_HOST, "jobs"), ("GET", ARM_HOST, "tollgate-demo"),
+            ("POST", "westeurope.api.azureml.ms", "search")]
+    finally:
+        workspace.close()
 
 
 def test_a_run_has_its_lineage_gate_steps_history_and_log(ws):
