@@ -23,8 +23,8 @@ clients make is answered here, never on the network:
   ``metrics/get-history``) answers from ``FakeMlflow``; run history (a run's child
   steps, its log files as SAS URLs) from ``FakeRunHistory``; ``/discovery`` with the
   regional API host;
-* Log Analytics (``POST .../v1/workspaces/{id}/query``) calls the function given to
-  ``set_logs_handler(fn)``: ``fn(query_text, timespan) -> body`` where body is a
+* Log Analytics (``POST .../v1/workspaces/{id}/query``, and each query of a
+  ``POST .../v1/$batch``) calls the function given to ``set_logs_handler(fn)``: ``fn(query_text, timespan) -> body`` where body is a
   dict ``{"tables": [...]}`` (add ``"error"`` for a partial result), a ``Reply``
   (e.g. an error status), or a list of tables (see ``logs_table``);
 * anything else answers **404** — never 5xx, which azure-core would retry.
@@ -412,6 +412,7 @@ class ReplayTransport(HttpTransport):
         mlflow = r"/api/2\.0/mlflow/(?P<what>runs/search|runs/get|metrics/get-history|experiments/get|experiments/search)$"
         self.add("*", mlflow, lambda r: self.mlflow.handle(r.match["what"], r))
         self.add("POST", r"^/v1/workspaces/(?P<id>[^/]+)/query$", self._logs, host=re.escape(LOGS_HOST))
+        self.add("POST", r"^/v1/\$batch$", self._logs_batch, host=re.escape(LOGS_HOST))
         api = r"[^.]+\.api\.azureml\.ms"
         self.add("GET", r"^/discovery$", lambda r: _discovery(r.host), host=api)
         self.add("GET", r"^/history/v1\.0/.*/workspaces/[^/]+/runs/(?P<run>[^/]+)/children$",
@@ -431,6 +432,21 @@ class ReplayTransport(HttpTransport):
         if isinstance(result, list):
             result = {"tables": result}
         return Reply(200, result)
+
+    def _logs_batch(self, req: ReplayRequest) -> Reply:
+        """``POST /v1/$batch`` (``LogsQueryClient.query_batch``): each request answered as a
+        single query would be, in a ``{"responses": [{"id", "status", "body"}]}`` envelope."""
+        responses = []
+        for item in (req.json or {}).get("requests", []):
+            body = item.get("body") or {}
+            if self._logs_handler is None:
+                reply = arm_error(404, "WorkspaceNotFoundError", "no Log Analytics data in this replay")
+            else:
+                result = self._logs_handler(body.get("query", ""), body.get("timespan"))
+                reply = result if isinstance(result, Reply) else Reply(
+                    200, {"tables": result} if isinstance(result, list) else result)
+            responses.append({"id": item.get("id"), "status": reply.status, "body": reply.json or {}})
+        return Reply(200, {"responses": responses})
 
     def _cancel_job(self, req: ReplayRequest) -> Reply:
         job_path = req.path[: -len("/cancel")]

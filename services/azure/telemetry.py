@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import ast
 import json
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -163,28 +165,50 @@ class _Queries:
                 return True
         return False
 
-    def run(self, view: str, query: kql.Query) -> tuple[list[dict], str | None]:
+    def _check_workspace(self) -> None:
         if not self.workspace_id:
             raise BackendUnavailable("telemetry needs the Log Analytics workspace of the endpoints",
                                      hint="Set TOLLGATE_LOG_ANALYTICS_WORKSPACE_ID (the Workspace ID on the Log "
                                           "Analytics workspace's overview page; README, Use with Azure).")
-        from azure.monitor.query import LogsQueryStatus
+
+    def run(self, view: str, query: kql.Query) -> tuple[list[dict], str | None]:
+        self._check_workspace()
         text = f"// tollgate:{view}\n{query.text}"
         try:
             result = self.client.query_workspace(self.workspace_id, text, timespan=query.timespan)
         except Exception as e:  # noqa: BLE001 - translated (or re-raised) below
             raise _translate(e, f"query the {view.replace('_', ' ')} telemetry") from e
-        if result.status == LogsQueryStatus.PARTIAL:
-            tables, err = result.partial_data, result.partial_error
-            warning = ("partial result: Log Analytics returned only part of the data"
-                       + (f" ({getattr(err, 'message', None) or err})" if err else ""))
-        else:
-            tables, warning = result.tables, None
-        rows = []
-        for table in tables[:1]:
-            cols = list(table.columns)
-            rows = [dict(zip(cols, list(r))) for r in table.rows]
-        return rows, warning
+        return _rows(result)
+
+    def run_many(self, items: list[tuple[str, kql.Query]]) -> list[tuple[list[dict], str | None] | None]:
+        """Several queries in **one** HTTP request (``LogsQueryClient.query_batch``, Log
+        Analytics' ``$batch``): per query its rows and warning, or None where that query failed
+        (run it alone to get its error as a clear message)."""
+        self._check_workspace()
+        from azure.monitor.query import LogsBatchQuery, LogsQueryStatus
+        batch = [LogsBatchQuery(self.workspace_id, f"// tollgate:{view}\n{q.text}", timespan=q.timespan)
+                 for view, q in items]
+        try:
+            results = self.client.query_batch(batch)
+        except Exception as e:  # noqa: BLE001 - translated below
+            raise _translate(e, f"query the {', '.join(v.replace('_', ' ') for v, _ in items)} telemetry") from e
+        return [None if getattr(r, "status", None) == LogsQueryStatus.FAILURE else _rows(r) for r in results]
+
+
+def _rows(result) -> tuple[list[dict], str | None]:
+    """A ``LogsQueryResult`` (or partial one) as row dicts of its first table, plus the warning."""
+    from azure.monitor.query import LogsQueryStatus
+    if result.status == LogsQueryStatus.PARTIAL:
+        tables, err = result.partial_data, result.partial_error
+        warning = ("partial result: Log Analytics returned only part of the data"
+                   + (f" ({getattr(err, 'message', None) or err})" if err else ""))
+    else:
+        tables, warning = result.tables, None
+    rows = []
+    for table in tables[:1]:
+        cols = list(table.columns)
+        rows = [dict(zip(cols, list(r))) for r in table.rows]
+    return rows, warning
 
 
 def _translate(e: Exception, what: str) -> ServiceError:
@@ -205,10 +229,46 @@ class AzureTelemetry:
     ``AzureEndpoints`` (for the deployment → model version map).
     """
 
+    PREFETCH_S = 10.0       # how long (and how far apart in window end) a prefetched answer is used
+    DASHBOARD_LIMIT = 10    # the rows of top_errors / slowest fetched along with a series
+
     def __init__(self, logs_client, workspace_id: str, endpoints=None, *, source: str = "traffic_log",
-                 collect_inputs: bool = False, mapping: kql.AppInsightsMapping | None = None):
+                 collect_inputs: bool = False, mapping: kql.AppInsightsMapping | None = None,
+                 clock=time.monotonic):
         self.q = _Queries(logs_client, workspace_id, endpoints, source=source, mapping=mapping)
         self.collect_inputs = collect_inputs
+        self.clock = clock
+        self._prefetched: dict[tuple, tuple[float, datetime, list[dict], str | None]] = {}
+        self._lock = threading.Lock()
+
+    # --- one request for a dashboard: series() fetches the views shown with it ---------------
+
+    @staticmethod
+    def _key(view: str, window: TimeWindow, endpoint: str | None, limit: int | None) -> tuple:
+        return view, endpoint, round(window.seconds), window.bin_seconds, limit
+
+    def _keep(self, view: str, window: TimeWindow, endpoint: str | None, limit: int | None,
+              answer: tuple[list[dict], str | None]) -> None:
+        with self._lock:
+            self._prefetched[self._key(view, window, endpoint, limit)] = (self.clock(), window.end, *answer)
+
+    def _take(self, view: str, window: TimeWindow, endpoint: str | None,
+              limit: int | None = None) -> tuple[list[dict], str | None] | None:
+        """A prefetched answer for this view, endpoint and window span, used once, when it was
+        fetched less than ``PREFETCH_S`` ago for a window ending at most that far apart."""
+        with self._lock:
+            hit = self._prefetched.pop(self._key(view, window, endpoint, limit), None)
+            now = self.clock()
+            for k in [k for k, v in self._prefetched.items() if now - v[0] > self.PREFETCH_S]:
+                del self._prefetched[k]
+        if hit is None or self.clock() - hit[0] > self.PREFETCH_S \
+                or abs((window.end - hit[1]).total_seconds()) > self.PREFETCH_S:
+            return None
+        return hit[2], hit[3]
+
+    def _run(self, view: str, window: TimeWindow, endpoint: str | None, query_of,
+             limit: int | None = None) -> tuple[list[dict], str | None]:
+        return self._take(view, window, endpoint, limit) or self.q.run(view, query_of())
 
     def _model(self, endpoint: str, deployment: str, kql_model: str | None) -> str | None:
         m = self.q.models().get((endpoint, deployment)) if self.q.source == "traffic_log" else None
@@ -226,7 +286,7 @@ class AzureTelemetry:
     def series(self, window: TimeWindow, endpoint: str | None = None) -> pd.DataFrame:
         """Per bin, endpoint and model. Two deployments serving one model in one bin are
         added up; their percentiles are the worse of the two (percentiles do not add)."""
-        rows, warning = self.q.run("series", self.q.builder(endpoint).series(window, endpoint))
+        rows, warning = self._series_and_prefetch(window, endpoint)
         if not rows:
             return _mark_frame(pd.DataFrame(columns=SERIES_OUT), warning)
         df = pd.DataFrame(rows)
@@ -244,17 +304,36 @@ class AzureTelemetry:
         g["failure_rate"] = g["failure_rate"].fillna(0.0)
         return _mark_frame(g.sort_values(["bin", "endpoint", "model"], ignore_index=True)[SERIES_OUT], warning)
 
+    def _series_and_prefetch(self, window: TimeWindow, endpoint: str | None) -> tuple[list[dict], str | None]:
+        """The series, and in the same HTTP request (a ``$batch``) what a monitoring page shows
+        with it for the same window: the status mix, the top errors and the slowest requests
+        (``DASHBOARD_LIMIT`` each), kept for the calls that follow within ``PREFETCH_S``."""
+        builder = self.q.builder(endpoint)
+        extra: list[tuple[str, kql.Query, int | None]] = [
+            ("top_errors", builder.top_errors(window, endpoint, self.DASHBOARD_LIMIT), self.DASHBOARD_LIMIT),
+            ("slowest", builder.slowest(window, endpoint, self.DASHBOARD_LIMIT), self.DASHBOARD_LIMIT)]
+        if self._status_scopes(endpoint) == [endpoint]:
+            extra.insert(0, ("status_mix", builder.status_mix(window, endpoint), None))
+        answers = self.q.run_many([("series", builder.series(window, endpoint))] + [(v, q) for v, q, _ in extra])
+        for (view, _, limit), answer in zip(extra, answers[1:]):
+            if answer is not None:
+                self._keep(view, window, endpoint, limit, answer)
+        return answers[0] if answers[0] is not None else self.q.run("series", builder.series(window, endpoint))
+
+    def _status_scopes(self, endpoint: str | None) -> list[str | None]:
+        if endpoint is None and self.q.source == "traffic_log" and self.q.ambiguous():
+            return sorted({ep for ep, _ in self.q.models()})
+        return [endpoint]
+
     def status_mix(self, window: TimeWindow, endpoint: str | None = None) -> pd.DataFrame:
         """Requests per (status, model). Without an endpoint, when a deployment name serves
         different versions on different endpoints, one query per endpoint (bounded by the
         endpoints' count) so that each request keeps its own model."""
-        scopes = [endpoint]
-        if endpoint is None and self.q.source == "traffic_log" and self.q.ambiguous():
-            scopes = sorted({ep for ep, _ in self.q.models()})
+        scopes = self._status_scopes(endpoint)
         totals: dict[tuple[int, str], int] = {}
         warnings = []
         for ep in scopes:
-            rows, warning = self.q.run("status_mix", self.q.builder(ep).status_mix(window, ep))
+            rows, warning = self._run("status_mix", window, ep, lambda: self.q.builder(ep).status_mix(window, ep))
             if warning:
                 warnings.append(warning)
             for r in rows:
@@ -264,7 +343,8 @@ class AzureTelemetry:
         return _mark_frame(df.sort_values(["status", "model"], ignore_index=True), "; ".join(warnings) or None)
 
     def top_errors(self, window: TimeWindow, endpoint: str | None = None, limit: int = 10) -> list[ErrorGroup]:
-        rows, warning = self.q.run("top_errors", self.q.builder(endpoint).top_errors(window, endpoint, limit))
+        rows, warning = self._run("top_errors", window, endpoint,
+                                  lambda: self.q.builder(endpoint).top_errors(window, endpoint, limit), limit)
         out = [ErrorGroup(message=r.get("message") or "(no message)", status=_int(r["status"]), count=_int(r["count"]),
                           first_seen=_utc(r["first_seen"]), last_seen=_utc(r["last_seen"]),
                           models=tuple(sorted(str(m) for m in _list(r.get("models")) if m)),
@@ -279,7 +359,8 @@ class AzureTelemetry:
                              response_body=r.get("response_body") or None, error=r.get("error") or None)
 
     def slowest(self, window: TimeWindow, endpoint: str | None = None, limit: int = 10) -> list[RequestRecord]:
-        rows, warning = self.q.run("slowest", self.q.builder(endpoint).slowest(window, endpoint, limit))
+        rows, warning = self._run("slowest", window, endpoint,
+                                  lambda: self.q.builder(endpoint).slowest(window, endpoint, limit), limit)
         return _mark([self._record(r) for r in rows], warning)
 
     def lookup(self, request_id: str) -> RequestDetail:

@@ -217,8 +217,49 @@ def test_a_monitoring_render_sends_a_bounded_number_of_requests(ws, tel):
     t = ws.replay
     t.reset_calls()
     tel.stats(WINDOW)
-    tel.series(WINDOW)
-    tel.top_errors(WINDOW)
-    # the deployment → model map is read once (1 listing + 1 per endpoint), then one query per view
+    series = tel.series(WINDOW, "production")
+    mix = tel.status_mix(WINDOW, "production")
+    errors = tel.top_errors(WINDOW, "production")
+    slow = tel.slowest(WINDOW, "production")
+    # the deployment → model map is read once (1 listing + 1 per endpoint); stats alone, then the
+    # series with what a monitoring page shows beside it in one $batch request
     assert len([c for c in t.calls if c.host == "management.azure.com"]) == 3
+    assert [c.path for c in log_calls(ws)] == [f"/v1/workspaces/{ws.settings.log_analytics_workspace_id}/query",
+                                               "/v1/$batch"]
+    batch = log_calls(ws)[1].json["requests"]
+    assert [r["body"]["query"].split("\n", 1)[0] for r in batch] == [
+        "// tollgate:series", "// tollgate:status_mix", "// tollgate:top_errors", "// tollgate:slowest"]
+    assert {r["workspace"] for r in batch} == {ws.settings.log_analytics_workspace_id}
+    assert all('"production"' in r["body"]["query"] for r in batch)
+    # the prefetched answers are the ones a query of their own gets
+    fresh = AzureTelemetry(ws.logs_client, ws.settings.log_analytics_workspace_id, ws.endpoints)
+    assert errors == fresh.top_errors(WINDOW, "production") and slow == fresh.slowest(WINDOW, "production")
+    assert mix.equals(fresh.status_mix(WINDOW, "production")) and not series.empty
+    # each is used once: asked again, it is queried again
+    t.reset_calls()
+    assert tel.top_errors(WINDOW, "production") == errors and len(log_calls(ws)) == 1
+
+
+def test_prefetched_answers_are_used_only_for_the_same_view_and_while_fresh(ws):
+    now = [0.0]
+    tel = AzureTelemetry(ws.logs_client, ws.settings.log_analytics_workspace_id, ws.endpoints, clock=lambda: now[0])
+    tel.series(WINDOW, "production")
+    ws.replay.reset_calls()
+    tel.top_errors(WINDOW, "staging")                    # another endpoint
+    tel.top_errors(WINDOW, "production", limit=5)        # another limit
+    later = window("1h", end=WINDOW.end.replace(minute=5))
+    tel.slowest(later, "production")                     # a window ending five minutes later
     assert len(log_calls(ws)) == 3
+    now[0] += tel.PREFETCH_S + 1                         # too old
+    ws.replay.reset_calls()
+    tel.status_mix(WINDOW, "production")
+    assert len(log_calls(ws)) == 1
+
+
+def test_a_failed_query_in_the_batch_is_asked_alone_for_its_error(ws, tel):
+    ws.replay.online.log_errors["top_errors"] = arm_error(400, "BadArgumentError", "replayed 400")
+    assert not tel.series(WINDOW, "production").empty    # the series' own answer is used
+    ws.replay.reset_calls()
+    with pytest.raises(InvalidInput, match="Log Analytics refused the query"):
+        tel.top_errors(WINDOW, "production")
+    assert len(log_calls(ws)) == 1
