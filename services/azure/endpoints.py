@@ -430,7 +430,22 @@ class AzureReleases:
                         deployed_by=actor, smoke_test_id=smoke.id)
         if env == self.policy.endpoints.production:
             self.models.set_alias(mv.name, "champion", mv.version, actor=actor)
+        else:
+            self._keep_evaluation(mv)
         return self.endpoints.get(env)
+
+    def _keep_evaluation(self, mv) -> None:
+        """Evaluate the candidate against the champion now, while its model and data are in
+        memory from the smoke test: the evaluation is kept (``AzureEvaluator``), so the
+        reviewers' Releases page and the approve/promote gates read one small file. Best
+        effort: a failure here leaves the deploy as it is (the gate scores the models then)."""
+        compare = getattr(self.evaluation, "compare", None)
+        if compare is None:
+            return
+        try:
+            compare(mv.name, mv.version)
+        except ServiceError:
+            pass
 
     def smoke_test(self, env: str, actor: str, deployment: str | None = None) -> SmokeTestResult:
         """Run the smoke test against the endpoint's serving deployment (or ``deployment``)."""

@@ -824,14 +824,14 @@ class FakeBlobStore:
             return Reply(201, None, headers={**headers, "x-ms-request-server-encrypted": "true"})
         if req.method == "PUT" and comp is None:
             if req.header("If-None-Match") == "*" and self.exists(path):
-                return Reply(409, body="<Error><Code>BlobAlreadyExists</Code></Error>",
+                return Reply(409, body="<Error><Code>BlobAlreadyExists</Code><Message>The specified blob already exists.</Message></Error>",
                              headers={"x-ms-error-code": "BlobAlreadyExists", "Content-Type": "application/xml"})
             self.put(path, req.body)
             return Reply(201, None, headers={**headers, "x-ms-request-server-encrypted": "true"})
         if req.method in ("GET", "HEAD") and comp is None and req.query.get("restype") is None:
             data = self.read(path)
             if data is None:
-                return Reply(404, body="<Error><Code>BlobNotFound</Code></Error>",
+                return Reply(404, body="<Error><Code>BlobNotFound</Code><Message>The specified blob does not exist.</Message></Error>",
                              headers={"x-ms-error-code": "BlobNotFound", "Content-Type": "application/xml"})
             headers.update({"x-ms-blob-type": "BlockBlob", "Content-Type": "application/octet-stream",
                             "Accept-Ranges": "bytes"})
@@ -854,7 +854,7 @@ class FakeBlobStore:
             with self.lock:
                 found = self.blobs.pop(path, None) is not None or self.lazy.pop(path, None) is not None
             if not found:
-                return Reply(404, body="<Error><Code>BlobNotFound</Code></Error>",
+                return Reply(404, body="<Error><Code>BlobNotFound</Code><Message>The specified blob does not exist.</Message></Error>",
                              headers={"x-ms-error-code": "BlobNotFound", "Content-Type": "application/xml"})
             return Reply(202, None, headers={**headers, "x-ms-delete-type-permanent": "true"})
         if req.method == "GET" and comp == "list":
@@ -865,7 +865,7 @@ class FakeBlobStore:
             xml = (f'<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs>{blobs}</Blobs>'
                    f"<NextMarker /></EnumerationResults>")
             return Reply(200, body=xml, headers={"Content-Type": "application/xml"})
-        return Reply(404, body="<Error><Code>ResourceNotFound</Code></Error>",
+        return Reply(404, body="<Error><Code>ResourceNotFound</Code><Message>The specified resource does not exist.</Message></Error>",
                      headers={"x-ms-error-code": "ResourceNotFound", "Content-Type": "application/xml"})
 
 

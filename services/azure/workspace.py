@@ -20,10 +20,11 @@ settings (``services.azure.config``); ``"azure+replay://"`` builds them on a
 Operations objects, as on the local workspace: ``ws.datasets`` (data assets),
 ``ws.jobs`` (jobs + MLflow), ``ws.models`` (model registry), ``ws.evaluation``
 (candidate vs champion: both fitted models are loaded from the registry and scored on
-the candidate's dataset version's held-out split — the evaluation metrics *recorded*
-at registration are in the model version's properties, ``ModelVersion.metrics``),
-``ws.endpoints`` / ``ws.releases`` (``services.azure.endpoints``), ``ws.telemetry`` /
-``ws.logs`` (``services.azure.telemetry``, when present; else ``None``).
+the candidate's dataset version's held-out split, and the outcome is kept on the
+datastore so that the next review of the pair reads one small file — ``AzureEvaluator``;
+the evaluation metrics *recorded* at registration are in the model version's properties,
+``ModelVersion.metrics``), ``ws.endpoints`` / ``ws.releases`` (``services.azure.endpoints``),
+``ws.telemetry`` / ``ws.logs`` (``services.azure.telemetry``, when present; else ``None``).
 """
 from __future__ import annotations
 
@@ -46,11 +47,91 @@ ARM = "https://management.azure.com"
 ARM_API = "2024-04-01"
 
 
-class AzureEvaluator:
-    """Candidate vs champion on the same held-out rows (``services.evaluation``)."""
+EVALUATIONS = "tollgate/evaluations"   # where evaluations are kept on the default datastore
+EVALUATION_FORMAT = 1
 
-    def __init__(self, datasets: AzureDatasets, models: AzureModels, policy: Policy):
-        self.datasets, self.models, self.policy = datasets, models, policy
+
+def evaluation_path(policy: Policy, name: str, version: int, champion_version: int | None, evaluated_on: str) -> str:
+    """Where the evaluation of ``name:version`` against ``champion_version`` on ``evaluated_on``
+    ("dataset:version") under ``policy``'s split is kept (datastore path)."""
+    import hashlib
+    import json
+    split = json.dumps({"format": EVALUATION_FORMAT, "target": policy.target,
+                        "test_fraction": policy.test_fraction, "seed": policy.split_seed}, sort_keys=True)
+    digest = hashlib.sha256(split.encode()).hexdigest()[:12]
+    vs = f"v{champion_version}" if champion_version is not None else "none"
+    dataset, _, dataset_version = evaluated_on.rpartition(":")
+    return f"{EVALUATIONS}/{name}/{version}/vs-{vs}-{dataset}-{dataset_version}-{digest}.json"
+
+
+def evaluation_record(comparison: Comparison) -> bytes:
+    """What is kept of a comparison: the held-out rows' actual values and both predictions."""
+    import json
+    return json.dumps({"format": EVALUATION_FORMAT, "candidate": comparison.candidate.ref,
+                       "champion": comparison.champion.ref if comparison.champion else None,
+                       "evaluated_on": comparison.evaluated_on, "actual": list(comparison.actual),
+                       "candidate_pred": list(comparison.candidate_pred),
+                       "champion_pred": list(comparison.champion_pred) if comparison.champion_pred is not None
+                       else None}, separators=(",", ":")).encode()
+
+
+class AzureEvaluator:
+    """Candidate vs champion on the same held-out rows (``services.evaluation``).
+
+    On Azure an evaluation downloads both fitted models and the candidate's dataset, so its
+    outcome is kept: the held-out rows' actual values and both models' predictions go to
+    ``tollgate/evaluations/NAME/VERSION/vs-CHAMPION-DATASET-DSVERSION-SPLIT.json`` on the
+    default datastore (``SPLIT``: a hash of the target, test fraction and split seed). A
+    later ``compare`` of the same pair — on any console — reads that one blob and computes
+    the metrics and the gate from it with the current policy, exactly as from the models.
+    Model and dataset versions are immutable, so the file never goes stale; a changed split
+    names another file. ``AzureReleases.deploy`` writes it for the version it deploys to
+    staging (the evidence its reviewers open next); ``compare`` writes it when it had to
+    score the models itself. Writing it is best effort: without it, ``compare`` scores."""
+
+    def __init__(self, datasets: AzureDatasets, models: AzureModels, policy: Policy, blobs: BlobStore | None = None):
+        self.datasets, self.models, self.policy, self.blobs = datasets, models, policy, blobs
+
+    def _path(self, candidate, champion) -> str:
+        return evaluation_path(self.policy, candidate.name, candidate.version,
+                               champion.version if champion is not None else None,
+                               f"{candidate.dataset}:{candidate.dataset_version}")
+
+    def _recorded(self, path: str) -> dict | None:
+        import json
+        from ..errors import ServiceError
+        try:
+            data = json.loads(self.blobs.download(self.blobs.uri(path)))
+        except (ServiceError, ValueError):       # not kept (404), or unreadable: score the models
+            return None
+        return data if isinstance(data, dict) and data.get("format") == EVALUATION_FORMAT else None
+
+    def _keep(self, path: str, comparison: Comparison) -> None:
+        from ..errors import ServiceError
+        try:
+            self.blobs.upload(path, evaluation_record(comparison))
+        except ServiceError:
+            pass  # best effort: the next compare scores the models again
+
+    def _rescored(self, kept: dict, candidate, champion, evaluated_on: str) -> Comparison:
+        """The comparison from kept predictions: metrics and gate as ``services.evaluation.score_pair``."""
+        import numpy as np
+        from pipeline.train import regression_metrics
+        from ..gate import decide
+        actual = np.asarray(kept["actual"], dtype=float)
+        cand_pred = np.asarray(kept["candidate_pred"], dtype=float)
+        cand_metrics = regression_metrics(actual, cand_pred)
+        champ_pred, champ_metrics = None, {}
+        if champion is not None and kept.get("champion_pred") is not None:
+            champ_pred = np.asarray(kept["champion_pred"], dtype=float)
+            champ_metrics = regression_metrics(actual, champ_pred)
+        compared = champion is not None and champion.ref != candidate.ref
+        gate = decide(cand_metrics, champ_metrics if compared else None, self.policy,
+                      champion_ref=champion.ref if champion else None, evaluated_on=evaluated_on)
+        return Comparison(candidate=candidate, champion=champion, evaluated_on=evaluated_on,
+                          candidate_metrics=cand_metrics, champion_metrics=champ_metrics, gate=gate,
+                          actual=tuple(actual.tolist()), candidate_pred=tuple(cand_pred.tolist()),
+                          champion_pred=tuple(champ_pred.tolist()) if champ_pred is not None else None)
 
     def compare(self, name: str, version: int, champion_version: int | None = None) -> Comparison:
         candidate = self.models.get(name, version)
@@ -58,11 +139,18 @@ class AzureEvaluator:
                     else self.models.champion(name))
         if candidate.dataset is None:
             raise InvalidInput(f"{candidate.ref} has no dataset lineage, so it cannot be evaluated")
-        frame = self.datasets.load(candidate.dataset, candidate.dataset_version)
         evaluated_on = f"{candidate.dataset}:{candidate.dataset_version}"
-        return compare_models(frame, evaluated_on, self.policy,
-                              candidate, self.models.load(name, candidate.version),
-                              champion, self.models.load(name, champion.version) if champion else None)
+        path = self._path(candidate, champion) if self.blobs is not None else None
+        kept = self._recorded(path) if path else None
+        if kept is not None:
+            return self._rescored(kept, candidate, champion, evaluated_on)
+        frame = self.datasets.load(candidate.dataset, candidate.dataset_version)
+        comparison = compare_models(frame, evaluated_on, self.policy,
+                                    candidate, self.models.load(name, candidate.version),
+                                    champion, self.models.load(name, champion.version) if champion else None)
+        if path:
+            self._keep(path, comparison)
+        return comparison
 
     def gate(self, name: str, version: int) -> GateDecision:
         return self.compare(name, version).gate
@@ -106,7 +194,7 @@ class AzureWorkspace:
         self.models = AzureModels(ml_client, self.blobs, audit=audit, cache=self.cache)
         self.jobs = AzureJobs(ml_client, self.mlflow_client, self.datasets, self.blobs, settings, self.policy,
                               arm=self.arm_put, audit=audit, cache=self.cache)
-        self.evaluation = AzureEvaluator(self.datasets, self.models, self.policy)
+        self.evaluation = AzureEvaluator(self.datasets, self.models, self.policy, self.blobs)
         self.endpoints = self.releases = self.telemetry = self.logs = None
         self._wire_online()
 

@@ -128,6 +128,45 @@ def test_compare_loads_each_model_once(ws):
         "fitted models and data of immutable versions are kept"
 
 
+def _reads(t) -> list[str]:
+    return [c.path.split("/tollgate/", 1)[-1] for c in t.calls if c.method == "GET" and "/tollgate/" in c.path]
+
+
+def test_an_evaluation_is_kept_and_the_next_review_reads_one_file(ws):
+    from dataclasses import replace
+    from services.azure.workspace import open_replay
+    t = ws.replay
+    t.reset_calls()
+    scored = ws.evaluation.compare(MODEL, 2)                  # v2 vs the champion v1: never evaluated before
+    assert {"models/diabetes-regressor/2/model.pkl", "models/diabetes-regressor/1/model.pkl"} <= set(_reads(t))
+    kept = [c for c in t.calls if c.method == "PUT" and "/tollgate/evaluations/" in c.path]
+    assert len(kept) == 1 and kept[0].path.endswith(f"/evaluations/{MODEL}/2/vs-v1-diabetes-2-"
+                                                    f"{kept[0].path.rsplit('-', 1)[-1]}")
+    other = open_replay(transport=t)                          # another console, nothing in memory
+    t.reset_calls()
+    again = other.evaluation.compare(MODEL, 2)
+    assert again == scored                                    # metrics, gate and every prediction
+    assert _reads(t) == [kept[0].path.split("/tollgate/", 1)[-1]]
+    # another split is another evaluation: scored, not read
+    other.evaluation.policy = replace(other.policy, test_fraction=0.3)
+    t.reset_calls()
+    third = other.evaluation.compare(MODEL, 2)
+    assert len(third.actual) != len(scored.actual)
+    assert "models/diabetes-regressor/2/model.pkl" in _reads(t)
+    other.close()
+
+
+def test_an_unreadable_kept_evaluation_is_scored_again(ws):
+    t = ws.replay
+    scored = ws.evaluation.compare(MODEL, 2)
+    path = next(c.path for c in t.calls if c.method == "PUT" and "/tollgate/evaluations/" in c.path)
+    t.blobs.put(path, b"not json")
+    from services.azure.workspace import open_replay
+    other = open_replay(transport=t)
+    assert other.evaluation.compare(MODEL, 2) == scored
+    other.close()
+
+
 def test_submit_sends_a_command_job_running_the_pipeline_on_the_compute(ws):
     run = ws.jobs.submit(TrainingSpec(dataset="diabetes", dataset_version=2, estimator="gbr",
                                       params={"n_estimators": 50}, experiment="retrain", created_by="bot@contoso.com"))

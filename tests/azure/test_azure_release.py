@@ -37,7 +37,7 @@ def ws():
     t.arm.lro_polls = 1               # every ARM long-running operation answers InProgress once
     workspace.endpoints.poll_s = 0.01
     yield workspace
-    _BLOBS.update({p: d for p, d in t.blobs.blobs.items() if d != b"not a pickle"})
+    _BLOBS.update({p: d for p, d in t.blobs.blobs.items() if p.endswith("/model.pkl") and d != b"not a pickle"})
     workspace.close()
 
 
@@ -196,6 +196,20 @@ def test_deploy_is_blue_green_put_deployment_smoke_then_put_traffic(ws):
     other = open_replay(transport=t)
     assert other.releases.state(MODEL, 4).stage == Stage.AWAITING_APPROVAL
     assert other.releases.audit(1)[0] == ws.releases.audit(1)[0]
+
+
+def test_deploy_to_staging_keeps_the_evaluation_its_reviewers_read(ws):
+    t = ws.replay
+    ws.releases.deploy(MODEL, 4, "staging", QA)
+    kept = [c.path for c in t.calls if c.method == "PUT" and f"/tollgate/evaluations/{MODEL}/4/vs-v1-" in c.path]
+    assert len(kept) == 1
+    reviewer = open_replay(transport=t)            # another console: nothing in memory
+    t.reset_calls()
+    comparison = reviewer.evaluation.compare(MODEL, 4)
+    assert comparison.champion.version == 1 and comparison.evaluated_on == "diabetes:2"
+    blob_reads = [c.path for c in t.calls if c.method == "GET" and "/tollgate/" in c.path]
+    assert blob_reads == kept                      # one small file, no model or data download
+    assert comparison == ws.evaluation.compare(MODEL, 4)
 
 
 def test_promote_then_rollback_are_traffic_shifts(ws):
