@@ -137,7 +137,7 @@ class Journey:
         self.settle()
 
     def pick_version(self, ref: str) -> None:
-        box = self.main.get_by_role("combobox", name="Version")
+        box = self.main.get_by_role("combobox", name="Version", exact=True)
         if not box.input_value().startswith(f"{ref} "):
             box.click()
             self.page.get_by_role("option", name=re.compile(rf"^{re.escape(ref)} ")).click()
