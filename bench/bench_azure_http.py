@@ -19,6 +19,12 @@ Every page is rendered once before the measured renders, so that one-off costs o
 process (first imports, the replay's model files) do not stretch a render past the
 caches' TTLs (3 s for endpoints).
 
+What a page shows collapsed is read when it is opened (the Endpoints page's keys and
+console logs): not part of a render, so not counted. The Releases page reads the kept
+evaluation of the staging candidate (written by its deploy), not the two models and the
+dataset (``services.azure.workspace.AzureEvaluator``). ``tests/azure/test_azure_pages.py``
+asserts the same budget per page.
+
 ``--show PAGE`` prints the cold render's requests of that page. Exits 1 when a page
 raises, or misses the target. (Replay requests cost no network time; the counts are what
 a real workspace would be sent, so each one is a round trip of 50-300 ms there.)

@@ -61,6 +61,11 @@ class AzureModels:
         return copy.deepcopy(self.cache.get(("models", "containers"), load))
 
     def _container(self, name: str) -> Any | None:
+        listed = self.cache.peek(("models", "containers"))
+        if listed is not None:  # a fresh listing of the containers has it (or says it does not exist)
+            found = next((c for c in listed if c.name == name), None)
+            if found is not None:
+                return copy.deepcopy(found)
         ops = self._ops
 
         def load():
