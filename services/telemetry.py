@@ -62,6 +62,16 @@ def between(start: datetime, end: datetime) -> TimeWindow:
     return TimeWindow(start=start, end=end, bin_seconds=bin_seconds_for(end - start))
 
 
+def per_minute(requests, bin_start, window: TimeWindow):
+    """Requests per minute of series bins: a bin cut by the window's start or end is divided
+    by the part of it inside the window, so a chart's first and last points are not too low.
+    ``requests`` and ``bin_start`` (UTC timestamps) are pandas Series of one series frame."""
+    start = bin_start.clip(lower=window.start)
+    end = (bin_start + timedelta(seconds=window.bin_seconds)).clip(upper=window.end)
+    seconds = (end - start).dt.total_seconds().clip(lower=1.0)
+    return requests * 60.0 / seconds
+
+
 def combine(stats: Iterable[VersionStats]) -> tuple[int, int, float | None]:
     """(requests, failures, worst p95) over several rows. Percentiles do not add up,
     so the worst p95 of the rows stands in for the endpoint's (conservative)."""

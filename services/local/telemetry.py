@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..entities import ErrorGroup, LogLine, RequestDetail, RequestRecord, TimeWindow, VersionStats
 from ..errors import InvalidInput, NotFound
+from ..telemetry import per_minute
 from .logfmt import REQUEST_ID_SUFFIX, line_time
 from .telemetry_store import BUCKETS, HIST_DTYPE, bucket_of, bucket_value, open_telemetry
 
@@ -197,7 +198,7 @@ class LocalTelemetry:
         if not frames:
             return pd.DataFrame(columns=columns)
         df = pd.concat(frames, ignore_index=True)
-        df["rpm"] = df["requests"] * 60.0 / window.bin_seconds
+        df["rpm"] = per_minute(df["requests"], df["bin"], window)
         df["failure_rate"] = df["failures"] / df["requests"]
         return df.sort_values(["bin", "endpoint", "model"], ignore_index=True)[columns]
 

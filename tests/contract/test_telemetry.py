@@ -280,7 +280,10 @@ def test_series_bins_are_aligned_and_rpm_is_requests_per_minute(busy, frame, syn
     want = rows.groupby(["bin", "endpoint", "model"]).size()
     got = series.assign(bin=starts).set_index(["bin", "endpoint", "model"])["requests"]
     assert got.sort_index().to_dict() == want.sort_index().to_dict()  # bins without requests are absent
-    assert np.allclose(series["rpm"], series["requests"] * 60 / w.bin_seconds)
+    # requests per minute of the part of each bin inside the window: the cut first and last bins too
+    inside = (np.minimum(starts + w.bin_seconds, w.end.timestamp()) - np.maximum(starts, w.start.timestamp()))
+    assert np.allclose(series["rpm"], series["requests"] * 60 / inside)
+    assert inside.min() < w.bin_seconds  # this window cuts bins (it ends mid-bin)
     assert np.allclose(series["failure_rate"], series["failures"] / series["requests"])
     # the promote in the middle: v1 before, v2 after, on production
     prod = series[series["endpoint"] == "production"]
