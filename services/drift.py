@@ -41,6 +41,7 @@ from .entities import DatasetVersion, TimeWindow
 from .errors import BackendUnavailable, InvalidInput, NotFound
 from .policy import DriftPolicy
 from .release_rules import authorize
+from .telemetry import mark, warning_of
 
 META_COLUMNS = ("model", "request_id")        # columns of collected_inputs that are not features
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)     # levels of FeatureDrift.*_quantiles
@@ -348,7 +349,7 @@ def drift_for_endpoint(ws, endpoint: str, window: TimeWindow, model: str | None 
     report saying why."""
     live = _collected(ws, endpoint, window, model, limit)
     if live.empty or "model" not in live.columns:
-        return []
+        return mark([], warning_of(live))
     reports = []
     for ref in sorted(live["model"].dropna().unique(), key=_model_sort_key):
         rows = live[live["model"] == ref]
@@ -364,7 +365,7 @@ def drift_for_endpoint(ws, endpoint: str, window: TimeWindow, model: str | None 
         reports.append(feature_drift(reference.frame, rows, ws.policy.drift, reference.features,
                                      reference_name=reference.description, endpoint=endpoint, model=str(ref),
                                      dataset=reference.dataset, window=window))
-    return reports
+    return mark(reports, warning_of(live))  # inputs collected only in part: the reports say so
 
 
 # --- collected inputs as a dataset version ---------------------------------------------------

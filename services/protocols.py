@@ -248,6 +248,11 @@ class TelemetryService(Protocol):
     Windows come from ``services.telemetry.window()`` (15 minutes to 30 days,
     bin size chosen for ~60-120 points). ``endpoint`` is an endpoint name;
     ``None`` means all endpoints. Failures are 5xx and status 0 (no answer).
+
+    A backend that got only part of the data returns what it got, marked (see
+    ``services.telemetry.warning_of``): a list as ``PartialList`` (``.warning``), a
+    DataFrame with ``attrs["warning"]``, a lookup as ``PartialRequestDetail``; it does not
+    raise. Pages show the warning beside the data.
     """
 
     def stats(self, window: TimeWindow, endpoint: str | None = None) -> list[VersionStats]:
@@ -279,7 +284,11 @@ class TelemetryService(Protocol):
 
 @runtime_checkable
 class LogService(Protocol):
-    """Console logs of deployments and the endpoint's gateway/traffic log."""
+    """Console logs of deployments and the endpoint's gateway/traffic log.
+
+    A backend that got only part of the data returns what it got, marked (see
+    ``services.telemetry.warning_of``): the lines as a ``PartialList`` with ``.warning``.
+    """
 
     def sources(self, endpoint: str) -> list[str]:
         """Log sources of an endpoint: its deployment names and ``gateway``."""

@@ -8,10 +8,11 @@ use these, so "degraded" means the same thing everywhere.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
-from .entities import Endpoint, EndpointHealth, HealthStatus, TimeWindow, VersionStats
+from .entities import Endpoint, EndpointHealth, HealthStatus, RequestDetail, TimeWindow, VersionStats
 from .errors import InvalidInput
 
 MIN_WINDOW = timedelta(minutes=15)
@@ -130,4 +131,56 @@ def endpoints_health(ws) -> list[EndpointHealth]:
     rules = ws.policy.health
     now = datetime.now(timezone.utc)
     stats = ws.telemetry.stats(between(now - timedelta(minutes=rules.window_minutes), now))
-    return [endpoint_health(ep, stats, rules, rules.window_minutes) for ep in ws.endpoints.list()]
+    return mark([endpoint_health(ep, stats, rules, rules.window_minutes) for ep in ws.endpoints.list()],
+                warning_of(stats))  # judged on part of the requests: said so (partial results, below)
+
+
+# --- partial results --------------------------------------------------------------------------
+# A backend that got only part of the data (Log Analytics answering with some rows and an
+# error: a query limit, a region not answering) returns what it got, marked, rather than
+# raising: a list is a ``PartialList`` (``.partial``, ``.warning``), a DataFrame carries
+# ``attrs["partial"]`` and ``attrs["warning"]``, a lookup is a ``PartialRequestDetail``.
+# Complete results carry none of these. Pages show ``warning_of(result)`` beside the data
+# (``st.warning``), never as an error. All of them survive pickling (``st.cache_data``).
+
+class PartialList(list):
+    """A list of results that the backend got only in part (``.warning`` says why)."""
+    partial = True
+
+    def __init__(self, items=(), warning: str = ""):
+        super().__init__(items)
+        self.warning = warning
+
+
+@dataclass(frozen=True)
+class PartialRequestDetail(RequestDetail):
+    """A request lookup whose record or log lines the backend got only in part."""
+    warning: str = ""
+    partial: bool = True
+
+
+def mark(items: list, warning: str | None) -> list:
+    """``items`` as a ``PartialList`` when there is a warning, else unchanged."""
+    return PartialList(items, warning) if warning else items
+
+
+def mark_frame(df, warning: str | None):
+    """``df`` with ``attrs["partial"]``/``attrs["warning"]`` when there is a warning."""
+    if warning:
+        df.attrs["partial"] = True
+        df.attrs["warning"] = warning
+    return df
+
+
+def warning_of(result) -> str | None:
+    """The partial-result warning of anything a TelemetryService or LogService returned
+    (a list, a DataFrame, a RequestDetail…), or None when it is complete."""
+    attrs = getattr(result, "attrs", None)
+    if isinstance(attrs, dict):
+        return attrs.get("warning") or None
+    return getattr(result, "warning", None) or None
+
+
+def partial_warnings(*results) -> list[str]:
+    """The distinct warnings of several results, in order (what a page shows once each)."""
+    return list(dict.fromkeys(w for w in map(warning_of, results) if w))

@@ -20,7 +20,7 @@ from services.release_rules import PERMISSIONS, SYSTEM_ACTOR
 from services.telemetry import WINDOW_CHOICES, window as make_window
 
 from . import state
-from .monitoring_view import NO_MODEL, adopt_query_params, endpoint_names, label
+from .monitoring_view import NO_MODEL, adopt_query_params, endpoint_names, label, show_partial
 from .widgets import guard, show_error
 
 DEFAULT_WINDOW = "24h"
@@ -151,12 +151,13 @@ def render() -> None:
     since = c2.segmented_control("Window", WINDOW_CHOICES, default=DEFAULT_WINDOW, key=KEY.format("window"),
                                  required=True) or DEFAULT_WINDOW
     with guard():
-        served = sorted({s.model for s in state.telemetry_stats(uri, since, endpoint) if s.model},
-                        key=lambda m: label(m, policy.model_name))
+        stats = state.telemetry_stats(uri, since, endpoint)
+        served = sorted({s.model for s in stats if s.model}, key=lambda m: label(m, policy.model_name))
         model = c3.selectbox("Model version", [ALL_VERSIONS, *served], key=KEY.format("model"),
                              format_func=lambda m: "all versions" if m == ALL_VERSIONS else
                              f"{label(m, policy.model_name)} ({m})") or None
         reports = state.drift_reports(uri, endpoint, since, model)
+        show_partial(stats, reports)
         render_register_button(endpoint, since, model, sum(r.live_rows for r in reports))
         if not reports:
             st.info(f"**No inputs collected from {endpoint} in the last {since}"

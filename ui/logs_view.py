@@ -12,7 +12,7 @@ from services.entities import LogLine
 from services.telemetry import WINDOW_CHOICES
 
 from . import state
-from .monitoring_view import adopt_query_params, endpoint_names
+from .monitoring_view import adopt_query_params, endpoint_names, show_partial
 from .widgets import guard
 
 ALL = "all sources"
@@ -94,6 +94,7 @@ def render() -> None:
     with guard():
         since = choice if choice in WINDOW_CHOICES else None
         lines = state.log_search(uri, endpoint, picked, needle, tail, since=since, start=start, end=end)
+        show_partial(lines)
         when = range_words(choice, start, end)
         if not lines:
             st.info(nothing_found(endpoint, picked, needle or "", when, sources), icon="📭")

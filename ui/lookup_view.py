@@ -15,6 +15,7 @@ from services.errors import NotFound, ServiceError
 from . import state
 from .endpoints_view import model_short
 from .logs_view import log_text
+from .monitoring_view import show_partial
 from .widgets import show_error
 
 INPUT = "lookup.request_id"
@@ -115,6 +116,7 @@ def render() -> None:
     except ServiceError as e:
         show_error(e)
         return
+    show_partial(detail)
     render_detail(detail, ws.policy.model_name)
 
 

@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 from services.entities import AuditRecord, Endpoint, EndpointHealth, ErrorGroup, HealthStatus, RequestRecord, \
     TimeWindow, VersionStats
 from services.policy import Policy
-from services.telemetry import WINDOW_CHOICES, window as make_window
+from services.telemetry import WINDOW_CHOICES, partial_warnings, window as make_window
 
 from . import state
 from .endpoints_view import model_short
@@ -342,14 +342,26 @@ def render() -> None:
     body(uri, policy, endpoints[endpoint], since)
 
 
+def show_partial(*results, shown: set[str] | None = None) -> None:
+    """A warning for each result the backend got only in part (``services.telemetry.warning_of``),
+    once per message in ``shown`` (the messages already shown in this render)."""
+    for warning in partial_warnings(*results):
+        if shown is None or warning not in shown:
+            st.warning(warning, icon="⚠️")
+            if shown is not None:
+                shown.add(warning)
+
+
 def render_body(uri: str, policy: Policy, ep: Endpoint, since: str) -> None:
+    shown: set[str] = set()
     with guard():
-        render_health(uri, ep)
+        render_health(uri, ep, shown)
     window = make_window(since)
     pm = policy.model_name
     with guard():
         stats = state.telemetry_stats(uri, since, ep.name)
         series = state.telemetry_series(uri, since, ep.name)
+        show_partial(stats, series, shown=shown)
         events = release_events(state.audit(uri, AUDIT_LIMIT), ep, window, pm, served_by(stats))
         if not stats:
             st.info(f"**No requests reached {ep.name} in the last {since}.** "
@@ -380,15 +392,22 @@ def render_body(uri: str, policy: Policy, ep: Endpoint, since: str) -> None:
         with left:
             st.markdown("**Status codes**")
             mix = state.status_mix(uri, since, ep.name)
+            show_partial(mix, shown=shown)
             st.plotly_chart(status_figure(mix, pm, colours), width="stretch", config={"displayModeBar": False},
                             key="monitoring.status")
         with right:
-            render_slowest(state.slowest(uri, since, ep.name), pm)
-        render_top_errors(state.top_errors(uri, since, ep.name), pm, since)
+            slowest = state.slowest(uri, since, ep.name)
+            show_partial(slowest, shown=shown)
+            render_slowest(slowest, pm)
+        top_errors = state.top_errors(uri, since, ep.name)
+        show_partial(top_errors, shown=shown)
+        render_top_errors(top_errors, pm, since)
 
 
-def render_health(uri: str, ep: Endpoint) -> None:
-    h = health_of(state.endpoints_health(uri), ep.name)
+def render_health(uri: str, ep: Endpoint, shown: set[str] | None = None) -> None:
+    health = state.endpoints_health(uri)
+    show_partial(health, shown=shown)
+    h = health_of(health, ep.name)
     text, colour, icon, reasons = health_badge(h, ep)
     st.markdown(f"**Health** :{colour}-badge[{icon} {text}]" + (f" &nbsp; :gray[{health_line(h)}]" if h else ""),
                 help="From the policy's [health] rules: failure rate, p95 latency and deployments up over the "

@@ -22,10 +22,11 @@ Insights) write to. Both are built from a ``LogsQueryClient`` handed in by the c
 
 **Partial results** (``LogsQueryPartialResult``: Log Analytics returned some rows and an
 error, e.g. a query limit or one region not answering) are returned, not raised, and
-marked: lists are ``PartialList`` (a ``list`` with ``.partial = True`` and ``.warning``),
-DataFrames carry ``df.attrs["partial"] = True`` and ``df.attrs["warning"]``, a lookup is a
+marked as the contract says (``services.telemetry``): lists are ``PartialList`` (a
+``list`` with ``.partial = True`` and ``.warning``), DataFrames carry
+``df.attrs["partial"] = True`` and ``df.attrs["warning"]``, a lookup is a
 ``PartialRequestDetail`` with ``.warning``. Complete results carry none of these;
-``warning_of(result)`` reads any of them. (A proposal for the contract: see ``warning_of``.)
+``services.telemetry.warning_of(result)`` reads any of them.
 """
 from __future__ import annotations
 
@@ -33,62 +34,21 @@ import ast
 import json
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
 from ..entities import ErrorGroup, LogLine, RequestDetail, RequestRecord, TimeWindow, VersionStats
 from ..errors import BackendUnavailable, InvalidInput, NotFound, ServiceError
+from ..telemetry import PartialList, PartialRequestDetail, warning_of  # noqa: F401 - re-exported
+from ..telemetry import mark as _mark, mark_frame as _mark_frame
 from . import kql
 from .errors import translate
 
 ROLE = "Log Analytics Reader"
 SERIES_OUT = ["bin", "endpoint", "model", "requests", "failures", "client_errors", "rpm", "failure_rate",
               "p50_ms", "p95_ms", "p99_ms"]
-
-
-class PartialList(list):
-    """A list of results that Log Analytics returned only in part (``.warning`` says why)."""
-    partial = True
-
-    def __init__(self, items: Iterable = (), warning: str = ""):
-        super().__init__(items)
-        self.warning = warning
-
-
-@dataclass(frozen=True)
-class PartialRequestDetail(RequestDetail):
-    """A lookup whose record or log lines Log Analytics returned only in part."""
-    warning: str = ""
-    partial: bool = True
-
-
-def warning_of(result: Any) -> str | None:
-    """The partial-result warning of anything a TelemetryService/LogService returned, or None.
-
-    Proposed contract addition (protocols.py, TelemetryService/LogService docstrings): "A
-    backend that got only part of the data returns what it got, marked: a list with
-    ``.warning`` (``services.telemetry.PartialList``), a DataFrame with
-    ``attrs['warning']``, a RequestDetail with ``.warning``; pages show the warning beside
-    the data (``st.warning``), never as an error." This function would move to
-    ``services/telemetry.py`` with ``PartialList``.
-    """
-    if isinstance(result, pd.DataFrame):
-        return result.attrs.get("warning") or None
-    return getattr(result, "warning", None) or None
-
-
-def _mark(items: list, warning: str | None):
-    return PartialList(items, warning) if warning else items
-
-
-def _mark_frame(df: pd.DataFrame, warning: str | None) -> pd.DataFrame:
-    if warning:
-        df.attrs["partial"] = True
-        df.attrs["warning"] = warning
-    return df
 
 
 def _utc(value: Any) -> datetime | None:
