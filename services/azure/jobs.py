@@ -202,6 +202,29 @@ class AzureJobs:
         # an ARM id: azure-ai-ml takes any other string for a local folder to upload
         return f"{self.settings.workspace_scope}/codes/{CODE_NAME}/versions/{self._code_version}"
 
+    def command_job(self, estimator: str, params: dict, dataset, *, name: str | None = None,
+                    display_name: str | None = None, experiment: str | None = None, created_by: str = "local-user",
+                    register: bool = True, properties: dict | None = None):
+        """The retraining command job (``azure.ai.ml.command``): ``python -m pipeline.train`` on the
+        settings' compute and environment with ``dataset`` (a ``DatasetVersion``) as its
+        ``uri_file`` input and the code asset of ``pipeline/``. ``submit`` sends it; a schedule
+        (``services.azure.schedules``) creates one at each occurrence."""
+        from azure.ai.ml import Input, command
+        args = " ".join(f"--param {k}={v}" for k, v in params.items())
+        return command(
+            name=name, display_name=display_name, experiment_name=experiment or self.settings.experiment,
+            code=self._ensure_code(),
+            command=(f"python -m pipeline.train --data ${{{{inputs.data}}}} --estimator {estimator} {args} "
+                     f"--target {self.policy.target} --test-fraction {self.policy.test_fraction} "
+                     f"--seed {self.policy.split_seed} --output ./outputs"),
+            inputs={"data": Input(type="uri_file", path=f"azureml:{dataset.name}:{dataset.version}")},
+            environment=self.settings.environment, compute=self.settings.compute,
+            properties={convert.P + "estimator": estimator, convert.P + "params": json.dumps(params),
+                        convert.P + "dataset": dataset.ref, convert.P + "created_by": created_by,
+                        convert.P + "register": str(bool(register)).lower(), **(properties or {})},
+            tags={"tollgate": "retrain"},
+        )
+
     def submit(self, spec: TrainingSpec) -> Run:
         if spec.estimator not in ESTIMATORS:
             raise InvalidInput(f"unknown estimator {spec.estimator!r}",
@@ -216,22 +239,8 @@ class AzureJobs:
         given = {k: params[k] for k in spec.params}
         run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         display = spec.display_name or (spec.estimator + "".join(f" {k}={v}" for k, v in given.items()))
-        code = self._ensure_code()
-
-        from azure.ai.ml import Input, command
-        args = " ".join(f"--param {k}={v}" for k, v in params.items())
-        job = command(
-            name=run_id, display_name=display, experiment_name=spec.experiment, code=code,
-            command=(f"python -m pipeline.train --data ${{{{inputs.data}}}} --estimator {spec.estimator} {args} "
-                     f"--target {self.policy.target} --test-fraction {self.policy.test_fraction} "
-                     f"--seed {self.policy.split_seed} --output ./outputs"),
-            inputs={"data": Input(type="uri_file", path=f"azureml:{dataset.name}:{dataset.version}")},
-            environment=self.settings.environment, compute=self.settings.compute,
-            properties={convert.P + "estimator": spec.estimator, convert.P + "params": json.dumps(params),
-                        convert.P + "dataset": dataset.ref, convert.P + "created_by": spec.created_by,
-                        convert.P + "register": str(bool(spec.register)).lower()},
-            tags={"tollgate": "retrain"},
-        )
+        job = self.command_job(spec.estimator, params, dataset, name=run_id, display_name=display,
+                               experiment=spec.experiment, created_by=spec.created_by, register=spec.register)
         try:
             with azure_call(f"submit a training job on compute {self.settings.compute!r}"):
                 created = self.ml.jobs.create_or_update(job)

@@ -24,7 +24,8 @@ the candidate's dataset version's held-out split, and the outcome is kept on the
 datastore so that the next review of the pair reads one small file — ``AzureEvaluator``;
 the evaluation metrics *recorded* at registration are in the model version's properties,
 ``ModelVersion.metrics``), ``ws.endpoints`` / ``ws.releases`` (``services.azure.endpoints``),
-``ws.telemetry`` / ``ws.logs`` (``services.azure.telemetry``, when present; else ``None``).
+``ws.telemetry`` / ``ws.logs`` (``services.azure.telemetry``, when present; else ``None``),
+``ws.schedules`` (Azure ML job schedules: ``services.azure.schedules``).
 """
 from __future__ import annotations
 
@@ -169,6 +170,17 @@ class _Lazy:
         return getattr(self._obj, name)
 
 
+class _LockOf:
+    """The workspace's ``OperationLocks``, made with the audit trail on first use."""
+
+    def __init__(self, ws: "AzureWorkspace"):
+        self._ws = ws
+
+    def hold(self, *args, **kwargs):
+        self._ws._trail()
+        return self._ws.locks.hold(*args, **kwargs)
+
+
 class AzureWorkspace:
     """``ws.datasets``, ``ws.jobs``, ``ws.models``, ``ws.evaluation`` (and endpoints, releases,
     telemetry, logs) of one Azure ML workspace. See the module docstring."""
@@ -197,6 +209,9 @@ class AzureWorkspace:
         self.evaluation = AzureEvaluator(self.datasets, self.models, self.policy, self.blobs)
         self.endpoints = self.releases = self.telemetry = self.logs = None
         self._wire_online()
+        from .schedules import AzureSchedules
+        self.schedules = AzureSchedules(ml_client, self.policy, self.datasets, self.models, self.jobs,
+                                        audit=audit, locks=_LockOf(self), trail=self._trail)
 
     # --- the clients the workspace makes itself ---------------------------------------
 
@@ -347,6 +362,9 @@ def open_replay(folder: Path | None = None, *, uri: str | None = None, transport
             online = folder / "online"
             install_online(transport, online if online.is_dir() else None)
             _seed_registry_audit(transport, folder / "audit.jsonl")
+    if getattr(transport, "schedules", None) is None:
+        from .replay_schedules import install_schedules
+        install_schedules(transport)
     known = {f for f in AzureSettings.__dataclass_fields__} - {"extra"}
     settings = AzureSettings(**{k: v for k, v in transport.settings.items() if k in known},
                              extra={k: v for k, v in transport.settings.items() if k not in known},

@@ -73,7 +73,7 @@ def test_overview_datasets_runs_and_models_show_the_fixtures(replay_env):
 
 
 COLD_BUDGET, WARM_BUDGET = 10, 0          # issue 5: HTTP requests per page render
-READS_NOTHING = {"request_lookup", "schedules"}   # nothing to show before the user asks
+READS_NOTHING = {"request_lookup"}        # nothing to show before the user asks for a request
 
 
 def _transport() -> ReplayTransport:
