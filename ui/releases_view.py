@@ -9,8 +9,6 @@ services: every button is shown to everyone and a refusal is shown as it comes.
 from __future__ import annotations
 
 import json
-import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, TypeVar
@@ -25,6 +23,7 @@ from services.policy import Policy
 from services.release_rules import PERMISSIONS, VERBS
 
 from . import rollout_view, state
+from .progress import run_watching_endpoint
 from .widgets import BETTER, NEUTRAL, WORSE, badge, fmt_metric, guard, show_error
 
 T = TypeVar("T")
@@ -287,25 +286,8 @@ def with_progress(ws, plan: Plan, status) -> Callable[[Callable[[], T]], T]:
     """Runs the service call in a worker thread while the page reports what the endpoint
     does (deployment starting → healthy, traffic shifting), so 20 s are not a frozen screen."""
     def run(work: Callable[[], T]) -> T:
-        pool = ThreadPoolExecutor(max_workers=1)
-        future = pool.submit(work)
-        pool.shutdown(wait=False)
-        started, last = time.monotonic(), None
-        while True:
-            try:
-                return future.result(timeout=0.5)
-            except FutureTimeout:
-                pass
-            try:
-                ep = ws.endpoints.get(plan.env)
-                now = " · ".join(f"{dep_label(d, ws.policy.model_name)} {d.state}, {d.traffic} %"
-                                 for d in ep.deployments if d.state != "stopped")
-            except ServiceError:
-                now = None
-            if now and now != last:
-                status.write(f"{time.monotonic() - started:.0f} s — {plan.env}: {now}")
-                last = now
-            status.update(label=f"{plan.title}… {time.monotonic() - started:.0f} s", expanded=True)
+        return run_watching_endpoint(ws, plan.env, status, work,
+                                     lambda d: dep_label(d, ws.policy.model_name), plan.title)
     return run
 
 

@@ -8,8 +8,6 @@ shown to everyone and a refusal is shown as it comes).
 """
 from __future__ import annotations
 
-import time
-from concurrent.futures import ThreadPoolExecutor, TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -22,6 +20,7 @@ from services.errors import ServiceError
 from services.policy import Policy
 
 from . import state
+from .progress import run_watching_endpoint
 from .widgets import show_error
 
 REFRESH_S = 2.0
@@ -270,21 +269,4 @@ def _confirm(a: RolloutAction) -> None:
 
 def _with_progress(ws, a: RolloutAction, status, work):
     """The deploy beside the stable version takes 10–25 s: report what the endpoint does meanwhile."""
-    pool = ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(work)
-    pool.shutdown(wait=False)
-    started, last = time.monotonic(), None
-    while True:
-        try:
-            return future.result(timeout=0.5)
-        except FutureTimeout:
-            pass
-        try:
-            ep = ws.endpoints.get(a.env)
-            now = " · ".join(f"{d.name} ({d.model_ref}) {d.state}, {d.traffic} %"
-                             for d in ep.deployments if d.state != "stopped")
-        except ServiceError:
-            now = None
-        if now and now != last:
-            status.write(f"{time.monotonic() - started:.0f} s — {a.env}: {now}")
-            last = now
+    return run_watching_endpoint(ws, a.env, status, work, lambda d: f"{d.name} ({d.model_ref})")
