@@ -7,7 +7,7 @@ what they raise.
 from __future__ import annotations
 
 from .entities import ReleaseState, SmokeTestResult, Stage
-from .errors import Conflict, Forbidden, GateFailed, InvalidInput
+from .errors import Conflict, Forbidden, GateFailed, InvalidInput, NotFound
 from .policy import Policy
 
 # The built-in principal used by demo seeding and automation inside the product;
@@ -48,6 +48,22 @@ def authorize(policy: Policy, actor: str, action: str) -> str:
     has = ", ".join(roles) if roles else "no role"
     raise Forbidden(f"{actor} ({has}) may not {VERBS[action]}: that needs {' or '.join(sorted(allowed))}",
                     hint=f"Ask someone with that role, or an admin to map {actor} in the policy file's [roles].")
+
+
+def check_deploy(policy: Policy, actor: str, env: str, mv, endpoints: list[str]) -> str:
+    """Who may deploy ``mv`` (a ``ModelVersion``) to ``env``: the role, or the refusal.
+    Production is reached by promote (only Tollgate itself deploys there directly:
+    the demo's first champion)."""
+    role = authorize(policy, actor, "deploy")
+    if env == policy.endpoints.production:
+        if actor != SYSTEM_ACTOR:
+            raise Conflict("production is reached by promote, not deploy",
+                           hint=f"python tollgate.py promote --model {mv.name} --version {mv.version}")
+    elif env != policy.endpoints.staging:
+        raise NotFound(f"endpoint {env!r} does not exist", hint=f"Endpoints: {', '.join(endpoints)}.")
+    if mv.archived:
+        raise Conflict(f"{mv.ref} is archived; restore it before deploying")
+    return role
 
 
 def check_approve(state: ReleaseState, actor: str) -> None:

@@ -412,16 +412,9 @@ class AzureReleases:
 
     def deploy(self, name: str, version: int, env: str, actor: str, *, progress: Progress | None = None) -> Endpoint:
         """Blue/green deploy of ``name:version`` to staging (module docstring)."""
-        role = rules.authorize(self.policy, actor, "deploy")
-        if env == self.policy.endpoints.production:
-            if actor != rules.SYSTEM_ACTOR:
-                raise Conflict("production is reached by promote, not deploy",
-                               hint=f"python tollgate.py promote --model {name} --version {version}")
-        elif env != self.policy.endpoints.staging:
-            raise NotFound(f"endpoint {env!r} does not exist", hint=f"Endpoints: {', '.join(self.endpoints.names())}.")
+        rules.authorize(self.policy, actor, "deploy")  # before reading anything
         mv = self.models.get(name, version)
-        if mv.archived:
-            raise Conflict(f"{mv.ref} is archived; restore it before deploying")
+        role = rules.check_deploy(self.policy, actor, env, mv, self.endpoints.names())
         state = _state_of(mv)
         smoke = self._blue_green(env, mv, actor, role, "deploy", progress=progress)
         stage = (Stage.PRODUCTION if env == self.policy.endpoints.production

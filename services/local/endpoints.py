@@ -254,16 +254,9 @@ class LocalReleases:
     def deploy(self, name: str, version: int, env: str, actor: str) -> Endpoint:
         """Blue/green deploy of ``name:version`` to staging: new deployment at 0 %, health probe,
         smoke test through the gateway, then all traffic to it; the previous one stays warm."""
-        role = rules.authorize(self.policy, actor, "deploy")
-        if env == self.policy.endpoints.production:
-            if actor != rules.SYSTEM_ACTOR:
-                raise Conflict("production is reached by promote, not deploy",
-                               hint=f"python tollgate.py promote --model {name} --version {version}")
-        elif env != self.policy.endpoints.staging:
-            raise NotFound(f"endpoint {env!r} does not exist", hint=f"Endpoints: {', '.join(self.endpoints.names())}.")
+        rules.authorize(self.policy, actor, "deploy")  # before reading anything
         mv = self.models.get(name, version)
-        if mv.archived:
-            raise Conflict(f"{mv.ref} is archived; restore it before deploying")
+        role = rules.check_deploy(self.policy, actor, env, mv, self.endpoints.names())
         state = self.state(name, mv.version)
         smoke = self._blue_green(env, mv, actor, role, "deploy")
         stage = (Stage.PRODUCTION if env == self.policy.endpoints.production
