@@ -155,7 +155,7 @@ def done(message: str) -> None:
 def scheduler_banner(status: SchedulerStatus) -> None:
     if status.running:
         ago = (datetime.now(timezone.utc) - status.last_tick_at).total_seconds() if status.last_tick_at else None
-        st.caption(f":material/schedule: Scheduler **running** (pid {status.pid})"
+        st.caption(":material/schedule: Scheduler **running**" + (f" (pid {status.pid})" if status.pid else "")
                    + (f", last tick {fmt_duration(ago)} ago" if ago is not None else "") + ".")
     else:
         st.warning(f"The scheduler is {status.detail}.", icon="⏸️")

@@ -42,7 +42,7 @@ import pandas as pd
 from ..entities import ErrorGroup, LogLine, RequestDetail, RequestRecord, TimeWindow, VersionStats
 from ..errors import BackendUnavailable, InvalidInput, NotFound, ServiceError
 from ..telemetry import PartialList, PartialRequestDetail, warning_of  # noqa: F401 - re-exported
-from ..telemetry import mark as _mark, mark_frame as _mark_frame
+from ..telemetry import mark as _mark, mark_frame as _mark_frame, per_minute
 from . import kql
 from .errors import translate
 
@@ -259,7 +259,7 @@ class AzureTelemetry:
         g = df.groupby(["bin", "endpoint", "model"], as_index=False).agg(
             requests=("requests", "sum"), failures=("failures", "sum"), client_errors=("client_errors", "sum"),
             p50_ms=("p50_ms", "max"), p95_ms=("p95_ms", "max"), p99_ms=("p99_ms", "max"))
-        g["rpm"] = g["requests"] * 60.0 / window.bin_seconds
+        g["rpm"] = per_minute(g["requests"], g["bin"], window)  # the window's cut first/last bins as locally
         g["failure_rate"] = g["failures"] / g["requests"].where(g["requests"] > 0)
         g["failure_rate"] = g["failure_rate"].fillna(0.0)
         return _mark_frame(g.sort_values(["bin", "endpoint", "model"], ignore_index=True)[SERIES_OUT], warning)
