@@ -41,7 +41,7 @@ from pathlib import Path
 from ..policy import load_policy
 from . import audit
 from .db import Database, utcnow
-from .processes import pid_alive, stop_process
+from .processes import kill_group, pid_alive, stop_process
 
 TICK_S = 0.5
 RELEASE_TICK_S = 0.5

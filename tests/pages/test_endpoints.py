@@ -17,6 +17,7 @@ from services.entities import Deployment, Endpoint
 from services.local.workspace import LocalWorkspace
 from services.release_rules import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
+from tests.release.conftest import wait_for_exit
 from ui import chrome, endpoints_view as ev, releases_view as rv, state
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -67,6 +68,10 @@ def live(demo_ws):
         yield demo_ws
     finally:
         demo_ws.endpoints.down()
+        # the crash test's killed server leaves workers: the supervisor must reap them
+        left = wait_for_exit(demo_ws.root, 15)
+        assert not left, f"processes left behind: {left}"
+        assert "tick failed" not in (demo_ws.root / "logs" / "supervisor.log").read_text()
 
 
 @pytest.fixture
