@@ -117,6 +117,29 @@ ROLES = ("ml_lead", "qa", "support", "admin")
 
 
 @dataclass(frozen=True)
+class AuthPolicy:
+    """Sign-in for the console (``st.login``, Microsoft Entra ID) when ``.streamlit/secrets.toml``
+    has an ``[auth]`` section. Roles come from ``[roles]`` and, through ``app_roles``, from the
+    app roles in the user's ID token (``roles`` claim): app role value -> Tollgate role."""
+    provider: str = "microsoft"          # the [auth.<provider>] section of secrets.toml
+    app_roles: Mapping[str, str] = field(default_factory=dict)
+
+
+# Roles a directory vouched for: granted when a user signs in with a verified ID token whose
+# app roles map to Tollgate roles. Per identity (not per session), in this process only.
+_DIRECTORY_ROLES: dict[str, tuple[str, ...]] = {}
+
+
+def grant_directory_roles(identity: str, roles: tuple[str, ...]) -> None:
+    """Record the roles a verified sign-in carries (replacing earlier ones for that identity).
+    Never call this with anything a user typed: only with claims of a validated token."""
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise InvalidInput(f"unknown role(s) {', '.join(unknown)}; known: {', '.join(ROLES)}")
+    _DIRECTORY_ROLES[(identity or "").strip().lower()] = tuple(roles)
+
+
+@dataclass(frozen=True)
 class Policy:
     model_name: str = "diabetes-regressor"
     target: str = "target"
@@ -138,6 +161,7 @@ class Policy:
     notifications: NotificationPolicy = field(default_factory=NotificationPolicy)
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # identity -> roles
+    auth: AuthPolicy = field(default_factory=AuthPolicy)
     source: str = "built-in defaults"
     raw: Mapping[str, Any] = field(default_factory=dict)
 
@@ -149,7 +173,9 @@ class Policy:
         return "higher" if metric in ("r2", "accuracy", "auc", "f1") else "lower"
 
     def roles_of(self, identity: str) -> tuple[str, ...]:
-        return self.roles.get((identity or "").strip().lower(), ())
+        """``[roles]`` of the identity, plus what its signed-in token's app roles grant."""
+        key = (identity or "").strip().lower()
+        return tuple(dict.fromkeys((*self.roles.get(key, ()), *_DIRECTORY_ROLES.get(key, ()))))
 
 
 def load_policy(*search: Path) -> Policy:
@@ -174,6 +200,7 @@ KNOWN_KEYS = {
     "health": None,       # checked by HealthPolicy's fields
     "drift": None,        # checked by DriftPolicy's fields
     "roles": None,        # identities are free-form; parse_roles checks the role names
+    "auth": {"provider", "app_roles"},
     "notifications": {"webhooks", "console_url", "max_attempts", "backoff_s", "timeout_s"},
     "canary": None,       # checked by CanaryPolicy's fields (parse_canary)
 }
@@ -220,6 +247,7 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         health = HealthPolicy(**raw.get("health", {}))
         drift = DriftPolicy(**raw.get("drift", {}))
         roles = parse_roles(raw.get("roles", {}), source)
+        auth = parse_auth(raw.get("auth", {}), source)
         notifications = parse_notifications(raw.get("notifications", {}), source)
         canary = parse_canary(raw.get("canary", {}), source)
     except TypeError as e:  # unknown key in a table
@@ -252,6 +280,7 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         notifications=notifications,
         canary=canary,
         roles=roles,
+        auth=auth,
         source=source,
         raw=raw,
     )
@@ -356,3 +385,15 @@ def parse_canary(table: Mapping[str, Any], source: str) -> CanaryPolicy:
     if strategy not in ("blue_green", "canary"):
         raise InvalidInput(f"{where}.strategy must be 'blue_green' or 'canary', got {strategy!r}")
     return CanaryPolicy(steps=tuple(steps), on_low_traffic=on_low, strategy=strategy, **values)
+
+
+def parse_auth(table: Mapping[str, Any], source: str) -> AuthPolicy:
+    """``[auth]``: ``provider`` and ``app_roles = {"Tollgate.QA" = "qa", ...}``."""
+    app_roles = table.get("app_roles", {})
+    if not isinstance(app_roles, dict):
+        raise InvalidInput(f"{source}: [auth] app_roles must be a table of app role = Tollgate role")
+    unknown = sorted({r for r in app_roles.values() if r not in ROLES})
+    if unknown:
+        raise InvalidInput(f"{source}: [auth] app_roles: unknown role(s) {', '.join(map(str, unknown))}; "
+                           f"known: {', '.join(ROLES)}")
+    return AuthPolicy(provider=str(table.get("provider", "microsoft")), app_roles=dict(app_roles))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from services.policy import Policy
+from services.policy import Policy, grant_directory_roles
 from services.release_rules import PERMISSIONS, SYSTEM_ACTOR, VERBS
 
 from . import state
@@ -20,8 +20,48 @@ def sidebar() -> None:
     with st.sidebar:
         kind = "Local workspace" if ws.info.kind == "local" else "Azure ML workspace"
         st.caption(f"**{kind}**  \n`{ws.info.description}`")
-        if ws.info.kind == "local":
+        if sign_in_configured():
+            signed_in_identity(ws.policy)
+        else:
             identity_picker(ws.policy)
+
+
+def sign_in_configured() -> bool:
+    """``st.login`` needs an ``[auth]`` section in ``.streamlit/secrets.toml`` (redirect URI,
+    cookie secret, and the provider's client id/secret/metadata URL): with it, users sign in."""
+    try:
+        return "auth" in st.secrets
+    except Exception:  # no secrets file at all
+        return False
+
+
+def token_roles(policy: Policy, claims) -> tuple[str, ...]:
+    """Tollgate roles that the app roles of an ID token (``roles`` claim) map to (``[auth] app_roles``)."""
+    granted = claims.get("roles") or ()
+    granted = [granted] if isinstance(granted, str) else list(granted)
+    return tuple(dict.fromkeys(policy.auth.app_roles[r] for r in granted if r in policy.auth.app_roles))
+
+
+def signed_in_identity(policy: Policy) -> None:
+    """Microsoft Entra ID sign-in: the identity is the token's e-mail (or preferred_username),
+    verified by Streamlit; roles from ``[roles]`` and the token's app roles. Until then: read-only."""
+    if not st.user.is_logged_in:
+        st.session_state[state.ACTOR] = DEFAULT_ACTOR
+        st.button("Sign in with Microsoft", icon=":material/login:", on_click=st.login,
+                  args=(policy.auth.provider,), width="stretch", type="primary")
+        st.caption("Signed out: read-only. Signing in records your actions under your name.")
+        return
+    identity = str(st.user.get("email") or st.user.get("preferred_username") or "").strip().lower()
+    if not identity or identity == SYSTEM_ACTOR:
+        st.error("The sign-in carried no usable e-mail or username; acting read-only.", icon="🚫")
+        st.session_state[state.ACTOR] = DEFAULT_ACTOR
+        return
+    grant_directory_roles(identity, token_roles(policy, st.user))
+    st.session_state[state.ACTOR] = identity
+    roles = policy.roles_of(identity)
+    st.markdown(f"**Signed in** as `{identity}`")
+    st.caption(f"Roles: **{', '.join(roles)}**" if roles else "No role: read-only.")
+    st.button("Sign out", icon=":material/logout:", on_click=st.logout, width="stretch")
 
 
 def role_label(policy: Policy, identity: str) -> str:
@@ -67,5 +107,6 @@ def identity_picker(policy: Policy) -> None:
                    + (f"may {', '.join(allowed)}." if allowed else "may read everything and change nothing."))
     else:
         st.caption(f"`{actor}` has no role in the policy: read-only.")
-    st.caption(":material/info: **Local mode: no sign-in** — pick who you are; the choice goes into the "
-               "audit trail. Roles come from `[roles]` in the policy file.")
+    st.caption(":material/info: **No sign-in configured** — pick who you are; the choice goes into the "
+               "audit trail. Roles come from `[roles]` in the policy file. For Microsoft sign-in, add "
+               "`[auth]` to `.streamlit/secrets.toml` (README: Use with Azure).")

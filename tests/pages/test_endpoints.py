@@ -105,7 +105,7 @@ def test_identity_picker_sets_the_actor(stopped_env):
     picker.set_value("qa@contoso.com").run()
     assert at.session_state[state.ACTOR] == "qa@contoso.com"
     assert any("Roles: **qa**" in c.value for c in at.sidebar.caption)
-    assert any("Local mode: no sign-in" in c.value for c in at.sidebar.caption)
+    assert any("No sign-in configured" in c.value for c in at.sidebar.caption)
 
     at.sidebar.selectbox(key=chrome.PICK_KEY).set_value(chrome.SOMEONE_ELSE).run()
     at.sidebar.text_input(key=chrome.OTHER_KEY).input("dana@contoso.com").run()
