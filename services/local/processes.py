@@ -1,10 +1,14 @@
-"""Is a process alive, and stopping one: shared by the job runner and the supervisor."""
+"""Is a process alive, stopping one, and one-per-workspace processes: shared by the job
+runner, the supervisor and the scheduler."""
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -51,3 +55,23 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def run_single(root: Path, name: str, work: Callable[[], None]) -> int:
+    """Run ``work`` as the only ``name`` process of a workspace (``supervisor``, ``scheduler``):
+    an exclusive lock on ``<root>/<name>.lock`` (released by the OS if the process dies) and
+    ``<root>/<name>.pid`` for the CLI to find it. A second one exits at once (status 0)."""
+    lock = open(root / f"{name}.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"another {name} already runs for this workspace", flush=True)
+        return 0
+    pid_file = root / f"{name}.pid"
+    pid_file.write_text(str(os.getpid()))
+    print(f"{datetime.now(timezone.utc).isoformat()} {name} {os.getpid()} for {root}", flush=True)
+    try:
+        work()
+    finally:
+        pid_file.unlink(missing_ok=True)
+    return 0

@@ -30,7 +30,6 @@ own session: stopping or killing the scheduler does not stop them.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import signal
@@ -48,11 +47,10 @@ from ..release_rules import SYSTEM_ACTOR
 from . import audit
 from . import jobs as jobs_module
 from .db import parse_ts, utcnow
-from .processes import pid_alive, stop_process
+from .processes import pid_alive, run_single, stop_process
 from .schedules import to_firing
 
 TICK_S = 1.0
-LOCK_FILE = "scheduler.lock"
 PID_FILE = "scheduler.pid"
 LOG_FILE = "scheduler.log"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -357,12 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workspace", required=True)
     args = ap.parse_args(argv)
     root = Path(args.workspace).resolve()
-    lock = open(root / LOCK_FILE, "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print("another scheduler already runs for this workspace", flush=True)
-        return 0
+    return run_single(root, "scheduler", lambda: run_forever(root))
     (root / PID_FILE).write_text(str(os.getpid()))
     print(f"{utcnow()} scheduler {os.getpid()} for {root}", flush=True)
     try:

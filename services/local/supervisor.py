@@ -27,7 +27,6 @@ supervisor adopts the processes a previous one left running.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import signal
 import socket
@@ -41,7 +40,7 @@ from pathlib import Path
 from ..policy import load_policy
 from . import audit
 from .db import Database, utcnow
-from .processes import kill_group, pid_alive, stop_process
+from .processes import kill_group, pid_alive, run_single, stop_process
 
 TICK_S = 0.5
 RELEASE_TICK_S = 0.5
@@ -49,7 +48,6 @@ NOTIFY_TICK_S = 0.5
 HEALTH_EVERY_S = 10.0
 HEALTH_GRACE_S = 30.0   # after a start, endpoints coming up are not "down"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-LOCK_FILE = "supervisor.lock"
 PID_FILE = "supervisor.pid"
 
 
@@ -265,12 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workspace", required=True)
     args = ap.parse_args(argv)
     root = Path(args.workspace).resolve()
-    lock = open(root / LOCK_FILE, "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print("another supervisor already runs for this workspace", flush=True)
-        return 0
+    return run_single(root, "supervisor", lambda: Supervisor(root).run_forever())
     (root / PID_FILE).write_text(str(os.getpid()))
     print(f"{utcnow()} supervisor {os.getpid()} for {root}", flush=True)
     try:
