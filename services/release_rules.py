@@ -66,6 +66,17 @@ def check_deploy(policy: Policy, actor: str, env: str, mv, endpoints: list[str])
     return role
 
 
+def check_traffic(ep, traffic) -> None:
+    """An explicit split for ``ep`` (an ``Endpoint``): its running deployments, whole percentages
+    adding up to 100 (or all 0)."""
+    names = {d.name for d in ep.deployments if d.state != "stopped"}
+    unknown = set(traffic) - names
+    if unknown:
+        raise InvalidInput(f"unknown deployment(s) on {ep.name}: {', '.join(sorted(unknown))}")
+    if any(not isinstance(v, int) or v < 0 or v > 100 for v in traffic.values()) or sum(traffic.values()) not in (0, 100):
+        raise InvalidInput("traffic must be whole percentages between 0 and 100 that add up to 100")
+
+
 def check_approve(state: ReleaseState, actor: str) -> None:
     if state.stage == Stage.APPROVED:
         raise Conflict(f"{state.ref} is already approved (by {state.decided_by})")

@@ -19,7 +19,7 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 
 from pipeline.train import ESTIMATORS, PipelineError, coerce_params
 
-from .errors import Forbidden, InvalidInput
+from .errors import Forbidden, InvalidInput, NotFound
 from .policy import Policy
 from .release_rules import SYSTEM_ACTOR
 
@@ -94,6 +94,29 @@ def describe_missed(skipped: int) -> str:
 
 
 # --- the training recipe ---------------------------------------------------------
+
+DEFAULT_ESTIMATOR = "ridge"
+
+
+def resolve_recipe(models, jobs, policy: Policy, estimator: str | None,
+                   params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The estimator and checked parameters a schedule or trigger trains. Neither given: the
+    champion's (retrain what serves, on new data: its run's parameters when the run is known),
+    ridge without a champion."""
+    if not estimator and not params:
+        estimator, params = DEFAULT_ESTIMATOR, {}
+        champion = models.champion(policy.model_name)
+        if champion is not None:
+            estimator = champion.estimator
+            if champion.run_id:
+                try:
+                    run = jobs.get(champion.run_id)
+                    estimator, params = run.estimator, dict(run.params)
+                except NotFound:
+                    pass
+    estimator = estimator or DEFAULT_ESTIMATOR
+    return estimator, check_recipe(estimator, params)
+
 
 def check_recipe(estimator: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
     """The parameters as given, each cast to its type; ``InvalidInput`` for an unknown

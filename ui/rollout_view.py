@@ -18,6 +18,7 @@ from services import canary as cn
 from services.entities import Endpoint, Stage
 from services.errors import ServiceError
 from services.policy import Policy
+from services.release_rules import PERMISSIONS
 
 from . import state
 from .progress import run_watching_endpoint
@@ -235,9 +236,10 @@ def _confirm(a: RolloutAction) -> None:
     roles = ws.policy.roles_of(actor)
     st.markdown(f"Acting as `{actor}` ({', '.join(roles) or 'no role'}). **What will change:**")
     st.markdown("\n".join(f"- {line}" for line in a.changes))
-    needed = {"qa", "admin"}
+    needed = PERMISSIONS["promote"]  # every rollout action is a promote in the release rules
     if not set(roles) & needed:
-        st.warning(f"This needs the role qa or admin; the service will refuse `{actor}`.", icon="🔒")
+        st.warning(f"This needs the role {' or '.join(sorted(needed))}; the service will refuse `{actor}`.",
+                   icon="🔒")
     comment = st.text_area("Comment (optional)", key="rollout.comment", height=80)
     ok, cancel = st.columns(2)
     confirmed = ok.button(a.confirm, type="primary", key="rollout.confirm", width="stretch")

@@ -58,7 +58,6 @@ logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
 PREFIX = "tollgate-retrain-"
 TAG = "tollgate."
 _NAME = re.compile(rf"^{re.escape(PREFIX)}(?P<id>\d+)$")
-DEFAULT_ESTIMATOR = "ridge"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TRIGGER_HINT = ("Azure ML schedules are time-based and it sends no event for a new data asset version. "
                 "Either subscribe Event Grid to the datastore's storage account (Microsoft.Storage.BlobCreated, "
@@ -195,24 +194,8 @@ class AzureSchedules:
 
     # --- helpers --------------------------------------------------------------
 
-    def default_recipe(self) -> tuple[str, dict[str, Any]]:
-        """The champion's estimator and parameters; ridge without a champion."""
-        champion = self.models.champion(self.policy.model_name)
-        if champion is not None and champion.run_id:
-            try:
-                run = self.jobs.get(champion.run_id)
-                return run.estimator, dict(run.params)
-            except NotFound:
-                pass
-        if champion is not None:
-            return champion.estimator, {}
-        return DEFAULT_ESTIMATOR, {}
-
     def _recipe(self, estimator: str | None, params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
-        if not estimator and not params:
-            estimator, params = self.default_recipe()
-        estimator = estimator or DEFAULT_ESTIMATOR
-        return estimator, rules.check_recipe(estimator, params)
+        return rules.resolve_recipe(self.models, self.jobs, self.policy, estimator, params)
 
     def _trainable(self, dataset: str):
         """The newest version of ``dataset`` with labels (what the schedule will train)."""

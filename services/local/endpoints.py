@@ -364,13 +364,7 @@ class LocalReleases:
 
     def set_traffic(self, env: str, traffic: Mapping[str, int], actor: str, comment: str = "") -> Endpoint:
         role = rules.authorize(self.policy, actor, "set_traffic")
-        ep = self.endpoints.get(env)
-        names = {d.name for d in ep.deployments if d.state != "stopped"}
-        unknown = set(traffic) - names
-        if unknown:
-            raise InvalidInput(f"unknown deployment(s) on {env}: {', '.join(sorted(unknown))}")
-        if any(not isinstance(v, int) or v < 0 or v > 100 for v in traffic.values()) or sum(traffic.values()) not in (0, 100):
-            raise InvalidInput("traffic must be whole percentages between 0 and 100 that add up to 100")
+        rules.check_traffic(self.endpoints.get(env), traffic)
         with self._operation(env, actor, "set_traffic"):
             self._shift(env, dict(traffic), actor, role, "traffic", comment)
         return self.endpoints.get(env)

@@ -17,7 +17,6 @@ from ..errors import InvalidInput, NotFound
 from . import audit
 from .db import Database, parse_ts, utcnow
 
-DEFAULT_ESTIMATOR = "ridge"
 
 
 def to_firing(row) -> Firing:
@@ -162,24 +161,8 @@ class LocalSchedules:
 
     # --- helpers --------------------------------------------------------------
 
-    def default_recipe(self) -> tuple[str, dict[str, Any]]:
-        """The champion's estimator and parameters (retrain what serves, on new data); ridge without a champion."""
-        champion = self.models.champion(self.policy.model_name)
-        if champion is not None and champion.run_id:
-            try:
-                run = self.jobs.get(champion.run_id)
-                return run.estimator, dict(run.params)
-            except NotFound:
-                pass
-        if champion is not None:
-            return champion.estimator, {}
-        return DEFAULT_ESTIMATOR, {}
-
     def _recipe(self, estimator: str | None, params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
-        if not estimator and not params:
-            estimator, params = self.default_recipe()
-        estimator = estimator or DEFAULT_ESTIMATOR
-        return estimator, rules.check_recipe(estimator, params)
+        return rules.resolve_recipe(self.models, self.jobs, self.policy, estimator, params)
 
     def _row(self, schedule_id: int):
         try:
