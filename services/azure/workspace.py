@@ -355,7 +355,7 @@ def open_replay(folder: Path | None = None, *, uri: str | None = None, transport
     if transport is None:
         transport = ReplayTransport(folder)
         try:
-            from .replay_online import install_online
+            from .replay.online import install_online
         except ImportError:
             pass
         else:
@@ -363,7 +363,7 @@ def open_replay(folder: Path | None = None, *, uri: str | None = None, transport
             install_online(transport, online if online.is_dir() else None)
             _seed_registry_audit(transport, folder / "audit.jsonl")
     if getattr(transport, "schedules", None) is None:
-        from .replay_schedules import install_schedules
+        from .replay.schedules import install_schedules
         install_schedules(transport)
     known = {f for f in AzureSettings.__dataclass_fields__} - {"extra"}
     settings = AzureSettings(**{k: v for k, v in transport.settings.items() if k in known},

@@ -15,7 +15,7 @@ import threading
 import pytest
 
 from services.azure.audit import SEGMENT_SPAN, BlobAudit, OperationLocks
-from services.azure.replay_online import AUDIT_CONTAINER
+from services.azure.replay.online import AUDIT_CONTAINER
 from services.azure.workspace import open_replay
 from services.entities import Stage
 from services.errors import BackendUnavailable, Conflict, Forbidden, GateFailed, NotFound

@@ -18,7 +18,7 @@ import pytest
 
 from services.azure import kql
 from services.azure.replay import arm_error
-from services.azure.replay_online import ONLINE_FIXTURES
+from services.azure.replay.online import ONLINE_FIXTURES
 from services.azure.telemetry import AzureLogs, AzureTelemetry, PartialList, PartialRequestDetail, warning_of
 from services.azure.workspace import open_replay
 from services.errors import BackendUnavailable, Forbidden, InvalidInput, NotFound

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from services.drift import drift_for_endpoint
 from services.entities import LogLine, RequestDetail, RequestRecord
-from services.azure.replay_online import ONLINE_FIXTURES
+from services.azure.replay.online import ONLINE_FIXTURES
 from services.telemetry import (PartialList, PartialRequestDetail, mark, mark_frame, partial_warnings, warning_of,
                                 window)
 

@@ -41,12 +41,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import quote
 
-from .replay import ARM_HOST, FIXTURES, Reply, ReplayRequest, ReplayTransport, arm_error, logs_table, partial_result
+from .fixtures import FIXTURES
+from .http import ARM_HOST, Reply, ReplayRequest, arm_error
+from .logs import partial_result
+from .transport import ReplayTransport
 
 ONLINE_FIXTURES = FIXTURES / "online"
 AUDIT_CONTAINER = "tollgate-audit"

@@ -24,7 +24,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from .replay import ARM_HOST, Reply, ReplayRequest, ReplayTransport, arm_error
+from .http import ARM_HOST, Reply, ReplayRequest, arm_error
+from .transport import ReplayTransport
 
 SCHEDULES = r"/providers/Microsoft\.MachineLearningServices/workspaces/[^/]+/schedules/(?P<name>[^/]+)$"
 
