@@ -17,7 +17,7 @@ from pathlib import Path
 
 from services import ServiceError, open_workspace
 from services.entities import CheckStatus, RunFilter, RunStatus, TrainingSpec
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 
 from cli import canary, delivery, monitoring
 from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table

@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from services.local.workspace import LocalWorkspace  # noqa: E402
-from services.release_rules import SYSTEM_ACTOR  # noqa: E402
+from services.permissions import SYSTEM_ACTOR  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 DOC = ROOT / "docs" / "benchmarks-gateway.md"

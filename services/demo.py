@@ -18,7 +18,7 @@ from sklearn.datasets import load_diabetes
 
 from .entities import RunFilter, RunStatus, TrainingSpec
 from .protocols import Workspace
-from .release_rules import SYSTEM_ACTOR
+from .permissions import SYSTEM_ACTOR
 from .simulator import simulate
 from .telemetry import window
 

@@ -40,7 +40,7 @@ from .datatests import LABELS_TAG, NO_LABELS, has_labels, psi
 from .entities import DatasetVersion, TimeWindow
 from .errors import BackendUnavailable, InvalidInput, NotFound
 from .policy import DriftPolicy
-from .release_rules import authorize
+from .permissions import authorize
 from .telemetry import mark, warning_of
 
 META_COLUMNS = ("model", "request_id")        # columns of collected_inputs that are not features

@@ -196,7 +196,7 @@ class ReleaseService(Protocol):
     """The release lifecycle under roles: deploy, smoke test, approve, promote, roll back.
 
     Every method that changes something takes the ``actor``, checks the role with
-    ``services.release_rules.authorize`` (``Forbidden``), refuses a second operation
+    ``services.permissions.authorize`` (``Forbidden``), refuses a second operation
     on the same endpoint while one runs (``Conflict``), leaves production serving
     if it fails, and appends an audit record.
     """

@@ -1,4 +1,4 @@
-"""The release rules: who may do what, and which transitions are allowed.
+"""The release rules: which transitions are allowed (who may act: ``services.permissions``).
 
 Backend-independent and enforced in services (never by hiding a button): every
 backend's release service calls these before it changes anything, and raises
@@ -8,47 +8,8 @@ from __future__ import annotations
 
 from .entities import ReleaseState, SmokeTestResult, Stage
 from .errors import Conflict, Forbidden, GateFailed, InvalidInput, NotFound
+from .permissions import SYSTEM_ACTOR, authorize, same_identity
 from .policy import Policy
-
-# The built-in principal used by demo seeding and automation inside the product;
-# it cannot be chosen from the CLI or the console's identity picker.
-SYSTEM_ACTOR = "tollgate-system"
-
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "deploy": frozenset({"qa", "admin"}),
-    "smoke_test": frozenset({"qa", "ml_lead", "admin"}),
-    "approve": frozenset({"ml_lead", "admin"}),
-    "reject": frozenset({"ml_lead", "admin"}),
-    "promote": frozenset({"qa", "admin"}),
-    "rollback": frozenset({"qa", "admin"}),
-    "set_traffic": frozenset({"admin"}),
-    "regenerate_key": frozenset({"admin"}),
-    "show_keys": frozenset({"qa", "admin"}),
-    "register_collected_inputs": frozenset({"ml_lead", "admin"}),
-}
-
-VERBS = {"deploy": "deploy", "smoke_test": "run a smoke test", "approve": "approve a model version",
-         "reject": "reject a model version", "promote": "promote to production", "rollback": "roll back",
-         "set_traffic": "change traffic", "regenerate_key": "regenerate endpoint keys",
-         "show_keys": "see endpoint keys",
-         "register_collected_inputs": "register collected inputs as a dataset version"}
-
-
-def authorize(policy: Policy, actor: str, action: str) -> str:
-    """The role under which ``actor`` may do ``action``; ``Forbidden`` with the reason otherwise."""
-    if actor == SYSTEM_ACTOR:
-        return "system"
-    if not actor or not actor.strip():
-        raise Forbidden("no identity given", hint="Pick who you are (console sidebar) or pass --as EMAIL.")
-    allowed = PERMISSIONS[action]
-    roles = policy.roles_of(actor)
-    for role in ("admin", *sorted(allowed)):
-        if role in roles and role in allowed:
-            return role
-    has = ", ".join(roles) if roles else "no role"
-    raise Forbidden(f"{actor} ({has}) may not {VERBS[action]}: that needs {' or '.join(sorted(allowed))}",
-                    hint=f"Ask someone with that role, or an admin to map {actor} in the policy file's [roles].")
-
 
 def check_deploy(policy: Policy, actor: str, env: str, mv, endpoints: list[str]) -> str:
     """Who may deploy ``mv`` (a ``ModelVersion``) to ``env``: the role, or the refusal.
@@ -83,7 +44,7 @@ def check_approve(state: ReleaseState, actor: str) -> None:
     if state.stage != Stage.AWAITING_APPROVAL:
         raise Conflict(f"{state.ref} is {_stage(state)}; only a version that passed its staging smoke test "
                        f"can be approved", hint="Deploy it to staging first; the smoke test runs as part of it.")
-    if actor == state.deployed_by:
+    if same_identity(actor, state.deployed_by):
         raise Forbidden(f"{actor} deployed {state.ref} and may not also approve it (four eyes)",
                         hint="Another ML lead must approve it.")
 

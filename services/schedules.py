@@ -19,12 +19,12 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 
 from pipeline.train import ESTIMATORS, PipelineError, coerce_params
 
-from .errors import Forbidden, InvalidInput, NotFound
+from .errors import InvalidInput, NotFound
 from .policy import Policy
-from .release_rules import SYSTEM_ACTOR
+from .permissions import PERMISSIONS, authorize, may
 
 # who may add, pause, resume and remove schedules and turn dataset triggers on or off
-EDITORS = frozenset({"ml_lead", "admin"})
+EDITORS = PERMISSIONS["edit_schedules"]
 CRON_HINT = ("Five fields in UTC: minute hour day-of-month month day-of-week, e.g. '*/5 * * * *' "
              "(every 5 minutes) or '0 2 * * 1-5' (02:00 UTC on weekdays).")
 MAX_COUNTED = 1000  # the skipped count stops here ("1000 or more"): counting runs inside the firing's transaction (~40 µs each)
@@ -165,23 +165,8 @@ def run_name(estimator: str, params: Mapping[str, Any], *, schedule_id: int | No
 
 def authorize_edit(policy: Policy, actor: str) -> str:
     """The role under which ``actor`` may change schedules and triggers; ``Forbidden`` otherwise."""
-    if actor == SYSTEM_ACTOR:
-        return "system"
-    if not actor or not actor.strip():
-        raise Forbidden("no identity given", hint="Pick who you are (console sidebar) or pass --as EMAIL.")
-    roles = policy.roles_of(actor)
-    for role in ("admin", "ml_lead"):
-        if role in roles:
-            return role
-    has = ", ".join(roles) if roles else "no role"
-    raise Forbidden(f"{actor} ({has}) may not change retraining schedules or triggers: that needs "
-                    f"{' or '.join(sorted(EDITORS))}",
-                    hint=f"Ask an ML lead, or an admin to map {actor} in the policy file's [roles].")
+    return authorize(policy, actor, "edit_schedules")
 
 
 def may_edit(policy: Policy, actor: str) -> bool:
-    try:
-        authorize_edit(policy, actor)
-        return True
-    except Forbidden:
-        return False
+    return may(policy, actor, "edit_schedules")

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BackendUnavailable, Conflict, InvalidInput
-from .release_rules import SYSTEM_ACTOR
+from .permissions import SYSTEM_ACTOR
 
 UP_HINT = "start the endpoints with `python tollgate.py up`"
 MAX_RPS = 1000.0

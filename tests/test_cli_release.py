@@ -16,7 +16,7 @@ import sys
 import pytest
 import requests
 
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 from tests.conftest import ROOT
 from tests.release.conftest import FEATURES_ROW, LEAD, LEE, MODEL, QA, SUPPORT, live_workspace
 

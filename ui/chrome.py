@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from services.policy import Policy, grant_directory_roles
-from services.release_rules import PERMISSIONS, SYSTEM_ACTOR, VERBS
+from services.permissions import PERMISSIONS, SYSTEM_ACTOR, VERBS
 
 from . import state
 

@@ -16,7 +16,7 @@ from plotly.subplots import make_subplots
 from services.drift import DriftReport, DriftStatus, FeatureDrift, default_dataset_name, register_collected_inputs
 from services.errors import InvalidInput, ServiceError
 from services.policy import DriftPolicy, Policy
-from services.release_rules import PERMISSIONS, SYSTEM_ACTOR
+from services.permissions import PERMISSIONS, SYSTEM_ACTOR
 from services.telemetry import WINDOW_CHOICES, window as make_window
 
 from . import state

@@ -14,7 +14,7 @@ import streamlit as st
 from services.entities import Deployment, Endpoint, ScoreResult
 from services.errors import ServiceError
 from services.policy import Policy
-from services.release_rules import authorize
+from services.permissions import authorize
 
 from . import state
 from .releases_view import (ask, confirmation_dialog, dep_label, flash, plan_regenerate_key, short, traffic_text,

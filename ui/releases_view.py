@@ -20,7 +20,7 @@ from services.entities import (AuditRecord, CheckStatus, Comparison, DataTestRes
                                ModelVersion, ReleaseState, SmokeTestResult, Stage)
 from services.errors import Conflict, NotFound, ServiceError
 from services.policy import Policy
-from services.release_rules import PERMISSIONS, VERBS
+from services.permissions import PERMISSIONS, VERBS
 
 from . import rollout_view, state
 from .progress import run_watching_endpoint

@@ -18,7 +18,7 @@ from services import canary as cn
 from services.entities import Endpoint, Stage
 from services.errors import ServiceError
 from services.policy import Policy
-from services.release_rules import PERMISSIONS
+from services.permissions import PERMISSIONS
 
 from . import state
 from .progress import run_watching_endpoint

@@ -48,7 +48,7 @@ from .. import schedules as rules
 from ..datatests import has_labels
 from ..entities import DatasetTrigger, Firing, Schedule, SchedulerStatus
 from ..errors import InvalidInput, NotFound
-from ..release_rules import SYSTEM_ACTOR
+from ..permissions import SYSTEM_ACTOR
 from .errors import azure_call
 
 # azure-ai-ml says "This is an experimental class" of its own schemas when it builds the pipeline

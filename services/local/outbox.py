@@ -26,7 +26,7 @@ from .. import notify
 from ..entities import HealthStatus
 from ..errors import InvalidInput
 from ..notify import Delivery, Event
-from ..release_rules import SYSTEM_ACTOR
+from ..permissions import SYSTEM_ACTOR
 from ..telemetry import between, endpoint_health
 from . import audit
 from .db import Database, parse_ts, utcnow

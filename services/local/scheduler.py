@@ -43,7 +43,7 @@ from pathlib import Path
 from .. import schedules as rules
 from ..entities import Firing, SchedulerStatus, TrainingSpec
 from ..errors import BackendUnavailable, ServiceError
-from ..release_rules import SYSTEM_ACTOR
+from ..permissions import SYSTEM_ACTOR
 from . import audit
 from . import jobs as jobs_module
 from .db import parse_ts, utcnow

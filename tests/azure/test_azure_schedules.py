@@ -1,5 +1,5 @@
 """Retraining schedules on Azure: Azure ML ``JobSchedule``s with a cron trigger, through the real
-``MLClient`` on the replay transport (``services.azure.replay_schedules``).
+``MLClient`` on the replay transport (``services.azure.replay.schedules``).
 
 The tests assert the REST calls (PUT of the schedule with its cron expression, time zone UTC
 and the retraining job; the same PUT with ``isEnabled`` false to pause; DELETE to remove),
@@ -20,7 +20,7 @@ from services.azure.audit import OperationLocks
 from services.azure.schedules import TRIGGER_HINT, schedule_name
 from services.errors import Conflict, Forbidden, InvalidInput, NotFound
 from services.protocols import ScheduleService
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 LEAD, ADMIN, QA, SUPPORT, NOBODY = ("lead@contoso.com", "admin@contoso.com", "qa@contoso.com",

@@ -26,7 +26,7 @@ import pytest
 import requests
 
 from services.local.workspace import LocalWorkspace
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 from tests.release.conftest import ADMIN, FEATURES_ROW, LEAD, MODEL, QA, SUPPORT, wait_for_exit
 
 pytestmark = pytest.mark.browser

@@ -23,7 +23,7 @@ import pytest
 from services import canary as cn
 from services.entities import Stage
 from services.local.workspace import LocalWorkspace
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 from services.simulator import simulate
 from tests.conftest import ROOT, copy_workspace
 from tests.release.conftest import LEAD, MODEL, QA, telemetry_rows, wait_for, wait_for_exit

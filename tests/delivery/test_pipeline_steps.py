@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from cli.delivery import AZURE_OUTPUT
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 from tests.conftest import ROOT
 from tests.delivery.test_ci_outputs import azure_commands, github_outputs
 from tests.release.conftest import LEAD, MODEL, QA, live_workspace

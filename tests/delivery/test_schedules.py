@@ -16,7 +16,7 @@ import pytest
 from services import schedules as rules
 from services.errors import Forbidden, InvalidInput, NotFound
 from services.protocols import ScheduleService
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 from tests.conftest import ROOT
 
 LEAD, ADMIN, QA, SUPPORT, NOBODY = ("lead@contoso.com", "admin@contoso.com", "qa@contoso.com",

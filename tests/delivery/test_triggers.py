@@ -25,7 +25,7 @@ from services.entities import RunStatus
 from services.local import scheduler as daemon
 from services.local.scheduler import Scheduler
 from services.local.workspace import LocalWorkspace
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
 from tests.release.conftest import wait_for
 

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from services.entities import Deployment, Endpoint
 from services.local.workspace import LocalWorkspace
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
 from tests.release.conftest import wait_for_exit
 from ui import chrome, endpoints_view as ev, releases_view as rv, state

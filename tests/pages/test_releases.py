@@ -16,7 +16,7 @@ from services.entities import Deployment, Endpoint, ModelVersion, ReleaseState, 
 from services.errors import Forbidden, InvalidInput
 from services.local.workspace import LocalWorkspace
 from services.policy import Policy
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
 from ui import releases_view as rv, state
 

@@ -18,7 +18,7 @@ import requests
 
 from services.errors import Forbidden
 from services.local.gateway import Upstream
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 
 from .conftest import ADMIN, FEATURES_ROW, MODEL, QA, Client, live_workspace, scoring, telemetry_rows, wait_telemetry
 

@@ -20,7 +20,7 @@ import requests
 from services.entities import Stage
 from services.errors import Conflict, Forbidden, GateFailed, InvalidInput, NotFound, ServiceError
 from services.local.workspace import LocalWorkspace
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 
 from .conftest import ADMIN, FEATURES_ROW, LEAD, LEE, MODEL, QA, SUPPORT, live_workspace, scoring
 

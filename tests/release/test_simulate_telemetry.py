@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 from services.simulator import simulate
 from services.telemetry import between
 

@@ -15,7 +15,7 @@ from collections import Counter
 import pytest
 
 from services.local.processes import pid_alive
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 
 from .conftest import ADMIN, FEATURES_ROW, MODEL, Client, SteadyLoad, live_workspace, scoring, wait_for, wait_for_exit, \
     wait_telemetry, workspace_processes

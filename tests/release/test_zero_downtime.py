@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from services.release_rules import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR
 
 from .conftest import LEAD, MODEL, QA, SteadyLoad, live_workspace, scoring, telemetry_rows, wait_telemetry
 
