@@ -289,6 +289,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX rollouts_active ON rollouts(endpoint) WHERE state IN ('running', 'paused');
     """,
+    # 5: the workspace's identity, for pid files: a process is this workspace's only if its pid file
+    # names this folder and this id (services.local.processes)
+    """
+    CREATE TABLE workspace_identity (id TEXT NOT NULL);
+    INSERT INTO workspace_identity (id) VALUES (lower(hex(randomblob(16))));
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -307,6 +313,11 @@ def lock_timeout_s() -> float:
 class WorkspaceLocked(BackendUnavailable, sqlite3.OperationalError):
     """Another process held the write lock longer than the timeout. Also an
     ``sqlite3.OperationalError``, so loops that retry a locked file keep doing so."""
+
+
+def workspace_id(db: "Database") -> str:
+    """The id this workspace's database was created with (migration 5)."""
+    return db.one("SELECT id FROM workspace_identity")[0]
 
 
 def utcnow() -> str:
