@@ -160,13 +160,16 @@ def cmd_lookup(ws, args) -> int:
     detail = ws.telemetry.lookup(args.request_id)
     r = detail.record
     data = {**plain(r), "log_lines": [plain(line) for line in detail.log_lines]}
-    lines = [f"request   {r.request_id}",
-             f"time      {r.ts.isoformat()}",
-             f"endpoint  {r.endpoint}",
-             f"deployment {r.deployment or '(none)'}",
-             f"model     {r.model or '(none)'}",
-             f"status    {r.status or 'no answer'}",
-             f"latency   {r.latency_ms:.1f} ms"]
+    lines = [f"request   {r.request_id}"]
+    if r.client_request_id:
+        lines.append(f"client id {r.client_request_id}")
+    lines += [f"time      {r.ts.isoformat()}",
+              f"endpoint  {r.endpoint}",
+              f"deployment {r.deployment or '(none)'}",
+              f"model     {r.model or '(none)'}",
+              f"status    {r.status or 'no answer'}",
+              f"latency   {r.latency_ms:.1f} ms"
+              + (f" (upload {r.upload_ms:.1f} ms before it)" if r.upload_ms is not None else "")]
     if r.error:
         lines.append(f"error     {r.error}")
     lines += ["", "request body:", f"  {r.request_body if r.request_body is not None else '(empty)'}",

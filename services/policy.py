@@ -44,6 +44,7 @@ class EndpointPolicy:
     production: str = "production"
     max_payload_bytes: int = 1_048_576
     request_timeout_s: float = 30.0
+    body_timeout_s: float = 10.0         # a request body not in by then gets 408 (slow clients)
     health_timeout_s: float = 90.0       # how long a new deployment may take to become healthy
 
 

@@ -29,8 +29,8 @@ from .. import release_rules as rules
 from . import audit
 from .outbox import emit
 from .db import Database, parse_ts, utcnow
-from .processes import pid_alive, stop_process
-from .supervisor import PID_FILE, PROJECT_ROOT, console_log_path, gateway_log_path
+from .processes import pid_alive, running_pid, stop_process
+from .supervisor import PROJECT_ROOT, console_log_path, gateway_log_path
 
 COLORS = ("blue", "green")
 OP_STALE_S = 15 * 60
@@ -70,11 +70,7 @@ class LocalEndpoints:
     # --- supervisor -----------------------------------------------------------
 
     def supervisor_pid(self) -> int | None:
-        try:
-            pid = int((self.root / PID_FILE).read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if pid_alive(pid) else None
+        return running_pid(self.root, "supervisor")  # this workspace's, never a copied folder's original
 
     def up(self) -> int:
         """Start the supervisor if it is not running; returns its pid."""

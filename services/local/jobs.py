@@ -25,12 +25,12 @@ from ..errors import Conflict, InvalidInput, NotFound
 from . import audit
 from .datasets import LocalDatasets
 from .db import Database, parse_ts, utcnow
-from .processes import pid_alive
+from .processes import pid_alive, reap_when_done
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 
-# Runners started by this process, kept so that finished ones are reaped (no zombies).
+# Runners started by this process, kept so that ``_alive`` can ask them (their own threads reap them).
 _children: dict[int, subprocess.Popen] = {}
 
 
@@ -179,6 +179,7 @@ class LocalJobs:
         finally:
             log.close()
         _children[proc.pid] = proc
+        reap_when_done(proc)  # reaped as soon as it exits, whether or not anyone asks about it again
         with self.db.write() as c:
             c.execute("UPDATE runs SET pid = ? WHERE id = ? AND pid IS NULL", (proc.pid, run_id))
         return self.get(run_id)

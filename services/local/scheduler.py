@@ -47,7 +47,7 @@ from ..permissions import SYSTEM_ACTOR
 from . import audit
 from . import jobs as jobs_module
 from .db import parse_ts, utcnow
-from .processes import pid_alive, run_single, stop_process
+from .processes import pid_alive, run_single, running_pid, stop_process
 from .schedules import to_firing
 
 TICK_S = 1.0
@@ -59,11 +59,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # --- the process, seen from outside ------------------------------------------------
 
 def scheduler_pid(root: Path) -> int | None:
-    try:
-        pid = int((Path(root) / PID_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return pid if pid_alive(pid) else None
+    return running_pid(root, "scheduler")  # this workspace's, never a copied folder's original
 
 
 def status(root: Path) -> SchedulerStatus:

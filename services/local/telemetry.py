@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..entities import ErrorGroup, LogLine, RequestDetail, RequestRecord, TimeWindow, VersionStats
-from ..errors import InvalidInput, NotFound
+from ..errors import Conflict, InvalidInput, NotFound
 from ..telemetry import per_minute
 from .logfmt import REQUEST_ID_SUFFIX, line_time
 from .telemetry_store import BUCKETS, HIST_DTYPE, bucket_of, bucket_value, open_telemetry
@@ -249,9 +249,18 @@ class LocalTelemetry:
             raise InvalidInput("a request id is 1 to 200 characters",
                                hint="Copy it from the x-request-id header of the response.")
         row = self.db.one("SELECT * FROM requests WHERE request_id = ? ORDER BY ts DESC LIMIT 1", (request_id,))
+        if row is None:  # a client's own id: one request, or several that reused it (never merged)
+            rows = self.db.query("SELECT * FROM requests WHERE client_request_id = ? ORDER BY ts DESC LIMIT 11",
+                                 (request_id,))
+            if len(rows) > 1:
+                shown = ", ".join(f"{r['request_id']} ({_utc(r['ts']):%Y-%m-%d %H:%M:%S} UTC)" for r in rows[:10])
+                raise Conflict(f"{'more than 10' if len(rows) > 10 else len(rows)} requests carry the client "
+                               f"request id {request_id!r}", hint=f"Look one up by its own request id: {shown}.")
+            row = rows[0] if rows else None
         if row is None:
             raise NotFound(f"no request with id {request_id!r} in this workspace's telemetry",
-                           hint="The id is in the response header x-request-id (also x-ms-request-id). "
+                           hint="The id is in the response header x-request-id (also x-ms-request-id); the "
+                                "client's own id (x-ms-client-request-id) works too. "
                                 "Requests are recorded by the endpoint that answered them.")
         record = _record(row, bodies=True)
         return RequestDetail(record=record, log_lines=tuple(self.logs.request_lines(record)))
@@ -302,7 +311,8 @@ def _record(row, bodies: bool) -> RequestRecord:
                          model=row["model"], status=row["status"], latency_ms=row["latency_ms"],
                          request_id=row["request_id"],
                          request_body=row["request_body"] if bodies else None,
-                         response_body=row["response_body"] if bodies else None, error=row["error"])
+                         response_body=row["response_body"] if bodies else None, error=row["error"],
+                         client_request_id=row["client_request_id"], upload_ms=row["upload_ms"])
 
 
 # --- logs ----------------------------------------------------------------------

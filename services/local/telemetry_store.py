@@ -114,6 +114,14 @@ MIGRATIONS = [
     CREATE INDEX requests_request_id ON requests(request_id);
     """,
     _build_rollups,
+    # 3: the client's own request id (x-ms-client-request-id / x-request-id: a correlation id, not
+    # unique; request_id is the gateway's) and the time the request body took to arrive (Azure's
+    # RequestDurationMs), which latency_ms leaves out
+    """
+    ALTER TABLE requests ADD COLUMN client_request_id TEXT;
+    ALTER TABLE requests ADD COLUMN upload_ms REAL;
+    CREATE INDEX requests_client_request_id ON requests(client_request_id);
+    """,
 ]
 
 MAX_STORED_BODY = 64 * 1024  # payloads kept for data collection, truncated beyond this
@@ -126,11 +134,13 @@ class RequestRecord:
     deployment: str | None
     model: str | None           # "name:version" that answered
     status: int
-    latency_ms: float
-    request_id: str
+    latency_ms: float           # from the whole request received to the answer
+    request_id: str             # the gateway's, unique
     request_body: str | None
     response_body: str | None
     error: str | None
+    client_request_id: str | None = None
+    upload_ms: float | None = None   # receiving the body (None: refused before reading it)
 
 
 def open_telemetry(root: Path) -> Database:
@@ -140,11 +150,13 @@ def open_telemetry(root: Path) -> Database:
 def append(db: Database, records: list[RequestRecord]) -> None:
     """Store records and fold them into the rollups, in one transaction."""
     rows = [(r.ts, r.endpoint, r.deployment, r.model, r.status, r.latency_ms, r.request_id, r.request_body,
-             r.response_body, r.error) for r in records]  # not astuple(): it deep-copies every field
+             r.response_body, r.error, r.client_request_id, r.upload_ms)
+            for r in records]  # not astuple(): it deep-copies every field
     with db.write() as c:
         c.executemany(
             "INSERT INTO requests (ts, endpoint, deployment, model, status, latency_ms, request_id,"
-            " request_body, response_body, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            " request_body, response_body, error, client_request_id, upload_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         _add_to_rollups(c, [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows])
 
 

@@ -120,7 +120,9 @@ class Client:
 
 
 def telemetry_rows(root: Path, request_ids: list[str] | None = None) -> list[dict]:
-    """Rows of ``<workspace>/telemetry.db`` (the gateways' request log), optionally only these ids."""
+    """Rows of ``<workspace>/telemetry.db`` (the gateways' request log), optionally only these ids:
+    the gateway's (``request_id``, from a response's ``x-request-id``) or the client's own
+    (``client_request_id``, the ``x-request-id`` it sent)."""
     path = Path(root) / "telemetry.db"
     if not path.exists():
         return []
@@ -132,11 +134,18 @@ def telemetry_rows(root: Path, request_ids: list[str] | None = None) -> list[dic
         out = []
         for i in range(0, len(request_ids), 500):
             chunk = request_ids[i:i + 500]
+            marks = ",".join("?" * len(chunk))
             out += [dict(r) for r in conn.execute(
-                f"SELECT * FROM requests WHERE request_id IN ({','.join('?' * len(chunk))})", chunk)]
+                f"SELECT * FROM requests WHERE request_id IN ({marks}) OR client_request_id IN ({marks})",
+                chunk + chunk)]
         return out
     finally:
         conn.close()
+
+
+def sent_id(row: dict) -> str:
+    """The id a test knows a telemetry row by: the one its client sent, else the gateway's."""
+    return row["client_request_id"] or row["request_id"]
 
 
 def wait_telemetry(root: Path, request_ids: list[str], timeout_s: float = 15) -> list[dict]:
@@ -145,7 +154,7 @@ def wait_telemetry(root: Path, request_ids: list[str], timeout_s: float = 15) ->
     deadline = time.monotonic() + timeout_s
     while True:
         rows = telemetry_rows(root, list(wanted))
-        if {r["request_id"] for r in rows} >= wanted or time.monotonic() > deadline:
+        if {sent_id(r) for r in rows} | {r["request_id"] for r in rows} >= wanted or time.monotonic() > deadline:
             time.sleep(0.3)  # one more flush interval: a duplicate would show up now
             return telemetry_rows(root, list(wanted))
         time.sleep(0.1)
