@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(args.code.resolve()))
     from services.local.workspace import LocalWorkspace
-    from services.release_rules import SYSTEM_ACTOR
+    from services.permissions import SYSTEM_ACTOR
     from services.telemetry import endpoints_health
 
     path = OUT / "ws-slow-clients"

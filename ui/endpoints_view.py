@@ -92,8 +92,13 @@ def example_payload(frame: pd.DataFrame | None, target: str) -> str:
 
 
 def error_message(body: Any) -> str:
+    """The message of an error answer: ``{"error": {"code", "message"}}`` (the scoring contract,
+    README), or an older/foreign shape as it came."""
     if isinstance(body, dict):
-        return str(body.get("error") or body.get("message") or body)
+        error = body.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("code") or error)
+        return str(error or body.get("message") or body)
     return str(body)
 
 
