@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -14,18 +13,11 @@ import pandas as pd
 from ..datatests import LABELS_TAG, NO_LABELS, profile, read_table, run_data_tests
 from ..entities import CheckStatus, ColumnProfile, DatasetVersion, DataTestResult
 from ..errors import InvalidInput, NotFound
+from ..naming import check_name
+from ..permissions import authorize, canonical
 from ..policy import Policy
 from . import audit
 from .db import Database, parse_ts, utcnow
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def check_name(name: str, what: str = "dataset") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidInput(f"invalid {what} name {name!r}",
-                           hint="Use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.")
-    return name
 
 
 def _sha256(path: Path) -> str:
@@ -90,9 +82,9 @@ class LocalDatasets:
         dv = self.get(name, version)
         return pd.read_parquet(Path(dv.uri) / "data.parquet")
 
-    def register(self, name: str, source: Path, *, description: str = "",
-                 created_by: str = "local-user", original_name: str | None = None,
-                 tags: Mapping[str, str] | None = None) -> DatasetVersion:
+    def register(self, name: str, source: Path, *, actor: str, description: str = "",
+                 original_name: str | None = None, tags: Mapping[str, str] | None = None) -> DatasetVersion:
+        role = authorize(self.policy, actor, "register_dataset")
         check_name(name)
         source = Path(source)
         original = original_name or source.name
@@ -135,7 +127,7 @@ class LocalDatasets:
                     "INSERT INTO datasets (name, version, created_at, created_by, description, source, format,"
                     " path, sha256, rows, profile_json, baseline_version, tests_status, tags_json)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, version, utcnow(), created_by, description, original, fmt, str(final.relative_to(self.root)), sha,
+                    (name, version, utcnow(), canonical(actor), description, original, fmt, str(final.relative_to(self.root)), sha,
                      len(frame), json.dumps([c.__dict__ for c in cols]), prev["version"] if prev else None,
                      status.value, json.dumps(tags)))
                 conn.executemany(
@@ -143,7 +135,7 @@ class LocalDatasets:
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [(name, version, i, t.check, t.column, t.status.value, t.detail,
                       _finite(t.value), _finite(t.threshold)) for i, t in enumerate(tests)])
-                audit.record(conn, created_by, "dataset.register", f"{name}:{version}",
+                audit.record(conn, actor, "dataset.register", f"{name}:{version}", role=role,
                              after={"rows": len(frame), "tests": status.value, "source": original})
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)

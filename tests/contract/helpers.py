@@ -10,6 +10,13 @@ import pandas as pd
 from services.demo import diabetes_v1
 from services.entities import DataTestResult, Run, RunStatus, TrainingSpec
 
+# Mapped identities of the project's policy ([roles] in tollgate.toml): writes need a role.
+LEAD, QA, ADMIN, SUPPORT = "lead@contoso.com", "qa@contoso.com", "admin@contoso.com", "support@contoso.com"
+# the same identities for a test's own policy file (a file without [roles] maps nobody)
+ROLES_TOML = "".join(f'"{who}" = "{role}"\n' for who, role in
+                     [(LEAD, "ml_lead"), (QA, "qa"), (ADMIN, "admin"), (SUPPORT, "support")])
+ROLES_TOML = "[roles]\n" + ROLES_TOML
+
 # A job that trains for minutes: for cancel, kill and queue tests (never waited for).
 SLOW = dict(estimator="gbr", params={"n_estimators": 100000})
 

@@ -13,11 +13,13 @@ from streamlit.testing.v1 import AppTest
 from services.local.evaluation import LocalEvaluator
 from tests.conftest import copy_workspace
 from ui import models_view as view
+from ui import state
 from ui.widgets import fmt_metric
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 NAME = "diabetes-regressor"
 PICKER = view.selected_key(NAME)
+LEAD = "lead@contoso.com"  # [roles] of tollgate.toml: tags, description and archive need ml_lead or admin
 
 
 @pytest.fixture(autouse=True)
@@ -27,8 +29,9 @@ def fresh_reads():
     yield
 
 
-def models_page(query: dict | None = None) -> AppTest:
+def models_page(query: dict | None = None, actor: str = LEAD) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state[state.ACTOR] = actor
     at.run()
     at.query_params.update(query or {})
     at.switch_page("pages/models.py").run()

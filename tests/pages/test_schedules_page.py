@@ -55,7 +55,7 @@ def test_the_page_renders_empty_and_says_the_scheduler_is_not_running(demo_env):
     assert at.title[0].value == "Schedules"
     assert "The scheduler is not running" in texts(at, "warning")
     assert "No schedule yet" in texts(at, "info")
-    assert "read-only here" in texts(at, "caption")  # the default identity has no role
+    assert "you need the role admin or ml_lead" in texts(at, "caption")  # the default identity has no role
     assert "Next: " in texts(at, "caption")  # the add form previews the default expression
 
 
@@ -91,7 +91,7 @@ def test_a_bad_expression_is_explained_before_and_refused_on_add(demo_env, demo_
 def test_support_sees_everything_but_the_service_refuses_changes(demo_env, demo_ws):
     count = len(demo_ws.schedules.list())
     at = open_page(SUPPORT)
-    assert "read-only here" in texts(at, "caption")
+    assert "you need the role admin or ml_lead" in texts(at, "caption")
     at.text_input(key=view.ADD_CRON).input("0 5 * * *")
     act(at.button(key="schedules.add").click())
     assert "support@contoso.com (support) may not change retraining schedules" in texts(at, "error")
