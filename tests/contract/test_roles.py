@@ -14,16 +14,15 @@ import pytest
 from services.drift import register_collected_inputs
 from services.entities import RunStatus
 from services.errors import Forbidden
-from services.permissions import SYSTEM_ACTOR, roles_needed
+from services.permissions import roles_needed
 from services.scoring import send_request
 from services.simulator import simulate
 from services.telemetry import window
 
-from .helpers import LEAD, SUPPORT, diabetes, spec, write_csv
+from .helpers import LEAD, RELEASE_BRANCH, SUPPORT, diabetes, snapshot, spec, stop_endpoints, write_csv
 
 MODEL = "diabetes-regressor"
 NOBODY = "nobody@contoso.com"  # not in [roles]: may read everything, change nothing
-RELEASE_BRANCH = pytest.mark.xfail(strict=True, reason="issue 10: release workflow branch")
 # (backend, release case) that main does not refuse yet: Azure has no canary rollouts
 PENDING = {("azure", case) for case in ("start a canary", "pause a canary", "resume a canary", "abort a canary")}
 
@@ -35,23 +34,6 @@ def world(demo, tmp_path_factory):
     folder = tmp_path_factory.mktemp("roles")
     run = next(r for r in demo.jobs.list() if r.status == RunStatus.COMPLETED)
     return {"schedule": schedule.id, "csv": write_csv(folder, diabetes().head(80), "more.csv"), "run": run.id}
-
-
-def snapshot(ws) -> dict:
-    """Everything a write could change, in a comparable form."""
-    return {
-        "datasets": sorted((v.ref, v.tests_status.value, v.created_by) for v in ws.datasets.all_versions()),
-        "runs": sorted((r.id, r.status.value) for r in ws.jobs.list()),
-        "models": sorted((m.ref, tuple(sorted(m.tags.items())), m.description, m.archived, m.aliases)
-                         for m in ws.models.versions()),
-        "schedules": sorted((s.id, s.enabled, s.cron) for s in ws.schedules.list()),
-        "triggers": sorted((t.dataset, t.enabled) for t in ws.schedules.triggers()),
-        "releases": sorted((s.ref, s.stage.value) for s in ws.releases.states()),
-        "endpoints": sorted((e.name, e.primary_key_masked,
-                             tuple(sorted((d.name, d.model_ref, d.traffic, d.state) for d in e.deployments)))
-                            for e in ws.endpoints.list()),
-        "audit": len(ws.audit.audit()),
-    }
 
 
 # (case, the action of services.permissions it needs, the call) — ``c`` is the world, ``who`` the actor
@@ -138,13 +120,6 @@ def test_starting_and_stopping_the_endpoints_is_refused_without_the_role(backend
             stop_endpoints(demo)
     assert snapshot(demo) == before
 
-
-def stop_endpoints(ws) -> None:
-    """Stop what a wrongly allowed ``up`` started (``down`` as Tollgate itself, whichever signature it has)."""
-    try:
-        ws.endpoints.down(actor=SYSTEM_ACTOR)
-    except TypeError:
-        ws.endpoints.down()
 
 
 def test_the_same_writes_go_through_with_the_role(demo, world):
