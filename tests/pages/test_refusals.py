@@ -7,8 +7,6 @@ The Drift page's button is walked in ``test_monitoring_pages.py`` (it needs coll
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -16,12 +14,9 @@ from streamlit.testing.v1 import AppTest
 from services.entities import RunStatus, TrainingSpec
 from services.permissions import roles_needed
 from tests.contract.helpers import SLOW, snapshot, wait_status
-from ui import models_view
-from ui import runs_view
-from ui import schedules_view
-from ui import state
+from tests.pages.helpers import act, open_page, texts
+from ui import models_view, runs_view, schedules_view
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
 LEAD, SUPPORT, NOBODY = "lead@contoso.com", "support@contoso.com", "nobody@contoso.com"
 MODEL = "diabetes-regressor"
 
@@ -41,25 +36,6 @@ def world(demo_ws):
     wait_status(demo_ws, run.id, RunStatus.RUNNING)  # a status that does not change while the walk runs
     yield {"run": run.id, "schedule": schedule.id}
     demo_ws.jobs.cancel(run.id, LEAD)
-
-
-def open_page(page: str, actor: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state[state.ACTOR] = actor
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def act(target) -> AppTest:
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest, *kinds: str) -> str:
-    return "\n".join(str(e.value) for kind in kinds for e in getattr(at, kind))
 
 
 # --- what each button needs, and how to click it -------------------------------------------------

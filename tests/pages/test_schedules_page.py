@@ -3,17 +3,16 @@ dataset triggers, recent firings linked to their runs; roles enforced by the ser
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from services.local.scheduler import Scheduler
+from tests.pages.helpers import act, texts
+from tests.pages.helpers import open_page as open_schedules
 from ui import schedules_view as view
-from ui import state
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGE = "pages/schedules.py"
 LEAD, SUPPORT = "lead@contoso.com", "support@contoso.com"
 
@@ -25,25 +24,7 @@ def fresh_reads():
 
 
 def open_page(actor: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    if actor:
-        at.session_state[state.ACTOR] = actor
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def act(target) -> AppTest:
-    """Run the app after an interaction (``target``: the AppTest or the widget just changed)."""
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest, *kinds: str) -> str:
-    kinds = kinds or ("markdown", "caption", "info", "success", "warning", "error")
-    return "\n".join(str(e.value) for kind in kinds for e in getattr(at, kind))
+    return open_schedules(PAGE, actor)
 
 
 def frame_with(at: AppTest, column: str):
