@@ -1,7 +1,5 @@
-"""Names of things people create (datasets, models, aliases): one rule for every backend.
-
-Azure ML asset names allow letters, digits, ``-``, ``_`` and ``.`` and must start with a letter or
-digit; the local workspace keeps the same rule so a name that works locally works on Azure.
+"""Names of things people create (datasets, models, aliases): one rule for every backend, so a
+name accepted by the local workspace is accepted by the Azure one, and the other way round.
 """
 from __future__ import annotations
 
