@@ -17,7 +17,7 @@ from pathlib import Path
 
 from services import ServiceError, open_workspace
 from services.entities import CheckStatus, RunFilter, RunStatus, TrainingSpec
-from services.permissions import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR, canonical
 
 from cli import canary, delivery, monitoring
 from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
@@ -133,7 +133,7 @@ def cmd_register_dataset(ws, args) -> int:
     if not path.is_file():
         print(f"error: {path} is not a file", file=sys.stderr)
         return EXIT_ERROR
-    dv = ws.datasets.register(args.name, path, description=args.description, created_by=args.actor)
+    dv = ws.datasets.register(args.name, path, actor=args.actor, description=args.description)
     tests = ws.datasets.data_tests(dv.name, dv.version)
     problems = [t for t in tests if t.status != CheckStatus.PASS]
     text = f"registered {dv.ref}: {dv.rows} rows, data tests {dv.tests_status.value.upper()}"
@@ -153,7 +153,7 @@ def cmd_retrain(ws, args) -> int:
         name, version = ("diabetes" if "diabetes" in names else names[0]), None
     run = ws.jobs.submit(TrainingSpec(dataset=name, dataset_version=version, estimator=args.estimator,
                                       params=dict(args.param), experiment=args.experiment or ws.policy.experiment,
-                                      created_by=args.actor, register=not args.no_register))
+                                      register=not args.no_register), args.actor)
     if not args.wait:
         emit(args, run, f"submitted {run.id} ({run.display_name} on {run.dataset}:{run.dataset_version})")
         return EXIT_OK
@@ -398,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
     args.actor = getattr(args, "actor", None) or os.environ.get("TOLLGATE_AS") or "cli-user"
-    if args.actor == SYSTEM_ACTOR:
+    if canonical(args.actor) == SYSTEM_ACTOR:
         print(f"error: {SYSTEM_ACTOR} is reserved for Tollgate itself", file=sys.stderr)
         return EXIT_ERROR
     try:

@@ -72,7 +72,7 @@ def cmd_simulate(ws, args) -> int:
         print(f"  {p.elapsed_s:5.1f} s  sent {p.sent}/{p.planned}  {mix}", file=out, flush=True)
 
     result = simulate(ws, args.env, args.rps, args.duration, args.error_rate, args.seed, progress,
-                      concurrency=args.concurrency)
+                      actor=args.actor, concurrency=args.concurrency)
     summary = result.summary()
     statuses = ", ".join(f"{'no answer' if s == 0 else s}: {n}" for s, n in sorted(result.by_status.items()))
     text = "\n".join([

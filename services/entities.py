@@ -87,7 +87,7 @@ class RunStatus(str, Enum):
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    """What to train: the input of ``JobStore.submit``."""
+    """What to train: the input of ``JobStore.submit`` (who asks for it is ``submit``'s ``actor``)."""
     dataset: str                       # dataset name
     dataset_version: int | None = None  # None = latest
     estimator: str = "ridge"
@@ -95,7 +95,6 @@ class TrainingSpec:
     experiment: str = "diabetes-retrain"
     display_name: str | None = None
     register: bool = True              # register the model if it passes the gate
-    created_by: str = "local-user"
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ from tests.conftest import copy_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "diabetes-regressor"
+LEAD = "lead@contoso.com"  # [roles] of tollgate.toml: registering data and training need ml_lead
 
 
-def tollgate(ws_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "tollgate.py", "--workspace", f"local://{ws_path}", *args],
+def tollgate(ws_path: Path, *args: str, timeout: float = 300, actor: str = LEAD) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "tollgate.py", "--workspace", f"local://{ws_path}", "--as", actor, *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
@@ -206,7 +207,7 @@ def test_gate_passes_for_a_better_candidate(demo_ws_path):
 def test_gate_fails_for_the_champions_predecessor(private_demo):
     version = gbr_version(private_demo)
     ws = LocalWorkspace(private_demo)
-    ws.models.set_alias(MODEL, "champion", version)  # promote the better model; v1 is now its predecessor
+    ws.models.set_alias(MODEL, "champion", version, actor="qa@contoso.com")  # promote the better model; v1 is now its predecessor
     ws.close()
     proc = tollgate(private_demo, "gate", "--model", MODEL, "--version", "1")
     assert proc.returncode == 1

@@ -15,6 +15,8 @@ from services import tables
 from services.datatests import profile, read_table, run_data_tests
 from services.entities import CheckStatus
 
+LEAD = "lead@contoso.com"  # [roles] of tollgate.toml: registering data needs ml_lead or admin
+
 
 def patients(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
@@ -39,7 +41,7 @@ def test_data_tests_run_while_the_workspace_is_not_write_locked(empty_ws, tmp_pa
     ws = empty_ws
     patients(300, 1).to_csv(tmp_path / "v1.csv", index=False)
     patients(300, 2).to_csv(tmp_path / "v2.csv", index=False)
-    ws.datasets.register("patients", tmp_path / "v1.csv")
+    ws.datasets.register("patients", tmp_path / "v1.csv", actor=LEAD)
 
     # the PSI's histogram is the heart of the comparison with the baseline: look at the lock from there
     seen = []
@@ -49,7 +51,7 @@ def test_data_tests_run_while_the_workspace_is_not_write_locked(empty_ws, tmp_pa
         seen.append(write_locked(ws.root / "tollgate.db"))
         return histogram(*args, **kwargs)
     monkeypatch.setattr(np, "histogram", watching)
-    v2 = ws.datasets.register("patients", tmp_path / "v2.csv")
+    v2 = ws.datasets.register("patients", tmp_path / "v2.csv", actor=LEAD)
 
     assert seen, "the data tests compared v2 with v1"
     assert not any(seen), "the workspace was write-locked while the data tests ran"
@@ -62,7 +64,7 @@ def test_a_file_read_in_chunks_is_profiled_tested_and_stored_as_a_whole_read_wou
     ws = empty_ws
     base = patients(400, 3)
     base.to_csv(tmp_path / "v1.csv", index=False)
-    ws.datasets.register("patients", tmp_path / "v1.csv")
+    ws.datasets.register("patients", tmp_path / "v1.csv", actor=LEAD)
     # types that change from chunk to chunk: an int column with a gap late (-> float), a number
     # column with a word late (-> text), a column empty at first
     new = patients(1000, 4).astype({"bmi": object})
@@ -73,7 +75,7 @@ def test_a_file_read_in_chunks_is_profiled_tested_and_stored_as_a_whole_read_wou
     new.to_csv(tmp_path / "v2.csv", index=False)
     monkeypatch.setattr(tables, "CHUNK_ROWS", 64)
 
-    v2 = ws.datasets.register("patients", tmp_path / "v2.csv")
+    v2 = ws.datasets.register("patients", tmp_path / "v2.csv", actor=LEAD)
 
     whole, _ = read_table(tmp_path / "v2.csv")
     assert [(c.name, c.dtype, c.missing) for c in v2.columns] == \

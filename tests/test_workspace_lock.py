@@ -57,7 +57,7 @@ def test_a_write_past_the_lock_timeout_exits_2_with_the_reason_and_writes_nothin
     csv = tmp_path / "patients.csv"
     pd.DataFrame({"age": range(60), "target": range(60)}).to_csv(csv, index=False)
     with write_lock_held(workspace):
-        done = tollgate(workspace, "register-dataset", "patients", str(csv))
+        done = tollgate(workspace, "--as", "lead@contoso.com", "register-dataset", "patients", str(csv))
     assert done.returncode == 2, (done.returncode, done.stderr)
     assert "Traceback" not in done.stderr
     assert f"the workspace database {workspace / 'tollgate.db'} is locked" in done.stderr
@@ -69,6 +69,6 @@ def test_a_write_past_the_lock_timeout_exits_2_with_the_reason_and_writes_nothin
         assert not any((workspace / "datasets").glob("patients/*"))
     finally:
         ws.close()
-    done = tollgate(workspace, "register-dataset", "patients", str(csv))
+    done = tollgate(workspace, "--as", "lead@contoso.com", "register-dataset", "patients", str(csv))
     assert done.returncode == 0, done.stderr
     assert "registered patients:1: 60 rows" in done.stdout

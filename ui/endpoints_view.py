@@ -14,9 +14,11 @@ import streamlit as st
 from services.entities import Deployment, Endpoint, ScoreResult
 from services.errors import ServiceError
 from services.policy import Policy
-from services.permissions import authorize
+from services.permissions import authorize, invoke_action
+from services.scoring import send_request
 
 from . import state
+from .chrome import role_hint
 from .releases_view import (ask, confirmation_dialog, dep_label, flash, plan_regenerate_key, short, traffic_text,
                             warm_previous)
 from .widgets import guard, show_error
@@ -236,7 +238,7 @@ def render_key_values(policy: Policy, ep: Endpoint, masked_keys: tuple[str, str]
 
 
 def render_test_panel(uri: str, policy: Policy, ep: Endpoint) -> None:
-    st.markdown("**Test** · send a request as a client would")
+    st.markdown("**Test** · send a request as a client would (it goes into the audit trail)")
     with st.container(border=True):
         frame = None
         live = ep.live
@@ -255,11 +257,13 @@ def render_test_panel(uri: str, policy: Policy, ep: Endpoint) -> None:
         pin = c1.selectbox("Deployment", pins, key=f"endpoints.test.pin.{ep.name}",
                            format_func=lambda p: "by traffic split (no pin)" if not p else
                            f"{p} — header azureml-model-deployment: {p}")
-        if c2.button("Send", type="primary", icon=":material/send:", key=f"endpoints.test.send.{ep.name}",
-                     width="stretch"):
+        send = c2.button("Send", type="primary", icon=":material/send:", key=f"endpoints.test.send.{ep.name}",
+                         width="stretch")
+        role_hint(invoke_action(policy, ep.name))
+        if send:
             try:
-                st.session_state[RESULT.format(ep.name)] = state.workspace().endpoints.invoke(
-                    ep.name, body, deployment=pin or None)
+                st.session_state[RESULT.format(ep.name)] = send_request(
+                    state.workspace(), ep.name, body, state.actor(), deployment=pin or None)
             except ServiceError as e:
                 st.session_state.pop(RESULT.format(ep.name), None)
                 show_error(e)

@@ -20,6 +20,7 @@ from services.gate import relative_change
 from services.policy import Policy
 
 from . import state
+from .chrome import role_hint
 from .widgets import BETTER, NEUTRAL, WORSE, fmt_metric, guard, show_error
 
 # one colour per model in every chart; green/red stay reserved for better/worse
@@ -483,6 +484,7 @@ def version_card(mv: ModelVersion) -> None:
                     f"{mv.created_at:%Y-%m-%d %H:%M} UTC")
         st.caption(f"Artifacts: `{mv.uri}`")
     with edits:
+        role_hint("edit_model")
         description_editor(mv)
         tags_editor(mv)
         archive_controls(mv)
@@ -531,6 +533,7 @@ def tags_editor(mv: ModelVersion) -> None:
 
 def archive_controls(mv: ModelVersion) -> None:
     st.markdown("**Archive**")
+    role_hint("archive_model")
     if mv.archived:
         st.caption("Archived: hidden from the version list and from the review picker.")
         if st.button("Restore", key="models.restore", icon=":material/unarchive:"):

@@ -17,11 +17,12 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from pipeline.train import ESTIMATORS
+from services import training
 from services.entities import CheckStatus, GateDecision, MetricPoint, Run, RunFilter, RunStatus, TrainingSpec
 from services.errors import ServiceError
 
 from . import state
+from .chrome import role_hint
 from .widgets import BETTER, NEUTRAL, STATUS_ICON, fmt_duration, fmt_metric, guard, show_error
 
 # session-state keys of this page
@@ -174,7 +175,7 @@ def filters(ws_uri: str) -> Filters:
     c = st.columns([3, 3, 3, 3, 3, 2])
     statuses = c[0].multiselect("Status", list(RunStatus), format_func=status_label, key="runs.f.status",
                                 placeholder="All statuses")
-    estimators = c[1].multiselect("Estimator", list(ESTIMATORS), format_func=estimator_label,
+    estimators = c[1].multiselect("Estimator", list(training.estimators()), format_func=estimator_label,
                                   key="runs.f.estimator", placeholder="All estimators")
     experiment = c[2].selectbox("Experiment", [None, *state.experiments(ws_uri)], key="runs.f.experiment",
                                 format_func=lambda e: "All experiments" if e is None else e)
@@ -473,6 +474,7 @@ def cancel_control(run: Run, where: str) -> None:
         yes, no = st.columns(2)
         no.button("Keep it running", key=f"runs.cancel_no.{where}",
                   on_click=lambda: st.session_state.pop(CONFIRM_CANCEL, None))
+        role_hint("cancel_run")
         if yes.button("Yes, cancel the run", type="primary", key=f"runs.cancel_yes.{where}"):
             st.session_state.pop(CONFIRM_CANCEL, None)
             try:
@@ -680,12 +682,13 @@ def retrain_form(ws_uri: str, expanded: bool = False) -> None:
             format_func=lambda r: f"{r}{' (latest)' if latest[by_ref[r].name] == by_ref[r].version else ''} · "
                                   f"{by_ref[r].rows:,} rows · data tests {STATUS_ICON[by_ref[r].tests_status]} "
                                   f"{by_ref[r].tests_status.value}")
-        estimator = c2.selectbox("Estimator", list(ESTIMATORS), format_func=estimator_label, key="runs.new.estimator")
+        estimator = c2.selectbox("Estimator", training.estimators(), format_func=estimator_label,
+                                 key="runs.new.estimator")
         chosen = by_ref[ref]
         if chosen.tests_status == CheckStatus.FAIL:
             st.warning(f"{chosen.ref} failed its data tests: a run on it will stop at its validation step.",
                        icon="⚠️")
-        defaults = ESTIMATORS[estimator][1]
+        defaults = training.default_params(estimator)
         policy = state.workspace().policy
         with st.form(f"runs.new.form.{estimator}", border=False):
             st.markdown(f"**Parameters of {estimator_label(estimator)}** (pre-filled with the defaults)")
@@ -702,14 +705,15 @@ def retrain_form(ws_uri: str, expanded: bool = False) -> None:
                                    value=True, key=f"runs.new.{estimator}.register")
             submitted = st.form_submit_button("Start run", type="primary", icon=":material/play_arrow:",
                                               key=f"runs.new.{estimator}.submit")
+        role_hint("submit_run")
         if not submitted:
             return
         changed = {k: v for k, v in params.items() if v != defaults[k] or type(v) is not type(defaults[k])}
         spec = TrainingSpec(dataset=chosen.name, dataset_version=chosen.version, estimator=estimator, params=changed,
                             experiment=experiment.strip() or policy.experiment,
-                            display_name=display_name.strip() or None, register=register, created_by=state.actor())
+                            display_name=display_name.strip() or None, register=register)
         try:
-            run = state.workspace().jobs.submit(spec)
+            run = state.workspace().jobs.submit(spec, state.actor())
         except ServiceError as e:
             show_error(e)
             return

@@ -72,6 +72,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 
 from ..entities import AuditRecord
 from ..errors import BackendUnavailable, Conflict, Forbidden, NotFound, ServiceError
+from ..permissions import canonical
 
 PREFIX = "audit/"
 LOCKS = "locks/"
@@ -133,11 +134,13 @@ class BlobAudit:
 
     # --- writing ----------------------------------------------------------------------
 
-    def record(self, actor: str, action: str, target: str, *, role: str = "",
+    def record(self, actor: str, action: str, target: str, *, role: str,
                before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None,
                comment: str = "") -> AuditRecord:
-        """Append one record; returns it with its id (the block's position in the trail)."""
+        """Append one record; returns it with its id (the block's position in the trail). ``role`` is
+        the one ``authorize`` returned; the actor is stored in its canonical spelling."""
         at = datetime.now(timezone.utc)
+        actor = canonical(actor)
         line = json.dumps({"at": at.isoformat(), "actor": actor, "role": role, "action": action,
                            "target": target, "before": before, "after": after, "comment": comment},
                           separators=(",", ":"), default=str) + "\n"

@@ -55,6 +55,7 @@ from ..errors import (BackendUnavailable, Conflict, Forbidden, GateFailed, Inval
                       ServiceError)
 from ..evaluation import evaluation_split, predict
 from .. import release_rules as rules
+from ..permissions import SYSTEM_ACTOR
 from .audit import BlobAudit, OperationLocks
 from .errors import azure_call as translated, translate
 
@@ -730,7 +731,9 @@ class AzureReleases:
         tags = {TAG + "stage": stage.value, TAG + "updated_at": _utcnow().isoformat()}
         for k, v in fields.items():
             tags[TAG + k] = None if v is None else str(v)
-        mv = self.models.set_tags(name, version, tags, actor=actor)
+        # the stage is kept in tags: written by the workflow itself (the actor's role was checked for
+        # ``action`` above, and the record below is theirs), not as a tag edit of the actor's
+        mv = self.models.set_tags(name, version, tags, actor=SYSTEM_ACTOR)
         self.trail.record(actor, action, f"{name}:{version}", role=role, before={"stage": before.stage.value},
                           after={"stage": stage.value}, comment=fields.get("decision_comment") or "")
         return _state_of(mv) if getattr(mv, "tags", None) is not None else self.state(name, version)

@@ -24,7 +24,9 @@ import joblib
 
 from ..entities import ModelVersion
 from ..errors import Conflict, InvalidInput, NotFound
-from ..local.datasets import check_name
+from ..naming import check_name
+from ..permissions import authorize
+from ..policy import Policy
 from . import convert
 from .datasets import BlobStore, ReadCache, _version
 from .errors import azure_call
@@ -35,9 +37,9 @@ ALIAS_CHAMPION = "champion"
 class AzureModels:
     """``ModelRegistry`` over Azure ML models (see the module docstring)."""
 
-    def __init__(self, ml_client: Any, blobs: BlobStore, audit: Callable[..., None] | None = None,
+    def __init__(self, ml_client: Any, blobs: BlobStore, policy: Policy, audit: Callable[..., None] | None = None,
                  cache: ReadCache | None = None):
-        self.ml, self.blobs, self.audit = ml_client, blobs, audit
+        self.ml, self.blobs, self.policy, self.audit = ml_client, blobs, policy, audit
         self.cache = cache or ReadCache()
         self._loaded: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
@@ -208,11 +210,12 @@ class AzureModels:
 
     # --- writes ---------------------------------------------------------------------
 
-    def _record(self, actor: str, action: str, target: str, before=None, after=None) -> None:
+    def _record(self, actor: str, action: str, target: str, role: str, before=None, after=None) -> None:
         if self.audit is not None:
-            self.audit(actor, action, target, before=before, after=after)
+            self.audit(actor, action, target, role=role, before=before, after=after)
 
-    def set_alias(self, name: str, alias: str, version: int, actor: str = "local-user") -> ModelVersion:
+    def set_alias(self, name: str, alias: str, version: int, actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "set_alias")
         check_name(alias, "alias")
         mv = self.get(name, version)
         ops = self._ops
@@ -231,12 +234,12 @@ class AzureModels:
                     ops.restore(name, version=str(mv.version))
         finally:
             self.cache.invalidate("models")
-        self._record(actor, "model.alias", f"{name}@{alias}",
+        self._record(actor, "model.alias", f"{name}@{alias}", role,
                      before={"version": old} if old is not None else None, after={"version": mv.version})
         return self.get(name, mv.version)
 
-    def set_tags(self, name: str, version: int, tags: Mapping[str, str | None],
-                 actor: str = "local-user") -> ModelVersion:
+    def set_tags(self, name: str, version: int, tags: Mapping[str, str | None], actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "edit_model")
         mv = self.get(name, version)
         for key in tags:
             if not key or len(key) > 128:
@@ -250,30 +253,32 @@ class AzureModels:
                 new[key] = str(value)
         rest.properties.tags = new
         self._put_version_rest(name, mv.version, rest, f"tag model {mv.ref}")
-        self._record(actor, "model.tags", mv.ref, before=dict(mv.tags), after=new)
+        self._record(actor, "model.tags", mv.ref, role, before=dict(mv.tags), after=new)
         return self.get(name, mv.version)
 
-    def set_description(self, name: str, version: int, description: str,
-                        actor: str = "local-user") -> ModelVersion:
+    def set_description(self, name: str, version: int, description: str, actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "edit_model")
         mv = self.get(name, version)
         rest = self._version_rest(name, mv.version)
         rest.properties.description = description
         self._put_version_rest(name, mv.version, rest, f"describe model {mv.ref}")
-        self._record(actor, "model.description", mv.ref,
+        self._record(actor, "model.description", mv.ref, role,
                      before={"description": mv.description}, after={"description": description})
         return self.get(name, mv.version)
 
-    def archive(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
+    def archive(self, name: str, version: int, actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "archive_model")
         mv = self.get(name, version)
         if mv.aliases:
             raise Conflict(f"{mv.ref} is the {', '.join(mv.aliases)} and cannot be archived",
                            hint="Move the alias to another version first.")
-        return self._set_archived(mv, True, actor)
+        return self._set_archived(mv, True, actor, role)
 
-    def restore(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
-        return self._set_archived(self.get(name, version), False, actor)
+    def restore(self, name: str, version: int, actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "archive_model")
+        return self._set_archived(self.get(name, version), False, actor, role)
 
-    def _set_archived(self, mv: ModelVersion, archived: bool, actor: str) -> ModelVersion:
+    def _set_archived(self, mv: ModelVersion, archived: bool, actor: str, role: str) -> ModelVersion:
         if mv.archived == archived:
             return mv  # idempotent
         try:
@@ -281,5 +286,5 @@ class AzureModels:
                 (self._ops.archive if archived else self._ops.restore)(mv.name, version=str(mv.version))
         finally:
             self.cache.invalidate("models")
-        self._record(actor, "model.archive" if archived else "model.restore", mv.ref)
+        self._record(actor, "model.archive" if archived else "model.restore", mv.ref, role)
         return self.get(mv.name, mv.version)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -14,20 +13,14 @@ import pandas as pd
 from ..datatests import LABELS_TAG, NO_LABELS, check_table, profile_of, summarize_file
 from ..entities import CheckStatus, ColumnProfile, DatasetVersion, DataTestResult
 from ..errors import Conflict, InvalidInput, NotFound
+from ..naming import check_name
+from ..permissions import authorize, canonical
 from ..policy import Policy
 from . import audit
 from ..tables import TableSummary, baseline_columns, count_bins, iter_chunks, readable, write_parquet
 from .db import Database, parse_ts, utcnow
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_BASELINE_RETRIES = 5
-
-
-def check_name(name: str, what: str = "dataset") -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise InvalidInput(f"invalid {what} name {name!r}",
-                           hint="Use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit.")
-    return name
 
 
 def _sha256(path: Path) -> str:
@@ -92,13 +85,13 @@ class LocalDatasets:
         dv = self.get(name, version)
         return pd.read_parquet(Path(dv.uri) / "data.parquet")
 
-    def register(self, name: str, source: Path, *, description: str = "",
-                 created_by: str = "local-user", original_name: str | None = None,
-                 tags: Mapping[str, str] | None = None) -> DatasetVersion:
+    def register(self, name: str, source: Path, *, actor: str, description: str = "",
+                 original_name: str | None = None, tags: Mapping[str, str] | None = None) -> DatasetVersion:
         """Profile, test and store a file as the next version. The file is read a chunk at a
         time (memory bounded whatever its size) and everything slow — reading, the Parquet copy,
         the data tests — happens before the write transaction, which only numbers the version,
         moves its folder in place and inserts its rows."""
+        role = authorize(self.policy, actor, "register_dataset")
         check_name(name)
         source = Path(source)
         original = original_name or source.name
@@ -134,7 +127,7 @@ class LocalDatasets:
                         "INSERT INTO datasets (name, version, created_at, created_by, description, source, format,"
                         " path, sha256, rows, profile_json, baseline_version, tests_status, tags_json)"
                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (name, version, utcnow(), created_by, description, original, fmt,
+                        (name, version, utcnow(), canonical(actor), description, original, fmt,
                          str(final.relative_to(self.root)), sha, summary.rows, json.dumps([c.__dict__ for c in cols]),
                          _version_of(prev), status.value, json.dumps(tags)))
                     conn.executemany(
@@ -142,7 +135,7 @@ class LocalDatasets:
                         " threshold) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [(name, version, i, t.check, t.column, t.status.value, t.detail,
                           _finite(t.value), _finite(t.threshold)) for i, t in enumerate(tests)])
-                    audit.record(conn, created_by, "dataset.register", f"{name}:{version}",
+                    audit.record(conn, actor, "dataset.register", f"{name}:{version}", role=role,
                                  after={"rows": summary.rows, "tests": status.value, "source": original})
                     break
             else:

@@ -17,11 +17,11 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
-from pipeline.train import ESTIMATORS, PipelineError, coerce_params
-
 from ..datatests import has_labels, no_labels_message
 from ..entities import GateDecision, MetricPoint, Run, RunFilter, RunStatus, TrainingSpec
 from ..errors import Conflict, InvalidInput, NotFound
+from ..permissions import authorize, canonical
+from ..training import full_params
 from . import audit
 from .datasets import LocalDatasets
 from .db import Database, parse_ts, utcnow
@@ -137,14 +137,9 @@ class LocalJobs:
 
     # --- writes ---------------------------------------------------------------
 
-    def submit(self, spec: TrainingSpec) -> Run:
-        if spec.estimator not in ESTIMATORS:
-            raise InvalidInput(f"unknown estimator {spec.estimator!r}",
-                               hint=f"Choose one of: {', '.join(ESTIMATORS)}.")
-        try:
-            params = coerce_params(spec.estimator, dict(spec.params))
-        except PipelineError as e:
-            raise InvalidInput(str(e)) from None
+    def submit(self, spec: TrainingSpec, actor: str) -> Run:
+        role = authorize(self.policy, actor, "submit_run")
+        params = full_params(spec.estimator, spec.params)
         dataset = self.datasets.get(spec.dataset, spec.dataset_version)  # NotFound if unknown
         if not has_labels(dataset, self.policy.target):
             raise InvalidInput(no_labels_message(dataset.ref, self.policy.target),
@@ -159,9 +154,9 @@ class LocalJobs:
             c.execute("INSERT INTO runs (id, experiment, display_name, status, estimator, params_json, dataset,"
                       " dataset_version, created_at, created_by, register, step) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                       (run_id, spec.experiment, display, RunStatus.QUEUED.value, spec.estimator,
-                       json.dumps(params), dataset.name, dataset.version, utcnow(), spec.created_by,
+                       json.dumps(params), dataset.name, dataset.version, utcnow(), canonical(actor),
                        int(spec.register), "queued"))
-            audit.record(c, spec.created_by, "run.submit", run_id,
+            audit.record(c, actor, "run.submit", run_id, role=role,
                          after={"estimator": spec.estimator, "params": params, "dataset": dataset.ref})
         log = open(run_dir / "log.txt", "ab")
         try:
@@ -184,13 +179,14 @@ class LocalJobs:
             c.execute("UPDATE runs SET pid = ? WHERE id = ? AND pid IS NULL", (proc.pid, run_id))
         return self.get(run_id)
 
-    def cancel(self, run_id: str, actor: str = "local-user") -> Run:
+    def cancel(self, run_id: str, actor: str) -> Run:
+        role = authorize(self.policy, actor, "cancel_run")
         run = self.get(run_id)
         if run.status.is_terminal:
             raise Conflict(f"run {run_id} already ended ({run.status.value}); nothing to cancel")
         with self.db.write() as c:
             c.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
-            audit.record(c, actor, "run.cancel", run_id, before={"status": run.status.value})
+            audit.record(c, actor, "run.cancel", run_id, role=role, before={"status": run.status.value})
         pid = self.db.one("SELECT pid FROM runs WHERE id = ?", (run_id,))[0]
         if pid and _alive(pid):
             try:
@@ -208,7 +204,7 @@ class LocalJobs:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        self._finish(run_id, RunStatus.CANCELED, f"canceled by {actor} (forced)")
+        self._finish(run_id, RunStatus.CANCELED, f"canceled by {canonical(actor)} (forced)")
         return self.get(run_id)
 
     def wait(self, run_id: str, timeout_s: float = 600.0) -> Run:

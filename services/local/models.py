@@ -11,16 +11,18 @@ import joblib
 
 from ..entities import ModelVersion
 from ..errors import Conflict, InvalidInput, NotFound
+from ..naming import check_name
+from ..permissions import authorize, canonical
+from ..policy import Policy
 from . import audit
-from .datasets import check_name
 from .db import Database, parse_ts, utcnow
 
 ALIAS_CHAMPION = "champion"
 
 
 class LocalModels:
-    def __init__(self, db: Database, root: Path):
-        self.db, self.root = db, Path(root)
+    def __init__(self, db: Database, root: Path, policy: Policy):
+        self.db, self.root, self.policy = db, Path(root), policy
 
     # --- reads ----------------------------------------------------------------
 
@@ -100,7 +102,9 @@ class LocalModels:
                  created_by: str, description: str = "", tags: Mapping[str, str] | None = None,
                  conn=None) -> int:
         """Copy ``artifacts`` into the registry as the next version; returns the version.
-        Pass ``conn`` to take part in the caller's transaction."""
+        Pass ``conn`` to take part in the caller's transaction. ``created_by`` is the actor: the
+        runner registers a run's model as the run's submitter."""
+        role = authorize(self.policy, created_by, "register_model")
         check_name(name, "model")
         staging = self.root / "models" / name / f".incoming-{uuid.uuid4().hex}"
         shutil.copytree(artifacts, staging)
@@ -116,9 +120,9 @@ class LocalModels:
                 c.execute("INSERT INTO models (name, version, created_at, created_by, description, estimator,"
                           " metrics_json, run_id, dataset, dataset_version, path, tags_json)"
                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          (name, version, utcnow(), created_by, description, estimator, json.dumps(dict(metrics)),
+                          (name, version, utcnow(), canonical(created_by), description, estimator, json.dumps(dict(metrics)),
                            run_id, dataset, dataset_version, str(final.relative_to(self.root)), json.dumps(dict(tags or {}))))
-                audit.record(c, created_by, "model.register", f"{name}:{version}",
+                audit.record(c, created_by, "model.register", f"{name}:{version}", role=role,
                              after={"run": run_id, "metrics": dict(metrics)})
                 return version
             if conn is not None:
@@ -131,7 +135,8 @@ class LocalModels:
                 shutil.rmtree(final, ignore_errors=True)
             raise
 
-    def set_alias(self, name: str, alias: str, version: int, actor: str = "local-user") -> ModelVersion:
+    def set_alias(self, name: str, alias: str, version: int, actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "set_alias")
         check_name(alias, "alias")
         self.get(name, version)
         with self.db.write() as c:
@@ -139,12 +144,12 @@ class LocalModels:
             c.execute("INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?)"
                       " ON CONFLICT(name, alias) DO UPDATE SET version = excluded.version", (name, alias, int(version)))
             c.execute("UPDATE models SET archived = 0 WHERE name = ? AND version = ?", (name, int(version)))
-            audit.record(c, actor, "model.alias", f"{name}@{alias}",
+            audit.record(c, actor, "model.alias", f"{name}@{alias}", role=role,
                          before={"version": old[0]} if old else None, after={"version": int(version)})
         return self.get(name, version)
 
-    def set_tags(self, name: str, version: int, tags: Mapping[str, str | None],
-                 actor: str = "local-user") -> ModelVersion:
+    def set_tags(self, name: str, version: int, tags: Mapping[str, str | None], actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "edit_model")
         mv = self.get(name, version)
         new = dict(mv.tags)
         for key, value in tags.items():
@@ -157,34 +162,36 @@ class LocalModels:
         with self.db.write() as c:
             c.execute("UPDATE models SET tags_json = ? WHERE name = ? AND version = ?",
                       (json.dumps(new), name, mv.version))
-            audit.record(c, actor, "model.tags", mv.ref, before=dict(mv.tags), after=new)
+            audit.record(c, actor, "model.tags", mv.ref, role=role, before=dict(mv.tags), after=new)
         return self.get(name, version)
 
-    def set_description(self, name: str, version: int, description: str,
-                        actor: str = "local-user") -> ModelVersion:
+    def set_description(self, name: str, version: int, description: str, actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "edit_model")
         mv = self.get(name, version)
         with self.db.write() as c:
             c.execute("UPDATE models SET description = ? WHERE name = ? AND version = ?",
                       (description, name, mv.version))
-            audit.record(c, actor, "model.description", mv.ref,
+            audit.record(c, actor, "model.description", mv.ref, role=role,
                          before={"description": mv.description}, after={"description": description})
         return self.get(name, version)
 
-    def archive(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
+    def archive(self, name: str, version: int, actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "archive_model")
         mv = self.get(name, version)
         if mv.aliases:
             raise Conflict(f"{mv.ref} is the {', '.join(mv.aliases)} and cannot be archived",
                            hint="Move the alias to another version first.")
-        return self._set_archived(mv, True, actor)
+        return self._set_archived(mv, True, actor, role)
 
-    def restore(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
-        return self._set_archived(self.get(name, version), False, actor)
+    def restore(self, name: str, version: int, actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "archive_model")
+        return self._set_archived(self.get(name, version), False, actor, role)
 
-    def _set_archived(self, mv: ModelVersion, archived: bool, actor: str) -> ModelVersion:
+    def _set_archived(self, mv: ModelVersion, archived: bool, actor: str, role: str) -> ModelVersion:
         if mv.archived == archived:
             return mv  # idempotent
         with self.db.write() as c:
             c.execute("UPDATE models SET archived = ? WHERE name = ? AND version = ?",
                       (int(archived), mv.name, mv.version))
-            audit.record(c, actor, "model.archive" if archived else "model.restore", mv.ref)
+            audit.record(c, actor, "model.archive" if archived else "model.restore", mv.ref, role=role)
         return self.get(mv.name, mv.version)

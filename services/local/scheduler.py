@@ -235,8 +235,8 @@ class Scheduler:
             version = firing.dataset_version if firing.kind == "dataset" else self.training_version(firing.dataset)
             run = self.jobs.submit(TrainingSpec(
                 dataset=firing.dataset, dataset_version=version, estimator=firing.estimator,
-                params=dict(firing.params), experiment=self.policy.experiment, display_name=self.run_name(firing),
-                created_by=SYSTEM_ACTOR))
+                params=dict(firing.params), experiment=self.policy.experiment, display_name=self.run_name(firing)),
+                SYSTEM_ACTOR)
         except ServiceError as e:
             return self.complete(firing, None, None, f"{e}" + (f" ({e.hint})" if e.hint else ""))
         except Exception as e:  # noqa: BLE001 — recorded on the firing; the scheduler goes on

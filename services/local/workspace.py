@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..entities import WorkspaceInfo
 from ..policy import Policy, load_policy
+from .audit import LocalAudit
 from .datasets import LocalDatasets
 from .endpoints import LocalEndpoints, LocalReleases
 from .db import Database
@@ -26,8 +27,9 @@ class LocalWorkspace:
         self.policy = policy or load_policy(self.root)
         self.db = Database(self.root / DB_FILE)
         self.info = WorkspaceInfo(uri=f"local://{self.root}", kind="local", description=str(self.root))
+        self.audit = LocalAudit(self.db)
         self.datasets = LocalDatasets(self.db, self.root, self.policy)
-        self.models = LocalModels(self.db, self.root)
+        self.models = LocalModels(self.db, self.root, self.policy)
         self.jobs = LocalJobs(self.db, self.root, self.datasets, self.policy)
         self.evaluation = LocalEvaluator(self.datasets, self.models, self.policy)
         self.endpoints = LocalEndpoints(self.db, self.root, self.policy, self.models, self.datasets)

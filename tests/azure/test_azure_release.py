@@ -451,7 +451,7 @@ def test_audit_reads_large_trails_in_ranges(ws):
     trail = ws.releases.trail
     import services.azure.audit as audit_mod
     for i in range(40):
-        trail.record(ADMIN, "note", f"n{i}", comment="x" * 300)
+        trail.record(ADMIN, "note", f"n{i}", role="admin", comment="x" * 300)
     old = audit_mod.CHUNK
     audit_mod.CHUNK = 1024                      # records straddle the range reads
     try:

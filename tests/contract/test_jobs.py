@@ -10,10 +10,10 @@ import pytest
 from services.entities import RunFilter, RunStatus
 from services.errors import Conflict, InvalidInput, NotFound
 
-from .helpers import SLOW, diabetes, eventually, spec, wait_status, write_csv
+from .helpers import ADMIN, LEAD, ROLES_TOML, SLOW, diabetes, eventually, spec, wait_status, write_csv
 
 EXPERIMENT = "contract-jobs"
-SINGLE_SLOT = "[jobs]\nmax_concurrent = 1\n"
+SINGLE_SLOT = "[jobs]\nmax_concurrent = 1\n" + ROLES_TOML
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,10 @@ def finished(backend, demo):
     interrupted = backend.leave_interrupted_version(demo, "models", "diabetes-regressor", 6)
     before = datetime.now(timezone.utc)
     submitted = {
-        "better": demo.jobs.submit(spec(version=2, params={"alpha": 1.0}, experiment=EXPERIMENT)),
-        "worse": demo.jobs.submit(spec(version=None, params={"alpha": 1000.0}, experiment=EXPERIMENT)),
+        "better": demo.jobs.submit(spec(version=2, params={"alpha": 1.0}, experiment=EXPERIMENT), LEAD),
+        "worse": demo.jobs.submit(spec(version=None, params={"alpha": 1000.0}, experiment=EXPERIMENT), LEAD),
         "unregistered": demo.jobs.submit(spec(version=2, params={"alpha": 1.0}, experiment=EXPERIMENT,
-                                              register=False, display_name="evaluate only")),
+                                              register=False, display_name="evaluate only"), LEAD),
     }
     runs = {key: demo.jobs.wait(run.id, timeout_s=180) for key, run in submitted.items()}
     return {"submitted": submitted, "runs": runs, "before": before, "after": datetime.now(timezone.utc),
@@ -133,7 +133,7 @@ def test_register_false_evaluates_but_never_registers(demo, finished):
 def test_bad_estimator_or_parameter_is_invalid_input_and_creates_no_run(demo, estimator, params):
     before = len(demo.jobs.list())
     with pytest.raises(InvalidInput) as err:
-        demo.jobs.submit(spec(estimator=estimator, params=params))
+        demo.jobs.submit(spec(estimator=estimator, params=params), LEAD)
     assert (estimator if estimator == "xgboost" else next(iter(params))) in str(err.value)
     assert len(demo.jobs.list()) == before
 
@@ -142,17 +142,18 @@ def test_bad_estimator_or_parameter_is_invalid_input_and_creates_no_run(demo, es
 def test_unknown_dataset_is_not_found_and_creates_no_run(demo, dataset, version):
     before = len(demo.jobs.list())
     with pytest.raises(NotFound):
-        demo.jobs.submit(spec(dataset, version))
+        demo.jobs.submit(spec(dataset, version), LEAD)
     assert len(demo.jobs.list()) == before
 
 
 def test_training_on_data_that_fails_its_tests_fails_with_the_reason(demo, tmp_path):
-    demo.datasets.register("diabetes-broken", write_csv(tmp_path, diabetes(), "good.csv"))
-    broken = demo.datasets.register("diabetes-broken", write_csv(tmp_path, diabetes().drop(columns=["bmi"])))
+    demo.datasets.register("diabetes-broken", write_csv(tmp_path, diabetes(), "good.csv"), actor=LEAD)
+    broken = demo.datasets.register("diabetes-broken", write_csv(tmp_path, diabetes().drop(columns=["bmi"])),
+                                    actor=LEAD)
     models_before = len(demo.models.versions())
 
-    run = demo.jobs.wait(demo.jobs.submit(spec("diabetes-broken", broken.version, experiment="contract-fail")).id,
-                         timeout_s=120)
+    submitted = demo.jobs.submit(spec("diabetes-broken", broken.version, experiment="contract-fail"), LEAD)
+    run = demo.jobs.wait(submitted.id, timeout_s=120)
     assert run.status == RunStatus.FAILED
     assert run.step == "validate data"
     assert "diabetes-broken:2" in run.error and "schema" in run.error and "bmi" in run.error
@@ -164,11 +165,11 @@ def test_training_on_data_that_fails_its_tests_fails_with_the_reason(demo, tmp_p
 # --- cancel, kill, queue ------------------------------------------------------------------
 
 def test_cancel_a_running_run_stops_its_process(backend, demo):
-    run = demo.jobs.submit(spec(version=2, experiment="contract-cancel", **SLOW))
+    run = demo.jobs.submit(spec(version=2, experiment="contract-cancel", **SLOW), LEAD)
     eventually(lambda: demo.jobs.get(run.id).step == "train", 60, "the run to start training")
     assert demo.jobs.wait(run.id, timeout_s=0.5).status == RunStatus.RUNNING, "wait returns at its timeout"
 
-    canceled = demo.jobs.cancel(run.id, actor="qa@example.com")
+    canceled = demo.jobs.cancel(run.id, actor=ADMIN)
     assert canceled.status == RunStatus.CANCELED
     assert canceled.ended_at is not None and canceled.error
     eventually(lambda: not backend.runner_alive(demo, run.id), 15, "the job process to exit")
@@ -177,9 +178,9 @@ def test_cancel_a_running_run_stops_its_process(backend, demo):
 
 
 def test_cancel_a_queued_run(backend, demo):
-    run = demo.jobs.submit(spec(version=2, experiment="contract-cancel", **SLOW))
+    run = demo.jobs.submit(spec(version=2, experiment="contract-cancel", **SLOW), LEAD)
     assert run.status == RunStatus.QUEUED
-    canceled = demo.jobs.cancel(run.id)
+    canceled = demo.jobs.cancel(run.id, LEAD)
     assert canceled.status == RunStatus.CANCELED
     assert canceled.started_at is None, "it never got a slot"
     assert canceled.ended_at is not None
@@ -189,15 +190,15 @@ def test_cancel_a_queued_run(backend, demo):
 def test_cancel_of_an_ended_run_is_a_conflict(demo):
     done = demo.jobs.list(RunFilter(status=(RunStatus.COMPLETED,), limit=1))[0]
     with pytest.raises(Conflict):
-        demo.jobs.cancel(done.id)
+        demo.jobs.cancel(done.id, LEAD)
     assert demo.jobs.get(done.id).status == RunStatus.COMPLETED
     with pytest.raises(NotFound):
-        demo.jobs.cancel("run-that-never-was")
+        demo.jobs.cancel("run-that-never-was", LEAD)
 
 
 def start_two_on_one_slot(ws):
     """Two slow runs on a single slot: (the one holding it, the one queued behind it)."""
-    runs = [ws.jobs.submit(spec(version=2, **SLOW)) for _ in range(2)]
+    runs = [ws.jobs.submit(spec(version=2, **SLOW), LEAD) for _ in range(2)]
     holder = eventually(lambda: next((r for r in map(ws.jobs.get, [r.id for r in runs])
                                       if r.status == RunStatus.RUNNING), None), 60, "one run to take the slot")
     waiting = next(r for r in runs if r.id != holder.id)
@@ -215,10 +216,10 @@ def test_runs_beyond_max_concurrent_wait_queued_for_a_slot(backend):
         assert [r.id for r in ws.jobs.list(RunFilter(status=(RunStatus.QUEUED,)))] == [waiting.id]
         assert [r.id for r in ws.jobs.list(RunFilter(status=(RunStatus.RUNNING,)))] == [holder.id]
 
-        holder = ws.jobs.cancel(holder.id)
+        holder = ws.jobs.cancel(holder.id, LEAD)
         waiting = wait_status(ws, waiting.id, RunStatus.RUNNING)
         assert waiting.started_at >= holder.ended_at
-        assert ws.jobs.cancel(waiting.id).status == RunStatus.CANCELED
+        assert ws.jobs.cancel(waiting.id, LEAD).status == RunStatus.CANCELED
     finally:
         backend.release(ws)
 
@@ -237,7 +238,7 @@ def test_a_killed_job_process_is_reconciled_to_failed_and_frees_its_slot(backend
         assert dead.status == RunStatus.FAILED
         assert dead.ended_at is not None
         assert "exited without reporting" in dead.error, dead.error
-        assert ws.jobs.cancel(waiting.id).status == RunStatus.CANCELED
+        assert ws.jobs.cancel(waiting.id, LEAD).status == RunStatus.CANCELED
     finally:
         backend.release(ws)
 

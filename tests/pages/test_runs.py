@@ -16,8 +16,10 @@ from streamlit.testing.v1 import AppTest
 from services.demo import DEMO_USER
 from services.entities import RunFilter, RunStatus, TrainingSpec
 from ui import runs_view as view
+from ui import state
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
+LEAD = "lead@contoso.com"  # [roles] of tollgate.toml: training needs ml_lead, qa or admin
 
 
 @pytest.fixture(autouse=True)
@@ -34,8 +36,8 @@ def failed_run(demo_ws, tmp_path_factory):
     frame.loc[:19, "bmi"] = None
     path = tmp_path_factory.mktemp("broken") / "broken.csv"
     frame.to_csv(path, index=False)
-    demo_ws.datasets.register("broken", path, description="20 % of bmi missing")
-    run = demo_ws.jobs.submit(TrainingSpec(dataset="broken", estimator="ridge"))
+    demo_ws.datasets.register("broken", path, description="20 % of bmi missing", actor=LEAD)
+    run = demo_ws.jobs.submit(TrainingSpec(dataset="broken", estimator="ridge"), LEAD)
     run = demo_ws.jobs.wait(run.id, timeout_s=120)
     assert run.status == RunStatus.FAILED
     return run
@@ -46,8 +48,9 @@ def demo_run(runs, estimator: str):
     return next(r for r in runs if r.estimator == estimator and r.created_by == DEMO_USER)
 
 
-def runs_page(query: dict | None = None) -> AppTest:
+def runs_page(query: dict | None = None, actor: str = LEAD) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state[state.ACTOR] = actor
     at.run()
     at.query_params.update(query or {})
     at.switch_page("pages/runs.py").run()
@@ -224,7 +227,7 @@ def test_retraining_run_starts_is_watched_and_completes(demo_env, demo_ws):
     run_id = at.session_state[view.WATCH]
     run = demo_ws.jobs.get(run_id)
     assert run.params["alpha"] == 0.5 and run.experiment == "ui-test" and run.dataset_version == 2
-    assert run.created_by == "local-user" and run.display_name == "ridge alpha=0.5"
+    assert run.created_by == LEAD and run.display_name == "ridge alpha=0.5"
     if not run.status.is_terminal:  # the live view: progress and the log tail
         assert at.get("progress")
 
@@ -246,7 +249,7 @@ def test_retraining_run_starts_is_watched_and_completes(demo_env, demo_ws):
 
 def test_a_running_run_can_be_canceled_after_confirming(demo_env, demo_ws):
     run = demo_ws.jobs.submit(TrainingSpec(dataset="diabetes", estimator="gbr",
-                                           params={"n_estimators": 50000}, experiment="ui-test"))
+                                           params={"n_estimators": 50000}, experiment="ui-test"), LEAD)
     try:
         at = runs_page()
         at.session_state[view.WATCH] = run.id
@@ -260,7 +263,7 @@ def test_a_running_run_can_be_canceled_after_confirming(demo_env, demo_ws):
         assert "Canceled" in texts(at)
     finally:
         if not demo_ws.jobs.get(run.id).status.is_terminal:
-            demo_ws.jobs.cancel(run.id)
+            demo_ws.jobs.cancel(run.id, LEAD)
 
 
 def test_empty_workspace_says_what_to_do(empty_ws, monkeypatch, tmp_path):
@@ -271,7 +274,7 @@ def test_empty_workspace_says_what_to_do(empty_ws, monkeypatch, tmp_path):
 
     path = tmp_path / "diabetes.csv"
     load_diabetes(as_frame=True, scaled=False).frame.to_csv(path, index=False)
-    empty_ws.datasets.register("diabetes", path)
+    empty_ws.datasets.register("diabetes", path, actor=LEAD)
     st.cache_data.clear()
     at = runs_page()
     assert "Start the first one below" in texts(at)

@@ -63,7 +63,7 @@ def test_a_supervisor_whose_workspace_folder_is_deleted_stops_its_endpoints_and_
 
 def test_a_finished_training_run_leaves_no_defunct_process(demo_ws):
     run = demo_ws.jobs.submit(TrainingSpec(dataset="diabetes", estimator="ridge", params={"alpha": 1.0},
-                                           created_by="hygiene@example.com", register=False))
+                                           register=False), "lead@contoso.com")
     pid = demo_ws.db.one("SELECT pid FROM runs WHERE id = ?", (run.id,))[0]
     assert demo_ws.jobs.wait(run.id, timeout_s=300).status.is_terminal
     # nobody asks about the run any more: its process must still be gone, not a zombie
