@@ -97,3 +97,36 @@ def test_a_file_read_in_chunks_is_profiled_tested_and_stored_as_a_whole_read_wou
     assert stored["age"].dtype == np.float64 and np.isnan(stored.loc[950, "age"])
     assert stored.loc[870, "bmi"] == "obese" and stored.loc[990, "note"] == "call back"
     pd.testing.assert_series_equal(stored["bp"], whole["bp"])
+
+
+def test_a_registration_that_keeps_losing_the_race_tests_under_the_lock(empty_ws, tmp_path, monkeypatch):
+    """With no optimistic attempt left, each registration tests against the baseline it commits with:
+    concurrent registrations all succeed, each tested against the newest earlier version that passed."""
+    import threading
+
+    from services.local import datasets as local_datasets
+    monkeypatch.setattr(local_datasets, "MAX_BASELINE_RETRIES", 0)
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"part-{i}.csv")
+        patients(120 + i, seed=i).to_csv(paths[-1], index=False)
+    barrier, errors = threading.Barrier(len(paths)), []
+
+    def register(path):
+        try:
+            barrier.wait()
+            empty_ws.datasets.register("raced", path, actor=LEAD)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=register, args=(p,)) for p in paths]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    versions = sorted(empty_ws.datasets.versions("raced"), key=lambda v: v.version)
+    assert [v.version for v in versions] == [1, 2, 3, 4]
+    for i, v in enumerate(versions):  # the baseline: the newest earlier version that did not fail its tests
+        passed_before = [w.version for w in versions[:i] if w.tests_status != CheckStatus.FAIL]
+        assert v.baseline_version == (passed_before[-1] if passed_before else None)
