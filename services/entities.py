@@ -173,6 +173,20 @@ class MetricPoint:
     timestamp: datetime
 
 
+COMPARISONS = ("<", "<=", ">", ">=", "=", "!=")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition on a run's final metric or parameter, as MLflow's search filter says it
+    (``metrics.rmse < 55``, ``params.alpha = 1``): a number compares with numbers, a text
+    only with texts (``=``/``!=``); a run without the key does not match.
+    ``services.run_search.parse_condition`` reads one from text."""
+    key: str
+    op: str                              # one of COMPARISONS
+    value: float | str
+
+
 @dataclass(frozen=True)
 class RunFilter:
     status: tuple[RunStatus, ...] = ()
@@ -181,6 +195,10 @@ class RunFilter:
     since: datetime | None = None
     until: datetime | None = None
     limit: int | None = None
+    estimators: tuple[str, ...] = ()     # any of these
+    metrics: tuple[Condition, ...] = ()  # all of these, on the final metrics
+    params: tuple[Condition, ...] = ()   # all of these, on the parameters
+    offset: int = 0                      # skip this many of the newest matches (paging)
 
 
 # --- models -----------------------------------------------------------------
