@@ -416,6 +416,7 @@ class RequestRecord:
     request_body: str | None = None
     response_body: str | None = None
     error: str | None = None
+    payload_captured: bool = True      # False: the payloads were not kept (sampled out by the capture fraction)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,9 @@ from starlette.routing import Route
 
 from .db import Database
 from .logfmt import format_line
-from .telemetry_store import RequestRecord, TelemetryWriter, truncate
+from ..policy import load_policy
+from .telemetry_spool import TelemetryWriter
+from .telemetry_store import RequestRecord, truncate
 
 REFRESH_S = 0.2
 DEPLOYMENT_HEADER = "azureml-model-deployment"
@@ -205,7 +207,8 @@ class Gateway:
 
     @asynccontextmanager
     async def lifespan(self, app):
-        self.telemetry = TelemetryWriter(self.root)
+        self.telemetry = TelemetryWriter(self.root, self.endpoint,
+                                         load_policy(self.root).telemetry.capture_for(self.endpoint))
         log("I", f"endpoint {self.endpoint}: {describe(self.routes)}")
         refresher = asyncio.create_task(self._refresh_forever())
         try:
@@ -258,16 +261,17 @@ class Gateway:
             if target:
                 headers += [(b"azureml-model-deployment", target.deployment.encode()),
                             (b"x-tollgate-model", target.model.encode())]
-            try:
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": payload})
-            finally:
+            try:  # written ahead: on disk before the answer leaves, so a kill -9 loses no answered request
                 self.telemetry.record(RequestRecord(
                     ts=time.time(), endpoint=self.endpoint, deployment=target.deployment if target else None,
                     model=target.model if target else None, status=status,
                     latency_ms=(time.perf_counter() - started) * 1000, request_id=request_id.decode("latin-1"),
                     request_body=truncate(body.decode("utf-8", "replace")) if body else None,
                     response_body=truncate(payload.decode("utf-8", "replace")), error=error))
+            except OSError as e:  # a full disk must not stop serving: the loss is in the gateway log
+                log("E", f"telemetry record lost ({type(e).__name__}: {e})", request_id)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
 
         async def refuse(status: int, message: str) -> None:
             log("W", f"POST /score {status}: {message}", request_id)
