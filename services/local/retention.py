@@ -106,7 +106,7 @@ def prune(db: Database, rules, now: float | None = None, budget_s: float = 2.0) 
         horizon = math.floor((now - days * DAY) / step) * step
         done[f"{level}_rows"] = _prune_aggregates(db, level, span, step, horizon, deadline)
     with db.write() as c:  # a pruned day is "pruned" for as long as its minutes are kept
-        c.execute("DELETE FROM pruned_days WHERE day < ?", (now - rules.minute_days * DAY,))
+        c.execute("DELETE FROM pruned_days WHERE day + ? <= ?", (DAY, now - rules.minute_days * DAY))
     return done
 
 

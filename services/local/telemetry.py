@@ -28,11 +28,11 @@ import pandas as pd
 
 from ..entities import ErrorGroup, RequestDetail, RequestRecord, TimeWindow, VersionStats
 from ..errors import InvalidInput, NotFound
-from ..telemetry import per_minute
+from ..telemetry import mark_frame, per_minute
 from . import retention
 from .logs import LocalLogs
-from .telemetry_store import (BUCKETS, HIST_DTYPE, HOUR, MINUTE, SLOWEST_K, bucket_of, bucket_value, open_telemetry,
-                              rid_of, unpack_id, unpack_payloads)
+from .telemetry_store import (BUCKETS, HIST_DTYPE, HOUR, MAX_ERROR_TEXT, MINUTE, SLOWEST_K, bucket_of, bucket_value,
+                              open_telemetry, rid_of, unpack_id, unpack_payloads)
 
 QUANTILES = (0.50, 0.95, 0.99)
 LEVEL_SPAN = {"hour": HOUR, "minute": MINUTE}
@@ -272,15 +272,11 @@ class LocalTelemetry:
                 g[3].add(model)
 
         for level, lo, hi in self._plan(window, None) if series else ():
-            if level == "raw":
-                rows = self._rows(
-                    f"SELECT COALESCE(substr(error, 1, 300), ''), status, series, COUNT(*), MIN(ts), MAX(ts),"
-                    f" MAX(ts || ' ' || id) FROM requests WHERE ts >= ? AND ts < ? AND (status >= 400 OR status = 0)"
-                    f" AND series IN {self._in(series)} GROUP BY 1, 2, 3", (lo, hi))
-                for message, status, s, count, first, last, newest in rows:
-                    row_id = int(newest.rsplit(" ", 1)[1])
-                    sample = unpack_id(self.db.one("SELECT request_id FROM requests WHERE id = ?", (row_id,))[0])
-                    add(message, status, count, first, last, series[s][2], sample)
+            if level == "raw":  # a sub-minute edge: its few failed rows one by one
+                for error, status, s, ts, rid in self._rows(
+                        f"SELECT error, status, series, ts, request_id FROM requests WHERE ts >= ? AND ts < ?"
+                        f" AND (status >= 400 OR status = 0) AND series IN {self._in(series)}", (lo, hi)):
+                    add((error or "")[:MAX_ERROR_TEXT], status, 1, ts, ts, series[s][2], unpack_id(rid))
             else:
                 for s in series:
                     for message, status, count, first, last, sample in self._rows(
@@ -387,7 +383,10 @@ class LocalTelemetry:
             if len(records) >= limit:
                 break
         rows.close()  # ends the read (the statement may be unfinished)
-        return pd.DataFrame.from_records(records)
+        cut = lo > _epoch(window.start)
+        return mark_frame(pd.DataFrame.from_records(records), (
+            f"inputs before {_utc(lo):%Y-%m-%d %H:%M} UTC are no longer kept (raw request rows are kept "
+            f"[telemetry] raw_days): these are the inputs of the window's retained part") if cut else None)
 
 
 def _limit(limit: int) -> int:

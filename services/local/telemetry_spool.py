@@ -24,6 +24,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..errors import BackendUnavailable
 from .db import Database
 from .telemetry_store import RequestRecord, SeriesIds, append, open_telemetry, store
 
@@ -88,6 +89,7 @@ class TelemetryWriter:
         self.flush_interval_s, self.batch = flush_interval_s, batch
         self.spool = Spool(spool_dir(self.root), endpoint)
         self._queue: queue.SimpleQueue[tuple[RequestRecord, str, int] | None] = queue.SimpleQueue()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="telemetry-writer", daemon=True)
         self._thread.start()
 
@@ -97,11 +99,26 @@ class TelemetryWriter:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Store everything queued, then stop (and remove the spool, all of it stored)."""
+        self._closing.set()
         self._queue.put(None)
         self._thread.join(timeout_s)
 
+    def _open(self) -> Database | None:
+        """The telemetry file (the connection belongs to this thread); while it cannot be opened
+        (a damaged file moved aside by hand, say) records stay in the spool and serving goes on."""
+        while True:
+            try:
+                return open_telemetry(self.root)
+            except BackendUnavailable as e:
+                print(f"telemetry: {e} ({e.hint}); records are kept in {self.spool.name} meanwhile", flush=True)
+                if self._closing.wait(5.0):
+                    return None
+
     def _loop(self) -> None:
-        db = open_telemetry(self.root)  # the connection belongs to this thread
+        db = self._open()
+        if db is None:
+            self.spool.close()  # the spool stays: folded once the file can be written again
+            return
         series = SeriesIds()
         fold_spools(self.root, db, series)  # what earlier gateways of this workspace left
         done: list[str] = []  # rotated files whose lines are all stored
