@@ -194,17 +194,23 @@ def harness_overhead(repeats: int) -> dict:
 def measure_queries(root: Path, repeats: int) -> list[tuple[str, float, float]]:
     from services.entities import RunFilter
     from services.local.workspace import LocalWorkspace
+    from services.run_search import parse_condition
+    from ui.runs_view import PAGE_SIZE
     from ui.state import runs_frame
 
     ws = LocalWorkspace(root)
     model = ws.policy.model_name
     latest = ws.models.get(model).version
     all_runs = ws.jobs.list()
+    ridge_under_55 = RunFilter(estimators=("ridge",), metrics=(parse_condition("rmse < 55")[1],), limit=RUN_LIMIT)
     week_ago = datetime.now(timezone.utc) - timedelta(days=7)
     queries: list[tuple[str, Callable[[], object], int]] = [
         ("ws.jobs.list()", lambda: ws.jobs.list(), repeats),
         (f"ws.jobs.list(RunFilter(limit={RUN_LIMIT}))", lambda: ws.jobs.list(RunFilter(limit=RUN_LIMIT)), repeats),
         ("ws.jobs.list(RunFilter(since=7 days ago))", lambda: ws.jobs.list(RunFilter(since=week_ago)), repeats),
+        (f"ws.jobs.list(ridge, rmse < 55, limit={RUN_LIMIT})", lambda: ws.jobs.list(ridge_under_55), repeats),
+        (f"ws.jobs.list(RunFilter(limit={PAGE_SIZE}, offset=half the runs))",
+         lambda: ws.jobs.list(RunFilter(limit=PAGE_SIZE, offset=len(all_runs) // 2)), repeats),
         ("ui.state.runs_frame(all runs)", lambda: runs_frame(all_runs), repeats),
         ("ws.jobs.experiments()", lambda: ws.jobs.experiments(), repeats),
         (f"ws.models.versions({model!r})", lambda: ws.models.versions(model), repeats),
