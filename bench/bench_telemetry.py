@@ -352,25 +352,6 @@ def run_size(n: int, args) -> dict:
     return result
 
 
-def seed(root: Path, n: int, days: float, seed_value: int, reuse: bool):
-    """The workspace folder with its telemetry.db; (data, seconds to generate, seconds to write, reused)."""
-    meta_path = root / "seeded.json"
-    meta = {"n": n, "days": days, "seed": seed_value}
-    t0 = time.perf_counter()
-    data = generate(n, days, seed=seed_value)
-    gen_s = time.perf_counter() - t0
-    if reuse and meta_path.exists() and json.loads(meta_path.read_text()).get("meta") == meta:
-        return data, gen_s, json.loads(meta_path.read_text())["write_s"], True
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    db = open_telemetry(root)
-    write_s = write(db, data)
-    db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-    meta_path.write_text(json.dumps({"meta": meta, "write_s": write_s}))
-    return data, gen_s, write_s, False
-
-
 # --- retention over 30 days --------------------------------------------------------
 
 def simulate(args) -> dict:
