@@ -135,16 +135,21 @@ def _prune_raw(db: Database, horizon: float, deadline: float) -> int:
 
 
 def _remember(db: Database, day: float, end: float) -> None:
-    """Put the request ids of [day, end) into the day's Bloom filter (read first, written in one go)."""
-    ids = [r[0] for r in db.query("SELECT request_id FROM requests WHERE ts >= ? AND ts < ?", (day, end))]
-    keys = np.fromiter((rid_of(unpack_id(i)) for i in ids), dtype=np.int64, count=len(ids))
-    old = db.one("SELECT requests, bloom FROM pruned_days WHERE day = ?", (day,))
-    # a day pruned in several ticks, or rows stored late for a pruned day: into the same filter
-    bloom = Bloom.from_bytes(old[1]) if old is not None else Bloom.sized(len(keys))
+    """Put the request ids of [day, end) into the day's Bloom filter: read first, then written in one
+    short transaction; a day pruned over several ticks reads only the rows it has not remembered yet
+    (rows stored late for a pruned day, by a folded spool, have higher row ids)."""
+    old = db.one("SELECT requests, remembered_id, bloom FROM pruned_days WHERE day = ?", (day,))
+    after = old[1] if old is not None else 0
+    rows = db.query("SELECT id, request_id FROM requests WHERE ts >= ? AND ts < ? AND id > ?", (day, end, after))
+    if old is not None and not rows:
+        return
+    keys = np.fromiter((rid_of(unpack_id(r[1])) for r in rows), dtype=np.int64, count=len(rows))
+    bloom = Bloom.from_bytes(old[2]) if old is not None else Bloom.sized(len(keys))
     bloom.add(keys.view(np.uint64))
     with db.write() as c:
-        c.execute("INSERT OR REPLACE INTO pruned_days (day, requests, pruned_at, bloom) VALUES (?, ?, ?, ?)",
-                  (day, (old[0] if old else 0) + len(keys), time.time(), bloom.to_bytes()))
+        c.execute("INSERT OR REPLACE INTO pruned_days (day, requests, remembered_id, pruned_at, bloom)"
+                  " VALUES (?, ?, ?, ?, ?)", (day, (old[0] if old else 0) + len(keys),
+                                              max([after, *(r[0] for r in rows)]), time.time(), bloom.to_bytes()))
 
 
 def _drop_unreferenced_payloads(db: Database, deadline: float) -> None:

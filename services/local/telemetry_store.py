@@ -233,6 +233,7 @@ _V3_TABLES = """
     CREATE TABLE pruned_days (              -- raw rows deleted by retention, per UTC day
         day INTEGER PRIMARY KEY,            -- epoch seconds of the day's start
         requests INTEGER NOT NULL,
+        remembered_id INTEGER NOT NULL,     -- the filter holds the ids of the day's rows up to this row id
         pruned_at REAL NOT NULL,
         bloom BLOB NOT NULL                 -- their request ids (retention.Bloom): "pruned", not "unknown"
     );
