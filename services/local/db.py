@@ -284,6 +284,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX rollouts_active ON rollouts(endpoint) WHERE state IN ('running', 'paused');
     """,
+    # 5: runs searched by estimator (RunFilter.estimators), newest first, without walking every run
+    """
+    CREATE INDEX runs_estimator ON runs(estimator, created_at DESC);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
