@@ -254,3 +254,22 @@ def test_series_ids_cache_only_what_was_committed(tmp_path):
     assert list(series.known) == [("a", "", "")]
     assert json.loads(json.dumps(decoded_rows(db.conn)[0]["request_id"])) == "x"
     db.close()
+
+
+def test_a_writer_rotates_its_spool_and_leaves_no_file_behind(tmp_path, monkeypatch):
+    from services.local import telemetry_spool
+    monkeypatch.setattr(telemetry_spool, "ROTATE_BYTES", 2_000)
+    writer = TelemetryWriter(tmp_path, "production", flush_interval_s=0.005, batch=20)
+    seen = set()
+    for i in range(400):
+        writer.record(RequestRecord(END + i / 100, "production", "blue", "m:1", 200, 2.0, f"r-{i}", "{}", "{}", None))
+        seen.add(writer.spool.name)
+        if i % 50 == 0:  # a supervisor folding meanwhile must not store a line twice
+            fold_spools(tmp_path, open_telemetry(tmp_path))
+    writer.close()
+    assert len(seen) >= 2  # it did rotate
+    conn = sqlite3.connect(tmp_path / "telemetry.db")
+    ids = [r["request_id"] for r in decoded_rows(conn)]
+    assert sorted(ids) == sorted(f"r-{i}" for i in range(400))
+    conn.close()
+    assert not list(spool_dir(tmp_path).glob("*.jsonl"))

@@ -49,6 +49,7 @@ class Spool:
         self.folder, self.endpoint = Path(folder), endpoint
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self.retired: dict[str, int] = {}  # rotated files -> their still-locked descriptors
         self._open()
 
     def _open(self) -> None:
@@ -68,14 +69,20 @@ class Spool:
             return self.name, self.size
 
     def rotate(self) -> str:
-        """Start a new file; returns the name of the old one (its writer is done with it)."""
+        """Start a new file; returns the name of the old one, still locked (``release``) until the
+        records queued from it are stored: nobody else may fold it meanwhile."""
         with self._lock:
             old, fd = self.name, self.fd
             self._open()
-        os.close(fd)
+        self.retired[old] = fd
         return old
 
+    def release(self, name: str) -> None:
+        os.close(self.retired.pop(name))
+
     def close(self) -> None:
+        for name in list(self.retired):
+            self.release(name)
         os.close(self.fd)
 
 
@@ -122,7 +129,7 @@ class TelemetryWriter:
         series = SeriesIds()
         fold_spools(self.root, db, series)  # what earlier gateways of this workspace left
         done: list[str] = []  # rotated files whose lines are all stored
-        stopping = False
+        stopping, stored_all = False, True
         while not stopping:
             pending = [self._queue.get()]  # wait for a first record
             if pending[0] is not None and self._queue.qsize() < self.batch:
@@ -135,20 +142,26 @@ class TelemetryWriter:
                     break
             stopping = any(item is None for item in pending)
             items = [item for item in pending if item is not None]
+            if not stored_all:
+                continue  # spooled only, from the first failure on: the offsets must not pass a lost batch
             try:
                 self._write(db, series, items)
             except Exception as e:  # the lines stay in the spool: folded by the next gateway or the supervisor
-                print(f"telemetry: {len(items)} records not stored yet (kept in the spool): "
+                print(f"telemetry: records not stored from here on (kept in the spool {self.spool.name}): "
                       f"{type(e).__name__}: {e}", flush=True)
+                stored_all = False
                 continue
             if self.spool.size >= ROTATE_BYTES and not stopping:
                 done.append(self.spool.rotate())
             for name in list(done):
                 if not any(file == name for _, file, _ in items):
-                    _forget(db, self.root, name)
+                    _forget(db, self.root, name)  # deleted while still locked, then unlocked
+                    self.spool.release(name)
                     done.remove(name)
+        if stored_all:  # every line of every file of this writer is stored
+            for name in [*done, self.spool.name]:
+                _forget(db, self.root, name)
         self.spool.close()
-        _forget(db, self.root, self.spool.name)
         db.close()
 
     def _write(self, db: Database, series: SeriesIds, items: list[tuple[RequestRecord, str, int]]) -> None:
