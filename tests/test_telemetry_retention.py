@@ -206,8 +206,9 @@ def test_a_damaged_telemetry_file_fails_only_the_telemetry_views(tmp_path):
     assert str(tmp_path / "telemetry.db") in str(e.value) and "Move it aside" in e.value.hint
     ws.close()
     cli = [sys.executable, "tollgate.py", "--workspace", f"local://{tmp_path}"]
-    status = subprocess.run([*cli, "status"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert status.returncode == 0, status.stderr
+    for command in (["status"], ["endpoint", "--env", "production"], ["up"], ["down"]):
+        done = subprocess.run([*cli, *command], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (command, done.stderr)
     views = subprocess.run([*cli, "telemetry", "--since", "1h"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert views.returncode == 2 and "telemetry.db" in views.stderr and "Traceback" not in views.stderr
 
