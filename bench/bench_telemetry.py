@@ -376,7 +376,7 @@ def simulate(args) -> dict:
         size = sum(p.stat().st_size for p in root.glob(TELEMETRY_FILE + "*"))
         raw = db.one("SELECT COUNT(*) FROM requests")[0]
         days.append({"day": d + 1, "file_bytes": size, "raw_rows": raw, "write_s": written_s, "prune_s": prune_s,
-                     **pruned})
+                     **{f"pruned_{k}": v for k, v in pruned.items()}})
         print(f"  day {d + 1:2d}: {size / 1e9:.2f} GB, {raw:,} raw rows, written in {written_s:.0f} s, "
               f"pruned {pruned['raw_rows']:,} rows in {prune_s:.1f} s", flush=True)
     end = datetime.fromtimestamp(end0 + args.simulate_days * 86400, tz=timezone.utc)
@@ -387,7 +387,7 @@ def simulate(args) -> dict:
     tel.close()
     db.close()
     return {"rps": args.rps, "days": days, "views_30d": timings, "requests_30d": total,
-            "expected_30d": per_day * args.simulate_days, "rules": vars(rules) | {"capture": {}},
+            "expected_30d": per_day * min(30, args.simulate_days), "rules": vars(rules) | {"capture": {}},
             "uptime": machine()["uptime"]}
 
 
@@ -489,11 +489,11 @@ def simulation_report(sim: dict) -> str:
              "", "| day | `telemetry.db` | raw rows | written in | pruned rows | pruning took |",
              "|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {d['day']} | {d['file_bytes'] / 1e9:.2f} GB | {d['raw_rows']:,} | {d['write_s']:.0f} s | "
-              f"{d['raw_rows_pruned'] if 'raw_rows_pruned' in d else d['raw_rows']:,} | {d['prune_s']:.1f} s |"
+              f"{d['pruned_raw_rows']:,} | {d['prune_s']:.1f} s |"
               for d in days if d["day"] in (1, 2, 7, 8, 9, 14, 21, 28, 29, 30) or d["day"] == len(days)]
-    lines += ["", f"Peak file size {peak / 1e9:.2f} GB; the 30-day window from the aggregates: "
-              f"{sim['requests_30d']:,} of {sim['expected_30d']:,} requests counted (the raw rows of the first "
-              f"{len(days) - rules['raw_days']:g} days are gone), views "
+    lines += ["", f"Peak file size {peak / 1e9:.2f} GB. The 30-day window, answered from the aggregates (the raw "
+              f"rows of all but the last {rules['raw_days']:g}–{rules['raw_days'] + 1:g} days are gone): "
+              f"{sim['requests_30d']:,} requests counted of {sim['expected_30d']:,} sent in those 30 days; views "
               + ", ".join(f"`{k}` {ms(med(v))}" for k, v in sim["views_30d"].items()) + "."]
     return "\n".join(lines)
 
