@@ -411,11 +411,13 @@ class RequestRecord:
     deployment: str | None
     model: str | None
     status: int                        # 0 = no answer from any deployment
-    latency_ms: float
-    request_id: str
+    latency_ms: float                  # from the whole request received to the answer
+    request_id: str                    # the endpoint's own id (x-request-id of the answer), unique
     request_body: str | None = None
     response_body: str | None = None
     error: str | None = None
+    client_request_id: str | None = None  # the client's id (x-ms-client-request-id / x-request-id): may repeat
+    upload_ms: float | None = None     # receiving the request body, apart from latency (slow clients)
     payload_captured: bool = True      # False: the payloads were not kept (sampled out by the capture fraction)
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from bench.telemetry_data import generate
 from services.entities import TimeWindow
-from services.errors import BackendUnavailable, NotFound
+from services.errors import BackendUnavailable, Conflict, NotFound
 from services.local import retention
 from services.local.logs import LocalLogs
 from services.local.telemetry import LocalTelemetry, plan
@@ -214,7 +214,7 @@ def test_a_damaged_telemetry_file_fails_only_the_telemetry_views(tmp_path):
 
 
 def test_a_file_written_by_an_earlier_tollgate_is_migrated_with_its_aggregates(tmp_path):
-    """Schema version 2: text rows and per-minute rollups only."""
+    """Schema version 2: text rows and per-minute rollups only (then 3: the client's request ids, 4: compact)."""
     conn = sqlite3.connect(tmp_path / "telemetry.db")
     conn.executescript("""
         CREATE TABLE requests (id INTEGER PRIMARY KEY, ts REAL NOT NULL, endpoint TEXT NOT NULL, deployment TEXT,
@@ -238,7 +238,7 @@ def test_a_file_written_by_an_earlier_tollgate_is_migrated_with_its_aggregates(t
     assert sum(s.requests for s in stats) == int((data.ts >= END - DAY).sum())
     probe = data.records(100, 101)[0]
     assert tel.lookup(probe.request_id).record.request_body == probe.request_body
-    assert tel.db.one("PRAGMA user_version")[0] == 3
+    assert tel.db.one("PRAGMA user_version")[0] == 4
     tel.close()
 
 
@@ -274,3 +274,20 @@ def test_a_writer_rotates_its_spool_and_leaves_no_file_behind(tmp_path, monkeypa
     assert sorted(ids) == sorted(f"r-{i}" for i in range(400))
     conn.close()
     assert not list(spool_dir(tmp_path).glob("*.jsonl"))
+
+
+def test_a_client_request_id_finds_its_request_and_a_reused_one_lists_them(tmp_path):
+    db = open_telemetry(tmp_path)
+    append(db, [RequestRecord(END + i, "production", "blue", "m:1", 200, 2.0, f"3f2b8e1c-9a4d-4c1e-8f00-12ab34cd56e{i}",
+                              "{}", "{}", None, client_request_id="mine" if i < 2 else "once", upload_ms=0.5)
+                for i in range(3)])
+    tel = telemetry(tmp_path)
+    once = tel.lookup("once").record
+    assert (once.request_id, once.client_request_id, once.upload_ms) == \
+        ("3f2b8e1c-9a4d-4c1e-8f00-12ab34cd56e2", "once", 0.5)
+    with pytest.raises(Conflict, match="2 requests carry the client request id 'mine'"):
+        tel.lookup("mine")
+    assert tel.lookup("3f2b8e1c-9a4d-4c1e-8f00-12ab34cd56e0").record.client_request_id == "mine"
+    assert {r["client_request_id"] for r in decoded_rows(db.conn, ["mine"])} == {"mine"}
+    tel.close()
+    db.close()

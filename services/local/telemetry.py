@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..entities import ErrorGroup, RequestDetail, RequestRecord, TimeWindow, VersionStats
-from ..errors import InvalidInput, NotFound
+from ..errors import Conflict, InvalidInput, NotFound
 from ..telemetry import mark_frame, per_minute
 from . import retention
 from .logs import LocalLogs
@@ -319,9 +319,17 @@ class LocalTelemetry:
         if not request_id or len(request_id) > 200:
             raise InvalidInput("a request id is 1 to 200 characters",
                                hint="Copy it from the x-request-id header of the response.")
-        rows = self._rows("SELECT ts, series, status, latency_ms, request_id, error, block, slot FROM requests"
-                          " WHERE rid = ? ORDER BY ts DESC", (rid_of(request_id),))
+        columns = "SELECT ts, series, status, latency_ms, request_id, error, block, slot, client_request_id, upload_ms"
+        rows = self._rows(f"{columns} FROM requests WHERE rid = ? ORDER BY ts DESC", (rid_of(request_id),))
         row = next((r for r in rows if unpack_id(r[4]) == request_id), None)
+        if row is None:  # a client's own id: one request, or several that reused it (never merged)
+            rows = self._rows(f"{columns} FROM requests WHERE client_request_id = ? ORDER BY ts DESC LIMIT 11",
+                              (request_id,))
+            if len(rows) > 1:
+                shown = ", ".join(f"{unpack_id(r[4])} ({_utc(r[0]):%Y-%m-%d %H:%M:%S} UTC)" for r in rows[:10])
+                raise Conflict(f"{'more than 10' if len(rows) > 10 else len(rows)} requests carry the client "
+                               f"request id {request_id!r}", hint=f"Look one up by its own request id: {shown}.")
+            row = rows[0] if rows else None
         if row is None:
             pruned = retention.pruned_when(self.db, request_id)
             if pruned is not None:
@@ -331,17 +339,19 @@ class LocalTelemetry:
                                hint="Raw request rows are kept [telemetry] raw_days days (tollgate.toml); the "
                                     "Monitoring charts keep its minute and hour for longer.")
             raise NotFound(f"no request with id {request_id!r} in this workspace's telemetry",
-                           hint="The id is in the response header x-request-id (also x-ms-request-id). "
+                           hint="The id is in the response header x-request-id (also x-ms-request-id); the "
+                                "client's own id (x-ms-client-request-id) works too. "
                                 "Requests are recorded by the endpoint that answered them.")
-        ts, s, status, latency, rid, error, block, slot = row
+        ts, s, status, latency, rid, error, block, slot, client_id, upload_ms = row
         ep, dep, model = self._series_of(None)[s]
         request_body = response_body = None
         if block is not None:
             request_body, response_body = unpack_payloads(self.db.one("SELECT data FROM payloads WHERE id = ?",
                                                                       (block,))[0])[slot]
         record = RequestRecord(ts=_utc(ts), endpoint=ep, deployment=dep, model=model, status=status, latency_ms=latency,
-                               request_id=request_id, request_body=request_body, response_body=response_body,
-                               error=error, payload_captured=block is not None)
+                               request_id=unpack_id(rid), request_body=request_body, response_body=response_body,
+                               error=error, client_request_id=client_id, upload_ms=upload_ms,
+                               payload_captured=block is not None)
         return RequestDetail(record=record, log_lines=tuple(self.logs.request_lines(record)))
 
     def collected_inputs(self, window: TimeWindow, endpoint: str, model: str | None = None,

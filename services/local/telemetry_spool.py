@@ -39,7 +39,8 @@ def spool_dir(root: Path) -> Path:
 
 def _line(rec: RequestRecord) -> bytes:
     return (json.dumps([rec.ts, rec.endpoint, rec.deployment, rec.model, rec.status, rec.latency_ms, rec.request_id,
-                        rec.request_body, rec.response_body, rec.error], ensure_ascii=False) + "\n").encode()
+                        rec.request_body, rec.response_body, rec.error, rec.client_request_id, rec.upload_ms],
+                       ensure_ascii=False) + "\n").encode()
 
 
 class Spool:

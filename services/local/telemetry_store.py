@@ -156,13 +156,21 @@ _V1_REQUESTS = """
     CREATE INDEX requests_endpoint_ts ON requests(endpoint, ts);
     CREATE INDEX requests_request_id ON requests(request_id);
     """
-# Migration 2 once filled these from the rows; migration 3 rebuilds everything from the rows, so
-# a file still at version 1 only needs the tables to exist for migration 3 to drop them.
+# Migration 2 once filled these from the rows; migration 4 rebuilds everything from the rows, so
+# a file still at version 1 only needs the tables to exist for migration 4 to drop them.
 _V2_ROLLUPS = """
     CREATE TABLE rollup_minute (minute INTEGER, endpoint TEXT, deployment TEXT, model TEXT);
     CREATE TABLE rollup_status (minute INTEGER, endpoint TEXT, model TEXT, status INTEGER);
     """
-_V3_TABLES = """
+# 3: the client's own request id (x-ms-client-request-id / x-request-id: a correlation id, not
+# unique; request_id is the gateway's) and the time the request body took to arrive (Azure's
+# RequestDurationMs), which latency_ms leaves out
+_V3_CLIENT_IDS = """
+    ALTER TABLE requests ADD COLUMN client_request_id TEXT;
+    ALTER TABLE requests ADD COLUMN upload_ms REAL;
+    CREATE INDEX requests_client_request_id ON requests(client_request_id);
+    """
+_V4_TABLES = """
     CREATE TABLE series (                   -- what a request's endpoint/deployment/model triple is stored as
         id INTEGER PRIMARY KEY,
         endpoint TEXT NOT NULL,
@@ -184,7 +192,9 @@ _V3_TABLES = """
         request_id BLOB NOT NULL,           -- pack_id(request id)
         error TEXT,
         block INTEGER,                      -- payloads.id; NULL: payloads not captured (capture_fraction)
-        slot INTEGER                        -- the request's place in the block
+        slot INTEGER,                       -- the request's place in the block
+        client_request_id TEXT,             -- the client's own id, when it sent one (not unique)
+        upload_ms REAL                      -- receiving the body, apart from latency_ms
     );
     CREATE TABLE rollup (                   -- per series and minute (span 60) or hour (span 3600)
         span INTEGER NOT NULL,
@@ -230,6 +240,7 @@ _V3_TABLES = """
     CREATE INDEX rollup_slowest_at ON rollup_slowest(span, series, start);
     CREATE INDEX requests_ts ON requests(ts);
     CREATE INDEX requests_rid ON requests(rid);
+    CREATE INDEX requests_client_request_id ON requests(client_request_id) WHERE client_request_id IS NOT NULL;
     CREATE TABLE pruned_days (              -- raw rows deleted by retention, per UTC day
         day INTEGER PRIMARY KEY,            -- epoch seconds of the day's start
         requests INTEGER NOT NULL,
@@ -249,20 +260,20 @@ _V3_TABLES = """
 
 
 def _compact(conn: sqlite3.Connection) -> None:
-    """Migration 3: compact raw rows and the minute/hour aggregates, rebuilt from the stored rows."""
+    """Migration 4: compact raw rows and the minute/hour aggregates, rebuilt from the stored rows."""
     for statement in ("ALTER TABLE requests RENAME TO requests_v1", "DROP INDEX requests_endpoint_ts",
-                      "DROP INDEX requests_request_id", "DROP TABLE rollup_minute", "DROP TABLE rollup_status",
-                      *_V3_TABLES.split(";\n")):
+                      "DROP INDEX requests_request_id", "DROP INDEX requests_client_request_id",
+                      "DROP TABLE rollup_minute", "DROP TABLE rollup_status", *_V4_TABLES.split(";\n")):
         conn.execute(statement)
     series = SeriesIds()
     cursor = conn.execute("SELECT ts, endpoint, deployment, model, status, latency_ms, request_id, request_body,"
-                          " response_body, error FROM requests_v1 ORDER BY id")
+                          " response_body, error, client_request_id, upload_ms FROM requests_v1 ORDER BY id")
     while rows := cursor.fetchmany(20_000):
         series.commit(store(conn, [RequestRecord(*r) for r in rows], series))
     conn.execute("DROP TABLE requests_v1")
 
 
-MIGRATIONS = [_V1_REQUESTS, _V2_ROLLUPS, _compact]
+MIGRATIONS = [_V1_REQUESTS, _V2_ROLLUPS, _V3_CLIENT_IDS, _compact]
 
 
 @dataclass(frozen=True)
@@ -272,11 +283,13 @@ class RequestRecord:
     deployment: str | None
     model: str | None           # "name:version" that answered
     status: int
-    latency_ms: float
-    request_id: str
+    latency_ms: float           # from the whole request received to the answer
+    request_id: str             # the gateway's, unique
     request_body: str | None
     response_body: str | None
     error: str | None
+    client_request_id: str | None = None
+    upload_ms: float | None = None   # receiving the body (None: refused before reading it)
 
 
 def open_telemetry(root: Path) -> Database:
@@ -284,10 +297,11 @@ def open_telemetry(root: Path) -> Database:
     path = Path(root) / TELEMETRY_FILE
     try:
         return Database(path, migrations=MIGRATIONS)
-    except sqlite3.OperationalError:  # locked, read-only, ...: not a damaged file
-        raise
-    except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
-        raise BackendUnavailable(
+    except (sqlite3.DatabaseError, BackendUnavailable) as e:
+        cause = e if isinstance(e, sqlite3.DatabaseError) else e.__cause__
+        if not isinstance(cause, sqlite3.DatabaseError) or isinstance(cause, sqlite3.OperationalError):
+            raise  # locked, read-only, ...: not a damaged file
+        raise BackendUnavailable(  # "file is not a database", "database disk image is malformed"
             f"the telemetry file {path} cannot be read: {e}",
             hint=f"Move it aside (mv {path} {path}.corrupt): Tollgate starts a new, empty one. Serving, "
                  "releases and every page but the telemetry views work without it.") from e
@@ -356,10 +370,10 @@ def store(conn: sqlite3.Connection, records: list[RequestRecord], series: Series
     rows, slot = [], 0
     for r, key, k in zip(records, keys, keep):
         rows.append((r.ts, ids[key], r.status, r.latency_ms, rid_of(r.request_id), pack_id(r.request_id), r.error,
-                     block if k else None, slot if k else None))
+                     block if k else None, slot if k else None, r.client_request_id, r.upload_ms))
         slot += k
-    conn.executemany("INSERT INTO requests (ts, series, status, latency_ms, rid, request_id, error, block, slot)"
-                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany("INSERT INTO requests (ts, series, status, latency_ms, rid, request_id, error, block, slot,"
+                     " client_request_id, upload_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
     _aggregate(conn, records, np.fromiter((ids[k] for k in keys), dtype=np.int64, count=len(keys)))
     return ids
 
@@ -475,29 +489,33 @@ def _fold_slowest(conn, cell_keys, where, cell_of: np.ndarray, records: list[Req
 
 
 def decoded_rows(conn: sqlite3.Connection, request_ids: list[str] | None = None) -> list[dict]:
-    """Raw rows as plain records, oldest first (series, ids and payloads decoded): for tests,
-    benchmarks and exports, which want what a gateway recorded, not how it is stored."""
+    """Raw rows as plain records, oldest first (series, ids and payloads decoded), optionally only those
+    whose gateway id or client id is one of ``request_ids``: for tests, benchmarks and exports, which
+    want what a gateway recorded, not how it is stored."""
     series = {i: (ep, dep or None, model or None) for i, ep, dep, model in conn.execute("SELECT * FROM series")}
-    where, params = "", ()
-    if request_ids is not None:
+    columns = ("SELECT id, ts, series, status, latency_ms, request_id, error, block, slot, client_request_id,"
+               " upload_ms FROM requests")
+    if request_ids is None:
+        rows = conn.execute(columns + " ORDER BY id").fetchall()
+    else:
         wanted = set(request_ids)
-        keys = sorted({rid_of(r) for r in wanted})
-        where, params = f" WHERE rid IN ({', '.join('?' * len(keys))})", tuple(keys)
-    rows = conn.execute("SELECT id, ts, series, status, latency_ms, request_id, error, block, slot FROM requests"
-                        + where + " ORDER BY id", params).fetchall()
+        keys, ids = sorted({rid_of(r) for r in wanted}), sorted(wanted)
+        rows = conn.execute(f"{columns} WHERE rid IN ({', '.join('?' * len(keys))}) OR client_request_id IN"
+                            f" ({', '.join('?' * len(ids))}) ORDER BY id", (*keys, *ids)).fetchall()
+    used = {r[7] for r in rows if r[7] is not None}
     blocks = {b: unpack_payloads(d) for b, d in conn.execute(
-        f"SELECT id, data FROM payloads WHERE id IN ({', '.join(str(int(b)) for b in {r[7] for r in rows} if b)})")} \
-        if any(r[7] for r in rows) else {}
+        f"SELECT id, data FROM payloads WHERE id IN ({', '.join(str(int(b)) for b in used)})")} if used else {}
     out = []
-    for row_id, ts, s, status, latency, rid, error, block, slot in rows:
+    for row_id, ts, s, status, latency, rid, error, block, slot, client_id, upload_ms in rows:
         request_id = unpack_id(rid)
-        if request_ids is not None and request_id not in wanted:
+        if request_ids is not None and request_id not in wanted and client_id not in wanted:
             continue
         ep, dep, model = series[s]
         bodies = blocks[block][slot] if block is not None else (None, None)
         out.append({"id": row_id, "ts": ts, "endpoint": ep, "deployment": dep, "model": model, "status": status,
                     "latency_ms": latency, "request_id": request_id, "request_body": bodies[0],
-                    "response_body": bodies[1], "error": error, "payload_captured": block is not None})
+                    "response_body": bodies[1], "error": error, "client_request_id": client_id,
+                    "upload_ms": upload_ms, "payload_captured": block is not None})
     return out
 
 

@@ -121,7 +121,9 @@ class Client:
 
 
 def telemetry_rows(root: Path, request_ids: list[str] | None = None) -> list[dict]:
-    """Rows of ``<workspace>/telemetry.db`` (the gateways' request log), optionally only these ids."""
+    """Rows of ``<workspace>/telemetry.db`` (the gateways' request log), optionally only these ids:
+    the gateway's (``request_id``, from a response's ``x-request-id``) or the client's own
+    (``client_request_id``, the ``x-request-id`` it sent)."""
     path = Path(root) / "telemetry.db"
     if not path.exists():
         return []
@@ -134,13 +136,18 @@ def telemetry_rows(root: Path, request_ids: list[str] | None = None) -> list[dic
         conn.close()
 
 
+def sent_id(row: dict) -> str:
+    """The id a test knows a telemetry row by: the one its client sent, else the gateway's."""
+    return row["client_request_id"] or row["request_id"]
+
+
 def wait_telemetry(root: Path, request_ids: list[str], timeout_s: float = 15) -> list[dict]:
     """The telemetry rows of ``request_ids`` once each has at least one (the writer batches every 50 ms)."""
     wanted = set(request_ids)
     deadline = time.monotonic() + timeout_s
     while True:
         rows = telemetry_rows(root, list(wanted))
-        if {r["request_id"] for r in rows} >= wanted or time.monotonic() > deadline:
+        if {sent_id(r) for r in rows} | {r["request_id"] for r in rows} >= wanted or time.monotonic() > deadline:
             time.sleep(0.3)  # one more flush interval: a duplicate would show up now
             return telemetry_rows(root, list(wanted))
         time.sleep(0.1)

@@ -18,7 +18,7 @@ from services.local.processes import pid_alive
 from services.local.telemetry_spool import spool_dir
 from services.release_rules import SYSTEM_ACTOR
 
-from .conftest import MODEL, SteadyLoad, live_workspace, scoring, telemetry_rows, wait_for, wait_telemetry
+from .conftest import MODEL, SteadyLoad, live_workspace, scoring, sent_id, telemetry_rows, wait_for, wait_telemetry
 
 RATE = 50  # requests per second
 
@@ -65,11 +65,11 @@ def test_a_gateway_killed_under_load_loses_no_answered_request_and_its_restart_i
 
     # every answer the client got has exactly one row, with the status the client saw
     rows = wait_telemetry(ws.root, [o.request_id for o in answered], timeout_s=60)
-    counts = Counter(r["request_id"] for r in rows)
+    counts = Counter(sent_id(r) for r in rows)
     assert set(counts.values()) == {1}, [i for i, n in counts.items() if n > 1][:5]
-    assert {r["request_id"]: r["status"] for r in rows} == {o.request_id: o.status for o in answered}
+    assert {sent_id(r): r["status"] for r in rows} == {o.request_id: o.status for o in answered}
     # a request the gateway spooled but did not live to answer may have a row; never two
-    extra = Counter(r["request_id"] for r in telemetry_rows(ws.root, [o.request_id for o in unanswered]))
+    extra = Counter(sent_id(r) for r in telemetry_rows(ws.root, [o.request_id for o in unanswered]))
     assert set(extra.values()) <= {1}
     # the dead gateway's spool was folded and removed; the live one's is the only file left
     wait_for(lambda: [p.name for p in spool_dir(ws.root).glob("*.jsonl")
