@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from bench.telemetry_data import generate
-from services.entities import TimeWindow
 from services.errors import BackendUnavailable, Conflict, NotFound
 from services.local import retention
 from services.local.logs import LocalLogs
