@@ -98,16 +98,21 @@ class _Cells:
         flat = np.bincount(pair_bin * BUCKETS + pairs["bucket"], weights=pairs["count"], minlength=self.n_bins * BUCKETS)
         self.hists[i] += flat.astype(np.int64).reshape(self.n_bins, BUCKETS)  # float64 sums of counts: exact
 
-    def add_raw(self, keys: list[tuple], bins: np.ndarray, status: np.ndarray, latency: np.ndarray) -> None:
-        rows = np.array([self._index(k) for k in keys], dtype=np.int64)
+    def add_raw(self, keys: list[tuple], group: np.ndarray, bins: np.ndarray, status: np.ndarray,
+                latency: np.ndarray) -> None:
+        """Raw rows: ``group[i]`` indexes ``keys``, the row's group key."""
         failures = (status >= 500) | (status == 0)
         client = (status >= 400) & (status < 500)
         buckets = bucket_of(latency)
-        for i in np.unique(rows):
-            mine = rows == i
-            np.add.at(self.counts[i], bins[mine],
-                      np.stack([np.ones(mine.sum(), dtype=np.int64), failures[mine], client[mine]], axis=1))
-            np.add.at(self.hists[i], (bins[mine], buckets[mine]), 1)
+        for g, key in enumerate(keys):
+            mine = group == g
+            if not mine.any():
+                continue
+            i, b = self._index(key), bins[mine]
+            for j, weights in enumerate((None, failures[mine], client[mine])):
+                self.counts[i][:, j] += np.bincount(b, weights=weights, minlength=self.n_bins).astype(np.int64)
+            self.hists[i] += np.bincount(b * BUCKETS + buckets[mine],
+                                         minlength=self.n_bins * BUCKETS).reshape(self.n_bins, BUCKETS)
 
     def items(self) -> Iterator[tuple[tuple, np.ndarray, np.ndarray]]:
         for key, i in self.keys.items():
@@ -193,7 +198,9 @@ class LocalTelemetry:
                 if rows:
                     ts, ser, status, latency = (np.array(c) for c in zip(*rows))
                     bins = np.minimum(((ts - origin) // size).astype(np.int64), n_bins - 1)
-                    cells.add_raw([key(s) for s in ser.tolist()], bins, status.astype(np.int64), latency.astype(float))
+                    ids, group = np.unique(ser, return_inverse=True)
+                    cells.add_raw([key(s) for s in ids.tolist()], group.reshape(-1), bins, status.astype(np.int64),
+                                  latency.astype(float))
                 continue
             for s in series:  # per series: rows come back as numbers and blobs only
                 rows = self._rows("SELECT start, requests, failures, client_errors, hist FROM rollup"
