@@ -11,6 +11,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -260,14 +261,19 @@ def test_a_writer_rotates_its_spool_and_leaves_no_file_behind(tmp_path, monkeypa
     from services.local import telemetry_spool
     monkeypatch.setattr(telemetry_spool, "ROTATE_BYTES", 2_000)
     writer = TelemetryWriter(tmp_path, "production", flush_interval_s=0.005, batch=20)
+    db = open_telemetry(tmp_path)
     seen = set()
     for i in range(400):
         writer.record(RequestRecord(END + i / 100, "production", "blue", "m:1", 200, 2.0, f"r-{i}", "{}", "{}", None))
         seen.add(writer.spool.name)
-        if i % 50 == 0:  # a supervisor folding meanwhile must not store a line twice
-            fold_spools(tmp_path, open_telemetry(tmp_path))
+        if i % 50 == 49:  # let the writer store (and rotate); a supervisor folding meanwhile must not store twice
+            deadline = time.monotonic() + 30
+            while db.one("SELECT COUNT(*) FROM requests")[0] < i + 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            fold_spools(tmp_path, db)
     writer.close()
-    assert len(seen) >= 2  # it did rotate
+    db.close()
+    assert len(seen) >= 2, (seen, list(spool_dir(tmp_path).iterdir()))  # it did rotate
     conn = sqlite3.connect(tmp_path / "telemetry.db")
     ids = [r["request_id"] for r in decoded_rows(conn)]
     assert sorted(ids) == sorted(f"r-{i}" for i in range(400))
