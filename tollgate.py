@@ -18,6 +18,7 @@ from pathlib import Path
 from services import ServiceError, open_workspace
 from services.entities import CheckStatus, RunFilter, RunStatus, TrainingSpec
 from services.permissions import SYSTEM_ACTOR, canonical
+from services.run_search import parse_condition
 
 from cli import canary, delivery, monitoring
 from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
@@ -97,7 +98,11 @@ def cmd_datasets(ws, args) -> int:
 
 def cmd_runs(ws, args) -> int:
     flt = RunFilter(status=tuple(RunStatus(s) for s in args.status or ()), experiment=args.experiment,
-                    dataset=args.dataset, limit=args.limit)
+                    dataset=args.dataset, limit=args.limit, offset=args.offset or 0,
+                    estimators=tuple(args.estimator or ()),
+                    metrics=tuple(parse_condition(c)[1] for c in args.metric or ()),
+                    params=tuple(parse_condition(f"params.{c.strip().removeprefix('params.')}")[1]
+                                 for c in args.param or ()))
     runs = ws.jobs.list(flt)
     rows = [{"id": r.id, "status": r.status, "estimator": r.estimator, "data": f"{r.dataset}:{r.dataset_version}",
              "rmse": r.metrics.get("rmse"), "mae": r.metrics.get("mae"), "r2": r.metrics.get("r2"),
@@ -330,7 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="append", choices=[s.value for s in RunStatus])
     p.add_argument("--experiment")
     p.add_argument("--dataset")
+    p.add_argument("--estimator", action="append", help="repeatable: any of these estimators")
+    p.add_argument("--metric", action="append", metavar="CONDITION",
+                   help="repeatable, all must hold: a final metric compared, e.g. 'rmse<55' or 'r2 >= 0.4'")
+    p.add_argument("--param", action="append", metavar="CONDITION",
+                   help="repeatable, all must hold: a parameter compared, e.g. 'alpha=1' or 'n_estimators>=200'")
     p.add_argument("--limit", type=int)
+    p.add_argument("--offset", type=int, help="skip this many of the newest matching runs (paging)")
     p = add("log", cmd_log, "print a run's log")
     p.add_argument("run_id")
     p.add_argument("--tail", type=int)

@@ -123,10 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         ws.close()
 
     conn = sqlite3.connect(path / "telemetry.db")
-    conn.row_factory = sqlite3.Row
     columns = {r[1] for r in conn.execute("PRAGMA table_info(requests)")}
+    if "rid" in columns:  # the compact store (issue 15): its own decoding of ids, series and payloads
+        from services.local.telemetry_store import decoded_rows
+        plain = decoded_rows(conn)
+    else:
+        conn.row_factory = sqlite3.Row
+        plain = [dict(r) for r in conn.execute("SELECT * FROM requests")]
     id_column = "client_request_id" if "client_request_id" in columns else "request_id"
-    rows = {r[id_column]: dict(r) for r in conn.execute("SELECT * FROM requests")}
+    rows = {r[id_column]: r for r in plain}
     report = {"code": str(args.code), "health": {"status": str(getattr(health.status, "value", health.status)),
                                                  "reasons": list(getattr(health, "reasons", []))}}
     for kind in ("steady", "slow", "stalled"):

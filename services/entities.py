@@ -172,6 +172,20 @@ class MetricPoint:
     timestamp: datetime
 
 
+COMPARISONS = ("<", "<=", ">", ">=", "=", "!=")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition on a run's final metric or parameter, as MLflow's search filter says it
+    (``metrics.rmse < 55``, ``params.alpha = 1``): a number compares with numbers, a text
+    only with texts (``=``/``!=``); a run without the key does not match.
+    ``services.run_search.parse_condition`` reads one from text."""
+    key: str
+    op: str                              # one of COMPARISONS
+    value: float | str
+
+
 @dataclass(frozen=True)
 class RunFilter:
     status: tuple[RunStatus, ...] = ()
@@ -180,6 +194,10 @@ class RunFilter:
     since: datetime | None = None
     until: datetime | None = None
     limit: int | None = None
+    estimators: tuple[str, ...] = ()     # any of these
+    metrics: tuple[Condition, ...] = ()  # all of these, on the final metrics
+    params: tuple[Condition, ...] = ()   # all of these, on the parameters
+    offset: int = 0                      # skip this many of the newest matches (paging)
 
 
 # --- models -----------------------------------------------------------------
@@ -399,6 +417,7 @@ class RequestRecord:
     error: str | None = None
     client_request_id: str | None = None  # the client's id (x-ms-client-request-id / x-request-id): may repeat
     upload_ms: float | None = None     # receiving the request body, apart from latency (slow clients)
+    payload_captured: bool = True      # False: the payloads were not kept (sampled out by the capture fraction)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,25 @@ class DriftPolicy:
     min_rows: int = 500                  # fewer collected rows: not judged (PSI noise alone ~0.1 at 100)
 
 
+@dataclass(frozen=True)
+class TelemetryPolicy:
+    """How long request telemetry is kept (``services.local.retention``) and how much of it.
+
+    Raw rows carry the payloads (request lookup, the drift check); per-minute aggregates draw the
+    charts of windows up to 30 days with their edges to the minute; hourly ones draw the rest.
+    ``capture_fraction``: the share of successful requests whose payloads are kept (failures and
+    client errors always are), per endpoint in ``[telemetry.capture]`` (Azure ML's data collector
+    samples the same way)."""
+    raw_days: float = 7.0
+    minute_days: float = 30.0
+    hour_days: float = 365.0
+    capture_fraction: float = 1.0
+    capture: Mapping[str, float] = field(default_factory=dict)   # endpoint -> its capture fraction
+
+    def capture_for(self, endpoint: str) -> float:
+        return self.capture.get(endpoint, self.capture_fraction)
+
+
 # What a webhook can subscribe to (``services.notify`` builds the messages).
 NOTIFY_EVENTS = ("candidate_ready", "approval_requested", "promoted", "rolled_back", "endpoint_degraded",
                  "endpoint_recovered", "canary_step", "canary_paused", "canary_aborted")
@@ -161,6 +180,7 @@ class Policy:
     drift: DriftPolicy = field(default_factory=DriftPolicy)
     notifications: NotificationPolicy = field(default_factory=NotificationPolicy)
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
+    telemetry: TelemetryPolicy = field(default_factory=TelemetryPolicy)
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # identity -> roles
     auth: AuthPolicy = field(default_factory=AuthPolicy)
     source: str = "built-in defaults"
@@ -204,6 +224,7 @@ KNOWN_KEYS = {
     "auth": {"provider", "app_roles"},
     "notifications": {"webhooks", "console_url", "max_attempts", "backoff_s", "timeout_s"},
     "canary": None,       # checked by CanaryPolicy's fields (parse_canary)
+    "telemetry": {"raw_days", "minute_days", "hour_days", "capture_fraction", "capture"},
 }
 
 
@@ -251,6 +272,7 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         auth = parse_auth(raw.get("auth", {}), source)
         notifications = parse_notifications(raw.get("notifications", {}), source)
         canary = parse_canary(raw.get("canary", {}), source)
+        telemetry = parse_telemetry(raw.get("telemetry", {}), source)
     except TypeError as e:  # unknown key in a table
         raise InvalidInput(f"{source}: {e}") from e
     for table_name, table in (("health", health), ("drift", drift)):
@@ -280,6 +302,7 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         drift=drift,
         notifications=notifications,
         canary=canary,
+        telemetry=telemetry,
         roles=roles,
         auth=auth,
         source=source,
@@ -386,6 +409,28 @@ def parse_canary(table: Mapping[str, Any], source: str) -> CanaryPolicy:
     if strategy not in ("blue_green", "canary"):
         raise InvalidInput(f"{where}.strategy must be 'blue_green' or 'canary', got {strategy!r}")
     return CanaryPolicy(steps=tuple(steps), on_low_traffic=on_low, strategy=strategy, **values)
+
+
+def parse_telemetry(table: Mapping[str, Any], source: str) -> TelemetryPolicy:
+    """``[telemetry]``: retention in days (raw rows <= per-minute <= hourly aggregates) and the
+    capture fraction of payloads, with ``[telemetry.capture]`` per endpoint."""
+    where, defaults = f"{source}: telemetry", TelemetryPolicy()
+    days = {key: _number(table, key, float, getattr(defaults, key), where)
+            for key in ("raw_days", "minute_days", "hour_days")}
+    if not 1 <= days["raw_days"] <= days["minute_days"] <= days["hour_days"] <= 3660:
+        raise InvalidInput(f"{where}: need 1 <= raw_days <= minute_days <= hour_days <= 3660, got "
+                           + ", ".join(f"{k} = {v:g}" for k, v in days.items()),
+                           hint="Raw rows (with payloads) are the shortest kept, hourly aggregates the longest.")
+    capture = table.get("capture", {})
+    if not isinstance(capture, dict):
+        raise InvalidInput(f"{where}.capture must be a table of endpoint = fraction ([telemetry.capture])")
+    fractions = {"capture_fraction": _number(table, "capture_fraction", float, defaults.capture_fraction, where),
+                 **{f"capture.{name}": _number(capture, name, float, None, where) for name in capture}}
+    for key, value in fractions.items():
+        if not 0.0 <= value <= 1.0:
+            raise InvalidInput(f"{where}.{key} must be between 0 and 1, got {value}")
+    return TelemetryPolicy(**days, capture_fraction=fractions["capture_fraction"],
+                           capture={name: fractions[f"capture.{name}"] for name in capture})
 
 
 def parse_auth(table: Mapping[str, Any], source: str) -> AuthPolicy:

@@ -106,6 +106,23 @@ def test_runs_and_models_json(demo_ws_path):
     assert all(m["run_id"] and m["dataset"] == "diabetes" for m in models)
 
 
+def test_runs_filtered_by_estimator_metric_and_parameter(demo_ws_path):
+    runs = as_json(tollgate(demo_ws_path, "runs", "--json"))
+    ridge = [r for r in runs if r["estimator"] == "ridge"]
+    cut = sorted(r["metrics"]["rmse"] for r in runs if "rmse" in r["metrics"])[1] + 1e-9  # the two best
+    below = as_json(tollgate(demo_ws_path, "runs", "--metric", f"rmse<={cut}", "--json"))
+    assert [r["id"] for r in below] == [r["id"] for r in runs if r["metrics"].get("rmse", 1e9) <= cut]
+    assert len(below) == 2
+    alpha = ridge[0]["params"]["alpha"]
+    same = as_json(tollgate(demo_ws_path, "runs", "--estimator", "ridge", "--param", f"alpha={alpha}", "--json"))
+    assert [r["id"] for r in same] == [r["id"] for r in ridge if r["params"]["alpha"] == alpha]
+    page = as_json(tollgate(demo_ws_path, "runs", "--limit", "2", "--offset", "1", "--json"))
+    assert [r["id"] for r in page] == [r["id"] for r in runs][1:3]
+    for bad in (["--metric", "rmse ~ 3"], ["--offset", "-1"], ["--param", "alpha > 'x'"]):
+        proc = tollgate(demo_ws_path, "runs", *bad)
+        assert proc.returncode == 2 and "error:" in proc.stderr, (bad, proc.stderr)
+
+
 def test_unknown_dataset_is_exit_2_with_a_hint(demo_ws_path):
     proc = tollgate(demo_ws_path, "datasets", "nope:1")
     assert proc.returncode == 2

@@ -144,6 +144,9 @@ def render_detail(detail: RequestDetail, policy_model: str) -> None:
         st.caption(" · ".join(extras))
     if r.error:
         st.error(f"**Error:** {r.error}", icon="🚫")
+    if not r.payload_captured:
+        st.caption("The payloads of this request were not kept: `[telemetry] capture_fraction` keeps those of "
+                   "a share of the successful requests (every failure and client error is kept).")
     left, right = st.columns(2)
     for col, title, body in ((left, "Request payload", r.request_body), (right, "Response", r.response_body)):
         with col:

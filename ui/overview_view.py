@@ -149,7 +149,7 @@ def render() -> None:
 
     champion = state.champion(uri, ws.policy.model_name)
     try:
-        versions = state.model_versions(uri, ws.policy.model_name)
+        versions = state.pending_versions(uri, ws.policy.model_name, champion.version if champion else None)
     except NotFound:  # nothing registered under the policy's model name yet
         versions = []
     candidates, more = pending_candidates(versions, champion)

@@ -497,8 +497,10 @@ def render() -> None:
     endpoints = {ep.name: ep for ep in state.endpoints(uri)}
     staging, production = endpoints.get(policy.endpoints.staging), endpoints.get(policy.endpoints.production)
     champion = state.champion(uri, policy.model_name)
-    try:
-        versions = state.model_versions(uri, policy.model_name)
+    states = {s.model_version: s for s in state.release_states(uri, policy.model_name)}
+    try:  # the board's versions only: candidates newer than the champion, and those with a release state
+        versions = state.pending_versions(uri, policy.model_name, champion.version if champion else None,
+                                          tuple(sorted(states)))
     except NotFound:
         versions = []
     if any(ep.deployments and not ep.gateway_up for ep in endpoints.values()):
@@ -508,7 +510,6 @@ def render() -> None:
     render_serving(policy, production, staging, champion)
     rollout_view.render_rollout(ws, uri)
 
-    states = {s.model_version: s for s in state.release_states(uri, policy.model_name)}
     on_board = board_versions(versions, list(states.values()), champion)
     st.subheader("Release board")
     if not on_board:

@@ -8,7 +8,8 @@ picked with the mouse in the table or by keyboard in the multiselect.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
@@ -18,8 +19,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from services import training
-from services.entities import CheckStatus, GateDecision, MetricPoint, Run, RunFilter, RunStatus, TrainingSpec
-from services.errors import ServiceError
+from services.entities import (CheckStatus, Condition, GateDecision, MetricPoint, Run, RunFilter, RunStatus,
+                               TrainingSpec)
+from services.errors import InvalidInput, ServiceError
+from services.run_search import parse_condition
 
 from . import state
 from .chrome import role_hint
@@ -134,8 +137,11 @@ def table_columns() -> dict:
     }
 
 
-WINDOWS = (100, 500, 2000, 0)      # how many of the newest matching runs to load; 0 = all
+WINDOWS = (100, 500, 2000, 0)      # how many of the newest matching runs to load; 0 = all, a page at a time
 DEFAULT_WINDOW = 500
+PAGE_SIZE = 2000                   # "all runs" is read and shown a page at a time
+PAGE = "runs.page"                 # the page of "all runs" shown (0: the newest)
+PAGE_OF = "runs.page_of"           # ... for these filters
 
 
 @dataclass(frozen=True)
@@ -146,29 +152,43 @@ class Filters:
     dataset: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-    window: int = DEFAULT_WINDOW       # the newest runs to show; 0 = all
+    window: int = DEFAULT_WINDOW       # the newest runs to show; 0 = all, a page at a time
+    metrics: tuple[Condition, ...] = ()
+    params: tuple[Condition, ...] = ()
+    page: int = 0                      # with window 0: which page of PAGE_SIZE runs
 
     @property
     def active(self) -> bool:
-        return bool(self.statuses or self.estimators or self.experiment or self.dataset or self.since or self.until)
+        return bool(self.statuses or self.estimators or self.experiment or self.dataset or self.since or self.until
+                    or self.metrics or self.params)
+
+    @property
+    def first(self) -> int:
+        """How many newer matching runs come before the ones shown."""
+        return 0 if self.window else self.page * PAGE_SIZE
 
     def run_filter(self, with_status: bool = True) -> RunFilter:
-        # RunFilter has no estimator: with an estimator chosen, the service returns every
-        # other match and the window is cut after narrowing (see find_runs)
+        # every condition is the store's (SQL locally): a page reads only the rows it shows
         return RunFilter(status=self.statuses if with_status else (), experiment=self.experiment,
-                         dataset=self.dataset, since=self.since, until=self.until,
-                         limit=None if self.estimators or not self.window else self.window)
+                         dataset=self.dataset, since=self.since, until=self.until, estimators=self.estimators,
+                         metrics=self.metrics, params=self.params, limit=self.window or PAGE_SIZE,
+                         offset=self.first)
 
 
 def find_runs(ws_uri: str, flt: Filters, with_status: bool = True) -> pd.DataFrame:
-    """The newest ``flt.window`` runs matching every filter (``with_status=False``: all statuses)."""
-    frame = runs_table(ws_uri, flt.run_filter(with_status))
-    if flt.estimators:
-        frame = frame[frame["estimator"].isin(flt.estimators)]
-        if flt.window:
-            frame = frame.head(flt.window)
-        frame = frame.reset_index(drop=True)
-    return frame
+    """The newest ``flt.window`` runs matching every filter (or the page ``flt.page`` of all of
+    them); ``with_status=False``: the same of all statuses."""
+    return runs_table(ws_uri, flt.run_filter(with_status))
+
+
+def parse_conditions(text: str) -> tuple[tuple[Condition, ...], tuple[Condition, ...]]:
+    """``rmse < 55, params.alpha = 1`` (or joined by ``and``) -> (metric conditions, parameter conditions)."""
+    metrics, params = [], []
+    for part in re.split(r",|\band\b", text or "", flags=re.IGNORECASE):
+        if part.strip():
+            kind, cond = parse_condition(part)
+            (params if kind == "params" else metrics).append(cond)
+    return tuple(metrics), tuple(params)
 
 
 def filters(ws_uri: str) -> Filters:
@@ -186,9 +206,39 @@ def filters(ws_uri: str) -> Filters:
                            help="Pick a first and a last day; both are included.")
     window = c[5].selectbox("Newest runs", WINDOWS, index=WINDOWS.index(DEFAULT_WINDOW), key="runs.f.window",
                             format_func=lambda n: f"{n:,}" if n else "all runs",
-                            help="How many of the newest matching runs to load.")
+                            help=f"How many of the newest matching runs to load; all runs come "
+                                 f"{PAGE_SIZE:,} at a time.")
+    text = st.text_input("Metrics and parameters", key="runs.f.conditions",
+                         placeholder="e.g. rmse < 55, params.alpha = 1",
+                         help="Conditions on the final metrics (a bare name is a metric) and on the parameters "
+                              "(params.NAME), separated by commas or 'and'; comparisons: < <= > >= = !=. "
+                              "Runs without the metric or parameter do not match.")
+    try:
+        metrics, params = parse_conditions(text)
+    except InvalidInput as e:
+        show_error(e)
+        metrics, params = (), ()
     since, until = _day_range(days)
-    return Filters(tuple(statuses), tuple(estimators), experiment, dataset, since, until, window)
+    flt = Filters(tuple(statuses), tuple(estimators), experiment, dataset, since, until, window, metrics, params)
+    if st.session_state.get(PAGE_OF) != flt:  # other filters: back to the newest page
+        st.session_state[PAGE_OF], st.session_state[PAGE] = flt, 0
+    return replace(flt, page=0 if window else st.session_state.get(PAGE, 0))
+
+
+def pager(shown: pd.DataFrame, flt: Filters) -> None:
+    """Newer / older pages of "all runs"."""
+    if flt.window:
+        return
+    more = len(shown) >= PAGE_SIZE
+    if not flt.page and not more:
+        return
+    c1, c2, c3 = st.columns([1, 3, 1])
+    c1.button("← Newer", key="runs.page.newer", disabled=flt.page == 0, width="stretch",
+              on_click=lambda: st.session_state.__setitem__(PAGE, max(0, flt.page - 1)))
+    c2.caption(f"Runs {flt.first + 1:,}–{flt.first + len(shown):,} of the matching runs, newest first "
+               f"(page {flt.page + 1}).")
+    c3.button("Older →", key="runs.page.older", disabled=not more, width="stretch",
+              on_click=lambda: st.session_state.__setitem__(PAGE, flt.page + 1))
 
 
 def _day_range(days) -> tuple[datetime | None, datetime | None]:
@@ -202,12 +252,15 @@ def _day_range(days) -> tuple[datetime | None, datetime | None]:
 
 
 def status_counts(frame: pd.DataFrame, flt: Filters) -> None:
-    """Runs per status among the newest ``flt.window`` runs matching the other filters."""
+    """Runs per status among the runs shown (the newest ``flt.window``, or a page of all runs)
+    matching the other filters."""
     counts = frame["status_value"].value_counts()
     cols = st.columns(len(RunStatus) + 1)
-    capped = bool(flt.window) and len(frame) >= flt.window
+    size = flt.window or PAGE_SIZE
+    capped = len(frame) >= size or flt.first > 0
+    where = f"the newest {size:,}" if not flt.first else f"runs {flt.first + 1:,}–{flt.first + len(frame):,}"
     cols[0].metric("Runs", f"{len(frame):,}" + ("+" if capped else ""),
-                   help=f"Counts are over the newest {flt.window:,} matching runs." if capped else None)
+                   help=f"Counts are over {where} of the matching runs." if capped else None)
     for col, status in zip(cols[1:], RunStatus):
         col.metric(status_label(status), f"{int(counts.get(status.value, 0)):,}")  # as in the filter and table
 

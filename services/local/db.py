@@ -295,6 +295,10 @@ MIGRATIONS: list[str] = [
     CREATE TABLE workspace_identity (id TEXT NOT NULL);
     INSERT INTO workspace_identity (id) VALUES (lower(hex(randomblob(16))));
     """,
+    # 6: runs searched by estimator (RunFilter.estimators), newest first, without walking every run
+    """
+    CREATE INDEX runs_estimator ON runs(estimator, created_at DESC);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

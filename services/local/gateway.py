@@ -50,8 +50,10 @@ from starlette.routing import Route
 
 from .db import Database
 from .logfmt import format_line
+from ..policy import load_policy
 from .routing import Target, describe, load_routes
-from .telemetry_store import RequestRecord, TelemetryWriter, truncate
+from .telemetry_spool import TelemetryWriter
+from .telemetry_store import RequestRecord, truncate
 
 REFRESH_S = 0.2
 DEPLOYMENT_HEADER = "azureml-model-deployment"
@@ -241,7 +243,8 @@ class Gateway:
 
     @asynccontextmanager
     async def lifespan(self, app):
-        self.telemetry = TelemetryWriter(self.root)
+        self.telemetry = TelemetryWriter(self.root, self.endpoint,
+                                         load_policy(self.root).telemetry.capture_for(self.endpoint))
         log("I", f"endpoint {self.endpoint}: {describe(self.routes)}")
         refresher = asyncio.create_task(self._refresh_forever())
         try:
@@ -302,10 +305,7 @@ class Gateway:
                             (b"x-tollgate-model", target.model.encode())]
             if close:  # the rest of the body is not read: this connection cannot carry another request
                 headers.append((b"connection", b"close"))
-            try:
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": payload})
-            finally:
+            try:  # written ahead: on disk before the answer leaves, so a kill -9 loses no answered request
                 self.telemetry.record(RequestRecord(
                     ts=time.time(), endpoint=self.endpoint, deployment=target.deployment if target else None,
                     model=target.model if target else None, status=status,
@@ -314,6 +314,10 @@ class Gateway:
                     request_body=truncate(body.decode("utf-8", "replace")) if body else None,
                     response_body=truncate(payload.decode("utf-8", "replace")), error=error,
                     client_request_id=client_id, upload_ms=(received - started) * 1000 if received else None))
+            except OSError as e:  # a full disk must not stop serving: the loss is in the gateway log
+                log("E", f"telemetry record lost ({type(e).__name__}: {e})", request_id)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
 
         async def refuse(status: int, message: str, close: bool = False) -> None:
             log("W", f"POST /score {status}: {message}", request_id)

@@ -43,7 +43,7 @@ import urllib.request
 from pathlib import Path
 
 from ..policy import load_policy
-from . import audit
+from . import audit, retention
 from .db import Database, utcnow
 from .processes import kill_group, pid_alive, reap_when_done, run_single, stop_process
 from .routing import load_routes
@@ -128,6 +128,7 @@ class Supervisor:
             if pid_alive(ep["gateway_pid"]):
                 continue
             port = ep["port"] if ep["port"] and not port_open(ep["port"]) else free_port()
+            crashed = ep["gateway_pid"] is not None  # it was started and is gone: an incident
             pid = spawn([sys.executable, "-m", "services.local.gateway", "--workspace", str(self.root),
                          "--endpoint", ep["name"], "--port", str(port),
                          "--max-payload-bytes", str(self.policy.endpoints.max_payload_bytes),
@@ -136,6 +137,9 @@ class Supervisor:
                         gateway_log_path(self.root, ep["name"]))
             with self.db.write() as c:
                 c.execute("UPDATE endpoints SET port = ?, gateway_pid = ? WHERE name = ?", (port, pid, ep["name"]))
+                if crashed:
+                    audit.record(c, "supervisor", "gateway.crashed", ep["name"], before={"pid": ep["gateway_pid"]},
+                                 after={"action": "restart", "pid": pid, "port": port}, role="system")
             print(f"{utcnow()} gateway {ep['name']} started on 127.0.0.1:{port} (pid {pid})", flush=True)
 
     # --- deployments ----------------------------------------------------------
@@ -229,7 +233,9 @@ class Supervisor:
         threads = [threading.Thread(target=self._every, args=("releases", RELEASE_TICK_S, self._releases_tick),
                                     name="releases", daemon=True),
                    threading.Thread(target=self._every, args=("notifications", NOTIFY_TICK_S, self._notify_tick),
-                                    name="notifications", daemon=True)]
+                                    name="notifications", daemon=True),
+                   threading.Thread(target=self._every, args=("telemetry", retention.TICK_S, self._telemetry_tick),
+                                    name="telemetry", daemon=True)]
         for t in threads:
             t.start()
         return threads
@@ -263,6 +269,12 @@ class Supervisor:
         from .outbox import LocalNotifications
         notifications = state.get("n") or state.setdefault("n", LocalNotifications(ws.db, ws.policy))
         notifications.deliver_due()
+
+    def _telemetry_tick(self, ws, state: dict) -> None:
+        """Spools of gateways that died, then retention (``services.local.retention``)."""
+        done = retention.maintain(ws.root, ws.policy, state)
+        if any(done.values()):
+            print(f"{utcnow()} telemetry: " + ", ".join(f"{v} {k}" for k, v in done.items() if v), flush=True)
 
     # --- shutdown -------------------------------------------------------------
 

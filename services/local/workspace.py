@@ -13,7 +13,8 @@ from .evaluation import LocalEvaluator
 from .jobs import LocalJobs
 from .models import LocalModels
 from .schedules import LocalSchedules
-from .telemetry import LocalLogs, LocalTelemetry
+from .logs import LocalLogs
+from .telemetry import LocalTelemetry
 
 DB_FILE = "tollgate.db"
 
@@ -41,4 +42,4 @@ class LocalWorkspace:
 
     def close(self) -> None:
         self.db.close()
-        self.telemetry.db.close()
+        self.telemetry.close()

@@ -3,12 +3,14 @@ and the pipeline's last step, registration behind the quality gate."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.entities import RunFilter, RunStatus
+from services.entities import Condition, RunFilter, RunStatus
 from services.errors import Conflict, InvalidInput, NotFound
+from services.run_search import matches, parse_condition
 
 from .helpers import ADMIN, LEAD, ROLES_TOML, SLOW, diabetes, eventually, spec, wait_status, write_csv
 
@@ -283,3 +285,65 @@ def test_filter_by_creation_time_in_any_timezone(demo, finished):
     tokyo = timezone(timedelta(hours=9))  # the same instants, written in another zone
     assert {r.id for r in demo.jobs.list(RunFilter(since=before.astimezone(tokyo),
                                                    until=after.astimezone(tokyo)))} == ours
+
+
+DEMO = "diabetes-retrain"  # the demo's five finished runs: other tests of this module add runs meanwhile
+
+
+def _filters_over(runs) -> list[RunFilter]:
+    """Metric and parameter filters whose answers the runs themselves decide (thresholds between values)."""
+    rmse = sorted(r.metrics["rmse"] for r in runs if "rmse" in r.metrics)
+    middle = (rmse[len(rmse) // 2 - 1] + rmse[len(rmse) // 2]) / 2
+    ridge = [r for r in runs if r.estimator == "ridge"]
+    alpha = ridge[0].params["alpha"]
+    filters = [
+        RunFilter(estimators=("ridge",)),
+        RunFilter(estimators=("ridge", "gbr"), status=(RunStatus.COMPLETED,)),
+        RunFilter(metrics=(parse_condition(f"rmse < {middle}")[1],)),
+        RunFilter(metrics=(parse_condition(f"rmse >= {middle}")[1], parse_condition("r2 > 0")[1])),
+        RunFilter(estimators=("ridge",), metrics=(parse_condition(f"rmse < {middle}")[1],)),
+        RunFilter(params=(parse_condition(f"params.alpha = {alpha}")[1],)),
+        RunFilter(params=(parse_condition(f"params.alpha != {alpha}")[1],)),
+        RunFilter(metrics=(parse_condition("no_such_metric > 0")[1],)),
+        RunFilter(params=(parse_condition("params.alpha = 'a text'")[1],)),
+    ]
+    return [replace(f, experiment=DEMO) for f in filters]
+
+
+def test_filter_by_estimator_metric_and_parameter_is_what_the_conditions_say(backend, demo):
+    if backend.name == "azure":
+        pytest.xfail("services/azure/jobs.py does not apply estimators/metrics/params/offset yet (issue 15)")
+    runs = demo.jobs.list(RunFilter(experiment=DEMO))
+    answers = []
+    for flt in _filters_over(runs):
+        got = [r.id for r in demo.jobs.list(flt)]
+        assert got == [r.id for r in runs if matches(flt, r)], flt
+        answers.append(len(got))
+    assert answers[0] > 0 and answers[2] > 0 and answers[3] > 0  # the thresholds split the runs
+    assert answers[7] == 0 and answers[8] == 0                     # a missing key, a text vs a number
+    below = demo.jobs.list(RunFilter(experiment=DEMO, metrics=(parse_condition(f"rmse < {runs[0].metrics['rmse']}")[1],)))
+    assert runs[0].id not in {r.id for r in below}                 # strictly less
+
+
+def test_offset_pages_through_the_newest_first_list(backend, demo):
+    if backend.name == "azure":
+        pytest.xfail("services/azure/jobs.py does not apply estimators/metrics/params/offset yet (issue 15)")
+    runs = [r.id for r in demo.jobs.list(RunFilter(experiment=DEMO))]
+    pages = [[r.id for r in demo.jobs.list(RunFilter(experiment=DEMO, limit=2, offset=start))]
+             for start in range(0, len(runs), 2)]
+    assert sum(pages, []) == runs and len(pages) == 3
+    assert [r.id for r in demo.jobs.list(RunFilter(experiment=DEMO, offset=2))] == runs[2:]
+    assert demo.jobs.list(RunFilter(experiment=DEMO, limit=3, offset=len(runs))) == []
+
+
+@pytest.mark.parametrize("text", ["rmse ~ 3", "rmse <", "params.alpha > 'text'", 'a"b = 1', "rmse < nan"])
+def test_a_malformed_condition_is_invalid_input(text):
+    with pytest.raises(InvalidInput):
+        parse_condition(text)
+
+
+def test_a_condition_with_an_unknown_operator_is_refused_by_the_store(backend, demo):
+    if backend.name == "azure":
+        pytest.xfail("services/azure/jobs.py does not apply estimators/metrics/params/offset yet (issue 15)")
+    with pytest.raises(InvalidInput):
+        demo.jobs.list(RunFilter(metrics=(Condition("rmse", "< 1 OR 1 =", 1.0),)))

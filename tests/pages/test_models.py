@@ -257,10 +257,10 @@ def test_default_candidate_skips_champion_and_archived(demo_ws):
     versions = demo_ws.models.versions(NAME)
     newest = versions[0]
     archived = [dataclasses.replace(newest, archived=True), *versions[1:]]
-    assert view.default_candidate(archived).version == versions[1].version
+    assert view.default_candidate(view.versions_frame(archived, ["rmse"])) == versions[1].version
     only_champion = [v for v in versions if v.is_champion]
-    assert view.default_candidate(only_champion).is_champion
-    assert view.default_candidate([]) is None
+    assert view.default_candidate(view.versions_frame(only_champion, ["rmse"])) == only_champion[0].version
+    assert view.default_candidate(view.versions_frame([], ["rmse"])) is None
 
 
 def test_metric_deltas_follow_each_metrics_direction(demo_ws):

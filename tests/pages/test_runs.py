@@ -120,6 +120,38 @@ def test_status_and_estimator_filters_narrow_the_table(demo_env, demo_ws, failed
     assert "No runs match these filters" in texts(at)
 
 
+def test_metric_and_parameter_conditions_narrow_the_table(demo_env, demo_ws, failed_run):
+    runs = demo_ws.jobs.list()
+    rmse = sorted(r.metrics["rmse"] for r in runs if "rmse" in r.metrics)
+    cut = (rmse[1] + rmse[2]) / 2  # the two best runs
+    at = runs_page()
+    at.text_input(key="runs.f.conditions").set_value(f"rmse < {cut}").run()
+    assert sorted(table(at)["id"]) == sorted(r.id for r in runs if r.metrics.get("rmse", 1e9) < cut)
+    assert len(table(at)) == 2
+    ridge = next(r for r in runs if r.estimator == "ridge")
+    at.text_input(key="runs.f.conditions").set_value(f"params.alpha = {ridge.params['alpha']}").run()
+    assert ridge.id in table(at)["id"].tolist()
+    assert all(r.params.get("alpha") == ridge.params["alpha"] for r in runs if r.id in set(table(at)["id"]))
+    at.text_input(key="runs.f.conditions").set_value("rmse ~ 3").run()
+    assert any("not a condition" in str(e.value) for e in at.error)  # said, and the table is unfiltered
+    assert failed_run.id in table(at)["id"].tolist()
+
+
+def test_all_runs_come_a_page_at_a_time(demo_env, demo_ws, failed_run, monkeypatch):
+    monkeypatch.setattr(view, "PAGE_SIZE", 2)
+    runs = [r.id for r in demo_ws.jobs.list()]
+    at = runs_page()
+    at.selectbox(key="runs.f.window").set_value(0).run()
+    assert table(at)["id"].tolist() == runs[:2]
+    at.button(key="runs.page.older").click().run()
+    assert table(at)["id"].tolist() == runs[2:4]
+    at.button(key="runs.page.newer").click().run()
+    assert table(at)["id"].tolist() == runs[:2]
+    at.button(key="runs.page.older").click().run()
+    at.multiselect(key="runs.f.estimator").set_value(["ridge"]).run()  # other filters: the newest page again
+    assert table(at)["id"].tolist() == [r for r in runs if r in {x.id for x in demo_ws.jobs.list() if x.estimator == "ridge"}][:2]
+
+
 def test_date_and_dataset_filters_go_to_the_service(demo_env, demo_ws, failed_run):
     at = runs_page()
     at.date_input(key="runs.f.created").set_value((date(2020, 1, 1), date(2020, 12, 31))).run()
@@ -286,6 +318,10 @@ def test_window_and_filters_build_the_service_query():
     flt = view.Filters(statuses=(RunStatus.FAILED,), experiment="x", window=500)
     assert flt.run_filter() == RunFilter(status=(RunStatus.FAILED,), experiment="x", limit=500)
     assert flt.run_filter(with_status=False).status == ()
-    # RunFilter has no estimator: the window is applied after narrowing by estimator
-    assert view.Filters(estimators=("gbr",), window=500).run_filter().limit is None
-    assert view.Filters(window=0).run_filter().limit is None
+    # every filter is the store's: the window is the store's limit, "all runs" a page of it
+    metrics, params = view.parse_conditions("rmse < 55 and params.alpha = 1, r2 >= 0.4")
+    assert [c.key for c in metrics] == ["rmse", "r2"] and [c.key for c in params] == ["alpha"]
+    assert view.Filters(estimators=("gbr",), metrics=metrics, params=params, window=500).run_filter() == RunFilter(
+        estimators=("gbr",), metrics=metrics, params=params, limit=500)
+    assert view.Filters(window=0).run_filter() == RunFilter(limit=view.PAGE_SIZE)
+    assert view.Filters(window=0, page=2).run_filter() == RunFilter(limit=view.PAGE_SIZE, offset=2 * view.PAGE_SIZE)

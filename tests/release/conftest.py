@@ -22,6 +22,7 @@ from typing import Iterator
 import pytest
 import requests
 
+from services.local.telemetry_store import decoded_rows
 from services.local.workspace import LocalWorkspace
 from tests.conftest import copy_workspace
 
@@ -127,18 +128,10 @@ def telemetry_rows(root: Path, request_ids: list[str] | None = None) -> list[dic
     if not path.exists():
         return []
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
     try:
         if request_ids is None:
-            return [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY id")]
-        out = []
-        for i in range(0, len(request_ids), 500):
-            chunk = request_ids[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            out += [dict(r) for r in conn.execute(
-                f"SELECT * FROM requests WHERE request_id IN ({marks}) OR client_request_id IN ({marks})",
-                chunk + chunk)]
-        return out
+            return decoded_rows(conn)
+        return [row for i in range(0, len(request_ids), 500) for row in decoded_rows(conn, request_ids[i:i + 500])]
     finally:
         conn.close()
 
