@@ -297,7 +297,7 @@ MIGRATIONS: list[str] = [
     """,
     # 6: runs searched by estimator (RunFilter.estimators), newest first, without walking every run
     """
-    CREATE INDEX runs_estimator ON runs(estimator, created_at DESC);
+    CREATE INDEX IF NOT EXISTS runs_estimator ON runs(estimator, created_at DESC);
     """,
 ]
 
