@@ -326,10 +326,12 @@ REPLAY_SCHEME = "azure+replay"
 def open_azure(uri: str) -> AzureWorkspace:
     """``azure://`` (settings from config.json / environment / secrets.toml; ``azure://SUB/RG/WS``
     names the workspace in the URI) or ``azure+replay://[FIXTURE_DIR]`` (the demo workspace
-    replayed through the real SDKs; default ``services/azure/fixtures``)."""
+    replayed through the real SDKs; default ``services/azure/fixtures``; ``azure+replay://real``
+    the bodies the Azure SDK team recorded against real Azure, ``services/azure/fixtures/real``)."""
     scheme, _, rest = uri.partition("://")
     if scheme == REPLAY_SCHEME:
-        return open_replay(Path(rest) if rest else None, uri=uri)
+        from .replay.fixtures import fixture_folder
+        return open_replay(fixture_folder(rest), uri=uri)
     from .config import load_settings, open_real
     overrides = {}
     if rest:
