@@ -41,3 +41,13 @@ class GateFailed(ServiceError):
 
 class BackendUnavailable(ServiceError):
     """The backend cannot be reached or is not configured (network, credentials, throttling)."""
+
+
+class MissingEvidence(InvalidInput):
+    """A model version cannot be reviewed from what is recorded of it (one registered outside
+    Tollgate: no dataset lineage, no run, no metrics). ``missing`` names each absent piece, so a
+    page can say what to provide instead of showing an error."""
+
+    def __init__(self, message: str, missing: tuple[str, ...], *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.missing = tuple(missing)

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
+from .. import versions
 from ..datatests import LABELS_TAG, NO_LABELS, profile, read_table, run_data_tests
 from ..entities import CheckStatus, DatasetVersion, DataTestResult
 from ..errors import Conflict, InvalidInput, NotFound
@@ -173,7 +174,8 @@ class AzureDatasets:
                     items = [d for d in self.ml.data.list(name=name) if d is not None]
             except NotFound:
                 items = []
-            return sorted(items, key=lambda d: convert._int(d.version) or 0, reverse=True)
+            return sorted(items, key=lambda d: versions.order_key(convert.version_of(d.version), convert.created(d)[0]),
+                          reverse=True)
         return list(self.cache.get(("data", "versions", name), load))
 
     def _unknown(self, name: str) -> NotFound:
@@ -190,7 +192,7 @@ class AzureDatasets:
         out: list[DatasetVersion] = []
         for name in self.names():
             out.extend(convert.dataset_version(d) for d in self._data_versions(name))
-        return sorted(out, key=lambda v: (v.created_at, v.name, v.version), reverse=True)
+        return sorted(out, key=lambda v: (v.created_at, v.name, str(v.version)), reverse=True)
 
     def _get_data(self, name: str, version: int | None) -> Any:
         """One version from the (briefly cached) listing of the dataset's versions."""
@@ -201,7 +203,7 @@ class AzureDatasets:
             raise self._unknown(name)
         if version is None:
             return items[0]
-        found = next((d for d in items if convert._int(d.version) == version), None)
+        found = next((d for d in items if versions.same(convert.version_of(d.version), version)), None)
         if found is None:
             raise NotFound(f"dataset {name}:{version} does not exist",
                            hint=f"Versions of {name}: {', '.join(d.version for d in items)}.")
@@ -216,14 +218,15 @@ class AzureDatasets:
     def load(self, name: str, version: int | None = None) -> pd.DataFrame:
         if version is not None:
             with self._lock:
-                try:
-                    cached = self._frames.get((name, int(version)))
-                except (TypeError, ValueError):
-                    cached = None
+                cached = self._frames.get((name, str(version)))
             if cached is not None:  # versions are immutable: no request for data already read
                 return cached.copy()
         dv = self.get(name, version)
-        key = (dv.name, dv.version)
+        if dv.unreadable:
+            raise InvalidInput(f"cannot read dataset {dv.ref}: {dv.unreadable}",
+                               hint="Register the data as a CSV or Parquet file (uri_file) to profile, test and "
+                                    "train on it.")
+        key = (dv.name, str(dv.version))
         with self._lock:
             cached = self._frames.get(key)
         if cached is None:
@@ -259,7 +262,7 @@ class AzureDatasets:
             tags[LABELS_TAG] = NO_LABELS
 
         existing = [convert.dataset_version(d) for d in self._data_versions(name)]
-        candidates = [v for v in existing if v.tests_status != CheckStatus.FAIL]
+        candidates = [v for v in existing if v.tested and not v.unreadable and v.tests_status != CheckStatus.FAIL]
         prev = next((v for v in candidates if v.tags.get(LABELS_TAG) != NO_LABELS),
                     candidates[0] if candidates else None)
         baseline = self.load(prev.name, prev.version) if prev else None
@@ -270,7 +273,7 @@ class AzureDatasets:
                                            created_by=canonical(actor), columns=cols, tests=tests)
 
         uri = self.blobs.upload(f"{PREFIX}/datasets/{name}/{uuid.uuid4().hex}/{original}", data)
-        version = max((v.version for v in existing), default=0) + 1
+        version = versions.next_number(v.version for v in existing)
         try:
             created = self._put_version(name, version, uri, description, tags, props)
         except BaseException:
@@ -304,11 +307,8 @@ class AzureDatasets:
                        hint="Many registrations at once; try again.")
 
 
-def _version(version: Any, what: str) -> int:
-    try:
-        return int(version)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{what} version must be a whole number, got {version!r}") from None
+def _version(version: Any, what: str) -> versions.Version:
+    return versions.parse_version(version, f"{what} version")
 
 
 def frame_bytes(frame: pd.DataFrame) -> bytes:

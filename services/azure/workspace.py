@@ -36,6 +36,7 @@ from typing import Any
 from ..entities import Comparison, GateDecision, WorkspaceInfo
 from ..errors import InvalidInput
 from ..evaluation import compare_models
+from ..evidence import require_lineage
 from ..policy import Policy, load_policy
 from .config import AzureSettings
 from .datasets import CACHE_TTL_S, AzureDatasets, BlobStore, ReadCache
@@ -138,8 +139,7 @@ class AzureEvaluator:
         candidate = self.models.get(name, version)
         champion = (self.models.get(name, champion_version) if champion_version is not None
                     else self.models.champion(name))
-        if candidate.dataset is None:
-            raise InvalidInput(f"{candidate.ref} has no dataset lineage, so it cannot be evaluated")
+        require_lineage(candidate)
         evaluated_on = f"{candidate.dataset}:{candidate.dataset_version}"
         path = self._path(candidate, champion) if self.blobs is not None else None
         kept = self._recorded(path) if path else None

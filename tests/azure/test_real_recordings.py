@@ -49,7 +49,7 @@ def _render(page: str) -> tuple[AppTest, int, int]:
 
 def _shown(at: AppTest) -> str:
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [w.value for w in at.warning]
-    parts += [i.value for i in at.info]
+    parts += [i.value for i in at.info] + [t.value for t in at.text]
     for df in at.dataframe:
         parts.append(df.value.to_string())
     for sb in at.selectbox:
@@ -69,9 +69,12 @@ def test_pages_describe_foreign_assets_as_they_are(real_env):
     at, _, _ = _render("datasets")
     shown = _shown(at)
     assert "foo" in shown and "uri_folder" in shown, shown
+    assert "not tested" in shown and "✅" not in shown  # never tested by Tollgate: not "pass"
+    assert "is not a CSV or Parquet file" in shown  # the latest (foo, a .py file) says why it cannot be read
     at, _, _ = _render("models")
     shown = _shown(at)
-    assert "Production" in shown and "Archived" in shown, shown  # Azure's own stage
+    assert "Development" in shown and "(no lineage)" in shown, shown  # Azure's own stage, beside ours
+    assert "cannot be reviewed yet" in shown and "the dataset version it was trained on" in shown
 
 
 @pytest.mark.parametrize("argv", [["status"], ["datasets"], ["runs"], ["models"], ["datasets", "test_777353693968:foo"]])
