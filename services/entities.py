@@ -262,6 +262,11 @@ class Deployment:
     created_by: str = ""
     restarts: int = 0
     last_error: str | None = None
+    provisioning_state: str = ""       # the cloud's own state (Creating, Updating, Scaling, Failed, Deleting…)
+    compute: str = ""                  # managed | kubernetes
+    instance_type: str = ""            # e.g. Standard_DS3_v2
+    instance_count: int | None = None
+    model_source: str = ""             # what it serves when not a workspace model: "registry …", "anonymous model"
 
     @property
     def model_ref(self) -> str:
@@ -277,6 +282,8 @@ class Endpoint:
     primary_key_masked: str = ""
     secondary_key_masked: str = ""
     gateway_up: bool = False
+    provisioning_state: str = ""       # the cloud's own state (Creating, Updating, Failed, Deleting…)
+    compute: str = ""                  # managed | kubernetes
 
     @property
     def traffic(self) -> dict[str, int]:

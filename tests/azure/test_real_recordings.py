@@ -84,3 +84,42 @@ def test_cli_prints_real_recordings(real_env, capsys, argv):
     out, err = capsys.readouterr()
     assert code == 0, err
     json.loads(out)
+
+
+def test_cli_endpoint_shows_a_token_endpoint_being_created(real_env, capsys):
+    import tollgate
+    code = tollgate.main(["--workspace", URI, "--json", "endpoint", "--env", "online-ept-6696557f8dec409"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["auth_mode"] == "aml_token" and shown["provisioning_state"] == "Creating"
+    assert shown["scoring_uri"] == "" and shown["deployments"] == []
+
+
+def test_versions_keep_their_text_and_foreign_models_their_stage():
+    from services.azure.workspace import open_azure
+    ws = open_azure(URI)
+    try:
+        dv = ws.datasets.get("test_777353693968", "foo")
+        assert dv.version == "foo" and not dv.tested and "not a CSV or Parquet" in dv.unreadable
+        folder = ws.datasets.get("test_60801715751")
+        assert (folder.version, folder.kind) == (1, "uri_folder") and "uri_folder" in folder.unreadable
+        stages = {m.ref: (m.stage, m.model_type, m.archived) for m in ws.models.versions()}
+        assert stages == {"test_269749567585:3": ("Production", "mlflow_model", False),
+                          "model_test_129743542416:2": ("Development", "custom_model", False),
+                          "model_test_129743542416:1": ("Archived", "custom_model", True)}
+    finally:
+        ws.close()
+
+
+@pytest.mark.parametrize("ref, source, workspace_model", [
+    ("azureml://registries/azureml/models/distilbert-base-uncased/versions/3",
+     "registry azureml: distilbert-base-uncased:3", None),
+    ("/subscriptions/s/resourceGroups/rg/providers/Microsoft.MachineLearningServices/workspaces/w/models/m/versions/2",
+     "", ("m", 2)),
+])
+def test_deployment_models_from_registries_and_anonymous_ones_are_not_taken_for_workspace_models(
+        ref, source, workspace_model):
+    from services.azure.endpoints import model_of
+    from services.azure.online_convert import model_source
+    assert model_source(ref) == source and model_of(ref) == workspace_model
