@@ -23,9 +23,11 @@ from services.entities import (CheckStatus, Condition, GateDecision, MetricPoint
                                TrainingSpec)
 from services.errors import InvalidInput, ServiceError
 from services.run_search import parse_condition
+from services.telemetry import mark_frame, warning_of
 
 from . import state
 from .chrome import role_hint
+from .steps_view import render_steps
 from .widgets import BETTER, NEUTRAL, STATUS_ICON, fmt_duration, fmt_metric, guard, show_error
 
 # session-state keys of this page
@@ -107,7 +109,15 @@ def table_frame(items: list[Run]) -> pd.DataFrame:
 def runs_table(ws_uri: str, flt: RunFilter) -> pd.DataFrame:
     # Cached as a DataFrame, not as Run objects: with 10,000 runs, unpickling the Run
     # list from the cache on every rerun costs ~0.5 s; the frame costs ~1 ms.
-    return table_frame(state.workspace().jobs.list(flt))
+    runs = state.workspace().jobs.list(flt)
+    return mark_frame(table_frame(runs), warning_of(runs))  # jobs left out, or a page that failed: said
+
+
+def partial_notice(frame: pd.DataFrame) -> None:
+    """What the listing could not read (jobs the SDK cannot parse, a page that failed), beside the rest."""
+    warning = warning_of(frame)
+    if warning:
+        st.warning(warning, icon=":material/warning:")
 
 
 @st.cache_data(ttl=state.READ_TTL, show_spinner=False)
@@ -358,6 +368,7 @@ def run_details(ws_uri: str, run: Run) -> None:
            "Data": f"{run.dataset}:{run.dataset_version}",
            "Model": f"{run.model_name}:{run.model_version}" if run.model_version else "—"})
 
+    render_steps(ws_uri, run)
     overview, history, log = st.tabs(["Overview", "Metric history", "Log"])
     with overview:
         left, right = st.columns(2)
