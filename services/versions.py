@@ -52,3 +52,14 @@ def same(a: Any, b: Any) -> bool:
 def next_number(versions: Iterable[Version]) -> int:
     """The next whole-number version after the numbered ones (text versions take no number)."""
     return max((v for v in versions if isinstance(v, int)), default=0) + 1
+
+
+def describe(versions: Iterable[Version]) -> str:
+    """``"1 to 5"``, ``"1, 3, 4"``, ``"1 to 3, foo"``: the versions that exist, for a hint."""
+    numbers = sorted(v for v in versions if isinstance(v, int))
+    texts = sorted(str(v) for v in versions if not isinstance(v, int))
+    if len(numbers) > 2 and numbers == list(range(numbers[0], numbers[-1] + 1)):
+        parts = [f"{numbers[0]} to {numbers[-1]}"]
+    else:
+        parts = [str(n) for n in numbers]
+    return ", ".join(parts + texts) or "none"

@@ -10,6 +10,7 @@ import streamlit as st
 
 from services.entities import CheckStatus, DatasetVersion, DataTestResult
 from services.errors import ServiceError
+from services.telemetry import warning_of
 from services.versions import newest_first
 
 from . import state
@@ -163,6 +164,8 @@ def render() -> None:
     st.caption("Versioned, immutable training data. Every upload is profiled and tested against the last good "
                "version before anyone trains on it.")
     versions = state.dataset_versions(uri)
+    if warning_of(versions):  # a listing that stopped early: what was read is shown, and said to be partial
+        st.warning(warning_of(versions), icon=":material/warning:")
     if not versions:
         st.info("No datasets yet. Upload a CSV or Parquet file below to register the first version, "
                 "or load the demo data from the Overview page.", icon=":material/info:")

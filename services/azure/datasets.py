@@ -34,11 +34,12 @@ import pandas as pd
 from .. import versions
 from ..datatests import LABELS_TAG, NO_LABELS, profile, read_table, run_data_tests
 from ..entities import CheckStatus, DatasetVersion, DataTestResult
-from ..errors import Conflict, InvalidInput, NotFound
+from ..errors import Conflict, InvalidInput, NotFound, ServiceError
 from ..naming import check_name
 from ..permissions import authorize, canonical
 from ..policy import Policy
-from . import convert
+from ..telemetry import mark, warning_of
+from . import convert, paging
 from .config import AzureSettings
 from .errors import azure_call, translate
 
@@ -162,21 +163,22 @@ class AzureDatasets:
     # --- reads ----------------------------------------------------------------------
 
     def names(self) -> list[str]:
+        """The data assets' names (a ``PartialList`` when a later page of the listing failed)."""
         def load():
-            with azure_call("list the data assets"):
-                return sorted(d.name for d in self.ml.data.list())
-        return list(self.cache.get(("data", "names"), load))
+            listed = paging.read_listing(self.ml.data.list(), "the data assets")
+            return mark(sorted(d.name for d in listed), warning_of(listed))
+        return self.cache.get(("data", "names"), load)
 
     def _data_versions(self, name: str) -> list[Any]:
         def load():
             try:
-                with azure_call(f"list the versions of dataset {name!r}"):
-                    items = [d for d in self.ml.data.list(name=name) if d is not None]
+                items = paging.read_listing(self.ml.data.list(name=name), f"the versions of dataset {name!r}")
             except NotFound:
                 items = []
-            return sorted(items, key=lambda d: versions.order_key(convert.version_of(d.version), convert.created(d)[0]),
-                          reverse=True)
-        return list(self.cache.get(("data", "versions", name), load))
+            order = sorted(items, key=lambda d: versions.order_key(convert.version_of(d.version), convert.created(d)[0]),
+                           reverse=True)
+            return mark(order, warning_of(items))
+        return self.cache.get(("data", "versions", name), load)
 
     def _unknown(self, name: str) -> NotFound:
         return NotFound(f"dataset {name!r} does not exist",
@@ -189,10 +191,21 @@ class AzureDatasets:
         return [convert.dataset_version(d) for d in items]
 
     def all_versions(self) -> list[DatasetVersion]:
+        """Every version of every data asset, newest first; a ``PartialList`` saying what could not be
+        listed when a listing stopped early."""
         out: list[DatasetVersion] = []
-        for name in self.names():
-            out.extend(convert.dataset_version(d) for d in self._data_versions(name))
-        return sorted(out, key=lambda v: (v.created_at, v.name, str(v.version)), reverse=True)
+        names = self.names()
+        warnings = [warning_of(names)]
+        for name in names:
+            try:
+                listed = self._data_versions(name)
+            except ServiceError as e:  # one data asset Azure answers badly for: the others are still listed
+                warnings.append(str(e))
+                continue
+            warnings.append(warning_of(listed))
+            out.extend(convert.dataset_version(d) for d in listed)
+        out.sort(key=lambda v: (v.created_at, v.name, str(v.version)), reverse=True)
+        return mark(out, "; ".join(w for w in warnings if w))
 
     def _get_data(self, name: str, version: int | None) -> Any:
         """One version from the (briefly cached) listing of the dataset's versions."""
@@ -206,7 +219,7 @@ class AzureDatasets:
         found = next((d for d in items if versions.same(convert.version_of(d.version), version)), None)
         if found is None:
             raise NotFound(f"dataset {name}:{version} does not exist",
-                           hint=f"Versions of {name}: {', '.join(d.version for d in items)}.")
+                           hint=f"Versions of {name}: {versions.describe(convert.version_of(d.version) for d in items)}.")
         return found
 
     def get(self, name: str, version: int | None = None) -> DatasetVersion:

@@ -28,7 +28,8 @@ from ..errors import Conflict, InvalidInput, NotFound
 from ..naming import check_name
 from ..permissions import authorize
 from ..policy import Policy
-from . import convert
+from ..telemetry import mark, warning_of
+from . import convert, paging
 from .datasets import BlobStore, ReadCache, _version
 from .errors import azure_call
 
@@ -143,13 +144,21 @@ class AzureModels:
                 raise self._unknown(name)
             containers = [container]
         out: list[ModelVersion] = []
+        warnings = []
         for c in sorted(containers, key=lambda c: c.name):
-            aliases = convert.aliases_of(self._container_tags(c))
-            items = [self._to_entity(r, aliases) for r in self._versions_rest(c.name)]
+            items = self._entities(c)
+            warnings.append(warning_of(items))
             out.extend(versions.newest_first(items))
         if not include_archived:
             out = [m for m in out if not m.archived]
-        return out
+        return mark(out, "; ".join(w for w in warnings if w))
+
+    def _entities(self, container: Any) -> list[ModelVersion]:
+        """The versions of one model; one the SDK cannot read is left out and named (a ``PartialList``)."""
+        aliases = convert.aliases_of(self._container_tags(container))
+        one = paging.converting(lambda rest: self._to_entity(rest, aliases), f"model {container.name} version")
+        return paging.read_listing((one(r) for r in self._versions_rest(container.name)),
+                                   f"the versions of model {container.name}")
 
     def get(self, name: str, version: int | None = None) -> ModelVersion:
         """One version, from the (briefly cached) listing of the model's versions: a page that
@@ -159,8 +168,7 @@ class AzureModels:
         container = self._container(name)
         if container is None:
             raise self._unknown(name)
-        aliases = convert.aliases_of(self._container_tags(container))
-        items = [self._to_entity(r, aliases) for r in self._versions_rest(name)]
+        items = self._entities(container)
         if not items:
             raise self._unknown(name)
         if version is None:
@@ -168,7 +176,7 @@ class AzureModels:
         found = next((m for m in items if versions.same(m.version, version)), None)
         if found is None:
             raise NotFound(f"model {name}:{version} does not exist",
-                           hint=f"Versions of {name}: {', '.join(str(m.version) for m in versions.newest_first(items))}.")
+                           hint=f"Versions of {name}: {versions.describe(m.version for m in items)}.")
         return found
 
     def champion(self, name: str) -> ModelVersion | None:

@@ -110,3 +110,39 @@ def test_runs_page_names_the_skipped_job_and_shows_the_rest(tmp_path, monkeypatc
     finally:
         st.cache_data.clear()
         st.cache_resource.clear()
+
+
+def rest_example(name: str) -> dict:
+    """A REST API example, verbatim (tests/azure/rest_examples/README.md)."""
+    return json.loads((Path(__file__).parent / "rest_examples" / name).read_text())["responses"]["200"]["body"]
+
+
+def test_the_rest_examples_placeholders_give_a_clear_partial_result(ws):
+    """``Workspace/DataVersionBase/list.json`` as the versions of one dataset: its ``"id": "string"``
+    is no ARM id (the SDK raises); that dataset is named in the warning, the others are listed."""
+    ws.replay.add("GET", r"/data/test_777353693968/versions$", rest_example("DataVersionBase-list.json"))
+    versions = ws.datasets.all_versions()
+    assert [v.ref for v in versions] == ["test_60801715751:1"]
+    assert "test_777353693968" in warning_of(versions) and "Invalid ARM Id" in warning_of(versions)
+
+
+def test_the_datasets_page_shows_the_rest_examples_partial_result(tmp_path, monkeypatch):
+    folder = tmp_path / "real"
+    shutil.copytree(REAL, folder)
+    monkeypatch.setenv("TOLLGATE_WORKSPACE", f"azure+replay://{folder}")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    try:
+        from ui import state
+        # the app's workspace (st.cache_resource, shared with AppTest), answered with the example before any read
+        state._workspace(f"azure+replay://{folder}").replay.add("GET", r"/data/test_777353693968/versions$",
+                                                                 rest_example("DataVersionBase-list.json"))
+        at = AppTest.from_file(APP, default_timeout=180)
+        at.run()
+        at.switch_page("pages/datasets.py")
+        at.run()
+        assert not at.exception and not [e for e in at.error if e.icon == "🚫"]
+        assert any("test_777353693968" in w.value for w in at.warning), [w.value for w in at.warning]
+    finally:
+        st.cache_data.clear()
+        st.cache_resource.clear()
