@@ -10,6 +10,7 @@ import streamlit as st
 
 from services.entities import CheckStatus, DatasetVersion, DataTestResult
 from services.errors import ServiceError
+from services.foreign_data import test_on_demand
 from services.telemetry import warning_of
 from services.versions import newest_first
 
@@ -226,6 +227,24 @@ def render_foreign(dv: DatasetVersion) -> None:
         st.warning(f"Tollgate cannot read this version's data: {dv.unreadable}.", icon=":material/block:")
 
 
+def render_test_on_demand(dv: DatasetVersion) -> None:
+    """Profile and test a readable version Tollgate never tested; the outcome is shown, not kept."""
+    key = f"datasets.on_demand.{dv.ref}"
+    if st.button("Profile and test this version", key=f"{key}.run", icon=":material/fact_check:",
+                 help="Runs the data tests a registration runs, against the dataset's newest version that passed "
+                      "them. The outcome is shown here, not kept: re-register the file to train on it."):
+        with st.spinner(f"Reading and testing {dv.ref}…"), guard():
+            st.session_state[key] = test_on_demand(state.workspace().datasets, state.workspace().policy, dv)
+    if key not in st.session_state:
+        return
+    tested, tests = st.session_state[key]
+    status, line = verdict(tests, tested.baseline_version)
+    (st.error if status == CheckStatus.FAIL else st.warning if status == CheckStatus.WARN else st.success)(
+        f"{line} ({tested.rows:,} rows; tested now, not kept).")
+    render_tests(tests)
+    st.dataframe(profile_frame(tested), hide_index=True, width="stretch")
+
+
 def render_version(uri: str, dv: DatasetVersion, baseline: DatasetVersion | None) -> None:
     st.subheader(dv.ref)
     if dv.description:
@@ -235,6 +254,7 @@ def render_version(uri: str, dv: DatasetVersion, baseline: DatasetVersion | None
         if dv.unreadable:
             return
     if not dv.tested:
+        render_test_on_demand(dv)
         with st.expander("Preview", icon=":material/table:"):
             with guard():
                 frame = state.dataset_frame(uri, dv.name, dv.version)
