@@ -128,14 +128,14 @@ def render() -> None:
         return
     flash()
     endpoints = state.endpoints(uri)
-    if not any(ep.gateway_up for ep in endpoints):
-        render_not_running(ws, policy)
-
     order = [policy.endpoints.production, policy.endpoints.staging]
-    if not endpoints:
+    if not endpoints:  # nothing to start either: say what is missing
         st.info(f"None of the policy's endpoints ({', '.join(order)}) exists in this workspace yet: deploying a "
                 "model version to staging on the Releases page creates it.", icon=":material/info:")
         return
+    if not any(ep.gateway_up for ep in endpoints):
+        render_not_running(ws, policy)
+
     endpoints = sorted(endpoints, key=lambda e: order.index(e.name) if e.name in order else len(order))
     tabs = st.tabs([f"{'🟢' if ep.gateway_up else '🔴'} {ep.name}" for ep in endpoints])
     for tab, ep in zip(tabs, endpoints):

@@ -87,14 +87,16 @@ def default_candidate(frame: pd.DataFrame) -> int | str | None:
 
 
 def version_label(v: ModelVersion) -> str:
-    parts = [f"v{v.version}", v.estimator]
+    parts = [f"v{v.version}", v.estimator or v.model_type]
     if v.dataset:
         parts.append(f"{v.dataset}:{v.dataset_version}")
+    elif v.stage:
+        parts.append(f"Azure stage {v.stage}")
     if v.is_champion:
         parts.append("champion")
     if v.archived:
         parts.append("archived")
-    return " · ".join(parts)
+    return " · ".join(p for p in parts if p)
 
 
 def summary(frame: pd.DataFrame) -> dict[str, int]:

@@ -92,7 +92,7 @@ def table_frame(items: list[Run]) -> pd.DataFrame:
         "status": [STATUS_LABELS[s] for s in states],
         "name": [r.display_name for r in items],
         "estimator": [r.estimator for r in items],
-        "dataset": [f"{r.dataset}:{r.dataset_version}" for r in items],
+        "dataset": [f"{r.dataset}:{r.dataset_version}" if r.dataset else "—" for r in items],
         **{m: pd.array([r.metrics.get(m) for r in items], dtype="Float64").astype(float) for m in MAIN_METRICS},
         "gate": [None if r.gate is None else GATE_LABELS[r.gate.passed] for r in items],
         "model": [f"{r.model_name}:{r.model_version}" if r.model_version else None for r in items],
@@ -365,7 +365,7 @@ def run_details(ws_uri: str, run: Run) -> None:
 
     facts({"Status": f"{STATUS_ICON[run.status]} {run.status.value}", "Step": run.step or "—",
            "Duration": fmt_duration(run.duration_s), "Estimator": estimator_label(run.estimator),
-           "Data": f"{run.dataset}:{run.dataset_version}",
+           "Data": f"{run.dataset}:{run.dataset_version}" if run.dataset else "—",
            "Model": f"{run.model_name}:{run.model_version}" if run.model_version else "—"})
 
     render_steps(ws_uri, run)
@@ -458,9 +458,12 @@ def gate_block(gate: GateDecision | None, status: RunStatus | None = None) -> No
 
 
 def lineage(run: Run) -> None:
-    st.page_link("pages/datasets.py", label=f"Trained on {run.dataset}:{run.dataset_version} — open in Datasets",
-                 icon=":material/dataset:",
-                 query_params={"dataset": run.dataset, "version": str(run.dataset_version)})
+    if run.dataset:
+        st.page_link("pages/datasets.py", label=f"Trained on {run.dataset}:{run.dataset_version} — open in Datasets",
+                     icon=":material/dataset:",
+                     query_params={"dataset": run.dataset, "version": str(run.dataset_version)})
+    else:
+        st.caption("No dataset recorded: a job that Tollgate did not start.")
     if run.model_version:
         st.page_link("pages/models.py", label=f"Registered as {run.model_name}:{run.model_version} — open in Models",
                      icon=":material/deployed_code:",

@@ -123,3 +123,17 @@ def test_deployment_models_from_registries_and_anonymous_ones_are_not_taken_for_
     from services.azure.endpoints import model_of
     from services.azure.online_convert import model_source
     assert model_source(ref) == source and model_of(ref) == workspace_model
+
+
+def test_runs_page_shows_the_failed_steps_of_a_pipeline_with_their_errors(real_env):
+    from ui import runs_view
+    history = json.loads((Path(__file__).resolve().parents[2] / "services/azure/fixtures/real/history.json")
+                         .read_text())["runs"]
+    at, _, _ = _render("runs")
+    at.multiselect(key=runs_view.PICK).set_value(["test_680454434153"]).run()
+    at.session_state["runs.steps.test_680454434153"] = True  # open the collapsed steps
+    at.run()
+    assert not at.exception and not [e for e in at.error if e.icon == SERVICE_ERROR_ICON]
+    steps = next(df.value for df in at.dataframe if "step" in df.value.columns)
+    assert sorted(steps["step"]) == sorted(r["displayName"] for r in history)
+    assert all("Authentication failed" in e for e in steps["error"]) and steps["started"].notna().all()
