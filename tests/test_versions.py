@@ -51,3 +51,17 @@ def test_what_tollgate_can_read_and_why_not(kind, path, fmt, readable):
     assert (reason == "") == readable
     if not readable:
         assert "Tollgate reads one CSV or Parquet file" in reason
+
+
+def test_overview_orders_text_and_number_versions_without_failing():
+    from services.entities import CheckStatus, ModelVersion
+    from ui.overview_view import latest_failing_datasets, pending_candidates
+
+    def mv(version, day, aliases=()):
+        return ModelVersion(name="m", version=version, created_at=at(day), created_by="", description="", estimator="",
+                            metrics={}, run_id=None, dataset=None, dataset_version=None, tags={}, aliases=aliases)
+    waiting, more = pending_candidates([mv(1, 1, ("champion",)), mv(2, 2), mv("foo", 3)], mv(1, 1, ("champion",)))
+    assert [v.version for v in waiting] == ["foo", 2] and more == 0
+    dv = SimpleNamespace(name="d", version="foo", created_at=at(3), tests_status=CheckStatus.FAIL)
+    assert latest_failing_datasets([SimpleNamespace(name="d", version=1, created_at=at(1),
+                                                    tests_status=CheckStatus.PASS), dv]) == [dv]

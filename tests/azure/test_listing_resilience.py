@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from services.azure.replay import Reply
@@ -18,6 +17,7 @@ from services.azure.replay.fixtures import FIXTURE_SETS
 from services.azure.workspace import open_azure
 from services.errors import BackendUnavailable
 from services.telemetry import warning_of
+from tests.azure.conftest import console_on
 
 REAL = FIXTURE_SETS["real"]
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -89,27 +89,32 @@ def test_pipeline_steps_take_times_and_errors_from_run_history(ws):
         assert step.error.splitlines()[0] == raw["error"]["error"]["message"].strip().splitlines()[0]
 
 
-def test_runs_page_names_the_skipped_job_and_shows_the_rest(tmp_path, monkeypatch):
+@pytest.fixture
+def real_copy(tmp_path, monkeypatch):
+    """A copy of the real fixtures the console is pointed at (a test may change it first)."""
     folder = tmp_path / "real"
     shutil.copytree(REAL, folder)
-    data = json.loads((folder / "arm" / "jobs.json").read_text())
+    with console_on(monkeypatch, f"azure+replay://{folder}"):
+        yield folder
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page(f"pages/{page}.py")
+    at.run()
+    assert not at.exception and not [e for e in at.error if e.icon == "🚫"]
+    return at
+
+
+def test_runs_page_names_the_skipped_job_and_shows_the_rest(real_copy):
+    data = json.loads((real_copy / "arm" / "jobs.json").read_text())
     data["resources"].append(placeholder_job())
-    (folder / "arm" / "jobs.json").write_text(json.dumps(data))
-    monkeypatch.setenv("TOLLGATE_WORKSPACE", f"azure+replay://{folder}")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    try:
-        at = AppTest.from_file(APP, default_timeout=180)
-        at.run()
-        at.switch_page("pages/runs.py")
-        at.run()
-        assert not at.exception and not [e for e in at.error if e.icon == "🚫"]
-        assert any("example_job" in w.value for w in at.warning), [w.value for w in at.warning]
-        shown = "\n".join(df.value.to_string() for df in at.dataframe)
-        assert "test_dataset_display_name1" in shown or "test_334734506738" in shown
-    finally:
-        st.cache_data.clear()
-        st.cache_resource.clear()
+    (real_copy / "arm" / "jobs.json").write_text(json.dumps(data))
+    at = open_page("runs")
+    assert any("example_job" in w.value for w in at.warning), [w.value for w in at.warning]
+    shown = "\n".join(df.value.to_string() for df in at.dataframe)
+    assert "test_dataset_display_name1" in shown or "test_334734506738" in shown
 
 
 def rest_example(name: str) -> dict:
@@ -126,23 +131,10 @@ def test_the_rest_examples_placeholders_give_a_clear_partial_result(ws):
     assert "test_777353693968" in warning_of(versions) and "Invalid ARM Id" in warning_of(versions)
 
 
-def test_the_datasets_page_shows_the_rest_examples_partial_result(tmp_path, monkeypatch):
-    folder = tmp_path / "real"
-    shutil.copytree(REAL, folder)
-    monkeypatch.setenv("TOLLGATE_WORKSPACE", f"azure+replay://{folder}")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    try:
-        from ui import state
-        # the app's workspace (st.cache_resource, shared with AppTest), answered with the example before any read
-        state._workspace(f"azure+replay://{folder}").replay.add("GET", r"/data/test_777353693968/versions$",
-                                                                 rest_example("DataVersionBase-list.json"))
-        at = AppTest.from_file(APP, default_timeout=180)
-        at.run()
-        at.switch_page("pages/datasets.py")
-        at.run()
-        assert not at.exception and not [e for e in at.error if e.icon == "🚫"]
-        assert any("test_777353693968" in w.value for w in at.warning), [w.value for w in at.warning]
-    finally:
-        st.cache_data.clear()
-        st.cache_resource.clear()
+def test_the_datasets_page_shows_the_rest_examples_partial_result(real_copy):
+    from ui import state
+    # the app's workspace (st.cache_resource, shared with AppTest), answered with the example before any read
+    state._workspace(f"azure+replay://{real_copy}").replay.add("GET", r"/data/test_777353693968/versions$",
+                                                                rest_example("DataVersionBase-list.json"))
+    at = open_page("datasets")
+    assert any("test_777353693968" in w.value for w in at.warning), [w.value for w in at.warning]

@@ -11,50 +11,21 @@ import json
 from pathlib import Path
 
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
+from tests.azure.conftest import console_on
+from tests.azure.test_azure_pages import PAGES, SERVICE_ERROR_ICON, _render, _text
 
-from services.azure.replay import ReplayTransport
-
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-PAGES = sorted(p.stem for p in (Path(APP).parent / "pages").glob("*.py"))
-SERVICE_ERROR_ICON = "🚫"  # ui.widgets.show_error
 URI = "azure+replay://real"
 COLD_BUDGET = 10
 
 
 @pytest.fixture
 def real_env(monkeypatch):
-    monkeypatch.setenv("TOLLGATE_WORKSPACE", URI)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield URI
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    with console_on(monkeypatch, URI) as uri:
+        yield uri
 
 
-def _render(page: str) -> tuple[AppTest, int, int]:
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
-    at.switch_page(f"pages/{page}.py")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    before = ReplayTransport.sent
-    at.run()
-    cold = ReplayTransport.sent - before
-    before = ReplayTransport.sent
-    at.run()
-    return at, cold, ReplayTransport.sent - before
-
-
-def _shown(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [w.value for w in at.warning]
-    parts += [i.value for i in at.info] + [t.value for t in at.text]
-    for df in at.dataframe:
-        parts.append(df.value.to_string())
-    for sb in at.selectbox:
-        parts += [str(o) for o in sb.options]
-    return "\n".join(parts)
+def _shown(at) -> str:
+    return "\n".join([_text(at), *(w.value for w in at.warning), *(i.value for i in at.info), *(t.value for t in at.text)])
 
 
 @pytest.mark.parametrize("page", PAGES)
