@@ -99,10 +99,10 @@ def cmd_datasets(ws, args) -> int:
         emit(args, {"version": dv, "tests": tests}, text)
         return EXIT_OK
     versions = ws.datasets.all_versions()
-    rows = [{"name": v.name, "version": v.version, "type": v.kind, "rows": v.rows, "columns": len(v.columns),
+    rows = [{"name": v.name, "version": v.version, "rows": v.rows, "columns": len(v.columns),
              "tests": v.tests_status.value if v.tested else "not tested", "created": v.created_at,
-             "by": v.created_by, "source": v.source} for v in versions]
-    emit(args, versions, table(rows, ["name", "version", "type", "rows", "columns", "tests", "created", "by", "source"]))
+             "by": v.created_by, "source": v.source, "type": v.kind} for v in versions]
+    emit(args, versions, table(rows, ["name", "version", "rows", "columns", "tests", "created", "by", "source", "type"]))
     return EXIT_OK
 
 
