@@ -58,7 +58,7 @@ def ws(demo_ws_path):
         ws.releases.deploy(MODEL, ws.models.champion(MODEL).version, "production", SYSTEM_ACTOR)
         yield ws
     finally:
-        ws.endpoints.down()
+        ws.endpoints.down(SYSTEM_ACTOR)
         leftovers = wait_for_exit(ws.root, 15)
         ws.close()
         assert not leftovers, f"processes left behind by {ws.root}: {leftovers}"

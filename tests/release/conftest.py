@@ -23,6 +23,7 @@ import pytest
 import requests
 
 from services.local.workspace import LocalWorkspace
+from services.permissions import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
 
 MODEL = "diabetes-regressor"
@@ -77,7 +78,7 @@ def live_workspace(template: Path, folder: Path) -> Iterator[LocalWorkspace]:
     try:
         yield ws
     finally:
-        ws.endpoints.down()
+        ws.endpoints.down(SYSTEM_ACTOR)
         leftovers = wait_for_exit(ws.root, 15)
         ws.close()
         assert not leftovers, f"processes left behind by {ws.root}: {leftovers}"

@@ -132,10 +132,10 @@ def test_a_new_up_after_the_supervisor_was_killed_adopts_what_runs_and_down_stop
     # the data plane does not need the supervisor: production keeps answering
     assert client.post(uri, GOOD, key).status_code == 200
 
-    second = ws.endpoints.up()
+    second = ws.endpoints.up(SYSTEM_ACTOR)
     assert second != supervisor
     time.sleep(2)  # a few reconciliation ticks
-    assert ws.endpoints.up() == second, "up is idempotent"
+    assert ws.endpoints.up(SYSTEM_ACTOR) == second, "up is idempotent"
     now_gateways = {r["name"]: r["gateway_pid"] for r in ws.db.query("SELECT name, gateway_pid FROM endpoints")}
     now_deployments = {r["name"]: r["pid"] for r in ws.db.query("SELECT name, pid FROM deployments"
                                                                 " WHERE endpoint = 'production' AND desired = 'running'")}
@@ -147,9 +147,9 @@ def test_a_new_up_after_the_supervisor_was_killed_adopts_what_runs_and_down_stop
         r = client.post(uri, GOOD, key, deployment=name)
         assert r.status_code == 200 and r.headers["azureml-model-deployment"] == name
 
-    assert ws.endpoints.down() is True
+    assert ws.endpoints.down(SYSTEM_ACTOR) is True
     assert wait_for_exit(ws.root, 15) == []
     assert ws.endpoints.supervisor_pid() is None and not (ws.root / "supervisor.pid").exists()
     assert all(not pid_alive(p) for p in [*gateways.values(), *deployments.values()])
     assert all(d.state == "stopped" for d in ws.endpoints.get("production").deployments)
-    assert ws.endpoints.down() is False
+    assert ws.endpoints.down(SYSTEM_ACTOR) is False
