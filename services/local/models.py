@@ -9,8 +9,9 @@ from typing import Any, Mapping
 
 import joblib
 
-from ..entities import ModelVersion
-from ..errors import Conflict, InvalidInput, NotFound
+from ..entities import ModelVersion, Stage
+from ..errors import InvalidInput, NotFound
+from ..release_rules import check_archive
 from . import audit
 from .datasets import check_name
 from .db import Database, parse_ts, utcnow
@@ -172,9 +173,8 @@ class LocalModels:
 
     def archive(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
         mv = self.get(name, version)
-        if mv.aliases:
-            raise Conflict(f"{mv.ref} is the {', '.join(mv.aliases)} and cannot be archived",
-                           hint="Move the alias to another version first.")
+        row = self.db.one("SELECT stage FROM releases WHERE model_name = ? AND model_version = ?", (name, mv.version))
+        check_archive(mv, Stage(row["stage"]) if row else Stage.REGISTERED)   # not the champion, nor staged/serving
         return self._set_archived(mv, True, actor)
 
     def restore(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:

@@ -253,12 +253,15 @@ class ReleaseWorkflow(Rollouts):
             return self.driver.snapshot(prod)
         role = authorize(self.policy, actor, "promote")
         mv = self.models.get(name, version)
+        serving = self.driver.snapshot(prod)
+        if self._serves(serving, mv):
+            return serving                                  # idempotent: already serving, nothing to lock
         steps = Progress(progress)
         with self._operation(prod, actor, "promote", versions=(mv,)) as ep:
             state = self.ledger.state(mv)
             live = ep.live
-            if state.stage == Stage.PRODUCTION and live is not None and live.model_ref == mv.ref:
-                return ep                                   # idempotent: already serving
+            if self._serves(ep, mv):                        # promoted meanwhile (the same request twice)
+                return ep
             self._check_promote(mv, state)
             p = plans.promote(self.policy, ep, mv, state, None)
             self._same(plan, p)
@@ -359,6 +362,11 @@ class ReleaseWorkflow(Rollouts):
         if strategy not in ("blue_green", "canary"):
             raise InvalidInput(f"unknown promote strategy {strategy!r}", hint="Use 'blue_green' or 'canary'.")
         return strategy
+
+    def _serves(self, ep: Endpoint, mv: ModelVersion) -> bool:
+        """``mv`` is in production and takes the endpoint's traffic: a promote has nothing to do."""
+        live = ep.live
+        return live is not None and live.model_ref == mv.ref and self.ledger.state(mv).stage == Stage.PRODUCTION
 
     def _check_deploy_target(self, env: str, mv: ModelVersion) -> None:
         rules.check_deploy(self.policy, SYSTEM_ACTOR, env, mv, self.driver.names())

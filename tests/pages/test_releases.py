@@ -129,10 +129,10 @@ def test_release_workflow_on_the_page(live_env, monkeypatch):
     cases = next(d.value for d in at.dataframe if "case" in d.value.columns)
     assert list(cases.columns[:4]) == ["case", "passed", "expected", "got"] and len(cases) == 6
 
-    # four eyes: the deployer may not approve
+    # four eyes: the deployer may not approve, and the dialog says so before anything is pressed
     at.button(key="releases.approve").click().run()
-    at.button(key="dialog.confirm").click().run()
     assert "may not also approve it (four eyes)" in texts(at, "error")
+    assert at.button(key="dialog.confirm").disabled
     assert ws.releases.state(candidate.name, candidate.version).stage == Stage.AWAITING_APPROVAL
     at.button(key="dialog.cancel").click().run()
     assert not any(b.key == "dialog.confirm" for b in at.button)  # the dialog is closed
