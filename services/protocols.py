@@ -454,7 +454,7 @@ class Workspace(Protocol):
     notifications: NotificationService
     telemetry: TelemetryService | None
     logs: LogService | None
-    schedules: ScheduleService | None
+    schedules: ScheduleService
 
     def close(self) -> None:
         """Release connections and handles."""

@@ -45,7 +45,7 @@ def check_traffic(ep, traffic) -> None:
 def require_comment(what: str, comment: str | None) -> None:
     """Reject and rollback (and approve, when ``[release] approve_comment_required``) say why."""
     if not comment or not comment.strip():
-        raise InvalidInput(f"a {what} needs a comment saying why")
+        raise InvalidInput(f"{'an' if what[:1] in 'aeiou' else 'a'} {what} needs a comment saying why")
 
 
 def check_approve(state: ReleaseState, actor: str) -> None:
@@ -102,12 +102,16 @@ def check_rollback(env: str, live: Deployment | None, back: Deployment | None, b
                        hint="Restore it on the Models page first.")
 
 
-def check_archive(mv: ModelVersion, stage: Stage) -> None:
-    """The model registries ask this before archiving: the champion, and a version that is staged
-    or serving, stay visible (an archived version can never be promoted)."""
+def check_archive(mv: ModelVersion, stage: Stage, serving: tuple[str, ...] | list[str] = ()) -> None:
+    """The model registries ask this before archiving: the champion, a version in the release
+    process (staged, under review, approved, in production) and one that takes an endpoint's
+    traffic (``serving``: those endpoints) stay visible (an archived version can never be promoted)."""
     if mv.aliases:
         raise Conflict(f"{mv.ref} is the {', '.join(mv.aliases)} and cannot be archived",
                        hint="Move the alias to another version first.")
+    if serving:
+        raise Conflict(f"{mv.ref} serves {', '.join(serving)}: a version that is staged or serving cannot be "
+                       f"archived", hint="Deploy another version there first.")
     if stage in IN_RELEASE:
         raise Conflict(f"{mv.ref} is {stage.value.replace('_', ' ')}: a version that is staged or serving "
                        f"cannot be archived", hint="Reject it (or roll it back) first.")

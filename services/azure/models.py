@@ -38,8 +38,9 @@ class AzureModels:
     """``ModelRegistry`` over Azure ML models (see the module docstring)."""
 
     def __init__(self, ml_client: Any, blobs: BlobStore, audit: Callable[..., None] | None = None,
-                 cache: ReadCache | None = None):
+                 cache: ReadCache | None = None, serving: Callable[[str, int], list[str]] | None = None):
         self.ml, self.blobs, self.audit = ml_client, blobs, audit
+        self.serving = serving    # (name, version) -> the endpoints whose traffic it takes
         self.cache = cache or ReadCache()
         self._loaded: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
@@ -279,7 +280,8 @@ class AzureModels:
 
     def archive(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
         mv = self.get(name, version)
-        check_archive(mv, stage_of(mv))   # not the champion, nor a version staged or serving
+        serving = self.serving(mv.name, mv.version) if self.serving is not None else []
+        check_archive(mv, stage_of(mv), serving)   # not the champion, nor a version staged or serving
         return self._set_archived(mv, True, actor)
 
     def restore(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:

@@ -205,7 +205,7 @@ class AzureWorkspace:
         audit = self._make_audit()
         self.cache = ReadCache(float((settings.extra or {}).get("cache_ttl_s", CACHE_TTL_S)))
         self.datasets = AzureDatasets(ml_client, self.blobs, self.policy, audit=audit, cache=self.cache)
-        self.models = AzureModels(ml_client, self.blobs, audit=audit, cache=self.cache)
+        self.models = AzureModels(ml_client, self.blobs, audit=audit, cache=self.cache, serving=self._serving)
         self.jobs = AzureJobs(ml_client, self.mlflow_client, self.datasets, self.blobs, settings, self.policy,
                               arm=self.arm_put, audit=audit, cache=self.cache)
         self.evaluation = AzureEvaluator(self.datasets, self.models, self.policy, self.blobs)
@@ -309,6 +309,11 @@ class AzureWorkspace:
         self.telemetry = AzureTelemetry(self.logs_client, ws_id, self.endpoints, **kw,
                                         collect_inputs=str(extra.get("collect_inputs", "")).lower() in ("1", "true"))
         self.logs = AzureLogs(self.logs_client, ws_id, self.endpoints, **kw)
+
+    def _serving(self, name: str, version: int) -> list[str]:
+        """The endpoints whose traffic ``name:version`` takes (the registry refuses to archive it)."""
+        return sorted({ep.name for ep in self.endpoints.list() for d in ep.deployments
+                       if d.model_name == name and d.model_version == version and d.traffic > 0})
 
     def _keep_evaluation(self, mv) -> None:
         """After a deploy to staging: evaluate the candidate against the champion now, while its

@@ -174,7 +174,10 @@ class LocalModels:
     def archive(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
         mv = self.get(name, version)
         row = self.db.one("SELECT stage FROM releases WHERE model_name = ? AND model_version = ?", (name, mv.version))
-        check_archive(mv, Stage(row["stage"]) if row else Stage.REGISTERED)   # not the champion, nor staged/serving
+        serving = [r["endpoint"] for r in self.db.query(
+            "SELECT DISTINCT endpoint FROM deployments WHERE model_name = ? AND model_version = ? AND traffic > 0"
+            " AND desired = 'running' ORDER BY endpoint", (name, mv.version))]
+        check_archive(mv, Stage(row["stage"]) if row else Stage.REGISTERED, serving)   # not champion, staged, serving
         return self._set_archived(mv, True, actor)
 
     def restore(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:

@@ -80,8 +80,9 @@ class Rollouts:
     def start_canary(self, name: str, version: int, actor: str, comment: str = "", *, plan: Plan | None = None,
                      progress: Listener | None = None) -> cn.Rollout:
         """Promote an approved version in steps (``[canary]``): deployed beside the stable version
-        (health probe, smoke test pinned to it, latency judged), then the first step's share of
-        production traffic. Each step is judged and advanced by ``canary.advance_rollouts``."""
+        (health probe, smoke test pinned to it), then the first step's share of production traffic.
+        Each step is judged on live telemetry (failures and p95 against the stable version) and
+        advanced by ``canary.advance_rollouts``."""
         role = authorize(self.policy, actor, "promote")
         prod, cfg = self.policy.endpoints.production, self.policy.canary
         mv = self.models.get(name, version)
@@ -105,8 +106,9 @@ class Rollouts:
                                  f"{len(cfg.steps)}), {stable.model_ref} serves the rest",
                          details={"step": 1, "steps": list(cfg.steps), "traffic": first, "stable": stable.model_ref,
                                   "step_seconds": cfg.step_seconds, "comment": comment, "smoke_test": result.id})
+            # latency is judged by the canary analysis on live traffic, step by step: not by the smoke test
             self._blue_green(p, ep, mv, actor, role, Progress(progress),
-                             ("canary.deploy", "canary.failed", "canary.started"), record, judge=True,
+                             ("canary.deploy", "canary.failed", "canary.started"), record, judge=False,
                              comment=comment, share=first,
                              extra={"model": mv.ref, "stable": stable.model_ref, "steps": list(cfg.steps)})
         return started["r"]

@@ -159,7 +159,7 @@ def test_release_workflow_on_the_page(live_env, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     assert f"{candidate.ref} serves production" in texts(at, "success")
     steps = texts(at, "markdown")        # the steps, each with its time, as they happened
-    assert re.search(r"✓ deployment \w+ \(%s\) created at 0 % \(\d+\.\d s\)" % re.escape(candidate.ref), steps), steps
+    assert re.search(rf"✓ deployment \w+ \({re.escape(candidate.ref)}\) created at 0 % \(\d+\.\d s\)", steps), steps
     for step in ("healthy", "smoke test of", "traffic shifted to", "kept warm for rollback"):
         assert step in steps, step
     answer = ws.endpoints.invoke("production", {"data": [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]]})
