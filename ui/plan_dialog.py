@@ -9,13 +9,14 @@ hold names and people's comments: they are shown as text, never read as markdown
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import streamlit as st
 
-from services.entities import Plan
+from services.entities import Plan, ProgressStep
 from services.errors import Conflict, ServiceError
 from services.permissions import PERMISSIONS, VERBS
+from services.release import step_text
 from services.release.plans import traffic_text
 
 from . import state
@@ -27,7 +28,9 @@ PLANNED = "tollgate.pending_plan"     # (Request, Plan): the plan shown for it, 
 FLASH = "tollgate.flash"              # the outcome of the last action, shown once at the top
 CONFIRM = {"deploy": "Deploy to {env}", "smoke_test": "Run the smoke test", "approve": "Approve", "reject": "Reject",
            "promote": "Promote to {env}", "canary": "Start the canary", "rollback": "Roll back",
-           "regenerate_key": "Regenerate the {key} key", "traffic": "Change the traffic"}
+           "regenerate_key": "Regenerate the {key} key", "traffic": "Change the traffic", "pause": "Pause",
+           "resume": "Continue", "abort": "Abort and roll back"}
+CANARY_CONTROL = ("pause", "resume", "abort")
 
 
 def who_may(action: str) -> str:
@@ -70,12 +73,16 @@ def plan_of(ws, r: Request, actor: str | None = None) -> Plan:
         return rel.plan_rollback(r.env)
     if r.action == "regenerate_key":
         return rel.plan_regenerate_key(r.env, r.key)
+    if r.action in CANARY_CONTROL:
+        return rel.plan_canary_control(r.action, r.env)
     raise ValueError(f"unknown action {r.action!r}")
 
 
 def permission_of(plan: Plan) -> str:
-    """The permission an action needs (a canary start is a promote; traffic is set_traffic)."""
-    return {"canary": "promote", "traffic": "set_traffic"}.get(plan.action, plan.action)
+    """The permission an action needs (a canary is promoted, paused and continued by whoever may promote;
+    aborting it is a rollback; traffic is set_traffic)."""
+    return {"canary": "promote", "pause": "promote", "resume": "promote", "abort": "rollback",
+            "traffic": "set_traffic"}.get(plan.action, plan.action)
 
 
 # --- performing a plan -------------------------------------------------------------
@@ -84,6 +91,7 @@ def permission_of(plan: Plan) -> str:
 class Outcome:
     ok: bool
     message: str
+    steps: tuple[ProgressStep, ...] = ()   # how the long ones went: each step with its time
 
 
 def perform(ws, plan: Plan, actor: str, comment: str = "", progress=None) -> Outcome:
@@ -118,6 +126,10 @@ def perform(ws, plan: Plan, actor: str, comment: str = "", progress=None) -> Out
     if a == "regenerate_key":
         rel.regenerate_key(plan.env, plan.key, actor, progress=progress)
         return Outcome(True, f"The {plan.key} key of {plan.env} is new; the old one is refused from now on.")
+    if a in CANARY_CONTROL:
+        act = {"pause": rel.pause_canary, "resume": rel.resume_canary, "abort": rel.abort_canary}[a]
+        r = act(plan.env, actor, comment, plan=plan)
+        return Outcome(True, f"Canary of {r.model_ref}: {r.state.replace('_', ' ')} at {r.step_label}.")
     raise ValueError(f"unknown action {a!r}")
 
 
@@ -188,10 +200,17 @@ def _confirm(request: Request) -> None:
         return
     try:
         if plan.long:
+            ended: list[ProgressStep] = []
+
+            def work(listener) -> Outcome:
+                def tell(step: ProgressStep) -> None:
+                    listener(step)
+                    if step.state != "running":
+                        ended.append(step)
+                return perform(ws, plan, actor, comment, tell)
             with st.status(f"{plan.title}…", expanded=True) as status:
                 try:
-                    outcome = run_with_steps(lambda steps: perform(ws, plan, actor, comment, steps), status,
-                                             plan.title)
+                    outcome = replace(run_with_steps(work, status, plan.title), steps=tuple(ended))
                 except ServiceError:
                     status.update(label=f"{plan.title}: not done", state="error", expanded=True)
                     raise
@@ -214,3 +233,5 @@ def flash() -> None:
     outcome = st.session_state.pop(FLASH, None)
     if outcome is not None:
         (st.success if outcome.ok else st.warning)(outcome.message, icon="✅" if outcome.ok else "⚠️")
+        if outcome.steps:
+            st.caption(" · ".join(escaped(step_text(s)) for s in outcome.steps))

@@ -2,16 +2,14 @@
 abort, and starting a canary for an approved version.
 
 The panel re-reads the rollout every ``REFRESH_S`` seconds while one is active (an
-``st.fragment``), with the analysis of the current step so far. Starting a canary is
-confirmed in the Releases page's dialog with the workflow's plan (``ws.releases.plan_promote(…,
-strategy="canary")``); pausing, continuing and aborting in a dialog that says what the
-rollout will do. Roles are checked by the services (every button is shown to everyone and a
-refusal is shown as it comes). Where nothing advances rollouts on its own (no
+``st.fragment``), with the analysis of the current step so far. Starting a canary, pausing,
+continuing and aborting it are confirmed in the Releases page's dialog with the workflow's
+plan (``ws.releases.plan_promote(…, strategy="canary")``, ``plan_canary_control``). Roles are
+checked by the services (every button is shown to everyone and a refusal is shown as it comes). Where nothing advances rollouts on its own (no
 ``supervised_rollouts`` capability: Azure), the panel says what does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -20,31 +18,16 @@ import streamlit as st
 from services import canary as cn
 from services.entities import SUPERVISED_ROLLOUTS, Stage
 from services.errors import ServiceError
-from services.permissions import PERMISSIONS
 
 from . import state
-from .plan_dialog import Request, ask, escaped
-from .widgets import show_error
+from .plan_dialog import Request, ask
 
 REFRESH_S = 2.0
-PENDING = "tollgate.rollout.pending"   # the RolloutAction awaiting confirmation
-FLASH = "tollgate.rollout.flash"       # the outcome of the last rollout action, shown once
 STATE_TEXT = {cn.RUNNING: "🟡 running", cn.PAUSED: "⏸️ paused", cn.SUCCEEDED: "🟢 succeeded",
               cn.ROLLED_BACK: "↩️ rolled back automatically", cn.ABORTED: "⛔ aborted"}
 
 
 # --- data shaping (no streamlit) ------------------------------------------------------
-
-@dataclass(frozen=True)
-class RolloutAction:
-    action: str                      # start | pause | resume | abort
-    title: str
-    changes: tuple[str, ...]
-    env: str
-    model: str | None = None
-    version: int | None = None
-    confirm: str = "Confirm"
-
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x * 100:.1f} %"
@@ -88,38 +71,11 @@ def step_elapsed(r: cn.Rollout, now: datetime | None = None) -> float:
     return min(1.0, max(0.0, (now - r.step_started_at).total_seconds() / r.rules.step_seconds))
 
 
-def plan_control(r: cn.Rollout, action: str) -> RolloutAction:
-    if action == "pause":
-        lines = (f"the rollout holds at {r.step_label}: {r.model_ref} keeps {r.traffic} % of {r.endpoint}'s traffic",
-                 "no step is judged until someone continues or aborts it")
-        return RolloutAction("pause", f"Pause the canary of {r.model_ref}", lines, r.endpoint, confirm="Pause")
-    if action == "resume":
-        lines = (f"the rollout continues at {r.step_label}",
-                 f"this step is judged afresh: its analysis window starts now and lasts {r.rules.step_seconds:g} s")
-        return RolloutAction("resume", f"Continue the canary of {r.model_ref}", lines, r.endpoint, confirm="Continue")
-    lines = (f"{r.endpoint} traffic → {r.stable_deployment} ({r.stable_model}) 100 % at once",
-             f"{r.canary_deployment} ({r.model_ref}) is stopped; its release stage → rolled back (it needs a new "
-             f"approval to be promoted again)",
-             "recorded in the audit trail with your comment (required) and announced (canary_aborted)")
-    return RolloutAction("abort", f"Abort the canary of {r.model_ref}", lines, r.endpoint, confirm="Abort and roll back")
-
-
-def perform(ws, a: RolloutAction, actor: str, comment: str = "") -> str:
-    """Do the action as ``actor``; ServiceErrors (refusals included) propagate."""
-    rel = ws.releases
-    r = {"pause": rel.pause_canary, "resume": rel.resume_canary, "abort": rel.abort_canary}[a.action](
-        a.env, actor, comment)
-    return f"Canary of {r.model_ref}: {STATE_TEXT[r.state]} at {r.step_label}."
-
-
 # --- rendering ------------------------------------------------------------------------
 
 def render_rollout(ws, uri: str) -> None:
     """The panel; call once from the Releases page."""
     st.subheader("Canary rollout")
-    outcome = st.session_state.pop(FLASH, None)
-    if outcome is not None:
-        st.success(outcome, icon="✅")
     r = ws.releases.rollout(ws.policy.endpoints.production)
     if r is not None and r.active:
         st.fragment(run_every=REFRESH_S)(_live_panel)(ws)
@@ -128,7 +84,6 @@ def render_rollout(ws, uri: str) -> None:
             with st.expander(f"Latest rollout: {r.model_ref} — {STATE_TEXT[r.state]}", expanded=False):
                 _rollout_body(ws, r)
         _start_form(ws, uri)
-    _dialog()
 
 
 def _live_panel(ws) -> None:
@@ -140,11 +95,11 @@ def _live_panel(ws) -> None:
     _rollout_body(ws, r)
     c1, c2, c3 = st.columns(3)
     if r.state == cn.RUNNING and c1.button("Pause", key="rollout.pause", width="stretch"):
-        _ask(plan_control(r, "pause"))
+        _ask(Request("pause", f"Pause the canary of {r.model_ref}", env=r.endpoint))
     if r.state == cn.PAUSED and c1.button("Continue", key="rollout.resume", type="primary", width="stretch"):
-        _ask(plan_control(r, "resume"))
+        _ask(Request("resume", f"Continue the canary of {r.model_ref}", env=r.endpoint))
     if c2.button("Abort (roll back)", key="rollout.abort", width="stretch"):
-        _ask(plan_control(r, "abort"))
+        _ask(Request("abort", f"Abort the canary of {r.model_ref}", env=r.endpoint))
     c3.caption(f"Updates every {REFRESH_S:g} s.")
     if not ws.info.can(SUPERVISED_ROLLOUTS):
         st.caption("Each step is judged and advanced by `python tollgate.py agent` (or the `canary start --wait` "
@@ -189,52 +144,11 @@ def _start_form(ws, uri: str) -> None:
                            format_func=lambda v: f"{policy.model_name}:{v}", key="rollout.version")
     c2.write("")
     if c2.button("Start canary…", key="rollout.start", width="stretch"):
-        ask(Request("promote", f"Canary release of {policy.model_name}:{int(version)}", policy.model_name,
-                    int(version), policy.endpoints.production, strategy="canary"))
-        st.rerun(scope="app")
+        _ask(Request("promote", f"Canary release of {policy.model_name}:{int(version)}", policy.model_name,
+                     int(version), policy.endpoints.production, strategy="canary"))
 
 
-def _ask(action: RolloutAction) -> None:
-    st.session_state[PENDING] = action
+def _ask(request: Request) -> None:
+    """Open the Releases page's confirmation dialog (from the panel's fragment: the whole page reruns)."""
+    ask(request)
     st.rerun(scope="app")
-
-
-def _forget() -> None:
-    st.session_state.pop(PENDING, None)
-
-
-def _dialog() -> None:
-    action = st.session_state.get(PENDING)
-    if isinstance(action, RolloutAction):
-        st.dialog(action.title, width="large", on_dismiss=_forget)(_confirm)(action)
-
-
-def _confirm(a: RolloutAction) -> None:
-    ws, actor = state.workspace(), state.actor()
-    roles = ws.policy.roles_of(actor)
-    st.markdown(f"Acting as `{actor}` ({', '.join(roles) or 'no role'}). **What will change:**")
-    st.markdown("\n".join(f"- {escaped(line)}" for line in a.changes))
-    needed = PERMISSIONS["rollback" if a.action == "abort" else "promote"]
-    if not set(roles) & needed:
-        st.warning(f"This needs the role {' or '.join(sorted(needed))}; the service will refuse `{actor}`.",
-                   icon="🔒")
-    required = a.action == "abort"
-    comment = st.text_area("Comment (required: say why)" if required else "Comment (optional)", key="rollout.comment",
-                           height=80)
-    ok, cancel = st.columns(2)
-    confirmed = ok.button(a.confirm, type="primary", key="rollout.confirm", width="stretch")
-    if cancel.button("Cancel", key="rollout.cancel", width="stretch"):
-        _forget()
-        st.rerun()
-    if not confirmed:
-        return
-    try:
-        message = perform(ws, a, actor, comment)
-    except ServiceError as e:
-        state.after_write()
-        show_error(e)
-        return
-    state.after_write()
-    st.session_state[FLASH] = message
-    _forget()
-    st.rerun()

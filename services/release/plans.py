@@ -209,6 +209,28 @@ def rollback(policy: Policy, ep: Endpoint, live_state: ReleaseState | None, back
                 stages=stages, champion_after=champion_after, basis=basis(ep, *states))
 
 
+def canary_control(r: Rollout, action: str) -> Plan:
+    """Pause, resume or abort a running canary."""
+    if action == "pause":
+        lines = (f"the rollout holds at {r.step_label}: {r.model_ref} keeps {r.traffic} % of {r.endpoint}'s traffic",
+                 "no step is judged until someone continues or aborts it")
+        return Plan("pause", f"Pause the canary of {r.model_ref}", lines, r.model_name, r.model_version, r.endpoint,
+                    strategy="canary", comment="optional", basis=basis(None, rollout=r))
+    if action == "resume":
+        lines = (f"the rollout continues at {r.step_label}",
+                 f"this step is judged afresh: its analysis window starts now and lasts {r.rules.step_seconds:g} s")
+        return Plan("resume", f"Continue the canary of {r.model_ref}", lines, r.model_name, r.model_version,
+                    r.endpoint, strategy="canary", comment="optional", basis=basis(None, rollout=r))
+    lines = (f"{r.endpoint} traffic → {r.stable_deployment} ({r.stable_model}) 100 % at once",
+             f"{r.canary_deployment} ({r.model_ref}) is stopped; its release stage → rolled back (it needs a new "
+             f"approval to be promoted again)",
+             "recorded in the audit trail with your comment and announced (canary_aborted)")
+    return Plan("abort", f"Abort the canary of {r.model_ref}", lines, r.model_name, r.model_version, r.endpoint,
+                strategy="canary", deployment=r.stable_deployment,
+                traffic_after={r.stable_deployment: 100, r.canary_deployment: 0}, comment="required",
+                basis=basis(None, rollout=r))
+
+
 def traffic(policy: Policy, ep: Endpoint, split: Mapping[str, int]) -> Plan:
     pm = policy.model_name
     after = full_split(ep, split)
@@ -276,5 +298,5 @@ def regenerate_key(ep: Endpoint, which: str) -> Plan:
 
 
 __all__ = ["COLOURS", "WORDS", "short", "dep_label", "traffic_text", "new_colour", "warm_previous", "full_split",
-           "basis", "deploy", "promote", "canary", "rollback", "traffic", "smoke_test", "approve", "reject",
+           "basis", "deploy", "promote", "canary", "canary_control", "rollback", "traffic", "smoke_test", "approve", "reject",
            "regenerate_key", "blue_green_steps"]

@@ -62,6 +62,12 @@ class Rollouts:
     def _fresh(self, r: cn.Rollout) -> cn.Rollout | None:
         return next((x for x in self.ledger.rollouts(r.endpoint, limit=50) if x.id == r.id), None)
 
+    def plan_canary_control(self, action: str, env: str | None = None) -> Plan:
+        """What pausing, continuing or aborting the running canary of ``env`` would do."""
+        if action not in ("pause", "resume", "abort"):
+            raise ValueError(f"unknown canary action {action!r}")
+        return plans.canary_control(self._require_rollout(env or self.policy.endpoints.production), action)
+
     # --- start, pause, resume, abort ------------------------------------------------------------
 
     def _check_canary(self, ep: Endpoint, mv: ModelVersion, state: ReleaseState) -> None:
@@ -113,21 +119,23 @@ class Rollouts:
                              extra={"model": mv.ref, "stable": stable.model_ref, "steps": list(cfg.steps)})
         return started["r"]
 
-    def pause_canary(self, env: str, actor: str, comment: str = "") -> cn.Rollout:
+    def pause_canary(self, env: str, actor: str, comment: str = "", *, plan: Plan | None = None) -> cn.Rollout:
         """Hold the rollout at its current step (traffic unchanged) until resumed or aborted."""
         role = authorize(self.policy, actor, "promote")
         with self._operation(env, actor, "canary.pause", wait_s=self.LOCK_WAIT_S):
             r = self._require_rollout(env)
+            self._same(plan, plans.canary_control(r, "pause"))
             if r.state != cn.PAUSED:
                 self._pause(r, actor, role, f"paused by {actor}" + (f": {comment}" if comment else ""), comment)
         return self._fresh(r)
 
-    def resume_canary(self, env: str, actor: str, comment: str = "") -> cn.Rollout:
+    def resume_canary(self, env: str, actor: str, comment: str = "", *, plan: Plan | None = None) -> cn.Rollout:
         """Continue a paused rollout. Its step is judged afresh from now (the decision to continue
         is made on new traffic, not on the window before the pause)."""
         role = authorize(self.policy, actor, "promote")
         with self._operation(env, actor, "canary.resume", wait_s=self.LOCK_WAIT_S):
             r = self._require_rollout(env)
+            self._same(plan, plans.canary_control(r, "resume"))
             if r.state == cn.RUNNING:
                 return r
             now = _now()
@@ -143,13 +151,14 @@ class Rollouts:
                          details={"step": r.step_index + 1, "traffic": r.traffic, "resumed": True, "comment": comment})
         return self._fresh(r)
 
-    def abort_canary(self, env: str, actor: str, comment: str = "") -> cn.Rollout:
+    def abort_canary(self, env: str, actor: str, comment: str = "", *, plan: Plan | None = None) -> cn.Rollout:
         """End the rollout now (a rollback: a comment is required): all traffic back to the stable
         version, the candidate stopped and marked rolled back."""
         role = authorize(self.policy, actor, "rollback")
         rules.require_comment("rollback", comment)
         with self._operation(env, actor, "canary.abort", wait_s=self.LOCK_WAIT_S):
             r = self._require_rollout(env)
+            self._same(plan, plans.canary_control(r, "abort"))
             reason = f"aborted by {actor}: {comment}"
             self._end(r, cn.ABORTED, actor, role, reason, [reason], None, comment)
         return self._fresh(r)

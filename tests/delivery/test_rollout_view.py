@@ -68,7 +68,7 @@ def test_the_panel_shows_the_running_step_and_refuses_a_pause_by_support(arrange
     assert list(steps["status"]) == ["▶️ now", "·", "·"]
     at.button(key="rollout.pause").click().run()
     assert "the rollout holds at step 1 of 3 (10 %)" in texts(at, "markdown")
-    at.button(key="rollout.confirm").click().run()
+    at.button(key="dialog.confirm").click().run()
     assert "may not promote to production" in texts(at, "error")
     assert rollout_of(arranged_env).state == cn.RUNNING
 
@@ -76,14 +76,14 @@ def test_the_panel_shows_the_running_step_and_refuses_a_pause_by_support(arrange
 def test_qa_pauses_then_continues_the_rollout(arranged_env):
     at = open_page(QA)
     at.button(key="rollout.pause").click().run()
-    at.text_area(key="rollout.comment").input("checking the logs").run()
-    at.button(key="rollout.confirm").click().run()
+    at.text_area(key="dialog.comment").input("checking the logs").run()
+    at.button(key="dialog.confirm").click().run()
     assert not at.exception, [e.value for e in at.exception]
     r = rollout_of(arranged_env)
     assert (r.state, r.reason) == (cn.PAUSED, f"paused by {QA}: checking the logs")
     assert "paused" in texts(at, "success")
     at.button(key="rollout.resume").click().run()
-    at.button(key="rollout.confirm").click().run()
+    at.button(key="dialog.confirm").click().run()
     assert rollout_of(arranged_env).state == cn.RUNNING
 
 
@@ -92,11 +92,11 @@ def test_abort_says_what_changes_and_ends_the_rollout(arranged_env):
     at.button(key="rollout.abort").click().run()
     said = texts(at, "markdown")
     assert "production traffic → blue (diabetes-regressor:1) 100 % at once" in said
-    at.button(key="rollout.confirm").click().run()
+    at.button(key="dialog.confirm").click().run()
     assert "a rollback needs a comment saying why" in texts(at, "error")
     assert rollout_of(arranged_env).state == cn.RUNNING
-    at.text_area(key="rollout.comment").input("latency spikes on green").run()
-    at.button(key="rollout.confirm").click().run()
+    at.text_area(key="dialog.comment").input("latency spikes on green").run()
+    at.button(key="dialog.confirm").click().run()
     assert rollout_of(arranged_env).state == cn.ABORTED
     assert "Latest rollout: diabetes-regressor:3 — ⛔ aborted" in [e.label for e in at.expander]
 

@@ -158,7 +158,7 @@ def test_release_workflow_on_the_page(live_env, monkeypatch):
     at.button(key="dialog.confirm").click().run(timeout=LONG)
     assert not at.exception, [e.value for e in at.exception]
     assert f"{candidate.ref} serves production" in texts(at, "success")
-    steps = texts(at, "markdown")        # the steps, each with its time, as they happened
+    steps = texts(at, "caption")         # the steps, each with its time, as they happened
     assert re.search(rf"✓ deployment \w+ \({re.escape(candidate.ref)}\) created at 0 % \(\d+\.\d s\)", steps), steps
     for step in ("healthy", "smoke test of", "traffic shifted to", "kept warm for rollback"):
         assert step in steps, step
