@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import streamlit as st
 
 from services.entities import Plan, ProgressStep
-from services.errors import Conflict, ServiceError
+from services.errors import ServiceError
 from services.permissions import PERMISSIONS, VERBS
 from services.release import step_text
 from services.release.plans import traffic_text
@@ -39,7 +39,7 @@ def who_may(action: str) -> str:
 
 def escaped(text: str) -> str:
     """Shown as text, never read as markdown (names and comments are people's text)."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~$" else ch for ch in text)
+    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~$@:" else ch for ch in text)
 
 
 # --- requests: a button asks for an action; the workflow plans it ------------------
@@ -99,8 +99,6 @@ def perform(ws, plan: Plan, actor: str, comment: str = "", progress=None) -> Out
     since it was computed). ``progress`` receives the steps. ServiceErrors (refusals included)
     propagate to the caller."""
     rel, a = ws.releases, plan.action
-    if plan.refused:
-        raise_refusal(plan)
     if a == "deploy":
         ep = rel.deploy(plan.model_name, plan.model_version, plan.env, actor, plan=plan, progress=progress)
         return Outcome(True, f"{plan.ref} serves {plan.env} ({traffic_text(ep, plan.model_name)}): "
@@ -133,10 +131,6 @@ def perform(ws, plan: Plan, actor: str, comment: str = "", progress=None) -> Out
     raise ValueError(f"unknown action {a!r}")
 
 
-def raise_refusal(plan: Plan) -> None:
-    raise Conflict(plan.refused, hint="The plan said so before confirming; look at it again.")
-
-
 # --- the confirmation dialog (shared with the Endpoints page) ------------------------
 
 def ask(request: Request) -> None:
@@ -160,9 +154,9 @@ def confirmation_dialog() -> None:
 def render_plan(plan: Plan) -> None:
     st.markdown("\n".join(f"- {escaped(line)}" for line in plan.changes))
     for warning in plan.warnings:
-        st.warning(warning, icon="⚠️")
+        st.warning(escaped(warning), icon="⚠️")
     if plan.refused:
-        st.error(f"This will be refused: {plan.refused}", icon="⛔")
+        st.error(f"This will be refused: {escaped(plan.refused)}", icon="⛔")
 
 
 def _confirm(request: Request) -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 from ..policy import load_policy
 from . import audit
 from .db import Database, utcnow
-from .paths import PID_FILE, PROJECT_ROOT, console_log_path, deployment_dir, gateway_log_path  # noqa: F401
+from .paths import PID_FILE, PROJECT_ROOT, console_log_path, gateway_log_path
 from .processes import kill_group, pid_alive, run_single, stop_process
 
 TICK_S = 0.5
