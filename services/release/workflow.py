@@ -87,8 +87,11 @@ class ReleaseWorkflow(Planning, Rollouts):
 
             def record(uow: UnitOfWork, result: SmokeTestResult) -> None:
                 after = p.stages[0].after if p.stages else state.stage
-                uow.set_stage(state, after, actor=actor, role=role, deployed_by=actor, smoke_test_id=result.id)
-                if after == Stage.AWAITING_APPROVAL:
+                review = after == Stage.AWAITING_APPROVAL      # a new review: an earlier decision no longer holds
+                uow.set_stage(state, after, actor=actor, role=role, deployed_by=actor, smoke_test_id=result.id,
+                              **({"decided_by": None, "decision_comment": None, "approved_against": None}
+                                 if review else {}))
+                if review:
                     uow.emit("approval_requested", actor=actor, model=mv.ref, endpoint=env,
                              summary=f"{mv.ref} passed its smoke test in {env} ({result.summary}) and awaits an "
                                      f"ML lead's approval", details={"smoke_test": result.id, "deployed_by": actor})

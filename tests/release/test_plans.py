@@ -149,3 +149,30 @@ def test_the_cli_and_the_pages_reach_the_backends_only_through_the_workspace():
         for path in (ROOT / folder).glob("*.py"):
             offending = [n for n in imported_modules(path) if n.startswith(("services.local", "services.azure"))]
             assert not offending, f"{path.relative_to(ROOT)} imports {offending}"
+
+
+def test_the_promote_plan_warns_of_a_better_approved_version_and_of_a_champion_changed_since_approval(cold):
+    """Release states arranged through the ledger (no processes): two approved versions, the
+    champion moved after their approval."""
+    from services.local.workspace import LocalWorkspace
+    ws = LocalWorkspace(cold)
+    try:
+        champion = ws.models.champion(MODEL).version
+        others = [v.version for v in ws.models.versions(MODEL) if v.version != champion]
+        worse, better = next((a, b) for a in others for b in others
+                             if a != b and ws.evaluation.compare(MODEL, b, champion_version=a).gate.passed)
+        moved_to = next(v for v in others if v not in (worse, better))
+        with ws.releases.ledger.unit() as uow:
+            for v in (worse, better):
+                uow.set_stage(ws.releases.state(MODEL, v), Stage.APPROVED, actor="lead@contoso.com", role="ml_lead",
+                              action="approve", decided_by="lead@contoso.com",
+                              approved_against=f"{MODEL}:{champion}")
+            uow.move_champion(MODEL, moved_to, actor="admin@contoso.com", role="admin")
+        warnings = ws.releases.plan_promote(MODEL, worse).warnings
+        assert any(w.startswith(f"{MODEL}:{worse} was approved against the champion {MODEL}:{champion}; "
+                                f"{MODEL}:{moved_to} is the champion now") for w in warnings), warnings
+        assert any(w.startswith(f"{MODEL}:{better} is also approved and beats {MODEL}:{worse} on the same "
+                                f"held-out rows (rmse ") for w in warnings), warnings
+        assert not any("also approved" in w for w in ws.releases.plan_promote(MODEL, better).warnings)
+    finally:
+        ws.close()
