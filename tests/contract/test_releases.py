@@ -175,8 +175,10 @@ def test_transitions_that_are_not_allowed_are_refused_with_the_reason(ws, versio
 
 
 def test_approve_can_require_a_comment(backend, ws, versions):
-    strict = backend.with_policy(ws, parse_policy((ROOT / "tollgate.toml").read_text()
-                                                  + "\n[release]\napprove_comment_required = true\n"))
+    text = (ROOT / "tollgate.toml").read_text()
+    assert "approve_comment_required = false" in text
+    strict = backend.with_policy(ws, parse_policy(text.replace("approve_comment_required = false",
+                                                               "approve_comment_required = true")))
     with pytest.raises(InvalidInput, match="an approval needs a comment saying why"):
         strict.releases.approve(model(ws), versions[1], LEAD, "")
     assert strict.releases.plan_approve(model(ws), versions[1]).comment == "required"
