@@ -316,7 +316,7 @@ def outcome(pending: Pending, attempt: int, status: int, error: str | None, wher
 
 
 def deliver_due(store: DeliveryStore, rules: NotificationPolicy, now: float, *,
-                send: Callable[..., PostResult] = None, environ: Mapping[str, str] | None = None,
+                send: Callable[..., PostResult] | None = None, environ: Mapping[str, str] | None = None,
                 limit: int = 20) -> int:
     """Fan out, then attempt every delivery that is due; returns how many attempts were made.
     A retryable failure waits ``backoff_delay`` (or the answer's ``Retry-After``); after
