@@ -9,7 +9,6 @@ test, a failed run); 2 an error (unknown model, bad input, backend unavailable).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -17,7 +16,8 @@ from pathlib import Path
 
 from services import ServiceError, open_workspace
 from services.entities import CheckStatus, RunFilter, RunStatus, TrainingSpec
-from services.permissions import SYSTEM_ACTOR
+from services.permissions import SYSTEM_ACTOR, canonical
+from services.run_search import parse_condition
 
 from cli import canary, delivery, monitoring, release
 from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
@@ -97,7 +97,11 @@ def cmd_datasets(ws, args) -> int:
 
 def cmd_runs(ws, args) -> int:
     flt = RunFilter(status=tuple(RunStatus(s) for s in args.status or ()), experiment=args.experiment,
-                    dataset=args.dataset, limit=args.limit)
+                    dataset=args.dataset, limit=args.limit, offset=args.offset or 0,
+                    estimators=tuple(args.estimator or ()),
+                    metrics=tuple(parse_condition(c)[1] for c in args.metric or ()),
+                    params=tuple(parse_condition(f"params.{c.strip().removeprefix('params.')}")[1]
+                                 for c in args.param or ()))
     runs = ws.jobs.list(flt)
     rows = [{"id": r.id, "status": r.status, "estimator": r.estimator, "data": f"{r.dataset}:{r.dataset_version}",
              "rmse": r.metrics.get("rmse"), "mae": r.metrics.get("mae"), "r2": r.metrics.get("r2"),
@@ -133,7 +137,7 @@ def cmd_register_dataset(ws, args) -> int:
     if not path.is_file():
         print(f"error: {path} is not a file", file=sys.stderr)
         return EXIT_ERROR
-    dv = ws.datasets.register(args.name, path, description=args.description, created_by=args.actor)
+    dv = ws.datasets.register(args.name, path, actor=args.actor, description=args.description)
     tests = ws.datasets.data_tests(dv.name, dv.version)
     problems = [t for t in tests if t.status != CheckStatus.PASS]
     text = f"registered {dv.ref}: {dv.rows} rows, data tests {dv.tests_status.value.upper()}"
@@ -153,7 +157,7 @@ def cmd_retrain(ws, args) -> int:
         name, version = ("diabetes" if "diabetes" in names else names[0]), None
     run = ws.jobs.submit(TrainingSpec(dataset=name, dataset_version=version, estimator=args.estimator,
                                       params=dict(args.param), experiment=args.experiment or ws.policy.experiment,
-                                      created_by=args.actor, register=not args.no_register))
+                                      register=not args.no_register), args.actor)
     if not args.wait:
         emit(args, run, f"submitted {run.id} ({run.display_name} on {run.dataset}:{run.dataset_version})")
         return EXIT_OK
@@ -228,7 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="append", choices=[s.value for s in RunStatus])
     p.add_argument("--experiment")
     p.add_argument("--dataset")
+    p.add_argument("--estimator", action="append", help="repeatable: any of these estimators")
+    p.add_argument("--metric", action="append", metavar="CONDITION",
+                   help="repeatable, all must hold: a final metric compared, e.g. 'rmse<55' or 'r2 >= 0.4'")
+    p.add_argument("--param", action="append", metavar="CONDITION",
+                   help="repeatable, all must hold: a parameter compared, e.g. 'alpha=1' or 'n_estimators>=200'")
     p.add_argument("--limit", type=int)
+    p.add_argument("--offset", type=int, help="skip this many of the newest matching runs (paging)")
     p = add("log", cmd_log, "print a run's log")
     p.add_argument("run_id")
     p.add_argument("--tail", type=int)
@@ -273,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
     args.actor = getattr(args, "actor", None) or os.environ.get("TOLLGATE_AS") or "cli-user"
-    if args.actor == SYSTEM_ACTOR:
+    if canonical(args.actor) == SYSTEM_ACTOR:
         print(f"error: {SYSTEM_ACTOR} is reserved for Tollgate itself", file=sys.stderr)
         return EXIT_ERROR
     try:

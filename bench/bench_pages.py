@@ -1,10 +1,11 @@
 """Server time of the console's pages on a large workspace (target: every page <= 1 s).
 
-    .venv/bin/python bench/bench_pages.py [--reuse] [--repeats 5] [--workspace bench/out/ws-large]
+    .venv/bin/python bench/bench_pages.py [--reuse] [--repeats 5] [--scale 10] [--workspace PATH]
     make bench
 
 Seeds ``bench/out/ws-large`` with ``bench/seed_large.py`` (10,000 runs, 2,000 model
-versions, 50 dataset versions; ``--reuse`` keeps an existing one), points
+versions, 50 dataset versions; ``--scale 10``: 100,000 runs and 20,000 versions in
+``bench/out/ws-large-x10``; ``--reuse`` keeps an existing one), points
 ``TOLLGATE_WORKSPACE`` at it, then measures:
 
 * each page's full render in AppTest (the script run on the server; no browser), and
@@ -17,7 +18,9 @@ versions, 50 dataset versions; ``--reuse`` keeps an existing one), points
   (no cache), median of a few calls.
 
 Prints a table with PASS/FAIL against the target, writes it as JSON to
-``bench/out/results.json`` and exits 1 if a page misses the target or fails to
+``bench/out/results-x<scale>.json`` (and ``results.json``); at a scale above 1, each
+figure's growth against ``results-x1.json`` of an earlier run (at 10x the data, growing
+at most linearly means a ratio of at most 10). Exits 1 if a page misses the target or fails to
 render. The seeded active runs are attached to a placeholder ``sleep`` process
 for the duration, so ``reconcile()`` sees live jobs as in a real workspace.
 """
@@ -191,24 +194,30 @@ def harness_overhead(repeats: int) -> dict:
 def measure_queries(root: Path, repeats: int) -> list[tuple[str, float, float]]:
     from services.entities import RunFilter
     from services.local.workspace import LocalWorkspace
+    from services.run_search import parse_condition
+    from ui.runs_view import PAGE_SIZE
     from ui.state import runs_frame
 
     ws = LocalWorkspace(root)
     model = ws.policy.model_name
     latest = ws.models.get(model).version
     all_runs = ws.jobs.list()
+    ridge_under_55 = RunFilter(estimators=("ridge",), metrics=(parse_condition("rmse < 55")[1],), limit=RUN_LIMIT)
     week_ago = datetime.now(timezone.utc) - timedelta(days=7)
     queries: list[tuple[str, Callable[[], object], int]] = [
         ("ws.jobs.list()", lambda: ws.jobs.list(), repeats),
         (f"ws.jobs.list(RunFilter(limit={RUN_LIMIT}))", lambda: ws.jobs.list(RunFilter(limit=RUN_LIMIT)), repeats),
         ("ws.jobs.list(RunFilter(since=7 days ago))", lambda: ws.jobs.list(RunFilter(since=week_ago)), repeats),
-        ("ui.state.runs_frame(10,000 runs)", lambda: runs_frame(all_runs), repeats),
+        (f"ws.jobs.list(ridge, rmse < 55, limit={RUN_LIMIT})", lambda: ws.jobs.list(ridge_under_55), repeats),
+        (f"ws.jobs.list(RunFilter(limit={PAGE_SIZE}, offset=half the runs))",
+         lambda: ws.jobs.list(RunFilter(limit=PAGE_SIZE, offset=len(all_runs) // 2)), repeats),
+        ("ui.state.runs_frame(all runs)", lambda: runs_frame(all_runs), repeats),
         ("ws.jobs.experiments()", lambda: ws.jobs.experiments(), repeats),
         (f"ws.models.versions({model!r})", lambda: ws.models.versions(model), repeats),
         (f"ws.models.champion({model!r})", lambda: ws.models.champion(model), repeats),
         ("ws.datasets.all_versions()", lambda: ws.datasets.all_versions(), repeats),
         ("ws.releases.audit(limit=50)", lambda: ws.releases.audit(limit=50), repeats),
-        (f"ws.evaluation.compare({model!r}, {latest})", lambda: ws.evaluation.compare(model, latest), repeats),
+        (f"ws.evaluation.compare({model!r}, latest)", lambda: ws.evaluation.compare(model, latest), repeats),
     ]
     try:
         return [(label, *median_time(fn, n)) for label, fn, n in queries]
@@ -229,6 +238,23 @@ def print_markdown(pages: dict, overhead: dict, queries: list[tuple[str, float, 
         print(f"| `{label}` | {ms(seconds)} | {ms(cpu)} | {verdict(seconds).lower()} |")
 
 
+def print_growth(now: dict, base_path: Path) -> None:
+    """Each figure against the same figure at scale 1 (an earlier run's ``results-x1.json``), on CPU time:
+    the steadier figure on a shared machine."""
+    if not base_path.exists():
+        print(f"\n(no {base_path.name}: run with --scale 1 first to see how each figure grows)")
+        return
+    base = json.loads(base_path.read_text())
+    print(f"\n| at scale {now['scale']} vs 1 ({base['workspace']['runs']:,} → {now['workspace']['runs']:,} runs), "
+          f"CPU time | scale 1 | scale {now['scale']} | growth |\n|---|---:|---:|---:|")
+    rows = [(f"{label}, cold", base["pages"][label]["cold_cpu_s"], r["cold_cpu_s"])
+            for label, r in now["pages"].items() if label in base["pages"]]
+    rows += [(f"`{label}`", base["queries"][label]["cpu_s"], r["cpu_s"])
+             for label, r in now["queries"].items() if label in base["queries"]]
+    for label, old, new in rows:
+        print(f"| {label} | {old * 1000:,.0f} ms | {new * 1000:,.0f} ms | {new / old if old > 0.0005 else float('nan'):.1f}x |")
+
+
 def verdict(seconds: float) -> str:
     return "PASS" if seconds <= TARGET_S else "FAIL"
 
@@ -236,7 +262,8 @@ def verdict(seconds: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     global TARGET_S
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--workspace", type=Path, default=OUT / "ws-large")
+    ap.add_argument("--scale", type=int, default=1, help="x 10,000 runs and x 2,000 model versions (default 1)")
+    ap.add_argument("--workspace", type=Path, help="default bench/out/ws-large, or ws-large-x<scale>")
     ap.add_argument("--reuse", action="store_true", help="keep an already seeded workspace")
     ap.add_argument("--repeats", type=int, default=5, help="renders per page (the median is reported)")
     ap.add_argument("--target", type=float, default=TARGET_S, help="seconds a page may take")
@@ -250,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=30, help="rows of profile output")
     args = ap.parse_args(argv)
     TARGET_S = args.target
-    root = args.workspace.resolve()
+    root = (args.workspace or OUT / ("ws-large" if args.scale == 1 else f"ws-large-x{args.scale}")).resolve()
 
     if args.reuse and (root / SEED_FILE).exists():
         print(f"reusing {root}")
@@ -258,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         if root.exists():
             import shutil
             shutil.rmtree(root)
-        seed_large(root, say=lambda m: print(f"  seed: {m}"))
+        seed_large(root, runs=10_000 * args.scale, models=2_000 * args.scale, say=lambda m: print(f"  seed: {m}"))
     seed = json.loads((root / SEED_FILE).read_text())
 
     # a live process for the seeded running/queued runs to belong to
@@ -311,15 +338,19 @@ def report(root: Path, seed: dict, args) -> int:
         print(f"{label:52} {seconds * 1000:7.0f}ms  {verdict(seconds)}     {cpu * 1000:.0f} ms")
 
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "results.json").write_text(json.dumps({
+    results = json.dumps({
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "cores": os.cpu_count(), "python": platform.python_version(), "target_s": TARGET_S,
-        "load_average": os.getloadavg(),
+        "load_average": os.getloadavg(), "scale": args.scale,
         "repeats": args.repeats, "workspace": seed["counts"], "harness_s": overhead,
         "pages": pages, "queries": {label: {"s": s, "cpu_s": cpu} for label, s, cpu in queries},
-    }, indent=2))
+    }, indent=2)
+    (OUT / "results.json").write_text(results)
+    (OUT / f"results-x{args.scale}.json").write_text(results)
     if args.markdown:
         print_markdown(pages, overhead, queries)
+    if args.scale != 1:
+        print_growth(json.loads(results), OUT / "results-x1.json")
     load = os.getloadavg()[0]
     if load > (os.cpu_count() or 1):
         print(f"\nnote: load average {load:.1f} on {os.cpu_count()} cores: other processes competed for the CPU,"

@@ -64,7 +64,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.train import ESTIMATORS, coerce_params  # noqa: E402
+from pipeline.train import coerce_params  # noqa: E402
 from services.demo import diabetes_v1  # noqa: E402
 from services.entities import RunStatus, TrainingSpec  # noqa: E402
 from services.gate import decide  # noqa: E402
@@ -84,6 +84,7 @@ ESTIMATOR_MIX = {"ridge": (0.3, 55.0, (3, 8)), "lasso": (0.2, 55.5, (3, 8)),
 FINAL_METRICS = ("rmse", "mae", "r2", "train_rmse", "train_r2")
 ACTIVE = [RunStatus.RUNNING] * 2 + [RunStatus.QUEUED] * 3
 PROMOTE_EVERY = 50  # on average one registered version in 50 gets promoted
+LEAD = "lead@contoso.com"  # the identity of the real writes (registering data, the one run): it needs the role
 
 
 def ts(t: datetime) -> str:
@@ -128,8 +129,7 @@ def register_datasets(ws: LocalWorkspace, start: datetime, days: int, say) -> di
             for v in range(1, VERSIONS_PER_DATASET + 1):
                 path = Path(tmp) / f"{name}-v{v}.csv"
                 dataset_frame(name, v, seed=1000 * d + v).to_csv(path, index=False)
-                dv = ws.datasets.register(name, path, created_by="data-feed",
-                                          description=f"{name} extract #{v}")
+                dv = ws.datasets.register(name, path, actor=LEAD, description=f"{name} extract #{v}")
                 # version 1 before the first run, the rest spread over the period
                 created = start - timedelta(days=2) + timedelta(days=(v - 1) * days / VERSIONS_PER_DATASET,
                                                                 hours=5 * d)
@@ -149,8 +149,7 @@ def register_datasets(ws: LocalWorkspace, start: datetime, days: int, say) -> di
 
 def real_run(ws: LocalWorkspace, start: datetime, say) -> dict:
     run = ws.jobs.submit(TrainingSpec(dataset=DATASETS[0], dataset_version=1, estimator="ridge",
-                                      params={"alpha": 1.0}, experiment=ws.policy.experiment,
-                                      created_by="ci-pipeline"))
+                                      params={"alpha": 1.0}, experiment=ws.policy.experiment), LEAD)
     run = ws.jobs.wait(run.id, timeout_s=300)
     if run.status != RunStatus.COMPLETED or run.model_version != 1:
         raise SystemExit(f"the real training run did not register {ws.policy.model_name}:1 "

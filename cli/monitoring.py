@@ -15,7 +15,7 @@ from services.errors import BackendUnavailable, InvalidInput
 from services.simulator import UP_HINT, simulate
 from services.telemetry import between, endpoints_health, parse_since, window
 
-from .output import EXIT_ERROR, EXIT_OK, emit, plain, table
+from .output import EXIT_OK, emit, plain, table
 
 
 def register(add) -> None:
@@ -72,14 +72,14 @@ def cmd_simulate(ws, args) -> int:
         print(f"  {p.elapsed_s:5.1f} s  sent {p.sent}/{p.planned}  {mix}", file=out, flush=True)
 
     result = simulate(ws, args.env, args.rps, args.duration, args.error_rate, args.seed, progress,
-                      concurrency=args.concurrency)
+                      actor=args.actor, concurrency=args.concurrency)
     summary = result.summary()
     statuses = ", ".join(f"{'no answer' if s == 0 else s}: {n}" for s, n in sorted(result.by_status.items()))
     text = "\n".join([
         f"sent {result.sent} of {result.planned} requests to {result.endpoint} in {result.elapsed_s:.1f} s",
         f"  status      {statuses or '-'}",
-        f"  kinds       " + ", ".join(f"{k}: {n}" for k, n in sorted(result.by_kind.items())),
-        f"  models      " + (", ".join(f"{m}: {n}" for m, n in sorted(result.by_model.items())) or "-"),
+        "  kinds       " + ", ".join(f"{k}: {n}" for k, n in sorted(result.by_kind.items())),
+        "  models      " + (", ".join(f"{m}: {n}" for m, n in sorted(result.by_model.items())) or "-"),
         f"  rate        {result.achieved_rps:.1f} requests/s achieved (target {result.target_rps:g})",
         f"  latency     p50 {_ms(result.p50_ms)}  p95 {_ms(result.p95_ms)} (client side)",
         f"  window      --from {result.started_at.isoformat()} --to {result.ended_at.isoformat()}"])
@@ -160,13 +160,16 @@ def cmd_lookup(ws, args) -> int:
     detail = ws.telemetry.lookup(args.request_id)
     r = detail.record
     data = {**plain(r), "log_lines": [plain(line) for line in detail.log_lines]}
-    lines = [f"request   {r.request_id}",
-             f"time      {r.ts.isoformat()}",
-             f"endpoint  {r.endpoint}",
-             f"deployment {r.deployment or '(none)'}",
-             f"model     {r.model or '(none)'}",
-             f"status    {r.status or 'no answer'}",
-             f"latency   {r.latency_ms:.1f} ms"]
+    lines = [f"request   {r.request_id}"]
+    if r.client_request_id:
+        lines.append(f"client id {r.client_request_id}")
+    lines += [f"time      {r.ts.isoformat()}",
+              f"endpoint  {r.endpoint}",
+              f"deployment {r.deployment or '(none)'}",
+              f"model     {r.model or '(none)'}",
+              f"status    {r.status or 'no answer'}",
+              f"latency   {r.latency_ms:.1f} ms"
+              + (f" (upload {r.upload_ms:.1f} ms before it)" if r.upload_ms is not None else "")]
     if r.error:
         lines.append(f"error     {r.error}")
     lines += ["", "request body:", f"  {r.request_body if r.request_body is not None else '(empty)'}",

@@ -7,20 +7,21 @@ from ui.widgets import guard
 
 st.title("Models")
 with guard():  # app.py catches too, but a page opened by its URL can run without app.py around it
-    ws = state.workspace()
-    all_versions = state.model_versions(state.uri())
-    if not all_versions:
+    ws, uri = state.workspace(), state.uri()
+    names = state.model_names(uri)
+    if not names:
         view.empty_registry()
     else:
-        name = view.pick_model_name(all_versions, ws.policy.model_name)
-        versions = [v for v in all_versions if v.name == name]
-        champion = next((v for v in versions if v.is_champion), None)
+        name = view.pick_model_name(names, ws.policy.model_name)
+        frame = view.registry_frame(uri, name, tuple(r.metric for r in ws.policy.gate_rules))
+        champion = state.champion(uri, name)
         view.show_flash()
-        view.header(name, versions, champion)
-        view.versions_table(versions, view.table_metrics(ws.policy, versions))
+        view.header(name, frame, champion)
+        view.versions_table(frame)
         st.divider()
-        selected = view.pick_version(name, versions)
-        if selected is not None:
+        number = view.pick_version(name, frame)
+        if number is not None:
+            selected = state.model_version(uri, name, number)
             view.comparison_section(selected, champion, ws.policy)
             st.divider()
             view.version_card(selected)

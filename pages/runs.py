@@ -27,6 +27,7 @@ with guard():  # app.py catches too, but a page opened by its URL can run withou
             view.no_match()
         else:
             selected = view.table_with_picker(shown, flt)
+            view.pager(shown, flt)
             runs = view.load_runs(ws_uri, tuple(selected)) if selected else []
             if len(runs) == 1:
                 view.run_details(ws_uri, runs[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -18,9 +19,9 @@ import pandas as pd
 from .entities import CheckStatus, ColumnProfile, DatasetVersion, DataTestResult
 from .errors import InvalidInput
 from .policy import DataTestPolicy
+from .tables import PSI_BINS, BaselineColumn, PsiBins, TableSummary, count_bins, iter_chunks, readable
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-PSI_BINS = 10
 
 # A dataset version without the target column is *feature-only* (e.g. inputs collected
 # by an endpoint): the store tags it ``labels: none``; it is compared on its features
@@ -41,33 +42,59 @@ def no_labels_message(ref: str, target: str) -> str:
 def read_table(path: Path, original_name: str | None = None) -> tuple[pd.DataFrame, str]:
     """Parse a CSV or Parquet file; ``InvalidInput`` with the reason if it cannot be read."""
     name = original_name or Path(path).name
-    fmt = FORMATS.get(Path(name).suffix.lower())
-    if fmt is None:
-        raise InvalidInput(f"{name}: unsupported file type; upload a .csv or .parquet file")
-    try:
+    fmt = _format(name)
+    with readable(name, fmt):
         if fmt == "parquet":
             frame = pd.read_parquet(path)
         else:
-            problem = csv_shape_problem(path)
-            if problem:
-                raise InvalidInput(f"{name}: {problem}",
-                                   hint="Every row needs as many fields as the header, and every column a unique name.")
+            _check_csv_shape(path, name)
             frame = pd.read_csv(path, on_bad_lines="error")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InvalidInput(f"{name}: could not be read as {fmt.upper()}: {first}",
-                           hint="Check the delimiter, the header row and that every row has the same number of fields.") from e
-    if frame.empty or len(frame.columns) == 0:
+    frame.columns = _checked_columns(name, list(frame.columns), len(frame))
+    return frame, fmt
+
+
+def summarize_file(path: Path, original_name: str | None = None) -> tuple[TableSummary, str]:
+    """What ``read_table`` checks, and the table's summary, reading the file a chunk at a time
+    (memory bounded by the chunk, not the file); ``InvalidInput`` if it cannot be read."""
+    name = original_name or Path(path).name
+    fmt = _format(name)
+    with readable(name, fmt):
+        if fmt == "csv":
+            _check_csv_shape(path, name)
+        summary = TableSummary()
+        for chunk in iter_chunks(path, fmt):
+            if not summary.columns:
+                _checked_columns(name, list(chunk.columns), 1)  # before reading the rest
+            summary.add(chunk)
+    _checked_columns(name, summary.names, summary.rows)
+    return summary, fmt
+
+
+def _format(name: str) -> str:
+    fmt = FORMATS.get(Path(name).suffix.lower())
+    if fmt is None:
+        raise InvalidInput(f"{name}: unsupported file type; upload a .csv or .parquet file")
+    return fmt
+
+
+def _check_csv_shape(path: Path, name: str) -> None:
+    problem = csv_shape_problem(path)
+    if problem:
+        raise InvalidInput(f"{name}: {problem}",
+                           hint="Every row needs as many fields as the header, and every column a unique name.")
+
+
+def _checked_columns(name: str, columns: list, rows: int) -> list[str]:
+    if rows == 0 or not columns:
         raise InvalidInput(f"{name}: the file has no rows", hint="Upload a file with a header row and data rows.")
-    unnamed = [c for c in frame.columns if str(c).startswith("Unnamed:")]
+    unnamed = [c for c in columns if str(c).startswith("Unnamed:")]
     if unnamed:
         raise InvalidInput(f"{name}: {len(unnamed)} column(s) have no header name",
                            hint="Every column needs a name in the header row.")
-    dupes = frame.columns[frame.columns.duplicated()].tolist()
+    dupes = sorted({str(c) for c in columns if columns.count(c) > 1})
     if dupes:
-        raise InvalidInput(f"{name}: duplicate column names: {', '.join(map(str, dupes))}")
-    frame.columns = [str(c) for c in frame.columns]
-    return frame, fmt
+        raise InvalidInput(f"{name}: duplicate column names: {', '.join(dupes)}")
+    return [str(c) for c in columns]
 
 
 def csv_shape_problem(path: Path) -> str | None:
@@ -96,36 +123,26 @@ def _num(x) -> float | None:
 
 
 def profile(frame: pd.DataFrame) -> tuple[ColumnProfile, ...]:
+    return profile_of(TableSummary.of([frame]))
+
+
+def profile_of(summary: TableSummary) -> tuple[ColumnProfile, ...]:
     cols = []
-    for name in frame.columns:
-        s = frame[name]
-        missing = int(s.isna().sum())
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            cols.append(ColumnProfile(name, str(s.dtype), missing, _num(s.min()), _num(s.max()),
-                                      _num(s.mean()), _num(s.std())))
+    for c in summary.columns.values():
+        stats = c.stats() if c.averaged else None
+        if stats:
+            cols.append(ColumnProfile(c.name, str(c.dtype), c.missing, _num(stats.min), _num(stats.max),
+                                      _num(stats.mean), _num(stats.std)))
         else:
-            cols.append(ColumnProfile(name, str(s.dtype), missing))
+            cols.append(ColumnProfile(c.name, str(c.dtype), c.missing))
     return tuple(cols)
 
 
 def psi(baseline: np.ndarray, current: np.ndarray, bins: int = PSI_BINS) -> float:
     """Population stability index with baseline-quantile bins.
     < 0.1 stable, 0.1–0.25 moderate shift, > 0.25 significant shift."""
-    baseline = baseline[~np.isnan(baseline)]
-    current = current[~np.isnan(current)]
-    if len(baseline) == 0 or len(current) == 0:
-        return float("nan")
-    edges = np.unique(np.quantile(baseline, np.linspace(0, 1, bins + 1)))
-    if len(edges) < 2:  # constant baseline: compare "equal to it" vs not
-        b = np.array([1.0, 0.0])
-        c = np.array([np.mean(current == baseline[0]), np.mean(current != baseline[0])])
-    else:
-        edges[0], edges[-1] = -np.inf, np.inf
-        b = np.histogram(baseline, edges)[0] / len(baseline)
-        c = np.histogram(current, edges)[0] / len(current)
-    eps = 1e-4
-    b, c = np.clip(b, eps, None), np.clip(c, eps, None)
-    return float(np.sum((c - b) * np.log(c / b)))
+    edges = PsiBins.of(np.asarray(baseline, dtype=float), bins)
+    return edges.psi(edges.count(np.asarray(current, dtype=float))) if edges else float("nan")
 
 
 def _status(value: float, warn: float, fail: float) -> CheckStatus:
@@ -136,64 +153,61 @@ def _status(value: float, warn: float, fail: float) -> CheckStatus:
     return CheckStatus.PASS
 
 
-def non_numeric_example(s: pd.Series) -> str | None:
-    """The first value of an object column that is not a number, with its row."""
-    coerced = pd.to_numeric(s, errors="coerce")
-    bad = s[coerced.isna() & s.notna()]
-    if bad.empty:
-        return None
-    return f"{bad.iloc[0]!r} at row {int(bad.index[0]) + 1}"
-
-
 def run_data_tests(frame: pd.DataFrame, baseline: pd.DataFrame | None,
                    policy: DataTestPolicy, target: str | None = None) -> list[DataTestResult]:
-    """Checks of ``frame`` on its own and, when given, against ``baseline``.
+    """``check_table`` on two frames in memory."""
+    base = {str(c): BaselineColumn.of(baseline[c]) for c in baseline.columns} if baseline is not None else None
+    return check_table(TableSummary.of([frame]), base, policy, target, lambda bins: count_bins([frame], bins))
 
-    With ``target`` (the label column), a frame without it is feature-only: one
+
+def check_table(current: TableSummary, baseline: Mapping[str, BaselineColumn] | None, policy: DataTestPolicy,
+                target: str | None, count: Callable[[dict[str, PsiBins]], dict[str, np.ndarray]]) -> list[DataTestResult]:
+    """Checks of a table (its summary) on its own and, when given, against ``baseline``.
+    ``count`` reads the table again for the PSI: its values' counts in the baseline's bins.
+
+    With ``target`` (the label column), a table without it is feature-only: one
     ``labels`` check warns "no labels" instead of a failing schema check, and the
     rest compares its features."""
     results: list[DataTestResult] = []
     add = results.append
-    unlabeled = target is not None and target not in frame.columns
+    columns = current.columns
+    unlabeled = target is not None and target not in columns
     if unlabeled:
         add(DataTestResult("labels", target, CheckStatus.WARN,
                            f"no labels: target column {target!r} is absent; a feature-only dataset, "
                            "compared on its features; add labels before training"))
-    rows = len(frame)
+    rows = current.rows
     add(DataTestResult("rows", None,
                        CheckStatus.FAIL if rows < policy.min_rows else CheckStatus.PASS,
                        f"{rows} rows (minimum {policy.min_rows})", rows, policy.min_rows))
 
     # every column must be numeric for the bundled pipeline; name the offending value
-    for col in frame.columns:
-        s = frame[col]
-        if not pd.api.types.is_numeric_dtype(s):
-            example = non_numeric_example(s)
+    for col, c in columns.items():
+        if not c.numeric:
             add(DataTestResult("type", col, CheckStatus.FAIL,
-                               f"column {col!r} is not numeric (dtype {s.dtype})"
-                               + (f"; first bad value {example}" if example else "")))
+                               f"column {col!r} is not numeric (dtype {c.dtype})"
+                               + (f"; first bad value {c.example}" if c.example else "")))
 
-    for col in frame.columns:
-        frac = float(frame[col].isna().mean()) if rows else 0.0
+    for col, c in columns.items():
+        frac = c.missing / rows if rows else 0.0
         status = (CheckStatus.FAIL if frac > policy.max_missing_fraction_fail
                   else CheckStatus.WARN if frac > policy.max_missing_fraction_warn else CheckStatus.PASS)
-        add(DataTestResult("missing", col, status,
-                           f"{int(frame[col].isna().sum())} missing ({frac:.1%})", frac,
+        add(DataTestResult("missing", col, status, f"{c.missing} missing ({frac:.1%})", frac,
                            policy.max_missing_fraction_fail))
 
     if baseline is None:
         return results
 
-    base_cols, cur_cols = list(baseline.columns), list(frame.columns)
+    base_cols, cur_cols = list(baseline), list(columns)
     for col in base_cols:
         if col not in cur_cols and unlabeled and col == target:
             continue  # reported once by the "labels" check
         if col not in cur_cols:
             add(DataTestResult("schema", col, CheckStatus.FAIL, f"column {col!r} is missing (it is in the baseline)"))
-        elif str(baseline[col].dtype) != str(frame[col].dtype):
-            numeric_both = (pd.api.types.is_numeric_dtype(baseline[col]) and pd.api.types.is_numeric_dtype(frame[col]))
+        elif str(baseline[col].dtype) != str(columns[col].dtype):
+            numeric_both = baseline[col].numeric and columns[col].numeric
             add(DataTestResult("schema", col, CheckStatus.WARN if numeric_both else CheckStatus.FAIL,
-                               f"dtype {frame[col].dtype} differs from the baseline's {baseline[col].dtype}"))
+                               f"dtype {columns[col].dtype} differs from the baseline's {baseline[col].dtype}"))
     for col in cur_cols:
         if col not in base_cols:
             add(DataTestResult("schema", col, CheckStatus.WARN, f"new column {col!r} (not in the baseline)"))
@@ -203,30 +217,29 @@ def run_data_tests(frame: pd.DataFrame, baseline: pd.DataFrame | None,
                            if unlabeled and target in base_cols else
                            f"same {len(cur_cols)} columns and types as the baseline"))
 
-    shared = [c for c in base_cols if c in cur_cols
-              and pd.api.types.is_numeric_dtype(baseline[c]) and pd.api.types.is_numeric_dtype(frame[c])]
+    shared = [c for c in base_cols if c in cur_cols and baseline[c].numeric and columns[c].numeric]
+    counts = count({c: baseline[c].bins for c in shared if baseline[c].bins is not None})
     for col in shared:
-        b = baseline[col].astype(float).to_numpy()
-        c = frame[col].astype(float).to_numpy()
-        b_min, b_max, b_mean, b_std = np.nanmin(b), np.nanmax(b), np.nanmean(b), np.nanstd(b, ddof=1)
-        c_min, c_max, c_mean, c_std = np.nanmin(c), np.nanmax(c), np.nanmean(c), np.nanstd(c, ddof=1)
-
-        span = (b_max - b_min) or 1.0
-        over = max(0.0, (b_min - c_min) / span, (c_max - b_max) / span)
+        b, c = baseline[col].stats, columns[col].stats()
+        if b is None or c is None:  # no values on one side: nothing to compare but the PSI's verdict
+            add(DataTestResult("psi", col, CheckStatus.WARN, "PSI nan", math.nan, policy.psi_fail))
+            continue
+        span = (b.max - b.min) or 1.0
+        over = max(0.0, (b.min - c.min) / span, (c.max - b.max) / span)
         add(DataTestResult("range", col, CheckStatus.WARN if over > policy.range_tolerance else CheckStatus.PASS,
-                           f"[{c_min:.4g}, {c_max:.4g}] vs baseline [{b_min:.4g}, {b_max:.4g}]",
+                           f"[{c.min:.4g}, {c.max:.4g}] vs baseline [{b.min:.4g}, {b.max:.4g}]",
                            over, policy.range_tolerance))
 
-        sigma = abs(c_mean - b_mean) / b_std if b_std > 0 else (0.0 if c_mean == b_mean else math.inf)
-        ratio = (c_std / b_std) if b_std > 0 else 1.0
+        sigma = abs(c.mean - b.mean) / b.std if b.std > 0 else (0.0 if c.mean == b.mean else math.inf)
+        ratio = (c.std / b.std) if b.std > 0 else 1.0
         status = _status(sigma, policy.shift_sigma_warn, policy.shift_sigma_fail)
         if ratio > policy.std_ratio_fail or (ratio > 0 and 1 / ratio > policy.std_ratio_fail):
             status = CheckStatus.FAIL
         add(DataTestResult("shift_mean", col, status,
-                           f"mean {c_mean:.4g} vs {b_mean:.4g} ({sigma:.2f} σ); std ratio {ratio:.2f}",
+                           f"mean {c.mean:.4g} vs {b.mean:.4g} ({sigma:.2f} σ); std ratio {ratio:.2f}",
                            sigma, policy.shift_sigma_fail))
 
-        value = psi(b, c)
+        value = baseline[col].bins.psi(counts[col])
         add(DataTestResult("psi", col, _status(value, policy.psi_warn, policy.psi_fail) if not math.isnan(value)
                            else CheckStatus.WARN, f"PSI {value:.3f}", value, policy.psi_fail))
     return results

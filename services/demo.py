@@ -23,7 +23,7 @@ from .simulator import simulate
 from .telemetry import window
 
 DATASET = "diabetes"
-DEMO_USER = "demo-seeder"
+DEMO_USER = SYSTEM_ACTOR  # seeding is Tollgate itself setting up its demo, as the scheduler is
 # (dataset version, estimator, params): the first sets the champion; the rest are candidates
 TRAININGS = [
     (1, "ridge", {"alpha": 100.0}),
@@ -67,7 +67,7 @@ def seed_demo(ws: Workspace, progress: Callable[[str], None] = print, wait_s: fl
                 continue
             path = Path(tmp) / f"diabetes-v{version}.csv"
             make().to_csv(path, index=False)
-            dv = ws.datasets.register(DATASET, path, description=description, created_by=DEMO_USER)
+            dv = ws.datasets.register(DATASET, path, description=description, actor=DEMO_USER)
             created["datasets"].append(dv.ref)
             progress(f"registered dataset {dv.ref}: {dv.rows} rows, data tests {dv.tests_status.value}")
 
@@ -91,7 +91,7 @@ def send_demo_traffic(ws: Workspace, progress: Callable[[str], None], created: d
         if ws.endpoints.get(name).live is None or already >= rps * seconds / 2:
             continue
         progress(f"sending demo traffic to {name}: {rps} requests/s for {seconds} s, 2 % bad requests…")
-        result = simulate(ws, name, rps, seconds, error_rate=0.02, seed=7)
+        result = simulate(ws, name, rps, seconds, error_rate=0.02, seed=7, actor=SYSTEM_ACTOR)
         created.setdefault("requests", {})[name] = result.sent
 
 
@@ -119,7 +119,7 @@ def deploy_demo_endpoints(ws: Workspace, progress: Callable[[str], None], create
 def train_demo_models(ws: Workspace, progress: Callable[[str], None], wait_s: float, created: dict) -> None:
     def submit(version, estimator, params):
         run = ws.jobs.submit(TrainingSpec(dataset=DATASET, dataset_version=version, estimator=estimator,
-                                          params=params, experiment=ws.policy.experiment, created_by=DEMO_USER))
+                                          params=params, experiment=ws.policy.experiment), DEMO_USER)
         progress(f"started {run.id}: {run.display_name} on {DATASET}:{version}")
         return run
 

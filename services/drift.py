@@ -421,7 +421,7 @@ def register_collected_inputs(ws, endpoint: str, window: TimeWindow, name: str, 
     with tempfile.TemporaryDirectory(prefix="tollgate-collected-") as tmp:
         path = Path(tmp) / file_name
         frame.to_parquet(path, index=False)
-        return ws.datasets.register(name, path, description=description, created_by=actor, tags=tags)
+        return ws.datasets.register(name, path, actor=actor, description=description, tags=tags)
 
 
 __all__ = [

@@ -87,7 +87,7 @@ class RunStatus(str, Enum):
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    """What to train: the input of ``JobStore.submit``."""
+    """What to train: the input of ``JobStore.submit`` (who asks for it is ``submit``'s ``actor``)."""
     dataset: str                       # dataset name
     dataset_version: int | None = None  # None = latest
     estimator: str = "ridge"
@@ -95,7 +95,6 @@ class TrainingSpec:
     experiment: str = "diabetes-retrain"
     display_name: str | None = None
     register: bool = True              # register the model if it passes the gate
-    created_by: str = "local-user"
 
 
 @dataclass(frozen=True)
@@ -173,6 +172,20 @@ class MetricPoint:
     timestamp: datetime
 
 
+COMPARISONS = ("<", "<=", ">", ">=", "=", "!=")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition on a run's final metric or parameter, as MLflow's search filter says it
+    (``metrics.rmse < 55``, ``params.alpha = 1``): a number compares with numbers, a text
+    only with texts (``=``/``!=``); a run without the key does not match.
+    ``services.run_search.parse_condition`` reads one from text."""
+    key: str
+    op: str                              # one of COMPARISONS
+    value: float | str
+
+
 @dataclass(frozen=True)
 class RunFilter:
     status: tuple[RunStatus, ...] = ()
@@ -181,6 +194,10 @@ class RunFilter:
     since: datetime | None = None
     until: datetime | None = None
     limit: int | None = None
+    estimators: tuple[str, ...] = ()     # any of these
+    metrics: tuple[Condition, ...] = ()  # all of these, on the final metrics
+    params: tuple[Condition, ...] = ()   # all of these, on the parameters
+    offset: int = 0                      # skip this many of the newest matches (paging)
 
 
 # --- models -----------------------------------------------------------------
@@ -493,11 +510,14 @@ class RequestRecord:
     deployment: str | None
     model: str | None
     status: int                        # 0 = no answer from any deployment
-    latency_ms: float
-    request_id: str
+    latency_ms: float                  # from the whole request received to the answer
+    request_id: str                    # the endpoint's own id (x-request-id of the answer), unique
     request_body: str | None = None
     response_body: str | None = None
     error: str | None = None
+    client_request_id: str | None = None  # the client's id (x-ms-client-request-id / x-request-id): may repeat
+    upload_ms: float | None = None     # receiving the request body, apart from latency (slow clients)
+    payload_captured: bool = True      # False: the payloads were not kept (sampled out by the capture fraction)
 
 
 @dataclass(frozen=True)

@@ -22,19 +22,23 @@ SYSTEM_ROLE = "system"
 _LEAD = frozenset({"ml_lead", "admin"})
 _QA = frozenset({"qa", "admin"})
 _ADMIN = frozenset({"admin"})
+# training: the ML lead, and QA, whose pipelines retrain before they deploy (docs/ci-cd.md);
+# the runner registers a run's model behind the gate as the run's submitter
+_TRAIN = frozenset({"ml_lead", "qa", "admin"})
 
 # action -> the roles that may do it
 PERMISSIONS: dict[str, frozenset[str]] = {
     # data and training
     "register_dataset": _LEAD,
-    "submit_run": _LEAD,
-    "cancel_run": _LEAD,
+    "submit_run": _TRAIN,
+    "cancel_run": _TRAIN,
     "register_collected_inputs": _LEAD,
     "edit_schedules": _LEAD,            # schedules and dataset triggers
     # the model registry
     "edit_model": _LEAD,                # tags and description
     "archive_model": _LEAD,             # archive and restore
-    "register_model": _LEAD,
+    "register_model": _TRAIN,           # a run's model behind the gate, as the run's submitter
+    "set_alias": _QA,                   # move an alias (the champion: a step of promote and rollback)
     # the release workflow
     "deploy": _QA,
     "smoke_test": frozenset({"qa", "ml_lead", "admin"}),
@@ -43,8 +47,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "promote": _QA,                     # blue/green or canary; pausing and resuming a canary
     "rollback": _QA,                    # also aborting a canary
     # endpoints
-    "invoke_staging": frozenset({"qa", "ml_lead", "admin"}),   # the console's Test panel
-    "invoke_production": _QA,
+    "invoke_staging": frozenset({"qa", "ml_lead", "admin"}),   # the console's Test panel, simulate
+    "invoke_production": _QA,           # (any endpoint other than the policy's staging one counts as production)
     "operate_endpoints": _QA,           # start / stop the local endpoints (up, down)
     "set_traffic": _ADMIN,
     "regenerate_key": _ADMIN,
@@ -60,6 +64,7 @@ VERBS: dict[str, str] = {
     "edit_model": "change a model version's tags or description",
     "archive_model": "archive or restore a model version",
     "register_model": "register a model",
+    "set_alias": "move a model alias",
     "deploy": "deploy",
     "smoke_test": "run a smoke test",
     "approve": "approve a model version",
@@ -99,6 +104,12 @@ def may(policy: Policy, actor: str | None, action: str) -> bool:
     return bool(set(policy.roles_of(actor or "")) & PERMISSIONS[action])
 
 
+def invoke_action(policy: Policy, endpoint: str) -> str:
+    """The action of sending requests to ``endpoint`` by hand (Test panel, ``simulate``): staging's is
+    open to more roles than production's; an endpoint the policy does not name as staging is production."""
+    return "invoke_staging" if endpoint == policy.endpoints.staging else "invoke_production"
+
+
 def authorize(policy: Policy, actor: str | None, action: str) -> str:
     """The role under which ``actor`` may do ``action``; ``Forbidden`` naming the role needed otherwise."""
     if action not in PERMISSIONS:
@@ -118,4 +129,4 @@ def authorize(policy: Policy, actor: str | None, action: str) -> str:
 
 
 __all__ = ["SYSTEM_ACTOR", "SYSTEM_ROLE", "PERMISSIONS", "VERBS", "canonical", "same_identity", "roles_needed",
-           "may", "authorize"]
+           "may", "authorize", "invoke_action"]

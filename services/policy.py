@@ -44,6 +44,7 @@ class EndpointPolicy:
     production: str = "production"
     max_payload_bytes: int = 1_048_576
     request_timeout_s: float = 30.0
+    body_timeout_s: float = 10.0         # a request body not in by then gets 408 (slow clients)
     health_timeout_s: float = 90.0       # how long a new deployment may take to become healthy
 
 
@@ -92,6 +93,25 @@ class DriftPolicy:
     ks_warn: float = 0.1                 # Kolmogorov-Smirnov statistic (max CDF distance)
     ks_fail: float = 0.2
     min_rows: int = 500                  # fewer collected rows: not judged (PSI noise alone ~0.1 at 100)
+
+
+@dataclass(frozen=True)
+class TelemetryPolicy:
+    """How long request telemetry is kept (``services.local.retention``) and how much of it.
+
+    Raw rows carry the payloads (request lookup, the drift check); per-minute aggregates draw the
+    charts of windows up to 30 days with their edges to the minute; hourly ones draw the rest.
+    ``capture_fraction``: the share of successful requests whose payloads are kept (failures and
+    client errors always are), per endpoint in ``[telemetry.capture]`` (Azure ML's data collector
+    samples the same way)."""
+    raw_days: float = 7.0
+    minute_days: float = 30.0
+    hour_days: float = 365.0
+    capture_fraction: float = 1.0
+    capture: Mapping[str, float] = field(default_factory=dict)   # endpoint -> its capture fraction
+
+    def capture_for(self, endpoint: str) -> float:
+        return self.capture.get(endpoint, self.capture_fraction)
 
 
 # What a webhook can subscribe to (``services.notify`` builds the messages).
@@ -184,6 +204,7 @@ class Policy:
     drift: DriftPolicy = field(default_factory=DriftPolicy)
     notifications: NotificationPolicy = field(default_factory=NotificationPolicy)
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
+    telemetry: TelemetryPolicy = field(default_factory=TelemetryPolicy)
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # identity -> roles
     auth: AuthPolicy = field(default_factory=AuthPolicy)
     source: str = "built-in defaults"
@@ -228,6 +249,7 @@ KNOWN_KEYS = {
     "auth": {"provider", "app_roles"},
     "notifications": {"webhooks", "console_url", "max_attempts", "backoff_s", "timeout_s"},
     "canary": None,       # checked by CanaryPolicy's fields (parse_canary)
+    "telemetry": {"raw_days", "minute_days", "hour_days", "capture_fraction", "capture"},
 }
 
 
@@ -277,6 +299,7 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         canary = parse_canary(raw.get("canary", {}), source)
         latency_gate = parse_latency_gate(gate, source)
         release = parse_release(raw.get("release", {}), source)
+        telemetry = parse_telemetry(raw.get("telemetry", {}), source)
     except TypeError as e:  # unknown key in a table
         raise InvalidInput(f"{source}: {e}") from e
     for table_name, table in (("health", health), ("drift", drift)):
@@ -311,6 +334,7 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         drift=drift,
         notifications=notifications,
         canary=canary,
+        telemetry=telemetry,
         roles=roles,
         auth=auth,
         source=source,
@@ -440,6 +464,26 @@ def parse_release(table: Mapping[str, Any], source: str) -> ReleasePolicy:
     if not isinstance(value, bool):
         raise InvalidInput(f"{source}: release.approve_comment_required must be true or false, got {value!r}")
     return ReleasePolicy(approve_comment_required=value)
+def parse_telemetry(table: Mapping[str, Any], source: str) -> TelemetryPolicy:
+    """``[telemetry]``: retention in days (raw rows <= per-minute <= hourly aggregates) and the
+    capture fraction of payloads, with ``[telemetry.capture]`` per endpoint."""
+    where, defaults = f"{source}: telemetry", TelemetryPolicy()
+    days = {key: _number(table, key, float, getattr(defaults, key), where)
+            for key in ("raw_days", "minute_days", "hour_days")}
+    if not 1 <= days["raw_days"] <= days["minute_days"] <= days["hour_days"] <= 3660:
+        raise InvalidInput(f"{where}: need 1 <= raw_days <= minute_days <= hour_days <= 3660, got "
+                           + ", ".join(f"{k} = {v:g}" for k, v in days.items()),
+                           hint="Raw rows (with payloads) are the shortest kept, hourly aggregates the longest.")
+    capture = table.get("capture", {})
+    if not isinstance(capture, dict):
+        raise InvalidInput(f"{where}.capture must be a table of endpoint = fraction ([telemetry.capture])")
+    fractions = {"capture_fraction": _number(table, "capture_fraction", float, defaults.capture_fraction, where),
+                 **{f"capture.{name}": _number(capture, name, float, None, where) for name in capture}}
+    for key, value in fractions.items():
+        if not 0.0 <= value <= 1.0:
+            raise InvalidInput(f"{where}.{key} must be between 0 and 1, got {value}")
+    return TelemetryPolicy(**days, capture_fraction=fractions["capture_fraction"],
+                           capture={name: fractions[f"capture.{name}"] for name in capture})
 
 
 def parse_auth(table: Mapping[str, Any], source: str) -> AuthPolicy:

@@ -65,10 +65,10 @@ class DatasetStore(Protocol):
     def get(self, name: str, version: int | None = None) -> DatasetVersion:
         """One version (``None`` = latest). ``NotFound`` if missing."""
 
-    def register(self, name: str, source: Path, *, description: str = "",
-                 created_by: str = "local-user", original_name: str | None = None,
-                 tags: Mapping[str, str] | None = None) -> DatasetVersion:
-        """Register ``source`` (CSV or Parquet) as the next version of ``name``.
+    def register(self, name: str, source: Path, *, actor: str, description: str = "",
+                 original_name: str | None = None, tags: Mapping[str, str] | None = None) -> DatasetVersion:
+        """Register ``source`` (CSV or Parquet) as the next version of ``name``, as ``actor``
+        (``register_dataset``: ``Forbidden`` naming the role needed, before anything is read).
 
         ``tags`` are stored with the version; the store itself sets ``labels: none``
         when the data has no target column (a feature-only version: its data tests
@@ -109,14 +109,15 @@ class JobStore(Protocol):
     def log(self, run_id: str, tail: int | None = None) -> str:
         """The run's stdout/stderr, or its last ``tail`` lines."""
 
-    def submit(self, spec: TrainingSpec) -> Run:
+    def submit(self, spec: TrainingSpec, actor: str) -> Run:
         """Start the training pipeline (validate → train → evaluate → register if
-        better than the champion). Returns at once with a queued run.
-        ``InvalidInput`` for an unknown estimator or a malformed parameter,
-        ``NotFound`` for an unknown dataset."""
+        better than the champion) for ``actor`` (``submit_run``), who is the run's
+        ``created_by``. Returns at once with a queued run.
+        ``Forbidden`` first, then ``InvalidInput`` for an unknown estimator or a
+        malformed parameter, ``NotFound`` for an unknown dataset."""
 
-    def cancel(self, run_id: str, actor: str = "local-user") -> Run:
-        """Cancel a queued or running run. ``Conflict`` if it already ended."""
+    def cancel(self, run_id: str, actor: str) -> Run:
+        """Cancel a queued or running run (``cancel_run``). ``Conflict`` if it already ended."""
 
     def wait(self, run_id: str, timeout_s: float = 600.0) -> Run:
         """Block until the run ends (or the timeout passes); returns its last state."""
@@ -124,7 +125,10 @@ class JobStore(Protocol):
 
 @runtime_checkable
 class ModelRegistry(Protocol):
-    """Registered model versions with lineage, tags and aliases (the champion)."""
+    """Registered model versions with lineage, tags and aliases (the champion).
+
+    Every change takes the ``actor``, is authorized with ``services.permissions.authorize``
+    (``Forbidden`` naming the role needed, before anything is read) and audited with the role."""
 
     def names(self) -> list[str]:
         """Registered model names."""
@@ -138,22 +142,20 @@ class ModelRegistry(Protocol):
     def champion(self, name: str) -> ModelVersion | None:
         """The version serving production (the ``champion`` alias), or None."""
 
-    def set_alias(self, name: str, alias: str, version: int, actor: str = "local-user") -> ModelVersion:
-        """Point ``alias`` at ``version`` (moving it from wherever it was)."""
+    def set_alias(self, name: str, alias: str, version: int, actor: str) -> ModelVersion:
+        """Point ``alias`` at ``version`` (moving it from wherever it was); ``set_alias``."""
 
-    def set_tags(self, name: str, version: int, tags: Mapping[str, str | None],
-                 actor: str = "local-user") -> ModelVersion:
-        """Set tags; a ``None`` value removes that tag."""
+    def set_tags(self, name: str, version: int, tags: Mapping[str, str | None], actor: str) -> ModelVersion:
+        """Set tags; a ``None`` value removes that tag (``edit_model``)."""
 
-    def set_description(self, name: str, version: int, description: str,
-                        actor: str = "local-user") -> ModelVersion:
-        """Replace the description."""
+    def set_description(self, name: str, version: int, description: str, actor: str) -> ModelVersion:
+        """Replace the description (``edit_model``)."""
 
-    def archive(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
-        """Hide a version from default listings. ``Conflict`` for the champion."""
+    def archive(self, name: str, version: int, actor: str) -> ModelVersion:
+        """Hide a version from default listings (``archive_model``). ``Conflict`` for the champion."""
 
-    def restore(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
-        """Undo ``archive``."""
+    def restore(self, name: str, version: int, actor: str) -> ModelVersion:
+        """Undo ``archive`` (``archive_model``)."""
 
     def load(self, name: str, version: int) -> Any:
         """The fitted estimator (an object with ``predict``)."""
@@ -440,11 +442,28 @@ class ScheduleService(Protocol):
         """Whether the scheduler that fires them is running."""
 
 
+@runtime_checkable
+class AuditLog(Protocol):
+    """The append-only audit trail of a workspace (local: a table whose rows cannot change;
+    Azure: append blobs). Stores write their own records inside their changes; this is for
+    use cases above them whose change is not a stored row (e.g. a request sent to an endpoint)."""
+
+    def record(self, actor: str, action: str, target: str, *, role: str,
+               before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None,
+               comment: str = "") -> Any:
+        """Append one record; ``role`` is what ``services.permissions.authorize`` returned.
+        The actor is stored in its canonical spelling (``services.permissions.canonical``)."""
+
+    def audit(self, limit: int | None = None) -> list[AuditRecord]:
+        """The trail, newest first."""
+
+
 class Workspace(Protocol):
     """A workspace exposes one operations object per capability, as ``MLClient`` does."""
 
     info: WorkspaceInfo
     policy: Policy
+    audit: AuditLog
     datasets: DatasetStore
     jobs: JobStore
     models: ModelRegistry
@@ -462,5 +481,6 @@ class Workspace(Protocol):
 
 __all__ = [
     "DatasetStore", "JobStore", "ModelRegistry", "Evaluator", "EndpointService",
-    "ReleaseService", "NotificationService", "TelemetryService", "LogService", "ScheduleService", "Workspace",
+    "ReleaseService", "NotificationService", "TelemetryService", "LogService", "ScheduleService", "AuditLog",
+    "Workspace",
 ]

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BackendUnavailable, Conflict, InvalidInput
-from .permissions import SYSTEM_ACTOR
+from .permissions import SYSTEM_ACTOR, authorize, invoke_action
 
 UP_HINT = "start the endpoints with `python tollgate.py up`"
 MAX_RPS = 1000.0
@@ -238,14 +238,17 @@ def training_frame(ws, env: str):
 # --- sending ------------------------------------------------------------------------
 
 def simulate(ws, env: str, rps: float, duration_s: float, error_rate: float = 0.0, seed: int | None = None,
-             on_progress: Callable[[Progress], None] | None = None, *, key: str | None = None,
+             on_progress: Callable[[Progress], None] | None = None, *, actor: str, key: str | None = None,
              concurrency: int = 8, timeout_s: float = 10.0, kinds: Sequence[str] = BAD_KINDS,
              progress_interval_s: float = 1.0) -> SimulationResult:
-    """Send ``round(rps * duration_s)`` requests to endpoint ``env`` and report what came back.
+    """Send ``round(rps * duration_s)`` requests to endpoint ``env`` for ``actor`` and report what came back.
 
+    Sending by hand is a change like any other (``services.scoring``): ``Forbidden`` naming the role
+    needed unless ``actor`` may send to ``env``, and one audit record says what is about to be sent.
     ``BackendUnavailable`` if the endpoint is not running. If nothing answers for a second's
     worth of requests (at least 5 in a row), it stops early and says why in ``aborted``.
     """
+    role = authorize(ws.policy, actor, invoke_action(ws.policy, env))
     if not (0 < rps <= MAX_RPS):
         raise InvalidInput(f"rps must be above 0 and at most {MAX_RPS:g}, got {rps:g}")
     if not (0 < duration_s <= MAX_DURATION_S):
@@ -262,6 +265,9 @@ def simulate(ws, env: str, rps: float, duration_s: float, error_rate: float = 0.
     if key is None:
         key = ws.endpoints.keys(env, SYSTEM_ACTOR)[0]
     plan = TrafficMix(frame, features, random.Random(seed)).plan(n, error_rate, kinds)
+    ws.audit.record(actor, "endpoint.simulate", env, role=role,
+                    after={"requests": n, "rps": float(rps), "duration_s": float(duration_s),
+                           "error_rate": float(error_rate), "seed": seed})
     started = datetime.now(timezone.utc)
     outcomes, aborted = asyncio.run(_send_all(ep.scoring_uri, key, plan, rps, concurrency, timeout_s,
                                               on_progress, progress_interval_s))

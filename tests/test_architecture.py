@@ -31,11 +31,20 @@ def imported_modules(path: Path, root: Path = ROOT) -> set[str]:
 
 
 def offences(folder: str, forbidden: tuple[str, ...]) -> list[str]:
-    files = sorted((ROOT / folder).rglob("*.py"))
+    """``folder`` is a folder (every module under it) or one module's path."""
+    target = ROOT / folder
+    files = [target] if target.is_file() else sorted(target.rglob("*.py"))
     assert files, f"no Python files under {folder}/"
     return [f"{path.relative_to(ROOT)} imports {name}"
             for path in files for name in sorted(imported_modules(path))
             if any(name == f or name.startswith(f + ".") for f in forbidden)]
+
+
+# ui/ is the console's own layer: it reads the services (and streamlit), never a backend, an SDK,
+# the network or the training code (the estimators come through services.training).
+UI_FORBIDDEN = ("sqlite3", "azure", "requests", "httpx", "pipeline", "services.local", "services.azure")
+# the CLI is a client of the services, as the console is: no backend internals, no streamlit
+CLI_FORBIDDEN = ("streamlit", "sqlite3", "azure", "services.local", "services.azure")
 
 
 def test_pages_do_not_reach_past_the_services():
@@ -48,6 +57,20 @@ def test_services_never_import_streamlit():
 
 def test_the_pipeline_does_not_import_the_services():
     assert offences("pipeline", ("services", "streamlit")) == []
+
+
+def test_the_azure_backend_does_not_reach_into_the_local_one():
+    # fixtures/build.py is the tool that records the replay fixtures from a seeded local workspace
+    assert [o for o in offences("services/azure", ("services.local",))
+            if not o.startswith("services/azure/fixtures/")] == []
+
+
+def test_the_console_layer_reads_only_the_services():
+    assert offences("ui", UI_FORBIDDEN) == []
+
+
+def test_the_cli_reaches_only_the_services():
+    assert offences("cli", CLI_FORBIDDEN) + offences("tollgate.py", CLI_FORBIDDEN) == []
 
 
 @pytest.mark.parametrize("source, module, expected", [

@@ -18,10 +18,11 @@ from tests.conftest import copy_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "diabetes-regressor"
+LEAD = "lead@contoso.com"  # [roles] of tollgate.toml: registering data and training need ml_lead
 
 
-def tollgate(ws_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "tollgate.py", "--workspace", f"local://{ws_path}", *args],
+def tollgate(ws_path: Path, *args: str, timeout: float = 300, actor: str = LEAD) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "tollgate.py", "--workspace", f"local://{ws_path}", "--as", actor, *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
@@ -103,6 +104,23 @@ def test_runs_and_models_json(demo_ws_path):
     assert len(models) >= 2
     assert [m["version"] for m in models if "champion" in m["aliases"]] == [1]
     assert all(m["run_id"] and m["dataset"] == "diabetes" for m in models)
+
+
+def test_runs_filtered_by_estimator_metric_and_parameter(demo_ws_path):
+    runs = as_json(tollgate(demo_ws_path, "runs", "--json"))
+    ridge = [r for r in runs if r["estimator"] == "ridge"]
+    cut = sorted(r["metrics"]["rmse"] for r in runs if "rmse" in r["metrics"])[1] + 1e-9  # the two best
+    below = as_json(tollgate(demo_ws_path, "runs", "--metric", f"rmse<={cut}", "--json"))
+    assert [r["id"] for r in below] == [r["id"] for r in runs if r["metrics"].get("rmse", 1e9) <= cut]
+    assert len(below) == 2
+    alpha = ridge[0]["params"]["alpha"]
+    same = as_json(tollgate(demo_ws_path, "runs", "--estimator", "ridge", "--param", f"alpha={alpha}", "--json"))
+    assert [r["id"] for r in same] == [r["id"] for r in ridge if r["params"]["alpha"] == alpha]
+    page = as_json(tollgate(demo_ws_path, "runs", "--limit", "2", "--offset", "1", "--json"))
+    assert [r["id"] for r in page] == [r["id"] for r in runs][1:3]
+    for bad in (["--metric", "rmse ~ 3"], ["--offset", "-1"], ["--param", "alpha > 'x'"]):
+        proc = tollgate(demo_ws_path, "runs", *bad)
+        assert proc.returncode == 2 and "error:" in proc.stderr, (bad, proc.stderr)
 
 
 def test_unknown_dataset_is_exit_2_with_a_hint(demo_ws_path):
@@ -206,7 +224,7 @@ def test_gate_passes_for_a_better_candidate(demo_ws_path):
 def test_gate_fails_for_the_champions_predecessor(private_demo):
     version = gbr_version(private_demo)
     ws = LocalWorkspace(private_demo)
-    ws.models.set_alias(MODEL, "champion", version)  # promote the better model; v1 is now its predecessor
+    ws.models.set_alias(MODEL, "champion", version, actor="qa@contoso.com")  # promote the better model; v1 is now its predecessor
     ws.close()
     proc = tollgate(private_demo, "gate", "--model", MODEL, "--version", "1")
     assert proc.returncode == 1

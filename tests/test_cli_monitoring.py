@@ -24,6 +24,8 @@ from services.errors import BackendUnavailable
 
 from tests.test_cli import as_json, tollgate
 
+QA = "qa@contoso.com"  # sending requests to production by hand needs qa or admin
+
 M1, M3 = "diabetes-regressor:1", "diabetes-regressor:3"
 NOW = time.time()
 T_MAIN = NOW - 150        # most rows
@@ -273,7 +275,7 @@ def test_logs_refuse_unknown_sources_and_bad_input(ws_path, args, message):
 # --- simulate --------------------------------------------------------------------------------
 
 def test_simulate_against_a_stopped_endpoint_exits_2_and_says_how_to_start_it(ws_path):
-    proc = tollgate(ws_path, "simulate", "--env", "production", "--rps", "5", "--duration", "1")
+    proc = tollgate(ws_path, "simulate", "--env", "production", "--rps", "5", "--duration", "1", actor=QA)
     assert proc.returncode == 2
     assert "endpoint production is not running" in proc.stderr
     assert "python tollgate.py up" in proc.stderr
@@ -285,7 +287,7 @@ def test_simulate_against_a_stopped_endpoint_exits_2_and_says_how_to_start_it(ws
     (["--error-rate", "1.5"], "error rate must be between 0 and 1"),
 ])
 def test_simulate_refuses_bad_parameters(ws_path, args, message):
-    proc = tollgate(ws_path, "simulate", "--env", "production", *args)
+    proc = tollgate(ws_path, "simulate", "--env", "production", *args, actor=QA)
     assert proc.returncode == 2
     assert message in proc.stderr
 

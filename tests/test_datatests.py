@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from services.datatests import non_numeric_example, profile, psi, read_table, run_data_tests
+from services.datatests import profile, psi, read_table, run_data_tests
 from services.entities import CheckStatus
 from services.policy import DataTestPolicy
+from services.tables import non_numeric_example
 
 POLICY = DataTestPolicy()
 

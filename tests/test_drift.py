@@ -7,7 +7,7 @@ interface: a DataFrame of feature rows plus ``model`` and ``request_id``).
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
@@ -21,6 +21,8 @@ from services.drift import (PLOT_BINS, QUANTILES, DriftStatus, default_dataset_n
 from services.entities import CheckStatus, TimeWindow, TrainingSpec
 from services.errors import BackendUnavailable, Forbidden, InvalidInput
 from services.policy import DataTestPolicy, DriftPolicy
+
+LEAD = "lead@contoso.com"
 
 POLICY = DriftPolicy()   # psi 0.1 / 0.25, ks 0.1 / 0.2, min_rows 500 (the shipped [drift] values)
 FEATURES = ["age", "bmi", "bp"]
@@ -308,7 +310,7 @@ def test_a_feature_only_version_of_the_training_dataset_is_compared_on_its_featu
     # the next labeled version is compared with labeled data, not with the collected inputs
     path = tmp_path / "labeled.csv"
     demo_ws.datasets.load("diabetes", labeled_before).to_csv(path, index=False)
-    nxt = demo_ws.datasets.register("diabetes", path, tags={"labels": "none", "origin": "clinic"})
+    nxt = demo_ws.datasets.register("diabetes", path, tags={"labels": "none", "origin": "clinic"}, actor=LEAD)
     assert nxt.baseline_version == labeled_before
     assert nxt.tests_status == CheckStatus.PASS
     assert dict(nxt.tags) == {"origin": "clinic"}, "the labels tag follows the data, not the caller"
@@ -318,7 +320,7 @@ def test_training_on_a_feature_only_dataset_is_refused_at_submit(demo_ws, collec
     dv, _ = collected_version
     before = len(demo_ws.jobs.list())
     with pytest.raises(InvalidInput) as refused:
-        demo_ws.jobs.submit(TrainingSpec(dataset=dv.name, dataset_version=dv.version, estimator="ridge"))
+        demo_ws.jobs.submit(TrainingSpec(dataset=dv.name, dataset_version=dv.version, estimator="ridge"), LEAD)
     assert str(refused.value) == ("dataset production-inputs:1 has no labels (target column 'target'); "
                                   "add labels before training")
     assert "feature-only" in refused.value.hint

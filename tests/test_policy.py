@@ -97,3 +97,28 @@ def test_load_policy_prefers_the_workspace_folder(tmp_path):
 
 def test_load_policy_falls_back_to_the_projects_file(tmp_path):
     assert load_policy(tmp_path / "elsewhere").source == str(ROOT / "tollgate.toml")
+
+
+def test_telemetry_retention_and_capture_are_read_from_the_file():
+    policy = parse_policy("[telemetry]\nraw_days = 3\nminute_days = 14\ncapture_fraction = 0.5\n"
+                          "[telemetry.capture]\nproduction = 0.1\n")
+    t = policy.telemetry
+    assert (t.raw_days, t.minute_days, t.hour_days) == (3, 14, 365)
+    assert (t.capture_for("production"), t.capture_for("staging")) == (0.1, 0.5)
+    assert Policy().telemetry.capture_for("production") == 1.0
+    assert load_policy().telemetry == Policy().telemetry  # the project's file says the defaults
+
+
+@pytest.mark.parametrize("text, mentions", [
+    ("[telemetry]\nraw_dayz = 3\n", "raw_dayz"),
+    ("[telemetry]\nraw_days = 40\n", "raw_days <= minute_days"),
+    ("[telemetry]\nraw_days = 0.5\n", "1 <= raw_days"),
+    ("[telemetry]\ncapture_fraction = 1.5\n", "capture_fraction"),
+    ("[telemetry.capture]\nproduction = -0.1\n", "capture.production"),
+    ("[telemetry]\ncapture = 0.3\n", "[telemetry.capture]"),
+    ("[telemetry]\nhour_days = 'forever'\n", "hour_days"),
+])
+def test_a_malformed_telemetry_table_is_refused(text, mentions):
+    with pytest.raises(InvalidInput) as e:
+        parse_policy(text)
+    assert mentions in str(e.value)

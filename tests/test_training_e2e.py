@@ -9,10 +9,12 @@ from pipeline.train import regression_metrics, split
 from services.demo import diabetes_v1, diabetes_v2
 from services.entities import CheckStatus, RunStatus, TrainingSpec
 
+LEAD = "lead@contoso.com"  # [roles] of tollgate.toml: training and registering data need ml_lead
+
 
 def train(ws, dataset_version: int, estimator: str, params: dict):
     run = ws.jobs.submit(TrainingSpec(dataset="diabetes", dataset_version=dataset_version, estimator=estimator,
-                                      params=params, experiment="e2e", created_by="e2e@example.com"))
+                                      params=params, experiment="e2e"), LEAD)
     run = ws.jobs.wait(run.id, timeout_s=240)
     assert run.status == RunStatus.COMPLETED, f"{run.error}\n{ws.jobs.log(run.id)}"
     return run
@@ -24,7 +26,7 @@ def test_from_data_to_a_gated_champion_and_a_challenger(empty_ws, tmp_path):
     # data
     path = tmp_path / "diabetes.csv"
     diabetes_v1().to_csv(path, index=False)
-    dv = ws.datasets.register("diabetes", path, created_by="e2e@example.com")
+    dv = ws.datasets.register("diabetes", path, actor=LEAD)
     assert (dv.ref, dv.rows, dv.tests_status) == ("diabetes:1", 442, CheckStatus.PASS)
 
     # the first run: metrics, curve, log
@@ -39,7 +41,7 @@ def test_from_data_to_a_gated_champion_and_a_challenger(empty_ws, tmp_path):
     champion = ws.models.champion(policy.model_name)
     assert champion.version == 1
     assert (champion.run_id, champion.dataset, champion.dataset_version) == (first.id, "diabetes", 1)
-    assert champion.created_by == "e2e@example.com"
+    assert champion.created_by == LEAD, "the runner registers the model as the run's submitter"
 
     # the registered file is the model the run evaluated: same predictions, same metrics
     model = ws.models.load(policy.model_name, 1)
@@ -53,7 +55,7 @@ def test_from_data_to_a_gated_champion_and_a_challenger(empty_ws, tmp_path):
     # new data, a challenger: gated against the champion on the new data's held-out rows
     path2 = tmp_path / "diabetes-v2.csv"
     diabetes_v2().to_csv(path2, index=False)
-    dv2 = ws.datasets.register("diabetes", path2)
+    dv2 = ws.datasets.register("diabetes", path2, actor=LEAD)
     assert dv2.baseline_version == 1 and dv2.tests_status != CheckStatus.FAIL
 
     second = train(ws, 2, "gbr", {"n_estimators": 120})

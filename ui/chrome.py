@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from services.policy import Policy, grant_directory_roles
-from services.permissions import PERMISSIONS, SYSTEM_ACTOR, VERBS
+from services.permissions import PERMISSIONS, SYSTEM_ACTOR, VERBS, canonical, may, roles_needed
 
 from . import state
 
@@ -64,6 +64,26 @@ def signed_in_identity(policy: Policy) -> None:
     st.button("Sign out", icon=":material/logout:", on_click=st.logout, width="stretch")
 
 
+def refusal(policy: Policy, actor: str, action: str) -> str | None:
+    """Why the service will refuse ``actor`` this ``action`` (None when it will not): the role
+    needed, in words. It only explains; ``services.permissions.authorize`` decides."""
+    if may(policy, actor, action):
+        return None
+    verb = VERBS[action]
+    then = ("ask someone who has it" if sign_in_configured()
+            else "pick another identity in the sidebar")
+    who = actor.replace("`", "'")
+    return f"To {verb} you need the role {roles_needed(action)}: `{who}` will be refused — {then}."
+
+
+def role_hint(action: str) -> None:
+    """Beside a button (shown to everyone): a caption saying which role it needs, when the
+    acting identity does not have it. The click still goes to the service, which refuses it."""
+    why = refusal(state.workspace().policy, state.actor(), action)
+    if why:
+        st.caption(f":material/lock: {why}")
+
+
 def role_label(policy: Policy, identity: str) -> str:
     roles = policy.roles_of(identity)
     return f"{identity} — {', '.join(roles) if roles else 'no role (read-only)'}"
@@ -93,7 +113,7 @@ def identity_picker(policy: Policy) -> None:
     actor = pick
     if pick == SOMEONE_ELSE:
         typed = st.text_input("Your identity (e-mail)", key=OTHER_KEY, placeholder=DEFAULT_ACTOR).strip()
-        if typed.lower() == SYSTEM_ACTOR:
+        if canonical(typed) == SYSTEM_ACTOR:
             st.error(f"`{SYSTEM_ACTOR}` is reserved for Tollgate itself.", icon="🚫")
             typed = ""
         actor = typed or DEFAULT_ACTOR

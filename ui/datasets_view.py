@@ -12,6 +12,7 @@ from services.entities import CheckStatus, DatasetVersion, DataTestResult
 from services.errors import ServiceError
 
 from . import state
+from .chrome import role_hint
 from .widgets import STATUS_ICON, badge, fmt_metric, guard, show_error
 
 # session-state keys of this page
@@ -131,8 +132,7 @@ def register_upload(ws, name: str, filename: str, data: bytes, description: str,
     with tempfile.TemporaryDirectory(prefix="tollgate-upload-") as tmp:
         path = Path(tmp) / (Path(filename).name or "upload.csv")
         path.write_bytes(data)
-        return ws.datasets.register(name, path, description=description, created_by=actor,
-                                    original_name=filename)
+        return ws.datasets.register(name, path, actor=actor, description=description, original_name=filename)
 
 
 def upload_outcome(dv: DatasetVersion, tests: list[DataTestResult]) -> tuple[str, str]:
@@ -309,6 +309,7 @@ def render_upload(names: list[str], expanded: bool) -> None:
                    "A file that cannot be read is rejected and nothing is registered.")
         clicked = st.button("Register version", type="primary", key="datasets.upload_submit",
                             disabled=upload is None or not name)
+        role_hint("register_dataset")
         if clicked and upload is not None and name:
             try:
                 dv = register_upload(state.workspace(), name, upload.name, upload.getvalue(), description,

@@ -16,10 +16,11 @@ from plotly.subplots import make_subplots
 from services.drift import DriftReport, DriftStatus, FeatureDrift, default_dataset_name, register_collected_inputs
 from services.errors import InvalidInput, ServiceError
 from services.policy import DriftPolicy, Policy
-from services.permissions import PERMISSIONS, SYSTEM_ACTOR
+from services.permissions import roles_needed
 from services.telemetry import WINDOW_CHOICES, window as make_window
 
 from . import state
+from .chrome import refusal
 from .monitoring_view import NO_MODEL, adopt_query_params, endpoint_names, label, show_partial
 from .widgets import guard, show_error
 
@@ -28,7 +29,7 @@ ALL_VERSIONS = ""
 KEY = "drift.{}"
 PENDING = "drift.register.pending"     # the registration awaiting confirmation: (endpoint, since, model, rows)
 FLASH = "drift.flash"
-REGISTER_ROLES = PERMISSIONS["register_collected_inputs"]
+REGISTER = "register_collected_inputs"  # the action of the register button (services.permissions)
 PLOT_COLUMNS = 5
 
 STATUS_BADGE = {DriftStatus.OK: ("no drift", "green"), DriftStatus.WARN: ("drift: warn", "orange"),
@@ -106,11 +107,6 @@ def distribution_figure(features: tuple[FeatureDrift, ...], judged: bool) -> go.
 
 def _num(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
-
-
-def may_register(policy: Policy, actor: str) -> bool:
-    """Whether to warn before the dialog; the service decides (``release_rules``)."""
-    return actor == SYSTEM_ACTOR or bool(set(policy.roles_of(actor)) & REGISTER_ROLES)
 
 
 def register_lines(endpoint: str, since: str, model: str | None, rows: int, target: str, name: str) -> list[str]:
@@ -195,7 +191,7 @@ def render_register_button(endpoint: str, since: str, model: str | None, rows: i
               key=KEY.format("register"), disabled=rows == 0,
               on_click=lambda: st.session_state.__setitem__(PENDING, (endpoint, since, model, rows)),
               help=f"The {rows:,} rows of this selection as a new, feature-only dataset version "
-                   f"({' or '.join(sorted(REGISTER_ROLES))})" if rows else "Nothing collected in this selection")
+                   f"({roles_needed(REGISTER)})" if rows else "Nothing collected in this selection")
 
 
 def flash() -> None:
@@ -225,10 +221,9 @@ def _confirm(endpoint: str, since: str, model: str | None, rows: int) -> None:
     st.markdown(f"Acting as `{actor}` ({', '.join(roles) or 'no role'}). **What will happen:**")
     st.markdown("\n".join(f"- {line}" for line in register_lines(endpoint, since, model, rows, policy.target,
                                                                  name or "…")))
-    if not may_register(policy, actor):
-        st.warning(f"Registering collected inputs needs the role {' or '.join(sorted(REGISTER_ROLES))}: "
-                   f"`{actor}` will be "
-                   "refused. Pick another identity in the sidebar.", icon="🔒")
+    why = refusal(policy, actor, REGISTER)
+    if why:
+        st.warning(why, icon="🔒")
     ok, cancel = st.columns(2)
     confirmed = ok.button("Register feature-only version", type="primary", key=KEY.format("dialog.confirm"),
                           width="stretch")

@@ -14,9 +14,12 @@ import streamlit as st
 from services.entities import ENDPOINT_PROCESSES, GATEWAY_LOG, Deployment, Endpoint, ScoreResult
 from services.errors import ServiceError
 from services.policy import Policy
+from services.permissions import invoke_action
 from services.release.plans import dep_label, short, traffic_text, warm_previous
+from services.scoring import send_request
 
 from . import state
+from .chrome import role_hint
 from .plan_dialog import Request, ask, confirmation_dialog, flash
 from .widgets import guard, show_error
 
@@ -91,8 +94,13 @@ def example_payload(frame: pd.DataFrame | None, target: str) -> str:
 
 
 def error_message(body: Any) -> str:
+    """The message of an error answer: ``{"error": {"code", "message"}}`` (the scoring contract,
+    README), or an older/foreign shape as it came."""
     if isinstance(body, dict):
-        return str(body.get("error") or body.get("message") or body)
+        error = body.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("code") or error)
+        return str(error or body.get("message") or body)
     return str(body)
 
 
@@ -228,7 +236,7 @@ def render_key_values(policy: Policy, ep: Endpoint, masked_keys: tuple[str, str]
 
 
 def render_test_panel(uri: str, policy: Policy, ep: Endpoint) -> None:
-    st.markdown("**Test** · send a request as a client would")
+    st.markdown("**Test** · send a request as a client would (it goes into the audit trail)")
     with st.container(border=True):
         frame = None
         live = ep.live
@@ -247,11 +255,13 @@ def render_test_panel(uri: str, policy: Policy, ep: Endpoint) -> None:
         pin = c1.selectbox("Deployment", pins, key=f"endpoints.test.pin.{ep.name}",
                            format_func=lambda p: "by traffic split (no pin)" if not p else
                            f"{p} — header azureml-model-deployment: {p}")
-        if c2.button("Send", type="primary", icon=":material/send:", key=f"endpoints.test.send.{ep.name}",
-                     width="stretch"):
+        send = c2.button("Send", type="primary", icon=":material/send:", key=f"endpoints.test.send.{ep.name}",
+                         width="stretch")
+        role_hint(invoke_action(policy, ep.name))
+        if send:
             try:
-                st.session_state[RESULT.format(ep.name)] = state.workspace().endpoints.invoke(
-                    ep.name, body, deployment=pin or None)
+                st.session_state[RESULT.format(ep.name)] = send_request(
+                    state.workspace(), ep.name, body, state.actor(), deployment=pin or None)
             except ServiceError as e:
                 st.session_state.pop(RESULT.format(ep.name), None)
                 show_error(e)

@@ -134,8 +134,19 @@ def render_detail(detail: RequestDetail, policy_model: str) -> None:
     cols[3].metric("Latency", f"{r.latency_ms:,.1f} ms", border=True, help="As the gateway measured it")
     cols[4].metric("Time (UTC)", f"{r.ts:%H:%M:%S}", help=f"{r.ts:%Y-%m-%d %H:%M:%S.%f} UTC (when it was answered)",
                    border=True)
+    extras = []
+    if r.client_request_id and r.client_request_id != r.request_id:
+        client = r.client_request_id.replace("`", "'")  # inside a code span: shown as text
+        extras.append(f"the client's own id `{client}` (x-ms-client-request-id; clients may reuse it)")
+    if r.upload_ms is not None:
+        extras.append(f"upload of the request body {r.upload_ms:,.1f} ms (not part of the latency)")
+    if extras:
+        st.caption(" · ".join(extras))
     if r.error:
         st.error(f"**Error:** {r.error}", icon="🚫")
+    if not r.payload_captured:
+        st.caption("The payloads of this request were not kept: `[telemetry] capture_fraction` keeps those of "
+                   "a share of the successful requests (every failure and client error is kept).")
     left, right = st.columns(2)
     for col, title, body in ((left, "Request payload", r.request_body), (right, "Response", r.response_body)):
         with col:

@@ -20,6 +20,7 @@ from services.gate import relative_change
 from services.policy import Policy
 
 from . import state
+from .chrome import role_hint
 from .widgets import BETTER, NEUTRAL, WORSE, fmt_metric, guard, show_error
 
 # one colour per model in every chart; green/red stay reserved for better/worse
@@ -28,44 +29,53 @@ CANDIDATE_COLOR, CHAMPION_COLOR = "#0969da", "#bc4c00"
 
 # --- versions -------------------------------------------------------------------
 
-def table_metrics(policy: Policy, versions: Iterable[ModelVersion]) -> list[str]:
-    """The metrics shown as table columns: the gate's, or whatever the versions logged."""
-    gated = [rule.metric for rule in policy.gate_rules]
-    if gated:
-        return gated
-    return sorted({key for v in versions for key in v.metrics if not key.startswith("train_")})
+REGISTRY_COLUMNS = ["version", "estimator", "aliases", "stage", "dataset", "run", "created", "created by", "archived"]
 
 
 def versions_frame(versions: Sequence[ModelVersion], metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per version, newest first, in the order the page shows the columns."""
-    rows = []
-    for v in versions:
-        row = {"version": v.version, "estimator": v.estimator}
-        row.update({m: v.metrics.get(m) for m in metrics})
-        row.update({
-            "aliases": list(v.aliases),
-            "stage": v.tags.get("stage", ""),
-            "dataset": f"{v.dataset}:{v.dataset_version}" if v.dataset else "",
-            "run": v.run_id or "",
-            "created": v.created_at,
-            "created by": v.created_by,
-            "archived": v.archived,
-        })
-        rows.append(row)
-    columns = ["version", "estimator", *metrics, "aliases", "stage", "dataset", "run", "created", "created by",
-               "archived"]
-    return pd.DataFrame(rows, columns=columns)
+    """One row per version, newest first, in the order the page shows the columns, plus ``label``
+    (what the version picker shows) and ``champion``. Built column by column: 20,000 versions."""
+    frame = pd.DataFrame({
+        "version": [v.version for v in versions],
+        "estimator": [v.estimator for v in versions],
+        **{m: pd.array([v.metrics.get(m) for v in versions], dtype="Float64").astype(float) for m in metrics},
+        "aliases": [list(v.aliases) for v in versions],
+        "stage": [v.tags.get("stage", "") for v in versions],
+        "dataset": [f"{v.dataset}:{v.dataset_version}" if v.dataset else "" for v in versions],
+        "run": [v.run_id or "" for v in versions],
+        "created": pd.to_datetime([v.created_at for v in versions], utc=True),
+        "created by": [v.created_by for v in versions],
+        "archived": [v.archived for v in versions],
+        "champion": [v.is_champion for v in versions],
+        "label": [version_label(v) for v in versions],
+    }, columns=[*REGISTRY_COLUMNS[:2], *metrics, *REGISTRY_COLUMNS[2:], "champion", "label"])
+    return frame
 
 
-def default_candidate(versions: Sequence[ModelVersion]) -> ModelVersion | None:
+@st.cache_data(ttl=state.READ_TTL, show_spinner=False)
+def registry_frame(ws_uri: str, name: str, gated: tuple[str, ...]) -> pd.DataFrame:
+    """Every version of ``name`` as a table (cached as a DataFrame: a list of 20,000 ``ModelVersion``
+    objects cost ~1 s to pickle into the cache and back on every rerun)."""
+    versions = state.workspace().models.versions(name)
+    metrics = list(gated) or sorted({k for v in versions for k in v.metrics if not k.startswith("train_")})
+    return versions_frame(versions, metrics)
+
+
+def frame_metrics(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in REGISTRY_COLUMNS and c not in ("champion", "label")]
+
+
+def default_candidate(frame: pd.DataFrame) -> int | None:
     """What to review first: the newest version that is neither champion nor archived.
 
-    ``versions`` is newest first. Falls back to the champion, then to the newest version.
+    ``frame`` (``versions_frame``) is newest first. Falls back to the champion, then to the newest version.
     """
-    for v in versions:
-        if not v.is_champion and not v.archived:
-            return v
-    return next((v for v in versions if v.is_champion), versions[0] if versions else None)
+    if frame.empty:
+        return None
+    for mask in (~frame["champion"] & ~frame["archived"], frame["champion"]):
+        if mask.any():
+            return int(frame.loc[mask, "version"].iloc[0])
+    return int(frame["version"].iloc[0])
 
 
 def version_label(v: ModelVersion) -> str:
@@ -79,11 +89,11 @@ def version_label(v: ModelVersion) -> str:
     return " · ".join(parts)
 
 
-def summary(versions: Sequence[ModelVersion]) -> dict[str, int]:
+def summary(frame: pd.DataFrame) -> dict[str, int]:
     return {
-        "versions": len(versions),
-        "archived": sum(v.archived for v in versions),
-        "candidates": sum(not v.archived and not v.is_champion for v in versions),
+        "versions": len(frame),
+        "archived": int(frame["archived"].sum()),
+        "candidates": int((~frame["archived"] & ~frame["champion"]).sum()),
     }
 
 
@@ -299,8 +309,7 @@ def empty_registry() -> None:
     st.page_link("pages/runs.py", label="Go to Runs", icon=":material/model_training:")
 
 
-def pick_model_name(all_versions: list[ModelVersion], policy_name: str) -> str:
-    names = sorted({v.name for v in all_versions})
+def pick_model_name(names: list[str], policy_name: str) -> str:
     if len(names) == 1:
         return names[0]
     follow_link(MODEL_NAME, "model", names)
@@ -329,27 +338,29 @@ def echo_in_link(key: str, param: str, value) -> None:
         st.query_params[param] = str(value)
 
 
-def header(name: str, versions: list[ModelVersion], champion: ModelVersion | None) -> None:
+def header(name: str, frame: pd.DataFrame, champion: ModelVersion | None) -> None:
     st.caption(f"Registered model **{name}**: every version with its lineage, and the review of a candidate "
                "against the production champion before approval.")
-    counts = summary(versions)
+    counts = summary(frame)
     cols = st.columns(4)
     cols[0].metric("Champion", f"v{champion.version}" if champion else "none",
                    help="The version serving production (the `champion` alias).")
     cols[1].metric("Candidates", counts["candidates"], help="Versions that are neither champion nor archived.")
-    cols[2].metric("Latest", f"v{versions[0].version}", help=f"Registered {versions[0].created_at:%Y-%m-%d %H:%M} UTC")
+    cols[2].metric("Latest", f"v{frame['version'].iloc[0]}",
+                   help=f"Registered {frame['created'].iloc[0]:%Y-%m-%d %H:%M} UTC")
     cols[3].metric("Archived", counts["archived"], help=f"of {counts['versions']} versions")
 
 
-def versions_table(versions: list[ModelVersion], metrics: list[str]) -> None:
+def versions_table(frame: pd.DataFrame) -> None:
     st.subheader("Versions")
     show_archived = st.toggle("Show archived versions", key=SHOW_ARCHIVED)
-    shown = versions if show_archived else [v for v in versions if not v.archived]
-    frame = versions_frame(shown, metrics)
+    shown = frame if show_archived else frame[~frame["archived"]]
+    metrics = frame_metrics(frame)
     number = {m: st.column_config.NumberColumn(m, format="%.4g") for m in metrics}
     st.dataframe(
-        frame, hide_index=True, width="stretch", height=min(38 + 35 * len(frame), 420),
-        column_order=[c for c in frame.columns if show_archived or c != "archived"],
+        shown, hide_index=True, width="stretch", height=min(38 + 35 * len(shown), 420),
+        column_order=[c for c in [*REGISTRY_COLUMNS[:2], *metrics, *REGISTRY_COLUMNS[2:]]
+                      if show_archived or c != "archived"],
         column_config={
             "version": st.column_config.NumberColumn("version", format="v%d", width="small"),
             **number,
@@ -363,21 +374,29 @@ def versions_table(versions: list[ModelVersion], metrics: list[str]) -> None:
                "and the champion on the same rows.")
 
 
-def pick_version(name: str, versions: list[ModelVersion]) -> ModelVersion | None:
-    visible = versions if st.session_state.get(SHOW_ARCHIVED) else [v for v in versions if not v.archived]
-    if not visible:
+PICKER_LIMIT = 500  # the version picker offers the newest versions (and the champion and the current pick)
+
+
+def pick_version(name: str, frame: pd.DataFrame) -> int | None:
+    """The version number to review (its ``ModelVersion`` is read alone: ``state.model_version``)."""
+    visible = frame if st.session_state.get(SHOW_ARCHIVED) else frame[~frame["archived"]]
+    if visible.empty:
         st.info("Every version is archived: turn on **Show archived versions** to see and restore them.")
         return None
-    by_number = {v.version: v for v in visible}
+    labels = dict(zip(visible["version"].tolist(), visible["label"].tolist()))
     key = selected_key(name)
-    follow_link(key, "version", list(by_number))
-    if st.session_state.get(key) not in by_number:
-        st.session_state[key] = default_candidate(visible).version
-    number = st.selectbox("Version to review", list(by_number), key=key,
-                          format_func=lambda n: version_label(by_number[n]),
-                          help="Defaults to the newest version that is neither champion nor archived.")
+    follow_link(key, "version", list(labels))
+    if st.session_state.get(key) not in labels:
+        st.session_state[key] = default_candidate(visible)
+    offered = list(labels)[:PICKER_LIMIT]
+    offered += [v for v in (st.session_state[key], *visible.loc[visible["champion"], "version"].tolist())
+                if v not in offered[:PICKER_LIMIT]]
+    number = st.selectbox("Version to review", offered, key=key, format_func=lambda n: labels[n],
+                          help="Defaults to the newest version that is neither champion nor archived."
+                               + (f" Offers the newest {PICKER_LIMIT:,}; older ones open by their link "
+                                  "(?version=N)." if len(labels) > PICKER_LIMIT else ""))
     echo_in_link(key, "version", number)
-    return by_number[number]
+    return number
 
 
 # --- candidate vs champion ----------------------------------------------------------
@@ -483,6 +502,7 @@ def version_card(mv: ModelVersion) -> None:
                     f"{mv.created_at:%Y-%m-%d %H:%M} UTC")
         st.caption(f"Artifacts: `{mv.uri}`")
     with edits:
+        role_hint("edit_model")
         description_editor(mv)
         tags_editor(mv)
         archive_controls(mv)
@@ -531,6 +551,7 @@ def tags_editor(mv: ModelVersion) -> None:
 
 def archive_controls(mv: ModelVersion) -> None:
     st.markdown("**Archive**")
+    role_hint("archive_model")
     if mv.archived:
         st.caption("Archived: hidden from the version list and from the review picker.")
         if st.button("Restore", key="models.restore", icon=":material/unarchive:"):

@@ -6,7 +6,6 @@ candidates are compared on the metrics stored at registration (no re-scoring).
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Callable
 
 import pandas as pd
 import streamlit as st
@@ -149,7 +148,7 @@ def render() -> None:
 
     champion = state.champion(uri, ws.policy.model_name)
     try:
-        versions = state.model_versions(uri, ws.policy.model_name)
+        versions = state.pending_versions(uri, ws.policy.model_name, champion.version if champion else None)
     except NotFound:  # nothing registered under the policy's model name yet
         versions = []
     candidates, more = pending_candidates(versions, champion)

@@ -16,6 +16,7 @@ import streamlit as st
 
 from services.entities import (AuditRecord, CheckStatus, Comparison, DataTestResult, Endpoint, ModelVersion,
                                ReleaseState, SmokeTestResult, Stage)
+from services.errors import NotFound
 from services.policy import Policy
 from services.release.plans import WORDS as STAGE_TEXT, dep_label, traffic_text, warm_previous
 
@@ -206,8 +207,10 @@ def render() -> None:
     endpoints = {ep.name: ep for ep in state.endpoints(uri)}
     staging, production = endpoints.get(policy.endpoints.staging), endpoints.get(policy.endpoints.production)
     champion = state.champion(uri, policy.model_name)
-    try:
-        versions = state.model_versions(uri, policy.model_name)
+    states = {s.model_version: s for s in state.release_states(uri, policy.model_name)}
+    try:  # the board's versions only: candidates newer than the champion, and those with a release state
+        versions = state.pending_versions(uri, policy.model_name, champion.version if champion else None,
+                                          tuple(sorted(states)))
     except NotFound:
         versions = []
     if any(ep.deployments and not ep.gateway_up for ep in endpoints.values()):

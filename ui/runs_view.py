@@ -8,7 +8,8 @@ picked with the mouse in the table or by keyboard in the multiselect.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
@@ -17,11 +18,14 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from pipeline.train import ESTIMATORS
-from services.entities import CheckStatus, GateDecision, MetricPoint, Run, RunFilter, RunStatus, TrainingSpec
-from services.errors import ServiceError
+from services import training
+from services.entities import (CheckStatus, Condition, GateDecision, MetricPoint, Run, RunFilter, RunStatus,
+                               TrainingSpec)
+from services.errors import InvalidInput, ServiceError
+from services.run_search import parse_condition
 
 from . import state
+from .chrome import role_hint
 from .widgets import BETTER, NEUTRAL, STATUS_ICON, fmt_duration, fmt_metric, guard, show_error
 
 # session-state keys of this page
@@ -133,8 +137,11 @@ def table_columns() -> dict:
     }
 
 
-WINDOWS = (100, 500, 2000, 0)      # how many of the newest matching runs to load; 0 = all
+WINDOWS = (100, 500, 2000, 0)      # how many of the newest matching runs to load; 0 = all, a page at a time
 DEFAULT_WINDOW = 500
+PAGE_SIZE = 2000                   # "all runs" is read and shown a page at a time
+PAGE = "runs.page"                 # the page of "all runs" shown (0: the newest)
+PAGE_OF = "runs.page_of"           # ... for these filters
 
 
 @dataclass(frozen=True)
@@ -145,36 +152,50 @@ class Filters:
     dataset: str | None = None
     since: datetime | None = None
     until: datetime | None = None
-    window: int = DEFAULT_WINDOW       # the newest runs to show; 0 = all
+    window: int = DEFAULT_WINDOW       # the newest runs to show; 0 = all, a page at a time
+    metrics: tuple[Condition, ...] = ()
+    params: tuple[Condition, ...] = ()
+    page: int = 0                      # with window 0: which page of PAGE_SIZE runs
 
     @property
     def active(self) -> bool:
-        return bool(self.statuses or self.estimators or self.experiment or self.dataset or self.since or self.until)
+        return bool(self.statuses or self.estimators or self.experiment or self.dataset or self.since or self.until
+                    or self.metrics or self.params)
+
+    @property
+    def first(self) -> int:
+        """How many newer matching runs come before the ones shown."""
+        return 0 if self.window else self.page * PAGE_SIZE
 
     def run_filter(self, with_status: bool = True) -> RunFilter:
-        # RunFilter has no estimator: with an estimator chosen, the service returns every
-        # other match and the window is cut after narrowing (see find_runs)
+        # every condition is the store's (SQL locally): a page reads only the rows it shows
         return RunFilter(status=self.statuses if with_status else (), experiment=self.experiment,
-                         dataset=self.dataset, since=self.since, until=self.until,
-                         limit=None if self.estimators or not self.window else self.window)
+                         dataset=self.dataset, since=self.since, until=self.until, estimators=self.estimators,
+                         metrics=self.metrics, params=self.params, limit=self.window or PAGE_SIZE,
+                         offset=self.first)
 
 
 def find_runs(ws_uri: str, flt: Filters, with_status: bool = True) -> pd.DataFrame:
-    """The newest ``flt.window`` runs matching every filter (``with_status=False``: all statuses)."""
-    frame = runs_table(ws_uri, flt.run_filter(with_status))
-    if flt.estimators:
-        frame = frame[frame["estimator"].isin(flt.estimators)]
-        if flt.window:
-            frame = frame.head(flt.window)
-        frame = frame.reset_index(drop=True)
-    return frame
+    """The newest ``flt.window`` runs matching every filter (or the page ``flt.page`` of all of
+    them); ``with_status=False``: the same of all statuses."""
+    return runs_table(ws_uri, flt.run_filter(with_status))
+
+
+def parse_conditions(text: str) -> tuple[tuple[Condition, ...], tuple[Condition, ...]]:
+    """``rmse < 55, params.alpha = 1`` (or joined by ``and``) -> (metric conditions, parameter conditions)."""
+    metrics, params = [], []
+    for part in re.split(r",|\band\b", text or "", flags=re.IGNORECASE):
+        if part.strip():
+            kind, cond = parse_condition(part)
+            (params if kind == "params" else metrics).append(cond)
+    return tuple(metrics), tuple(params)
 
 
 def filters(ws_uri: str) -> Filters:
     c = st.columns([3, 3, 3, 3, 3, 2])
     statuses = c[0].multiselect("Status", list(RunStatus), format_func=status_label, key="runs.f.status",
                                 placeholder="All statuses")
-    estimators = c[1].multiselect("Estimator", list(ESTIMATORS), format_func=estimator_label,
+    estimators = c[1].multiselect("Estimator", list(training.estimators()), format_func=estimator_label,
                                   key="runs.f.estimator", placeholder="All estimators")
     experiment = c[2].selectbox("Experiment", [None, *state.experiments(ws_uri)], key="runs.f.experiment",
                                 format_func=lambda e: "All experiments" if e is None else e)
@@ -185,9 +206,39 @@ def filters(ws_uri: str) -> Filters:
                            help="Pick a first and a last day; both are included.")
     window = c[5].selectbox("Newest runs", WINDOWS, index=WINDOWS.index(DEFAULT_WINDOW), key="runs.f.window",
                             format_func=lambda n: f"{n:,}" if n else "all runs",
-                            help="How many of the newest matching runs to load.")
+                            help=f"How many of the newest matching runs to load; all runs come "
+                                 f"{PAGE_SIZE:,} at a time.")
+    text = st.text_input("Metrics and parameters", key="runs.f.conditions",
+                         placeholder="e.g. rmse < 55, params.alpha = 1",
+                         help="Conditions on the final metrics (a bare name is a metric) and on the parameters "
+                              "(params.NAME), separated by commas or 'and'; comparisons: < <= > >= = !=. "
+                              "Runs without the metric or parameter do not match.")
+    try:
+        metrics, params = parse_conditions(text)
+    except InvalidInput as e:
+        show_error(e)
+        metrics, params = (), ()
     since, until = _day_range(days)
-    return Filters(tuple(statuses), tuple(estimators), experiment, dataset, since, until, window)
+    flt = Filters(tuple(statuses), tuple(estimators), experiment, dataset, since, until, window, metrics, params)
+    if st.session_state.get(PAGE_OF) != flt:  # other filters: back to the newest page
+        st.session_state[PAGE_OF], st.session_state[PAGE] = flt, 0
+    return replace(flt, page=0 if window else st.session_state.get(PAGE, 0))
+
+
+def pager(shown: pd.DataFrame, flt: Filters) -> None:
+    """Newer / older pages of "all runs"."""
+    if flt.window:
+        return
+    more = len(shown) >= PAGE_SIZE
+    if not flt.page and not more:
+        return
+    c1, c2, c3 = st.columns([1, 3, 1])
+    c1.button("← Newer", key="runs.page.newer", disabled=flt.page == 0, width="stretch",
+              on_click=lambda: st.session_state.__setitem__(PAGE, max(0, flt.page - 1)))
+    c2.caption(f"Runs {flt.first + 1:,}–{flt.first + len(shown):,} of the matching runs, newest first "
+               f"(page {flt.page + 1}).")
+    c3.button("Older →", key="runs.page.older", disabled=not more, width="stretch",
+              on_click=lambda: st.session_state.__setitem__(PAGE, flt.page + 1))
 
 
 def _day_range(days) -> tuple[datetime | None, datetime | None]:
@@ -201,12 +252,15 @@ def _day_range(days) -> tuple[datetime | None, datetime | None]:
 
 
 def status_counts(frame: pd.DataFrame, flt: Filters) -> None:
-    """Runs per status among the newest ``flt.window`` runs matching the other filters."""
+    """Runs per status among the runs shown (the newest ``flt.window``, or a page of all runs)
+    matching the other filters."""
     counts = frame["status_value"].value_counts()
     cols = st.columns(len(RunStatus) + 1)
-    capped = bool(flt.window) and len(frame) >= flt.window
+    size = flt.window or PAGE_SIZE
+    capped = len(frame) >= size or flt.first > 0
+    where = f"the newest {size:,}" if not flt.first else f"runs {flt.first + 1:,}–{flt.first + len(frame):,}"
     cols[0].metric("Runs", f"{len(frame):,}" + ("+" if capped else ""),
-                   help=f"Counts are over the newest {flt.window:,} matching runs." if capped else None)
+                   help=f"Counts are over {where} of the matching runs." if capped else None)
     for col, status in zip(cols[1:], RunStatus):
         col.metric(status_label(status), f"{int(counts.get(status.value, 0)):,}")  # as in the filter and table
 
@@ -473,6 +527,7 @@ def cancel_control(run: Run, where: str) -> None:
         yes, no = st.columns(2)
         no.button("Keep it running", key=f"runs.cancel_no.{where}",
                   on_click=lambda: st.session_state.pop(CONFIRM_CANCEL, None))
+        role_hint("cancel_run")
         if yes.button("Yes, cancel the run", type="primary", key=f"runs.cancel_yes.{where}"):
             st.session_state.pop(CONFIRM_CANCEL, None)
             try:
@@ -680,12 +735,13 @@ def retrain_form(ws_uri: str, expanded: bool = False) -> None:
             format_func=lambda r: f"{r}{' (latest)' if latest[by_ref[r].name] == by_ref[r].version else ''} · "
                                   f"{by_ref[r].rows:,} rows · data tests {STATUS_ICON[by_ref[r].tests_status]} "
                                   f"{by_ref[r].tests_status.value}")
-        estimator = c2.selectbox("Estimator", list(ESTIMATORS), format_func=estimator_label, key="runs.new.estimator")
+        estimator = c2.selectbox("Estimator", training.estimators(), format_func=estimator_label,
+                                 key="runs.new.estimator")
         chosen = by_ref[ref]
         if chosen.tests_status == CheckStatus.FAIL:
             st.warning(f"{chosen.ref} failed its data tests: a run on it will stop at its validation step.",
                        icon="⚠️")
-        defaults = ESTIMATORS[estimator][1]
+        defaults = training.default_params(estimator)
         policy = state.workspace().policy
         with st.form(f"runs.new.form.{estimator}", border=False):
             st.markdown(f"**Parameters of {estimator_label(estimator)}** (pre-filled with the defaults)")
@@ -702,14 +758,15 @@ def retrain_form(ws_uri: str, expanded: bool = False) -> None:
                                    value=True, key=f"runs.new.{estimator}.register")
             submitted = st.form_submit_button("Start run", type="primary", icon=":material/play_arrow:",
                                               key=f"runs.new.{estimator}.submit")
+        role_hint("submit_run")
         if not submitted:
             return
         changed = {k: v for k, v in params.items() if v != defaults[k] or type(v) is not type(defaults[k])}
         spec = TrainingSpec(dataset=chosen.name, dataset_version=chosen.version, estimator=estimator, params=changed,
                             experiment=experiment.strip() or policy.experiment,
-                            display_name=display_name.strip() or None, register=register, created_by=state.actor())
+                            display_name=display_name.strip() or None, register=register)
         try:
-            run = state.workspace().jobs.submit(spec)
+            run = state.workspace().jobs.submit(spec, state.actor())
         except ServiceError as e:
             show_error(e)
             return

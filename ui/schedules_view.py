@@ -11,12 +11,13 @@ from datetime import datetime, timezone
 import pandas as pd
 import streamlit as st
 
-from pipeline.train import ESTIMATORS
+from services import training
 from services.entities import DatasetTrigger, Firing, Schedule, SchedulerStatus
 from services.errors import ServiceError
-from services.schedules import EDITORS, describe_missed, may_edit, next_times, parse_assignments, parse_cron, recipe_text
+from services.schedules import describe_missed, next_times, parse_assignments, parse_cron, recipe_text
 
 from . import state
+from .chrome import refusal, role_hint
 from .widgets import fmt_duration, show_error
 
 READ_TTL = 5               # firings appear without a write of this session: keep the page near live
@@ -159,13 +160,11 @@ def scheduler_banner(status: SchedulerStatus) -> None:
 
 
 def who(policy, actor: str) -> None:
-    roles = policy.roles_of(actor)
-    if may_edit(policy, actor):
-        st.caption(f"Acting as `{actor}` ({', '.join(roles)}): you may add, pause, resume and remove schedules "
-                   "and turn triggers on or off.")
+    if refusal(policy, actor, "edit_schedules") is None:
+        st.caption(f"Acting as `{actor}` ({', '.join(policy.roles_of(actor))}): you may add, pause, resume and "
+                   "remove schedules and turn triggers on or off.")
     else:
-        st.caption(f"Acting as `{actor}` ({', '.join(roles) or 'no role'}): read-only here — changes need "
-                   f"{' or '.join(sorted(EDITORS))} (pick another identity in the sidebar).")
+        role_hint("edit_schedules")
 
 
 def schedule_table(items: list[Schedule]) -> None:
@@ -212,9 +211,9 @@ def confirm_remove(s: Schedule) -> None:
                 "- its past firings and their runs stay in the history and the audit trail;\n"
                 "- runs it already started go on.\n\n"
                 "To stop it for a while instead, **Pause** it.")
-    if not may_edit(state.workspace().policy, state.actor()):
-        st.warning(f"`{state.actor()}` may not remove schedules (that needs {' or '.join(sorted(EDITORS))}): "
-                   "the service will refuse.", icon="🔒")
+    why = refusal(state.workspace().policy, state.actor(), "edit_schedules")
+    if why:
+        st.warning(why, icon="🔒")
     ok, cancel = st.columns(2)
     if cancel.button("Cancel", key="schedules.remove.cancel", width="stretch"):
         close_remove_dialog()
@@ -231,7 +230,7 @@ def confirm_remove(s: Schedule) -> None:
 
 def recipe_inputs(estimator_key: str, params_key: str) -> tuple[str | None, dict | None]:
     est_col, params_col = st.columns([1, 2])
-    estimator = est_col.selectbox("Estimator", [CHAMPION, *ESTIMATORS], key=estimator_key,
+    estimator = est_col.selectbox("Estimator", [CHAMPION, *training.estimators()], key=estimator_key,
                                   help="The champion's recipe: its estimator and parameters, copied when saved.")
     text = params_col.text_input("Parameters", key=params_key, placeholder="e.g. alpha=0.5, max_iter=2000",
                                  help="KEY=VALUE, separated by commas; unset ones take the estimator's defaults.")

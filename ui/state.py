@@ -88,6 +88,25 @@ def model_versions(ws_uri: str, name: str | None = None) -> list[ModelVersion]:
 
 
 @st.cache_data(ttl=READ_TTL, show_spinner=False)
+def model_names(ws_uri: str) -> list[str]:
+    return _workspace(ws_uri).models.names()
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def model_version(ws_uri: str, name: str, version: int) -> ModelVersion:
+    return _workspace(ws_uri).models.get(name, version)
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
+def pending_versions(ws_uri: str, name: str, newer_than: int | None, also: tuple[int, ...] = ()) -> list[ModelVersion]:
+    """The versions of ``name`` not archived and newer than ``newer_than`` (the champion; all when None),
+    and the versions ``also``, newest first: what Overview and the Releases board show. Only these go
+    through the cache (pickling all 20,000 versions of a registry cost ~1 s per rerun)."""
+    return [v for v in _workspace(ws_uri).models.versions(name)
+            if v.version in also or (not v.archived and (newer_than is None or v.version > newer_than))]
+
+
+@st.cache_data(ttl=READ_TTL, show_spinner=False)
 def champion(ws_uri: str, name: str) -> ModelVersion | None:
     return _workspace(ws_uri).models.champion(name)
 

@@ -72,6 +72,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsE
 
 from ..entities import AuditRecord
 from ..errors import BackendUnavailable, Conflict, Forbidden, NotFound, ServiceError
+from ..permissions import canonical
 
 PREFIX = "audit/"
 LOCKS = "locks/"
@@ -141,10 +142,11 @@ class BlobAudit:
 
     # --- writing ----------------------------------------------------------------------
 
-    def record(self, actor: str, action: str, target: str, *, role: str = "",
+    def record(self, actor: str, action: str, target: str, *, role: str,
                before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None,
                comment: str = "") -> AuditRecord:
-        """Append one record; returns it with its id (the block's position in the trail)."""
+        """Append one record; returns it with its id (the block's position in the trail). ``role`` is
+        the one ``authorize`` returned; the actor is stored in its canonical spelling."""
         return self.record_many([dict(actor=actor, action=action, target=target, role=role, before=before,
                                       after=after, comment=comment)])[0]
 
@@ -153,6 +155,7 @@ class BlobAudit:
         is (the release ledger's unit of work). Each entry has the ``record`` arguments and may
         carry extras (``event``, ``rollout``) kept on its line. Returns the records with their ids."""
         at = datetime.now(timezone.utc)
+        entries = [{**e, "actor": canonical(e["actor"])} for e in entries]
         lines = [json.dumps({"at": at.isoformat(), "actor": e["actor"], "role": e.get("role", ""),
                              "action": e["action"], "target": e["target"], "before": e.get("before"),
                              "after": e.get("after"), "comment": e.get("comment") or "",

@@ -34,7 +34,8 @@ import pandas as pd
 from ..datatests import LABELS_TAG, NO_LABELS, profile, read_table, run_data_tests
 from ..entities import CheckStatus, DatasetVersion, DataTestResult
 from ..errors import Conflict, InvalidInput, NotFound
-from ..local.datasets import check_name
+from ..naming import check_name
+from ..permissions import authorize, canonical
 from ..policy import Policy
 from . import convert
 from .config import AzureSettings
@@ -241,8 +242,9 @@ class AzureDatasets:
 
     # --- writes ---------------------------------------------------------------------
 
-    def register(self, name: str, source: Path, *, description: str = "", created_by: str = "local-user",
+    def register(self, name: str, source: Path, *, actor: str, description: str = "",
                  original_name: str | None = None, tags: Mapping[str, str] | None = None) -> DatasetVersion:
+        role = authorize(self.policy, actor, "register_dataset")
         check_name(name)
         source = Path(source)
         original = original_name or source.name
@@ -265,7 +267,7 @@ class AzureDatasets:
         status = CheckStatus.worst(t.status for t in tests)
         props = convert.dataset_properties(rows=len(frame), fmt=fmt, source=original, sha256=sha,
                                            baseline=prev.version if prev else None, tests_status=status,
-                                           created_by=created_by, columns=cols, tests=tests)
+                                           created_by=canonical(actor), columns=cols, tests=tests)
 
         uri = self.blobs.upload(f"{PREFIX}/datasets/{name}/{uuid.uuid4().hex}/{original}", data)
         version = max((v.version for v in existing), default=0) + 1
@@ -280,7 +282,7 @@ class AzureDatasets:
         with self._lock:
             self._frames[(dv.name, dv.version)] = frame
         if self.audit is not None:
-            self.audit(created_by, "dataset.register", dv.ref,
+            self.audit(actor, "dataset.register", dv.ref, role=role,
                        after={"rows": len(frame), "tests": status.value, "source": original})
         return dv
 

@@ -89,10 +89,6 @@ def _text(value: Any) -> str:
     return str(getattr(value, "value", value) or "").lower()
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def _default_transport(ml_client):
     transport = getattr(ml_client, "_kwargs", {}).get("transport")
     if transport is None:

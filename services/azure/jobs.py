@@ -26,12 +26,12 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.train import ESTIMATORS, PipelineError, coerce_params
-
 from ..datatests import has_labels, no_labels_message
 from ..entities import MetricPoint, Run, RunFilter, RunStatus, TrainingSpec
 from ..errors import Conflict, InvalidInput, NotFound
+from ..permissions import authorize, canonical
 from ..policy import Policy
+from ..training import full_params
 from . import convert
 from .config import AzureSettings
 from .datasets import AzureDatasets, BlobStore
@@ -203,7 +203,7 @@ class AzureJobs:
         return f"{self.settings.workspace_scope}/codes/{CODE_NAME}/versions/{self._code_version}"
 
     def command_job(self, estimator: str, params: dict, dataset, *, name: str | None = None,
-                    display_name: str | None = None, experiment: str | None = None, created_by: str = "local-user",
+                    display_name: str | None = None, experiment: str | None = None, created_by: str,
                     register: bool = True, properties: dict | None = None):
         """The retraining command job (``azure.ai.ml.command``): ``python -m pipeline.train`` on the
         settings' compute and environment with ``dataset`` (a ``DatasetVersion``) as its
@@ -220,19 +220,14 @@ class AzureJobs:
             inputs={"data": Input(type="uri_file", path=f"azureml:{dataset.name}:{dataset.version}")},
             environment=self.settings.environment, compute=self.settings.compute,
             properties={convert.P + "estimator": estimator, convert.P + "params": json.dumps(params),
-                        convert.P + "dataset": dataset.ref, convert.P + "created_by": created_by,
+                        convert.P + "dataset": dataset.ref, convert.P + "created_by": canonical(created_by),
                         convert.P + "register": str(bool(register)).lower(), **(properties or {})},
             tags={"tollgate": "retrain"},
         )
 
-    def submit(self, spec: TrainingSpec) -> Run:
-        if spec.estimator not in ESTIMATORS:
-            raise InvalidInput(f"unknown estimator {spec.estimator!r}",
-                               hint=f"Choose one of: {', '.join(ESTIMATORS)}.")
-        try:
-            params = coerce_params(spec.estimator, dict(spec.params))
-        except PipelineError as e:
-            raise InvalidInput(str(e)) from None
+    def submit(self, spec: TrainingSpec, actor: str) -> Run:
+        role = authorize(self.policy, actor, "submit_run")
+        params = full_params(spec.estimator, spec.params)
         dataset = self.datasets.get(spec.dataset, spec.dataset_version)  # NotFound if unknown
         if not has_labels(dataset, self.policy.target):
             raise InvalidInput(no_labels_message(dataset.ref, self.policy.target))
@@ -240,7 +235,7 @@ class AzureJobs:
         run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         display = spec.display_name or (spec.estimator + "".join(f" {k}={v}" for k, v in given.items()))
         job = self.command_job(spec.estimator, params, dataset, name=run_id, display_name=display,
-                               experiment=spec.experiment, created_by=spec.created_by, register=spec.register)
+                               experiment=spec.experiment, created_by=actor, register=spec.register)
         try:
             with azure_call(f"submit a training job on compute {self.settings.compute!r}"):
                 created = self.ml.jobs.create_or_update(job)
@@ -248,11 +243,12 @@ class AzureJobs:
             if self.cache:
                 self.cache.invalidate("jobs")
         if self.audit is not None:
-            self.audit(spec.created_by, "run.submit", run_id,
+            self.audit(actor, "run.submit", run_id, role=role,
                        after={"estimator": spec.estimator, "params": params, "dataset": dataset.ref})
         return convert.job_run(created, None)
 
-    def cancel(self, run_id: str, actor: str = "local-user") -> Run:
+    def cancel(self, run_id: str, actor: str) -> Run:
+        role = authorize(self.policy, actor, "cancel_run")
         run = self.get(run_id)
         if run.status.is_terminal:
             raise Conflict(f"run {run_id} already ended ({run.status.value})",
@@ -264,7 +260,7 @@ class AzureJobs:
             if self.cache:
                 self.cache.invalidate("jobs")
         if self.audit is not None:
-            self.audit(actor, "run.cancel", run_id, before={"status": run.status.value},
+            self.audit(actor, "run.cancel", run_id, role=role, before={"status": run.status.value},
                        after={"status": RunStatus.CANCELED.value})
         return self.get(run_id)
 

@@ -24,7 +24,9 @@ import joblib
 
 from ..entities import ModelVersion
 from ..errors import InvalidInput, NotFound
-from ..local.datasets import check_name
+from ..naming import check_name
+from ..permissions import authorize
+from ..policy import Policy
 from ..release_rules import check_archive
 from . import convert
 from .datasets import BlobStore, ReadCache, _version
@@ -37,9 +39,9 @@ ALIAS_CHAMPION = "champion"
 class AzureModels:
     """``ModelRegistry`` over Azure ML models (see the module docstring)."""
 
-    def __init__(self, ml_client: Any, blobs: BlobStore, audit: Callable[..., None] | None = None,
+    def __init__(self, ml_client: Any, blobs: BlobStore, policy: Policy, audit: Callable[..., None] | None = None,
                  cache: ReadCache | None = None, serving: Callable[[str, int], list[str]] | None = None):
-        self.ml, self.blobs, self.audit = ml_client, blobs, audit
+        self.ml, self.blobs, self.policy, self.audit = ml_client, blobs, policy, audit
         self.serving = serving    # (name, version) -> the endpoints whose traffic it takes
         self.cache = cache or ReadCache()
         self._loaded: dict[tuple[str, int], Any] = {}
@@ -211,15 +213,16 @@ class AzureModels:
 
     # --- writes ---------------------------------------------------------------------
 
-    def _record(self, actor: str, action: str, target: str, before=None, after=None) -> None:
+    def _record(self, actor: str, action: str, target: str, role: str, before=None, after=None) -> None:
         if self.audit is not None:
-            self.audit(actor, action, target, before=before, after=after)
+            self.audit(actor, action, target, role=role, before=before, after=after)
 
-    def set_alias(self, name: str, alias: str, version: int, actor: str = "local-user") -> ModelVersion:
+    def set_alias(self, name: str, alias: str, version: int, actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "set_alias")
         check_name(alias, "alias")
         mv = self.get(name, version)
         old = self.move_alias(mv, alias)
-        self._record(actor, "model.alias", f"{name}@{alias}",
+        self._record(actor, "model.alias", f"{name}@{alias}", role,
                      before={"version": old} if old is not None else None, after={"version": mv.version})
         return self.get(name, mv.version)
 
@@ -244,14 +247,14 @@ class AzureModels:
             self.cache.invalidate("models")
         return old
 
-    def set_tags(self, name: str, version: int, tags: Mapping[str, str | None],
-                 actor: str = "local-user") -> ModelVersion:
+    def set_tags(self, name: str, version: int, tags: Mapping[str, str | None], actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "edit_model")
         mv = self.get(name, version)
         for key in tags:
             if not key or len(key) > 128:
                 raise InvalidInput(f"invalid tag key {key!r}")
         new = self.write_tags(mv, tags)
-        self._record(actor, "model.tags", mv.ref, before=dict(mv.tags), after=new)
+        self._record(actor, "model.tags", mv.ref, role, before=dict(mv.tags), after=new)
         return self.get(name, mv.version)
 
     def write_tags(self, mv: ModelVersion, tags: Mapping[str, str | None]) -> dict[str, str]:
@@ -268,26 +271,28 @@ class AzureModels:
         self._put_version_rest(mv.name, mv.version, rest, f"tag model {mv.ref}")
         return new
 
-    def set_description(self, name: str, version: int, description: str,
-                        actor: str = "local-user") -> ModelVersion:
+    def set_description(self, name: str, version: int, description: str, actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "edit_model")
         mv = self.get(name, version)
         rest = self._version_rest(name, mv.version)
         rest.properties.description = description
         self._put_version_rest(name, mv.version, rest, f"describe model {mv.ref}")
-        self._record(actor, "model.description", mv.ref,
+        self._record(actor, "model.description", mv.ref, role,
                      before={"description": mv.description}, after={"description": description})
         return self.get(name, mv.version)
 
-    def archive(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
+    def archive(self, name: str, version: int, actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "archive_model")
         mv = self.get(name, version)
         serving = self.serving(mv.name, mv.version) if self.serving is not None else []
         check_archive(mv, stage_of(mv), serving)   # not the champion, nor a version staged or serving
-        return self._set_archived(mv, True, actor)
+        return self._set_archived(mv, True, actor, role)
 
-    def restore(self, name: str, version: int, actor: str = "local-user") -> ModelVersion:
-        return self._set_archived(self.get(name, version), False, actor)
+    def restore(self, name: str, version: int, actor: str) -> ModelVersion:
+        role = authorize(self.policy, actor, "archive_model")
+        return self._set_archived(self.get(name, version), False, actor, role)
 
-    def _set_archived(self, mv: ModelVersion, archived: bool, actor: str) -> ModelVersion:
+    def _set_archived(self, mv: ModelVersion, archived: bool, actor: str, role: str) -> ModelVersion:
         if mv.archived == archived:
             return mv  # idempotent
         try:
@@ -295,5 +300,5 @@ class AzureModels:
                 (self._ops.archive if archived else self._ops.restore)(mv.name, version=str(mv.version))
         finally:
             self.cache.invalidate("models")
-        self._record(actor, "model.archive" if archived else "model.restore", mv.ref)
+        self._record(actor, "model.archive" if archived else "model.restore", mv.ref, role)
         return self.get(mv.name, mv.version)

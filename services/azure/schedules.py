@@ -48,7 +48,7 @@ from .. import schedules as rules
 from ..datatests import has_labels
 from ..entities import DatasetTrigger, Firing, Schedule, SchedulerStatus
 from ..errors import InvalidInput, NotFound
-from ..permissions import SYSTEM_ACTOR
+from ..permissions import SYSTEM_ACTOR, canonical
 from .errors import azure_call
 
 # azure-ai-ml says "This is an experimental class" of its own schemas when it builds the pipeline
@@ -151,7 +151,7 @@ class AzureSchedules:
             sid = self._next_id()
             schedule = self._schedule(sid, expr, version, estimator, params, enabled, tags={
                 TAG + "dataset": dataset, TAG + "dataset_version": str(version.version), TAG + "estimator": estimator,
-                TAG + "params": json.dumps(params), TAG + "created_by": actor, TAG + "active_since": now.isoformat()})
+                TAG + "params": json.dumps(params), TAG + "created_by": canonical(actor), TAG + "active_since": now.isoformat()})
             self._put(schedule, f"add schedule #{sid}")
         self._record(actor, "schedule.add", f"schedule #{sid}", role=role,
                      after={"dataset": dataset, "dataset_version": version.version, "cron": expr,

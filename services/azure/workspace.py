@@ -202,10 +202,12 @@ class AzureWorkspace:
         self.blobs = BlobStore(ml_client, settings, self.credential, transport)
         self.audit_trail = None
         self.locks = None
+        self.audit = _Lazy(self._trail)  # ``AuditLog``: the shared trail, opened on first use
         audit = self._make_audit()
         self.cache = ReadCache(float((settings.extra or {}).get("cache_ttl_s", CACHE_TTL_S)))
         self.datasets = AzureDatasets(ml_client, self.blobs, self.policy, audit=audit, cache=self.cache)
-        self.models = AzureModels(ml_client, self.blobs, audit=audit, cache=self.cache, serving=self._serving)
+        self.models = AzureModels(ml_client, self.blobs, self.policy, audit=audit, cache=self.cache,
+                                  serving=self._serving)
         self.jobs = AzureJobs(ml_client, self.mlflow_client, self.datasets, self.blobs, settings, self.policy,
                               arm=self.arm_put, audit=audit, cache=self.cache)
         self.evaluation = AzureEvaluator(self.datasets, self.models, self.policy, self.blobs)

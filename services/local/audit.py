@@ -11,24 +11,36 @@ import sqlite3
 from typing import Any, Mapping
 
 from ..entities import AuditRecord
+from ..permissions import canonical
 from .db import Database, parse_ts, utcnow
 
 
-def record(conn: sqlite3.Connection, actor: str, action: str, target: str, *,
+def record(conn: sqlite3.Connection, actor: str, action: str, target: str, *, role: str,
            before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None,
-           comment: str = "", role: str = "") -> None:
+           comment: str = "") -> None:
+    """Append one record inside the caller's transaction. ``role`` is the one ``authorize`` returned;
+    the actor is stored in its canonical spelling, so ``Lee@`` and ``lee@`` are one person in the trail."""
     conn.execute(
         "INSERT INTO events (at, actor, role, action, target, before_json, after_json, comment) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (utcnow(), actor, role, action, target,
+        (utcnow(), canonical(actor), role, action, target,
          json.dumps(before) if before is not None else None,
          json.dumps(after) if after is not None else None, comment),
     )
 
 
 class LocalAudit:
+    """``AuditLog``: the trail of the workspace's database."""
+
     def __init__(self, db: Database):
         self.db = db
+
+    def record(self, actor: str, action: str, target: str, *, role: str,
+               before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None,
+               comment: str = "") -> None:
+        """One record in a transaction of its own (for a change that is not a row of this database)."""
+        with self.db.write() as conn:
+            record(conn, actor, action, target, role=role, before=before, after=after, comment=comment)
 
     def audit(self, limit: int | None = None) -> list[AuditRecord]:
         sql = "SELECT * FROM events ORDER BY id DESC"

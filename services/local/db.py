@@ -3,10 +3,15 @@
 Datasette's habits: WAL so readers never wait for the writer, short transactions,
 ``BEGIN IMMEDIATE`` for writes (a writer takes the lock up front instead of
 failing half-way), parameterised SQL only, and a schema version with forward
-migrations applied at open.
+migrations applied at open — under the write lock only when there is one to apply,
+so that opening a workspace to read never waits for a writer.
+
+A writer waits at most ``TOLLGATE_LOCK_TIMEOUT_S`` seconds (default 30) for the lock,
+then gets ``WorkspaceLocked``: a ``BackendUnavailable`` naming the file (the CLI exits 2).
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -284,7 +289,17 @@ MIGRATIONS: list[str] = [
     );
     CREATE UNIQUE INDEX rollouts_active ON rollouts(endpoint) WHERE state IN ('running', 'paused');
     """,
-    # 5: the champion a version was approved against (a promote warns when another serves by then),
+    # 5: the workspace's identity, for pid files: a process is this workspace's only if its pid file
+    # names this folder and this id (services.local.processes)
+    """
+    CREATE TABLE workspace_identity (id TEXT NOT NULL);
+    INSERT INTO workspace_identity (id) VALUES (lower(hex(randomblob(16))));
+    """,
+    # 6: runs searched by estimator (RunFilter.estimators), newest first, without walking every run
+    """
+    CREATE INDEX IF NOT EXISTS runs_estimator ON runs(estimator, created_at DESC);
+    """,
+    # 7: the champion a version was approved against (a promote warns when another serves by then),
     # and the smoke test's latency measurement (new and live deployment, p50/p95)
     """
     ALTER TABLE releases ADD COLUMN approved_against TEXT;
@@ -293,6 +308,26 @@ MIGRATIONS: list[str] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+DEFAULT_LOCK_TIMEOUT_S = 30.0
+
+
+def lock_timeout_s() -> float:
+    """How long a writer waits for the write lock (``TOLLGATE_LOCK_TIMEOUT_S``)."""
+    try:
+        value = float(os.environ.get("TOLLGATE_LOCK_TIMEOUT_S", DEFAULT_LOCK_TIMEOUT_S))
+    except ValueError:
+        return DEFAULT_LOCK_TIMEOUT_S
+    return value if 0 < value < 86_400 else DEFAULT_LOCK_TIMEOUT_S
+
+
+class WorkspaceLocked(BackendUnavailable, sqlite3.OperationalError):
+    """Another process held the write lock longer than the timeout. Also an
+    ``sqlite3.OperationalError``, so loops that retry a locked file keep doing so."""
+
+
+def workspace_id(db: "Database") -> str:
+    """The id this workspace's database was created with (migration 5)."""
+    return db.one("SELECT id FROM workspace_identity")[0]
 
 
 def utcnow() -> str:
@@ -314,15 +349,20 @@ class Database:
         self._migrate()
 
     def _connect(self) -> sqlite3.Connection:
+        timeout_s = lock_timeout_s()
         try:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # switching needs the lock: once
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.OperationalError as e:
+            raise self._locked(e) if _is_locked(e) else \
+                BackendUnavailable(f"cannot open the workspace database {self.path}: {e}") from e
         except sqlite3.Error as e:
             raise BackendUnavailable(f"cannot open the workspace database {self.path}: {e}") from e
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
     @property
@@ -342,7 +382,10 @@ class Database:
     def write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that takes the lock up front (``BEGIN IMMEDIATE``)."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise self._locked(e) if _is_locked(e) else e
         try:
             yield conn
         except BaseException:
@@ -351,11 +394,20 @@ class Database:
         else:
             conn.execute("COMMIT")
 
+    def _locked(self, error: sqlite3.OperationalError) -> WorkspaceLocked:
+        return WorkspaceLocked(
+            f"the workspace database {self.path} is locked: another process has been writing to it "
+            f"for more than {lock_timeout_s():g} s ({error})",
+            hint="Try again in a moment. If it stays locked, look for a stuck Tollgate process "
+                 f"(e.g. `fuser {self.path}`); TOLLGATE_LOCK_TIMEOUT_S sets how long to wait.")
+
     def _migrate(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        latest = len(self.migrations)
+        if self._schema_version() == latest:
+            return  # the common case: a read, no lock
         with self.write() as conn:
-            current = conn.execute("PRAGMA user_version").fetchone()[0]
-            latest = len(self.migrations)
+            current = self._schema_version()  # again under the lock: another process may have migrated
             if current > latest:
                 raise BackendUnavailable(
                     f"{self.path} has schema version {current}, newer than this Tollgate ({latest})",
@@ -369,11 +421,18 @@ class Database:
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version + 1}")
 
+    def _schema_version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _is_locked(error: sqlite3.OperationalError) -> bool:
+    return "locked" in str(error)  # "database is locked" after busy_timeout
 
 
 def _split_sql(script: str) -> list[str]:

@@ -25,8 +25,8 @@ from ..errors import BackendUnavailable, NotFound
 from ..permissions import authorize
 from . import audit
 from .db import Database, parse_ts, utcnow
-from .paths import PID_FILE, PROJECT_ROOT, console_log_path, gateway_log_path, tail_text
-from .processes import pid_alive, stop_process
+from .paths import PROJECT_ROOT, console_log_path, gateway_log_path, tail_text
+from .processes import pid_alive, running_pid, stop_process
 
 
 def mask(key: str) -> str:
@@ -46,11 +46,7 @@ class LocalEndpoints:
     # --- supervisor -----------------------------------------------------------
 
     def supervisor_pid(self) -> int | None:
-        try:
-            pid = int((self.root / PID_FILE).read_text())
-        except (OSError, ValueError):
-            return None
-        return pid if pid_alive(pid) else None
+        return running_pid(self.root, "supervisor")  # this workspace's, never a copied folder's original
 
     def up(self, actor: str) -> int:
         """Start the supervisor (and so every gateway and deployment) if it is not running; returns

@@ -3,12 +3,24 @@
 ``python -m services.local.gateway --workspace PATH --endpoint NAME --port P``
 
 * ``POST /score`` with ``Authorization: Bearer <primary or secondary key>``;
-  401 without a valid key, 413 beyond the payload limit.
-* Routes by the traffic split across healthy deployments; the header
+  401 without a valid key, 413 beyond the payload limit, 408 when the body has not
+  arrived within ``--body-timeout-s``. A form content type (curl's ``-d``) is sent on
+  as JSON: the scoring contract is JSON.
+* Routes by the traffic split across healthy deployments, failing over to a warm one
+  when none with traffic is healthy (``routing``); the header
   ``azureml-model-deployment: NAME`` pins one deployment, even at 0 % (as Azure).
-* Answers with ``x-request-id``, ``azureml-model-deployment`` and
-  ``x-tollgate-model`` (``name:version``) headers.
-* Writes one telemetry record per request, whatever its outcome.
+  A request whose deployment went away before answering a single byte is retried on
+  another one (scoring is a pure function: running it twice is harmless); one that
+  broke off mid-answer is not (502).
+* Assigns every request its own id (a UUID): ``x-request-id`` / ``x-ms-request-id`` of
+  the answer, the key of its telemetry record and log lines. The client's own id
+  (``x-ms-client-request-id``, else ``x-request-id``) is kept as a correlation id and
+  echoed as ``x-ms-client-request-id``; a reused one never merges two requests.
+* Every 4xx/5xx — its own, the inference server's, ``score.py``'s — has one body shape:
+  ``{"error": {"code": "<HTTP reason, no spaces>", "message": "..."}}``.
+* Answers with ``azureml-model-deployment`` and ``x-tollgate-model`` (``name:version``) headers.
+* Writes one telemetry record per request, whatever its outcome: latency from the whole
+  request received to the answer, the upload time apart.
 * Re-reads the routing table when the endpoint's ``config_version`` changes, so
   a traffic shift takes effect within ``REFRESH_S`` without dropping a request.
 
@@ -22,83 +34,82 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hmac
 import json
-import random
 import time
 import uuid
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .db import Database
 from .logfmt import format_line
-from .telemetry_store import RequestRecord, TelemetryWriter, truncate
+from ..policy import load_policy
+from .routing import Target, describe, load_routes
+from .telemetry_spool import TelemetryWriter
+from .telemetry_store import RequestRecord, truncate
 
 REFRESH_S = 0.2
 DEPLOYMENT_HEADER = "azureml-model-deployment"
+MAX_CLIENT_ID = 200
+FORM = b"application/x-www-form-urlencoded"
 
 
-@dataclass(frozen=True)
-class Target:
-    deployment: str
-    model: str           # name:version
-    port: int
-    traffic: int
-    healthy: bool
+def error_code(status: int) -> str:
+    """``code`` of the error body: the status's reason phrase without spaces (``BadRequest``)."""
+    if status == 499:  # nginx's: not in the HTTP registry
+        return "ClientClosedRequest"
+    try:
+        return HTTPStatus(status).phrase.replace(" ", "").replace("-", "")
+    except ValueError:
+        return f"Http{status}"
 
 
-@dataclass(frozen=True)
-class Routes:
-    version: int
-    keys: tuple[str, ...]
-    targets: tuple[Target, ...]
-    # derived once per routing table, not per request
-    key_bytes: tuple[bytes, ...] = field(init=False, default=())
-    live: tuple[Target, ...] = field(init=False, default=())
-
-    def __post_init__(self):
-        object.__setattr__(self, "key_bytes", tuple(k.encode() for k in self.keys if k))
-        object.__setattr__(self, "live", tuple(t for t in self.targets if t.traffic > 0 and t.healthy))
-
-    def pick(self, exclude: set[str] = frozenset()) -> Target | None:
-        live = [t for t in self.live if t.deployment not in exclude] if exclude else self.live
-        if not live:
-            return None
-        if len(live) == 1:
-            return live[0]
-        return random.choices(live, weights=[t.traffic for t in live])[0]
-
-    def named(self, name: str) -> Target | None:
-        return next((t for t in self.targets if t.deployment == name), None)
-
-    def authorized(self, authorization: bytes) -> bool:
-        scheme, _, token = authorization.partition(b" ")
-        token = token.strip()
-        if scheme.lower() != b"bearer" or not token:
-            return False
-        return any(hmac.compare_digest(token, key) for key in self.key_bytes)
+def error_body(status: int, message: str) -> bytes:
+    return json.dumps({"error": {"code": error_code(status), "message": message}}).encode()
 
 
-def load_routes(db: Database, endpoint: str) -> Routes:
-    ep = db.one("SELECT primary_key, secondary_key, config_version FROM endpoints WHERE name = ?", (endpoint,))
-    if ep is None:
-        return Routes(-1, (), ())
-    rows = db.query("SELECT name, model_name, model_version, port, traffic, state FROM deployments"
-                    " WHERE endpoint = ? AND desired = 'running' AND port IS NOT NULL", (endpoint,))
-    targets = tuple(Target(r["name"], f"{r['model_name']}:{r['model_version']}", r["port"], r["traffic"],
-                           r["state"] == "healthy") for r in rows)
-    return Routes(ep["config_version"], (ep["primary_key"], ep["secondary_key"]), targets)
+def error_message(content: bytes) -> str | None:
+    """The message of an error body in any shape a deployment answers with: ours
+    (``score.py``), the inference server's ``{"message": ...}``, ``{"error": "..."}``, text."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        return None
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return error["message"]
+        for value in (error, data.get("message")):
+            if isinstance(value, str):
+                return value
+    return None
+
+
+def client_request_id(value: bytes | None) -> str | None:
+    """The client's id if it is 1-200 printable ASCII characters (it goes into headers and logs)."""
+    if value is None:
+        return None
+    text = value.decode("latin-1").strip()
+    if not text or len(text) > MAX_CLIENT_ID or not all(" " <= ch <= "~" for ch in text):
+        raise ValueError(f"a client request id (x-ms-client-request-id or x-request-id) must be 1 to "
+                         f"{MAX_CLIENT_ID} printable ASCII characters")
+    return text
 
 
 class UpstreamError(ConnectionError):
-    """The deployment did not give a complete HTTP answer (refused, reset, closed, garbled)."""
+    """The deployment did not give a complete HTTP answer (refused, reset, closed, garbled).
+    ``answered``: whether any byte of an answer had arrived (then the model may have run)."""
+
+    def __init__(self, message: str, answered: bool):
+        super().__init__(message)
+        self.answered = answered
 
 
 class Upstream:
@@ -113,10 +124,13 @@ class Upstream:
     def __init__(self) -> None:
         self._idle: dict[int, list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = {}
 
-    async def post(self, port: int, body: bytes, content_type: bytes, request_id: bytes) -> tuple[int, bytes, bytes]:
-        """(status, body, content type) of the deployment's answer; ``OSError`` if there is none."""
+    async def post(self, port: int, body: bytes, content_type: bytes, request_id: bytes,
+                   client_id: bytes | None = None) -> tuple[int, bytes, bytes]:
+        """(status, body, content type) of the deployment's answer; ``UpstreamError`` if there is none."""
         head = (b"POST /score HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: %s\r\nx-request-id: %s\r\n"
-                b"Content-Length: %d\r\n\r\n" % (port, content_type, request_id, len(body)))
+                % (port, content_type, request_id)
+                + (b"x-ms-client-request-id: %s\r\n" % client_id if client_id else b"")
+                + b"Content-Length: %d\r\n\r\n" % len(body))
         idle = self._idle.get(port)
         while idle:
             reader, writer = idle.pop()
@@ -125,19 +139,25 @@ class Upstream:
                 continue
             try:
                 return await self._exchange(port, reader, writer, head + body)
-            except (UpstreamError, ConnectionError):
+            except UpstreamError as e:
+                if e.answered:
+                    raise
                 break  # the server dropped the kept connection: once more on a new one
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError as e:
+            raise UpstreamError(f"cannot connect to 127.0.0.1:{port}: {type(e).__name__}", answered=False) from e
         return await self._exchange(port, reader, writer, head + body)
 
     async def _exchange(self, port, reader, writer, request: bytes) -> tuple[int, bytes, bytes]:
+        head = b""
         try:
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")  # one await for the status line and headers
             status_line, *lines = head[:-4].split(b"\r\n")
             version, _, rest = status_line.partition(b" ")
             if not version.startswith(b"HTTP/1.") or not rest[:3].isdigit():
-                raise UpstreamError(f"no HTTP answer from 127.0.0.1:{port}: {status_line[:60]!r}")
+                raise UpstreamError(f"no HTTP answer from 127.0.0.1:{port}: {status_line[:60]!r}", answered=True)
             status = int(rest[:3])
             length, chunked, content_type = None, False, b"application/json"
             keep = version == b"HTTP/1.1"
@@ -162,7 +182,16 @@ class Upstream:
                 payload, keep = await reader.read(), False
         except asyncio.IncompleteReadError as e:
             writer.close()
-            raise UpstreamError(f"127.0.0.1:{port} closed the connection mid-answer") from e
+            answered = bool(head or e.partial)
+            raise UpstreamError(f"127.0.0.1:{port} closed the connection "
+                                f"{'mid-answer' if answered else 'before answering'}", answered) from e
+        except UpstreamError:
+            writer.close()
+            raise
+        except (OSError, ValueError, asyncio.LimitOverrunError) as e:  # reset, refused, garbled
+            writer.close()
+            answered = bool(head) or isinstance(e, asyncio.LimitOverrunError)  # (an endless head)
+            raise UpstreamError(f"127.0.0.1:{port}: {type(e).__name__}", answered) from e
         except BaseException:
             writer.close()
             raise
@@ -192,10 +221,19 @@ class Upstream:
         self._idle.clear()
 
 
+class Refused(Exception):
+    """A request the gateway answers itself, with an error (status, message)."""
+
+    def __init__(self, status: int, message: str, close: bool = False):
+        super().__init__(message)
+        self.status, self.close = status, close
+
+
 class Gateway:
-    def __init__(self, root: Path, endpoint: str, max_payload_bytes: int, timeout_s: float):
+    def __init__(self, root: Path, endpoint: str, max_payload_bytes: int, timeout_s: float,
+                 body_timeout_s: float = 10.0):
         self.root, self.endpoint = Path(root), endpoint
-        self.max_payload_bytes, self.timeout_s = max_payload_bytes, timeout_s
+        self.max_payload_bytes, self.timeout_s, self.body_timeout_s = max_payload_bytes, timeout_s, body_timeout_s
         self.db = Database(self.root / "tollgate.db")
         self.routes = load_routes(self.db, endpoint)
         self.telemetry: TelemetryWriter | None = None
@@ -205,7 +243,8 @@ class Gateway:
 
     @asynccontextmanager
     async def lifespan(self, app):
-        self.telemetry = TelemetryWriter(self.root)
+        self.telemetry = TelemetryWriter(self.root, self.endpoint,
+                                         load_policy(self.root).telemetry.capture_for(self.endpoint))
         log("I", f"endpoint {self.endpoint}: {describe(self.routes)}")
         refresher = asyncio.create_task(self._refresh_forever())
         try:
@@ -231,7 +270,8 @@ class Gateway:
     async def score(self, scope, receive, send) -> None:
         """``POST /score`` as a plain ASGI handler."""
         started = time.perf_counter()
-        authorization = content_length = pinned = request_id = None
+        received: float | None = None  # when the whole body was in (or the gateway stopped waiting for it)
+        authorization = content_length = pinned = given_id = given_ms_id = None
         content_type = b"application/json"
         for name, value in scope["headers"]:  # names arrive lower-cased
             if name == b"authorization":
@@ -241,57 +281,70 @@ class Gateway:
             elif name == b"content-type":
                 content_type = value
             elif name == b"x-request-id":
-                request_id = value
+                given_id = value
+            elif name == b"x-ms-client-request-id":
+                given_ms_id = value
             elif name == b"azureml-model-deployment":
                 pinned = value
-        request_id = request_id or str(uuid.uuid4()).encode()
+        request_id = str(uuid.uuid4()).encode()
+        client_id: str | None = None
         body = b""
         target: Target | None = None
         answered = False
 
         async def finish(status: int, payload: bytes, error: str | None = None,
-                         media_type: bytes = b"application/json") -> None:
+                         media_type: bytes = b"application/json", close: bool = False) -> None:
             nonlocal answered
             answered = True
             headers = [(b"content-type", media_type), (b"content-length", b"%d" % len(payload)),
                        (b"x-request-id", request_id), (b"x-ms-request-id", request_id)]
+            if client_id:
+                headers.append((b"x-ms-client-request-id", client_id.encode()))
             if target:
                 headers += [(b"azureml-model-deployment", target.deployment.encode()),
                             (b"x-tollgate-model", target.model.encode())]
-            try:
-                await send({"type": "http.response.start", "status": status, "headers": headers})
-                await send({"type": "http.response.body", "body": payload})
-            finally:
+            if close:  # the rest of the body is not read: this connection cannot carry another request
+                headers.append((b"connection", b"close"))
+            try:  # written ahead: on disk before the answer leaves, so a kill -9 loses no answered request
                 self.telemetry.record(RequestRecord(
                     ts=time.time(), endpoint=self.endpoint, deployment=target.deployment if target else None,
                     model=target.model if target else None, status=status,
-                    latency_ms=(time.perf_counter() - started) * 1000, request_id=request_id.decode("latin-1"),
+                    latency_ms=(time.perf_counter() - (received or started)) * 1000,
+                    request_id=request_id.decode("latin-1"),
                     request_body=truncate(body.decode("utf-8", "replace")) if body else None,
-                    response_body=truncate(payload.decode("utf-8", "replace")), error=error))
+                    response_body=truncate(payload.decode("utf-8", "replace")), error=error,
+                    client_request_id=client_id, upload_ms=(received - started) * 1000 if received else None))
+            except OSError as e:  # a full disk must not stop serving: the loss is in the gateway log
+                log("E", f"telemetry record lost ({type(e).__name__}: {e})", request_id)
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
 
-        async def refuse(status: int, message: str) -> None:
+        async def refuse(status: int, message: str, close: bool = False) -> None:
             log("W", f"POST /score {status}: {message}", request_id)
-            await finish(status, json.dumps({"error": message}).encode(), message)
+            await finish(status, error_body(status, message), message, close=close)
 
         try:
+            bad_client_id = None
+            try:
+                client_id = client_request_id(given_ms_id or given_id)
+            except ValueError as e:
+                bad_client_id = str(e)
             routes = self.routes
             if authorization is None or not routes.authorized(authorization):
                 return await refuse(401, "missing or invalid key: send 'Authorization: Bearer <endpoint key>'")
+            if bad_client_id:
+                return await refuse(400, bad_client_id)
             if content_length and content_length.isdigit() and int(content_length) > self.max_payload_bytes:
                 return await refuse(413, f"payload of {int(content_length)} bytes exceeds the limit of "
-                                         f"{self.max_payload_bytes} bytes")
-            chunks, size, more = [], 0, True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return await refuse(499, "the client closed the connection before sending the whole body")
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_payload_bytes:
-                    return await refuse(413, f"payload exceeds the limit of {self.max_payload_bytes} bytes")
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                                         f"{self.max_payload_bytes} bytes", close=True)
+            try:
+                body = await self._read_body(receive)
+            except Refused as r:
+                received = time.perf_counter()
+                return await refuse(r.status, str(r), close=r.close)
+            received = time.perf_counter()
+            if content_type.partition(b";")[0].strip().lower() == FORM:
+                content_type = b"application/json"  # curl -d: the scoring contract is JSON (score.py says if it is not)
 
             if pinned:
                 target = routes.named(pinned.decode("latin-1"))
@@ -303,37 +356,58 @@ class Gateway:
                 target = routes.pick()
                 if target is None:
                     return await refuse(503, f"no healthy deployment of endpoint {self.endpoint!r} "
-                                             f"is receiving traffic")
+                                             f"can take the request")
 
             tried: set[str] = set()
             while True:
                 try:
                     async with asyncio.timeout(self.timeout_s):
                         status, payload, media_type = await self.upstream.post(
-                            target.port, body, content_type, request_id)
+                            target.port, body, content_type, request_id, client_id.encode() if client_id else None)
                     if status < 400:
                         return await finish(status, payload, None, media_type)
-                    error = _error_text(payload)
+                    error = error_message(payload) or payload.decode("utf-8", "replace")[:500] or f"HTTP {status}"
                     log("W" if status < 500 else "E", f"POST /score {status} from {target.deployment} "
                                                       f"({target.model}): {error}", request_id)
-                    return await finish(status, payload, error, media_type)
-                except TimeoutError:  # before OSError: TimeoutError is one
+                    return await finish(status, error_body(status, error), error)
+                except TimeoutError:
                     return await refuse(504, f"deployment {target.deployment!r} did not answer within "
                                              f"{self.timeout_s:g} s")
-                except (OSError, ValueError) as e:
-                    # the deployment went away under us (restart, scale-in): another one may answer
+                except UpstreamError as e:
+                    # the deployment went away under us (crash, restart): if it had not answered anything,
+                    # another one may (a warm one when none with traffic is left); a broken answer is final
                     tried.add(target.deployment)
-                    retry = None if pinned else self.routes.pick(exclude=tried)
+                    retry = None if pinned or e.answered else self.routes.pick(exclude=tried)
                     if retry is None:
-                        return await refuse(502, f"deployment {target.deployment!r} is unavailable: "
-                                                 f"{type(e).__name__}")
-                    log("W", f"deployment {target.deployment} unavailable ({type(e).__name__}); "
-                             f"retrying on {retry.deployment}", request_id)
+                        return await refuse(502, f"deployment {target.deployment!r} is unavailable: {e}")
+                    log("W", f"deployment {target.deployment} unavailable ({e}); retrying on {retry.deployment}"
+                             + (" (failover: no deployment with traffic is healthy)" if retry.traffic == 0 else ""),
+                        request_id)
                     target = retry
         except Exception as e:  # a bug here must still answer, and be counted (once)
             log("E", f"{type(e).__name__} while serving: {e}", request_id)
             if not answered:
                 await refuse(500, f"gateway error: {type(e).__name__}")
+
+    async def _read_body(self, receive) -> bytes:
+        """The whole body, within the payload limit and ``body_timeout_s``; ``Refused`` otherwise."""
+        chunks, size, more = [], 0, True
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise Refused(499, "the client closed the connection before sending the whole body")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_payload_bytes:
+                        raise Refused(413, f"payload exceeds the limit of {self.max_payload_bytes} bytes", close=True)
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            raise Refused(408, f"the request body did not arrive within {self.body_timeout_s:g} s "
+                               f"({size} bytes received)", close=True) from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def health(self, request: Request) -> Response:
         live = [t.deployment for t in self.routes.targets if t.healthy]
@@ -345,6 +419,7 @@ class Gateway:
         # POST /score never reaches Starlette; its /score route is there so other methods get a 405
         rest = Starlette(routes=[Route("/", self.health, methods=["GET"]),
                                  Route("/score", self._post_only, methods=["POST"])],
+                         exception_handlers={HTTPException: _http_error, Exception: _server_error},
                          lifespan=self.lifespan)
 
         async def asgi(scope, receive, send):
@@ -354,13 +429,19 @@ class Gateway:
         return asgi
 
     async def _post_only(self, request: Request) -> Response:
-        return Response(status_code=405)
+        raise HTTPException(405)
 
 
-def describe(routes: Routes) -> str:
-    targets = ", ".join(f"{t.deployment} ({t.model}) {t.traffic}%{'' if t.healthy else ' not healthy'}"
-                        for t in routes.targets)
-    return f"routing v{routes.version}: {targets or 'no deployments'}"
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    message = {404: f"no route {request.url.path}: POST /score scores, GET / is the health probe",
+               405: f"{request.method} {request.url.path} is not allowed: POST /score"}.get(exc.status_code, exc.detail)
+    return Response(error_body(exc.status_code, message), exc.status_code, headers=exc.headers,
+                    media_type="application/json")
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    log("E", f"{type(exc).__name__} on {request.method} {request.url.path}: {exc}")
+    return Response(error_body(500, f"gateway error: {type(exc).__name__}"), 500, media_type="application/json")
 
 
 def log(level: str, message: str, request_id: bytes | str | None = None) -> None:
@@ -371,16 +452,6 @@ def log(level: str, message: str, request_id: bytes | str | None = None) -> None
     print(format_line(level, "gateway", message, request_id), flush=True)
 
 
-def _error_text(content: bytes) -> str:
-    try:
-        data = json.loads(content)
-        if isinstance(data, dict) and "error" in data:
-            return str(data["error"])[:500]
-    except ValueError:
-        pass
-    return content.decode("utf-8", "replace")[:500]
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workspace", required=True)
@@ -388,8 +459,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--max-payload-bytes", type=int, default=1_048_576)
     ap.add_argument("--timeout-s", type=float, default=30.0)
+    ap.add_argument("--body-timeout-s", type=float, default=10.0)
     args = ap.parse_args(argv)
-    gateway = Gateway(Path(args.workspace), args.endpoint, args.max_payload_bytes, args.timeout_s)
+    gateway = Gateway(Path(args.workspace), args.endpoint, args.max_payload_bytes, args.timeout_s,
+                      args.body_timeout_s)
     # loop and http "auto": uvloop and httptools when installed (much faster than asyncio + h11)
     uvicorn.run(gateway.app(), host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
                 proxy_headers=False, timeout_graceful_shutdown=10)

@@ -14,49 +14,70 @@ import sys
 import time
 import uuid
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 
-from pipeline.train import ESTIMATORS, PipelineError, coerce_params
-
 from ..datatests import has_labels, no_labels_message
-from ..entities import GateDecision, MetricPoint, Run, RunFilter, RunStatus, TrainingSpec
+from ..entities import Condition, GateDecision, MetricPoint, Run, RunFilter, RunStatus, TrainingSpec
 from ..errors import Conflict, InvalidInput, NotFound
+from ..permissions import authorize, canonical
+from ..training import full_params
+from ..run_search import condition
 from . import audit
 from .datasets import LocalDatasets
 from .db import Database, parse_ts, utcnow
-from .processes import pid_alive
+from .processes import pid_alive, reap_when_done
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ACTIVE = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 
-# Runners started by this process, kept so that finished ones are reaped (no zombies).
+# Runners started by this process, kept so that ``_alive`` can ask them (their own threads reap them).
 _children: dict[int, subprocess.Popen] = {}
 
 
-@lru_cache(maxsize=20_000)
-def _gate(text: str) -> GateDecision:
-    """Parsed once per distinct text: half of listing 10,000 runs was re-parsing gates
-    (docs/benchmarks.md). GateDecision is immutable, so sharing one is safe."""
-    return GateDecision.from_dict(json.loads(text))
+# The columns a Run is made of, read as plain tuples (``sqlite3.Row`` lookups by name cost
+# more than the rest of a row's conversion).
+RUN_COLUMNS = ("id, experiment, display_name, status, estimator, params_json, metrics_json, dataset, dataset_version,"
+               " created_at, created_by, started_at, ended_at, error, step, gate_json, model_name, model_version")
+_STATUS = {s.value: s for s in RunStatus}
+_ts = datetime.fromisoformat
 
 
-def _to_run(row) -> Run:
+def _to_run(row: tuple) -> Run:
+    """One run from a ``RUN_COLUMNS`` tuple. Each listing parses only the rows it returns (a page,
+    not the table): no cache of parsed gates, which at 100,000 runs never hit (docs/benchmarks.md)."""
+    (run_id, experiment, display_name, status, estimator, params, metrics, dataset, dataset_version, created_at,
+     created_by, started_at, ended_at, error, step, gate, model_name, model_version) = row
     return Run(
-        id=row["id"], experiment=row["experiment"], display_name=row["display_name"],
-        status=RunStatus(row["status"]), estimator=row["estimator"], params=json.loads(row["params_json"]),
-        metrics=json.loads(row["metrics_json"]), dataset=row["dataset"], dataset_version=row["dataset_version"],
-        created_at=parse_ts(row["created_at"]), created_by=row["created_by"],
-        started_at=parse_ts(row["started_at"]), ended_at=parse_ts(row["ended_at"]), error=row["error"],
-        step=row["step"], gate=_gate(row["gate_json"]) if row["gate_json"] else None,
-        model_name=row["model_name"], model_version=row["model_version"],
+        id=run_id, experiment=experiment, display_name=display_name, status=_STATUS[status], estimator=estimator,
+        params=json.loads(params), metrics=json.loads(metrics), dataset=dataset, dataset_version=dataset_version,
+        created_at=_ts(created_at), created_by=created_by, started_at=started_at and _ts(started_at),
+        ended_at=ended_at and _ts(ended_at), error=error, step=step,
+        gate=GateDecision.from_dict(json.loads(gate)) if gate else None,
+        model_name=model_name, model_version=model_version,
     )
+
+
+def _condition_sql(column: str, cond: Condition) -> tuple[str, list]:
+    """``cond`` on a JSON object column, meaning what ``run_search.holds`` means: a number only
+    against JSON numbers, a text only against JSON texts; a missing key never matches."""
+    cond = condition(cond.key, cond.op, cond.value)  # checked again: the operator goes into the SQL
+    path = f'$."{cond.key}"'
+    types = "('integer', 'real')" if isinstance(cond.value, float) else "('text')"
+    op = "=" if cond.op == "=" else cond.op
+    return (f"(json_type({column}, ?) IN {types} AND json_extract({column}, ?) {op} ?)",
+            [path, path, cond.value])
 
 
 def _as_stored(moment: datetime) -> str:
     """A datetime as the text ``created_at`` is stored in (UTC, microseconds), so
     that comparing the strings compares the instants. Naive means local time."""
     return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _bounded(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**62:
+        raise InvalidInput(f"{name} must be a whole number from 0, got {value!r}")
+    return value
 
 
 def _alive(pid: int | None) -> bool:
@@ -99,18 +120,31 @@ class LocalJobs:
         if flt.until:
             where.append("created_at < ?")
             params.append(_as_stored(flt.until))
-        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY created_at DESC"
-        if flt.limit:
-            sql += " LIMIT ?"
-            params.append(int(flt.limit))
-        return [_to_run(r) for r in self.db.query(sql, tuple(params))]
+        if flt.estimators:
+            where.append(f"estimator IN ({', '.join('?' * len(flt.estimators))})")
+            params += list(flt.estimators)
+        for column, conditions in (("metrics_json", flt.metrics), ("params_json", flt.params)):
+            for cond in conditions:
+                sql, values = _condition_sql(column, cond)
+                where.append(sql)
+                params += values
+        sql = (f"SELECT {RUN_COLUMNS} FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY created_at DESC, id DESC")
+        if flt.limit is not None or flt.offset:
+            sql += " LIMIT ? OFFSET ?"
+            params += [-1 if flt.limit is None else _bounded("limit", flt.limit), _bounded("offset", flt.offset)]
+        cursor = self.db.conn.cursor()
+        cursor.row_factory = None
+        return [_to_run(r) for r in cursor.execute(sql, tuple(params))]
 
     def experiments(self) -> list[str]:
         return [r[0] for r in self.db.query("SELECT DISTINCT experiment FROM runs ORDER BY experiment")]
 
     def get(self, run_id: str) -> Run:
         self.reconcile(run_id)
-        row = self.db.one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        cursor = self.db.conn.cursor()
+        cursor.row_factory = None
+        row = cursor.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise NotFound(f"run {run_id!r} does not exist")
         return _to_run(row)
@@ -137,14 +171,9 @@ class LocalJobs:
 
     # --- writes ---------------------------------------------------------------
 
-    def submit(self, spec: TrainingSpec) -> Run:
-        if spec.estimator not in ESTIMATORS:
-            raise InvalidInput(f"unknown estimator {spec.estimator!r}",
-                               hint=f"Choose one of: {', '.join(ESTIMATORS)}.")
-        try:
-            params = coerce_params(spec.estimator, dict(spec.params))
-        except PipelineError as e:
-            raise InvalidInput(str(e)) from None
+    def submit(self, spec: TrainingSpec, actor: str) -> Run:
+        role = authorize(self.policy, actor, "submit_run")
+        params = full_params(spec.estimator, spec.params)
         dataset = self.datasets.get(spec.dataset, spec.dataset_version)  # NotFound if unknown
         if not has_labels(dataset, self.policy.target):
             raise InvalidInput(no_labels_message(dataset.ref, self.policy.target),
@@ -159,9 +188,9 @@ class LocalJobs:
             c.execute("INSERT INTO runs (id, experiment, display_name, status, estimator, params_json, dataset,"
                       " dataset_version, created_at, created_by, register, step) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                       (run_id, spec.experiment, display, RunStatus.QUEUED.value, spec.estimator,
-                       json.dumps(params), dataset.name, dataset.version, utcnow(), spec.created_by,
+                       json.dumps(params), dataset.name, dataset.version, utcnow(), canonical(actor),
                        int(spec.register), "queued"))
-            audit.record(c, spec.created_by, "run.submit", run_id,
+            audit.record(c, actor, "run.submit", run_id, role=role,
                          after={"estimator": spec.estimator, "params": params, "dataset": dataset.ref})
         log = open(run_dir / "log.txt", "ab")
         try:
@@ -179,17 +208,19 @@ class LocalJobs:
         finally:
             log.close()
         _children[proc.pid] = proc
+        reap_when_done(proc)  # reaped as soon as it exits, whether or not anyone asks about it again
         with self.db.write() as c:
             c.execute("UPDATE runs SET pid = ? WHERE id = ? AND pid IS NULL", (proc.pid, run_id))
         return self.get(run_id)
 
-    def cancel(self, run_id: str, actor: str = "local-user") -> Run:
+    def cancel(self, run_id: str, actor: str) -> Run:
+        role = authorize(self.policy, actor, "cancel_run")
         run = self.get(run_id)
         if run.status.is_terminal:
             raise Conflict(f"run {run_id} already ended ({run.status.value}); nothing to cancel")
         with self.db.write() as c:
             c.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
-            audit.record(c, actor, "run.cancel", run_id, before={"status": run.status.value})
+            audit.record(c, actor, "run.cancel", run_id, role=role, before={"status": run.status.value})
         pid = self.db.one("SELECT pid FROM runs WHERE id = ?", (run_id,))[0]
         if pid and _alive(pid):
             try:
@@ -207,7 +238,7 @@ class LocalJobs:
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        self._finish(run_id, RunStatus.CANCELED, f"canceled by {actor} (forced)")
+        self._finish(run_id, RunStatus.CANCELED, f"canceled by {canonical(actor)} (forced)")
         return self.get(run_id)
 
     def wait(self, run_id: str, timeout_s: float = 600.0) -> Run:

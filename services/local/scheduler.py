@@ -47,7 +47,7 @@ from ..permissions import SYSTEM_ACTOR
 from . import audit
 from . import jobs as jobs_module
 from .db import parse_ts, utcnow
-from .processes import pid_alive, run_single, stop_process
+from .processes import pid_alive, run_single, running_pid, stop_process
 from .schedules import to_firing
 
 TICK_S = 1.0
@@ -59,11 +59,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # --- the process, seen from outside ------------------------------------------------
 
 def scheduler_pid(root: Path) -> int | None:
-    try:
-        pid = int((Path(root) / PID_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return pid if pid_alive(pid) else None
+    return running_pid(root, "scheduler")  # this workspace's, never a copied folder's original
 
 
 def status(root: Path) -> SchedulerStatus:
@@ -78,7 +74,7 @@ def status(root: Path) -> SchedulerStatus:
     return SchedulerStatus(True, pid, beat, detail=f"running (pid {pid})")
 
 
-def start(root: Path, timeout_s: float = 15) -> tuple[int, bool]:
+def start(root: Path, timeout_s: float = 60) -> tuple[int, bool]:
     """Start the daemon unless one runs; returns ``(pid, started_now)``."""
     root = Path(root).resolve()
     pid = scheduler_pid(root)
@@ -239,8 +235,8 @@ class Scheduler:
             version = firing.dataset_version if firing.kind == "dataset" else self.training_version(firing.dataset)
             run = self.jobs.submit(TrainingSpec(
                 dataset=firing.dataset, dataset_version=version, estimator=firing.estimator,
-                params=dict(firing.params), experiment=self.policy.experiment, display_name=self.run_name(firing),
-                created_by=SYSTEM_ACTOR))
+                params=dict(firing.params), experiment=self.policy.experiment, display_name=self.run_name(firing)),
+                SYSTEM_ACTOR)
         except ServiceError as e:
             return self.complete(firing, None, None, f"{e}" + (f" ({e.hint})" if e.hint else ""))
         except Exception as e:  # noqa: BLE001 — recorded on the firing; the scheduler goes on
@@ -356,13 +352,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     root = Path(args.workspace).resolve()
     return run_single(root, "scheduler", lambda: run_forever(root))
-    (root / PID_FILE).write_text(str(os.getpid()))
-    print(f"{utcnow()} scheduler {os.getpid()} for {root}", flush=True)
-    try:
-        run_forever(root)
-    finally:
-        (root / PID_FILE).unlink(missing_ok=True)
-    return 0
 
 
 if __name__ == "__main__":

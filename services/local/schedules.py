@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from .. import schedules as rules
 from ..entities import DatasetTrigger, Firing, Schedule, SchedulerStatus
 from ..errors import InvalidInput, NotFound
+from ..permissions import canonical
 from . import audit
 from .db import Database, parse_ts, utcnow
 
@@ -98,7 +99,7 @@ class LocalSchedules:
         with self.db.write() as c:
             cur = c.execute("INSERT INTO schedules (dataset, estimator, params_json, cron, enabled, active_since,"
                             " created_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            (dataset, estimator, json.dumps(params), expr, int(bool(enabled)), now, now, actor))
+                            (dataset, estimator, json.dumps(params), expr, int(bool(enabled)), now, now, canonical(actor)))
             schedule_id = cur.lastrowid
             audit.record(c, actor, "schedule.add", f"schedule #{schedule_id}", role=role,
                          after={"dataset": dataset, "cron": expr, "estimator": estimator, "params": params,
@@ -124,7 +125,7 @@ class LocalSchedules:
         removed = self.get(schedule_id)
         with self.db.write() as c:
             cur = c.execute("UPDATE schedules SET removed_at = ?, removed_by = ?, enabled = 0"
-                            " WHERE id = ? AND removed_at IS NULL", (utcnow(), actor, removed.id))
+                            " WHERE id = ? AND removed_at IS NULL", (utcnow(), canonical(actor), removed.id))
             if cur.rowcount != 1:
                 raise self._missing(schedule_id)
             audit.record(c, actor, "schedule.remove", f"schedule #{removed.id}", role=role,
@@ -151,7 +152,7 @@ class LocalSchedules:
                       " enabled = excluded.enabled, estimator = excluded.estimator, params_json = excluded.params_json,"
                       " since_version = excluded.since_version, updated_at = excluded.updated_at,"
                       " updated_by = excluded.updated_by",
-                      (dataset, int(bool(enabled)), estimator, json.dumps(params), since, utcnow(), actor))
+                      (dataset, int(bool(enabled)), estimator, json.dumps(params), since, utcnow(), canonical(actor)))
             audit.record(c, actor, "trigger.on" if enabled else "trigger.off", f"dataset {dataset}", role=role,
                          before=None if row is None else {"enabled": was_on, "estimator": row["estimator"],
                                                           "params": json.loads(row["params_json"])},

@@ -7,7 +7,10 @@ equal to what the database says should run, every ``TICK_S``:
 * one gateway process per endpoint, on the endpoint's port;
 * one inference-server process per deployment whose ``desired`` is ``running``;
   a new one is probed until healthy; one that dies is restarted and the crash is
-  recorded in the audit trail as an incident; ``stopped`` ones are terminated.
+  recorded in the audit trail as an incident; ``stopped`` ones are terminated;
+* when a crash leaves no deployment with traffic healthy, the gateway fails over to a
+  warm one (``routing``): the supervisor records ``endpoint.failover`` with the crash,
+  and ``endpoint.failback`` once a deployment with traffic is healthy again.
 
 Beside the control loop, two threads (so that neither a slow webhook nor a canary's
 traffic shift ever delays a restart):
@@ -20,9 +23,11 @@ traffic shift ever delays a restart):
 * **notifications** (every ``NOTIFY_TICK_S``): delivers the outbox to the webhooks of
   ``[notifications]``, with retries (``services.local.outbox``).
 
-One supervisor per workspace (an exclusive lock on ``supervisor.lock``). It
-survives a restart of the console — the console is only a client — and a new
-supervisor adopts the processes a previous one left running.
+One supervisor per workspace (an exclusive lock on ``supervisor.lock``, a pid file naming
+the workspace: ``processes.run_single``). It survives a restart of the console — the console
+is only a client — and a new supervisor adopts the processes a previous one left running.
+When its workspace folder is gone (deleted, or replaced by another database), it stops its
+gateways and deployments and exits.
 """
 from __future__ import annotations
 
@@ -38,10 +43,11 @@ import urllib.request
 from pathlib import Path
 
 from ..policy import load_policy
-from . import audit
+from . import audit, retention
 from .db import Database, utcnow
-from .paths import PID_FILE, PROJECT_ROOT, console_log_path, gateway_log_path
-from .processes import kill_group, pid_alive, run_single, stop_process
+from .paths import PROJECT_ROOT, console_log_path, gateway_log_path
+from .processes import kill_group, pid_alive, reap_when_done, run_single, stop_process
+from .routing import load_routes
 
 TICK_S = 0.5
 RELEASE_TICK_S = 0.5
@@ -75,7 +81,16 @@ def spawn(cmd: list[str], log: Path, env: dict | None = None) -> int:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    reap_when_done(proc)
     return proc.pid
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class Supervisor:
@@ -88,6 +103,7 @@ class Supervisor:
         self.open_workspace = open_workspace
         self.policy = load_policy(self.root)
         self.db = Database(self.root / "tollgate.db")
+        self.db_file = file_identity(self.db.path)
         self.started_at: dict[tuple[str, str], float] = {}
         self.stopping = False
         self.stop_event = threading.Event()
@@ -103,13 +119,18 @@ class Supervisor:
             if pid_alive(ep["gateway_pid"]):
                 continue
             port = ep["port"] if ep["port"] and not port_open(ep["port"]) else free_port()
+            crashed = ep["gateway_pid"] is not None  # it was started and is gone: an incident
             pid = spawn([sys.executable, "-m", "services.local.gateway", "--workspace", str(self.root),
                          "--endpoint", ep["name"], "--port", str(port),
                          "--max-payload-bytes", str(self.policy.endpoints.max_payload_bytes),
-                         "--timeout-s", str(self.policy.endpoints.request_timeout_s)],
+                         "--timeout-s", str(self.policy.endpoints.request_timeout_s),
+                         "--body-timeout-s", str(self.policy.endpoints.body_timeout_s)],
                         gateway_log_path(self.root, ep["name"]))
             with self.db.write() as c:
                 c.execute("UPDATE endpoints SET port = ?, gateway_pid = ? WHERE name = ?", (port, pid, ep["name"]))
+                if crashed:
+                    audit.record(c, "supervisor", "gateway.crashed", ep["name"], before={"pid": ep["gateway_pid"]},
+                                 after={"action": "restart", "pid": pid, "port": port}, role="system")
             print(f"{utcnow()} gateway {ep['name']} started on 127.0.0.1:{port} (pid {pid})", flush=True)
 
     # --- deployments ----------------------------------------------------------
@@ -138,6 +159,15 @@ class Supervisor:
                     audit.record(c, "supervisor", "deployment.crashed", f"{d['endpoint']}/{d['name']}",
                                  before={"pid": d["pid"], "state": was, "model": f"{d['model_name']}:{d['model_version']}"},
                                  after={"action": "restart", "restarts": d["restarts"] + 1}, role="system")
+                    failover = load_routes(self.db, d["endpoint"]).failover if d["traffic"] > 0 else None
+                    if failover:
+                        audit.record(c, "supervisor", "endpoint.failover", d["endpoint"],
+                                     before={"deployment": d["name"], "model": f"{d['model_name']}:{d['model_version']}",
+                                             "traffic": d["traffic"]},
+                                     after={"deployment": failover.deployment, "model": failover.model},
+                                     comment=f"{d['name']} crashed and no deployment with traffic is healthy: "
+                                             f"{failover.deployment} ({failover.model}) answers until one is",
+                                     role="system")
                 print(f"{utcnow()} deployment {key} (pid {d['pid']}) died; restarting", flush=True)
                 kill_group(d["pid"])  # its workers would outlive it, holding the port and memory
                 self.start_deployment(d)
@@ -161,7 +191,15 @@ class Supervisor:
 
     def probe(self, d) -> None:
         if http_ok(d["port"]):
-            self._set(d, state="healthy")
+            with self.db.write() as c:
+                failover = load_routes(self.db, d["endpoint"]).failover if d["traffic"] > 0 else None
+                self._update(c, d, state="healthy")
+                if failover:
+                    audit.record(c, "supervisor", "endpoint.failback", d["endpoint"],
+                                 before={"deployment": failover.deployment, "model": failover.model},
+                                 after={"deployment": d["name"], "model": f"{d['model_name']}:{d['model_version']}",
+                                        "traffic": d["traffic"]},
+                                 comment=f"{d['name']} is healthy again and takes its traffic back", role="system")
             print(f"{utcnow()} deployment {d['endpoint']}/{d['name']} healthy", flush=True)
             return
         started = self.started_at.setdefault((d["endpoint"], d["name"]), time.monotonic())
@@ -170,11 +208,15 @@ class Supervisor:
                       last_error=f"not healthy after {self.policy.endpoints.health_timeout_s:g} s; see its console log")
 
     def _set(self, d, **fields) -> None:
-        cols = ", ".join(f"{k} = ?" for k in fields)
         with self.db.write() as c:
-            c.execute(f"UPDATE deployments SET {cols} WHERE endpoint = ? AND name = ?",
-                      (*fields.values(), d["endpoint"], d["name"]))
-            c.execute("UPDATE endpoints SET config_version = config_version + 1 WHERE name = ?", (d["endpoint"],))
+            self._update(c, d, **fields)
+
+    @staticmethod
+    def _update(c, d, **fields) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        c.execute(f"UPDATE deployments SET {cols} WHERE endpoint = ? AND name = ?",
+                  (*fields.values(), d["endpoint"], d["name"]))
+        c.execute("UPDATE endpoints SET config_version = config_version + 1 WHERE name = ?", (d["endpoint"],))
 
     # --- release automation (threads) -------------------------------------------
 
@@ -184,7 +226,9 @@ class Supervisor:
         threads = [threading.Thread(target=self._every, args=("releases", RELEASE_TICK_S, self._releases_tick),
                                     name="releases", daemon=True),
                    threading.Thread(target=self._every, args=("notifications", NOTIFY_TICK_S, self._notify_tick),
-                                    name="notifications", daemon=True)]
+                                    name="notifications", daemon=True),
+                   threading.Thread(target=self._every, args=("telemetry", retention.TICK_S, self._telemetry_tick),
+                                    name="telemetry", daemon=True)]
         for t in threads:
             t.start()
         return threads
@@ -216,16 +260,29 @@ class Supervisor:
     def _notify_tick(self, ws, state: dict) -> None:
         ws.notifications.deliver_due()
 
+    def _telemetry_tick(self, ws, state: dict) -> None:
+        """Spools of gateways that died, then retention (``services.local.retention``)."""
+        done = retention.maintain(ws.root, ws.policy, state)
+        if any(done.values()):
+            print(f"{utcnow()} telemetry: " + ", ".join(f"{v} {k}" for k, v in done.items() if v), flush=True)
+
     # --- shutdown -------------------------------------------------------------
 
+    def workspace_gone(self) -> bool:
+        """The folder was deleted, or its database replaced: nothing here is this supervisor's to run."""
+        return file_identity(self.db.path) != self.db_file
+
     def stop_all(self) -> None:
+        recorded = not self.workspace_gone()  # (the open connection still reads a deleted file)
         for d in self.db.query("SELECT * FROM deployments WHERE pid IS NOT NULL"):
             stop_process(d["pid"])
-            self._set(d, pid=None, state="stopped")
+            if recorded:
+                self._set(d, pid=None, state="stopped")
         for ep in self.db.query("SELECT name, gateway_pid FROM endpoints WHERE gateway_pid IS NOT NULL"):
             stop_process(ep["gateway_pid"])
-            with self.db.write() as c:
-                c.execute("UPDATE endpoints SET gateway_pid = NULL WHERE name = ?", (ep["name"],))
+            if recorded:
+                with self.db.write() as c:
+                    c.execute("UPDATE endpoints SET gateway_pid = NULL WHERE name = ?", (ep["name"],))
 
     def run_forever(self) -> None:
         def on_term(signum, frame):
@@ -235,6 +292,9 @@ class Supervisor:
         signal.signal(signal.SIGINT, on_term)
         threads = self.start_threads()
         while not self.stopping:
+            if self.workspace_gone():
+                print(f"{utcnow()} workspace {self.root} is gone; stopping its endpoints", flush=True)
+                break
             try:
                 self.tick()
             except Exception as e:  # keep supervising; the next tick retries
@@ -253,13 +313,6 @@ def main(argv: list[str] | None = None, open_workspace=None) -> int:
     args = ap.parse_args(argv)
     root = Path(args.workspace).resolve()
     return run_single(root, "supervisor", lambda: Supervisor(root, open_workspace).run_forever())
-    (root / PID_FILE).write_text(str(os.getpid()))
-    print(f"{utcnow()} supervisor {os.getpid()} for {root}", flush=True)
-    try:
-        Supervisor(root).run_forever()
-    finally:
-        (root / PID_FILE).unlink(missing_ok=True)
-    return 0
 
 
 if __name__ == "__main__":

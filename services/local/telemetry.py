@@ -1,15 +1,23 @@
-"""Telemetry and logs of the local endpoints (``TelemetryService``, ``LogService``).
+"""Request telemetry of the local endpoints (``TelemetryService``) over ``telemetry.db``.
 
-Aggregates come from the per-minute rollups of ``telemetry_store`` for the
-whole minutes of a window and from the raw request rows for its ragged edges
-(and for windows binned finer than a minute), so counts are exact for any
-window; latency percentiles come from the rollups' histograms (±2.5 %).
+Every view of a window (series, stats, status mix, top errors, slowest) is read from the
+bounded aggregates of ``telemetry_store`` — whole hours from the hourly ones, whole minutes
+at the window's edges from the per-minute ones — plus raw rows only for the sub-minute
+ragged edges (``plan``), so counts are exact for any window and a 7-day view reads its
+hours, not its requests. Latency percentiles come from the histograms (±2.5 %). Series
+binned finer than a minute (windows under an hour) read raw rows.
+
+What retention pruned is gone from its level: a window reaching past the raw rows' retention
+starts its raw parts where they start, one reaching past the per-minute aggregates starts at
+its first whole hour (``retained``).
+
+The file is opened on first use, so a damaged ``telemetry.db`` fails only the telemetry
+views (``BackendUnavailable`` naming the file and what to do), never the rest.
 """
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,15 +26,16 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from ..entities import ErrorGroup, LogLine, RequestDetail, RequestRecord, TimeWindow, VersionStats
-from ..errors import InvalidInput, NotFound
-from ..telemetry import per_minute
-from .logfmt import REQUEST_ID_SUFFIX, line_time
-from .telemetry_store import BUCKETS, HIST_DTYPE, bucket_of, bucket_value, open_telemetry
+from ..entities import ErrorGroup, RequestDetail, RequestRecord, TimeWindow, VersionStats
+from ..errors import Conflict, InvalidInput, NotFound
+from ..telemetry import mark_frame, per_minute
+from . import retention
+from .logs import LocalLogs
+from .telemetry_store import (BUCKETS, HIST_DTYPE, HOUR, MAX_ERROR_TEXT, MINUTE, SLOWEST_K, bucket_of, bucket_value,
+                              open_telemetry, rid_of, unpack_id, unpack_payloads)
 
 QUANTILES = (0.50, 0.95, 0.99)
-MAX_SEARCH_TEXT = 500
-MAX_TAIL = 5000
+LEVEL_SPAN = {"hour": HOUR, "minute": MINUTE}
 
 
 def _epoch(dt: datetime) -> float:
@@ -35,6 +44,31 @@ def _epoch(dt: datetime) -> float:
 
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+def plan(start: float, end: float, bin_seconds: float | None, since: dict[str, float]) -> list[tuple[str, float, float]]:
+    """[start, end) as (level, lo, hi) parts: whole hours, then whole minutes, then raw rows for
+    what is left, each level only where it is retained (``since``) and where its unit fits the
+    bins (``bin_seconds`` None: one bin)."""
+    parts, gaps = [], [(start, end)]
+    for level, unit in (("hour", HOUR), ("minute", MINUTE)):
+        if bin_seconds is not None and bin_seconds % unit:
+            continue
+        floor = math.ceil(since.get(level, 0.0) / unit) * unit
+        left = []
+        for a, b in gaps:
+            lo, hi = max(math.ceil(a / unit) * unit, floor), math.floor(b / unit) * unit
+            if lo < hi:
+                parts.append((level, lo, hi))
+                left += [(a, lo), (hi, b)]
+            else:
+                left.append((a, b))
+        gaps = [(a, b) for a, b in left if b > a]
+    for a, b in gaps:
+        a = max(a, since.get("raw", 0.0))
+        if a < b:
+            parts.append(("raw", a, b))
+    return parts
 
 
 class _Cells:
@@ -55,7 +89,7 @@ class _Cells:
         return i
 
     def add_rollups(self, key: tuple, bins: np.ndarray, counts: np.ndarray, blobs: list[bytes]) -> None:
-        """Rollup rows of one group: ``counts`` (rows, 3), ``blobs`` their sparse histograms."""
+        """Aggregate rows of one group: ``counts`` (rows, 3), ``blobs`` their sparse histograms."""
         i = self._index(key)
         for j in range(3):
             self.counts[i][:, j] += np.bincount(bins, weights=counts[:, j], minlength=self.n_bins).astype(np.int64)
@@ -64,16 +98,21 @@ class _Cells:
         flat = np.bincount(pair_bin * BUCKETS + pairs["bucket"], weights=pairs["count"], minlength=self.n_bins * BUCKETS)
         self.hists[i] += flat.astype(np.int64).reshape(self.n_bins, BUCKETS)  # float64 sums of counts: exact
 
-    def add_raw(self, keys: list[tuple], bins: np.ndarray, status: np.ndarray, latency: np.ndarray) -> None:
-        rows = np.array([self._index(k) for k in keys], dtype=np.int64)
+    def add_raw(self, keys: list[tuple], group: np.ndarray, bins: np.ndarray, status: np.ndarray,
+                latency: np.ndarray) -> None:
+        """Raw rows: ``group[i]`` indexes ``keys``, the row's group key."""
         failures = (status >= 500) | (status == 0)
         client = (status >= 400) & (status < 500)
         buckets = bucket_of(latency)
-        for i in np.unique(rows):
-            mine = rows == i
-            np.add.at(self.counts[i], bins[mine],
-                      np.stack([np.ones(mine.sum(), dtype=np.int64), failures[mine], client[mine]], axis=1))
-            np.add.at(self.hists[i], (bins[mine], buckets[mine]), 1)
+        for g, key in enumerate(keys):
+            mine = group == g
+            if not mine.any():
+                continue
+            i, b = self._index(key), bins[mine]
+            for j, weights in enumerate((None, failures[mine], client[mine])):
+                self.counts[i][:, j] += np.bincount(b, weights=weights, minlength=self.n_bins).astype(np.int64)
+            self.hists[i] += np.bincount(b * BUCKETS + buckets[mine],
+                                         minlength=self.n_bins * BUCKETS).reshape(self.n_bins, BUCKETS)
 
     def items(self) -> Iterator[tuple[tuple, np.ndarray, np.ndarray]]:
         for key, i in self.keys.items():
@@ -96,33 +135,47 @@ def percentiles(hist: np.ndarray) -> np.ndarray:
 class LocalTelemetry:
     """``TelemetryService`` over ``<workspace>/telemetry.db``."""
 
-    def __init__(self, root: Path, logs: "LocalLogs"):
-        self.db = open_telemetry(root)
+    def __init__(self, root: Path, logs: LocalLogs):
+        self.root = Path(root)
         self.logs = logs
+        self._db = None
+        self._series: dict[int, tuple[str, str | None, str | None]] = {}
+
+    @property
+    def db(self):
+        """The telemetry file, opened (and migrated) on first use."""
+        if self._db is None:
+            self._db = open_telemetry(self.root)
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    # --- series and parts -------------------------------------------------------
+
+    def _series_of(self, endpoint: str | None, model: str | None = None) -> dict[int, tuple]:
+        """Series id -> (endpoint, deployment, model) of ``endpoint`` (all when None)."""
+        count = self.db.one("SELECT COUNT(*) FROM series")[0]
+        if count != len(self._series):  # series are only ever added
+            self._series = {i: (ep, dep or None, mod or None) for i, ep, dep, mod in self._rows(
+                "SELECT id, endpoint, deployment, model FROM series")}
+        return {i: key for i, key in self._series.items()
+                if (endpoint is None or key[0] == endpoint) and (model is None or key[2] == model)}
+
+    def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
+        cursor = self.db.conn.cursor()
+        cursor.row_factory = None  # plain tuples: cheaper than sqlite3.Row by the thousand
+        return cursor.execute(sql, params).fetchall()
+
+    def _plan(self, window: TimeWindow, bin_seconds: float | None) -> list[tuple[str, float, float]]:
+        return plan(_epoch(window.start), _epoch(window.end), bin_seconds, retention.retained(self.db))
+
+    @staticmethod
+    def _in(ids) -> str:
+        return f"({', '.join(str(int(i)) for i in ids)})"  # ids are integers of our own table
 
     # --- aggregates -------------------------------------------------------------
-
-    def _where_endpoint(self, endpoint: str | None) -> tuple[str, tuple]:
-        """``endpoint = ?``, or for all endpoints ``endpoint IN (every endpoint stored)``: every table's
-        index starts with (endpoint, time), and a bare time range would read the whole table."""
-        names = (endpoint,) if endpoint else tuple(r[0] for r in self.db.query(
-            "WITH RECURSIVE e(name) AS (SELECT MIN(endpoint) FROM requests UNION ALL"
-            " SELECT (SELECT MIN(endpoint) FROM requests WHERE endpoint > name) FROM e WHERE name IS NOT NULL)"
-            " SELECT name FROM e WHERE name IS NOT NULL"))  # a skip scan of the index: one probe per endpoint
-        return f"endpoint IN ({', '.join('?' * len(names))}) AND ", names
-
-    def _where_rows(self, endpoint: str | None, lo: float, hi: float) -> tuple[str, tuple]:
-        """The endpoint condition for reading whole request rows of ``[lo, hi)``: through the index, or
-        when the range holds a large part of the table (a week of a week's data) by reading the table
-        straight through (``+endpoint`` turns the index off), which beats a b-tree seek per row."""
-        where, params = self._where_endpoint(endpoint)
-        if hi - lo > 3600:
-            in_range = self.db.one(f"SELECT SUM(requests) FROM rollup_minute WHERE {where}minute >= ? AND minute < ?",
-                                   (*params, lo, hi))[0] or 0
-            stored = self.db.one("SELECT MAX(id) FROM requests")[0] or 0  # ids only grow: about the rows stored
-            if in_range * 5 > stored:
-                return "+" + where, params
-        return where, params
 
     def _cells(self, window: TimeWindow, endpoint: str | None, by_deployment: bool, binned: bool) -> tuple[_Cells, float]:
         start, end = _epoch(window.start), _epoch(window.end)
@@ -130,43 +183,35 @@ class LocalTelemetry:
         origin = math.floor(start / size) * size if binned else start  # bins aligned like KQL's bin()
         n_bins = max(1, math.ceil((end - origin) / size)) if binned else 1
         cells = _Cells(n_bins)
-        # whole minutes from the rollups when bins are whole minutes; the ragged edges from raw rows
-        first_minute, last_minute = math.ceil(start / 60) * 60, math.floor(end / 60) * 60
-        use_rollups = (not binned or window.bin_seconds % 60 == 0) and first_minute < last_minute
-        raw_ranges = [(start, first_minute), (last_minute, end)] if use_rollups else [(start, end)]
-        where_ep, params_ep = self._where_endpoint(endpoint)
+        series = self._series_of(endpoint)
+        if not series:
+            return cells, origin
 
-        def key(ep, dep, model):
-            return (ep, dep or None, model or None) if by_deployment else (ep, model or None)
+        def key(s):
+            ep, dep, model = series[s]
+            return (ep, dep, model) if by_deployment else (ep, model)
 
-        if use_rollups:
-            # group by group, so that the ~10,000 rows per week and group come back as numbers and blobs only
-            cursor = self.db.conn.cursor()
-            cursor.row_factory = None
-            groups = cursor.execute(
-                f"SELECT DISTINCT endpoint, deployment, model FROM rollup_minute"
-                f" WHERE {where_ep}minute >= ? AND minute < ?", (*params_ep, first_minute, last_minute)).fetchall()
-            for ep, dep, model in groups:
-                rows = cursor.execute(
-                    "SELECT minute, requests, failures, client_errors, hist FROM rollup_minute WHERE endpoint = ?"
-                    " AND minute >= ? AND minute < ? AND deployment = ? AND model = ?",
-                    (ep, first_minute, last_minute, dep, model)).fetchall()
-                minutes, requests, failures, client, blobs = zip(*rows)
-                bins = ((np.array(minutes, dtype=float) - origin) // size).astype(np.int64)
-                counts = np.array([requests, failures, client], dtype=np.int64).T
-                cells.add_rollups(key(ep, dep, model), bins, counts, list(blobs))
-        for lo, hi in raw_ranges:
-            if hi <= lo:
+        for level, lo, hi in self._plan(window, window.bin_seconds if binned else None):
+            if level == "raw":
+                rows = self._rows(f"SELECT ts, series, status, latency_ms FROM requests WHERE ts >= ? AND ts < ?"
+                                  f" AND series IN {self._in(series)}", (lo, hi))
+                if rows:
+                    ts, ser, status, latency = (np.array(c) for c in zip(*rows))
+                    bins = np.minimum(((ts - origin) // size).astype(np.int64), n_bins - 1)
+                    ids, group = np.unique(ser, return_inverse=True)
+                    cells.add_raw([key(s) for s in ids.tolist()], group.reshape(-1), bins, status.astype(np.int64),
+                                  latency.astype(float))
                 continue
-            rows = self.db.query(
-                f"SELECT ts, endpoint, deployment, model, status, latency_ms FROM requests"
-                f" WHERE {where_ep}ts >= ? AND ts < ?", (*params_ep, lo, hi))
-            if rows:
-                ts = np.fromiter((r[0] for r in rows), dtype=float, count=len(rows))
-                bins = np.minimum(((ts - origin) // size).astype(np.int64), n_bins - 1)
-                status = np.fromiter((r[4] for r in rows), dtype=np.int64, count=len(rows))
-                latency = np.fromiter((r[5] for r in rows), dtype=float, count=len(rows))
-                cells.add_raw([key(r[1], r[2], r[3]) for r in rows], bins, status, latency)
+            for s in series:  # per series: rows come back as numbers and blobs only
+                rows = self._rows("SELECT start, requests, failures, client_errors, hist FROM rollup"
+                                  " WHERE span = ? AND series = ? AND start >= ? AND start < ?",
+                                  (LEVEL_SPAN[level], s, lo, hi))
+                if rows:
+                    starts, requests, failures, client, blobs = zip(*rows)
+                    bins = ((np.array(starts, dtype=float) - origin) // size).astype(np.int64) if binned \
+                        else np.zeros(len(rows), dtype=np.int64)
+                    cells.add_rollups(key(s), bins, np.array([requests, failures, client], dtype=np.int64).T,
+                                      list(blobs))
         return cells, origin
 
     def stats(self, window: TimeWindow, endpoint: str | None = None) -> list[VersionStats]:
@@ -203,214 +248,165 @@ class LocalTelemetry:
         return df.sort_values(["bin", "endpoint", "model"], ignore_index=True)[columns]
 
     def status_mix(self, window: TimeWindow, endpoint: str | None = None) -> pd.DataFrame:
-        start, end = _epoch(window.start), _epoch(window.end)
-        first_minute, last_minute = math.ceil(start / 60) * 60, math.floor(end / 60) * 60
-        where_ep, params_ep = self._where_endpoint(endpoint)
+        series = self._series_of(endpoint)
         totals: dict[tuple, int] = defaultdict(int)
-        raw_ranges = [(start, end)]
-        if first_minute < last_minute:
-            raw_ranges = [(start, first_minute), (last_minute, end)]
-            for status, model, n in self.db.query(
-                    f"SELECT status, model, SUM(requests) FROM rollup_status WHERE {where_ep}minute >= ?"
-                    f" AND minute < ? GROUP BY status, model", (*params_ep, first_minute, last_minute)):
-                totals[(status, model or "(none)")] += n
-        for lo, hi in raw_ranges:
-            if hi > lo:
-                for status, model, n in self.db.query(
-                        f"SELECT status, model, COUNT(*) FROM requests WHERE {where_ep}ts >= ? AND ts < ?"
-                        f" GROUP BY status, model", (*params_ep, lo, hi)):
-                    totals[(status, model or "(none)")] += n
+        for level, lo, hi in self._plan(window, None) if series else ():
+            rows = self._rows(
+                f"SELECT series, status, SUM(requests) FROM rollup_status WHERE span = ? AND series IN {self._in(series)}"
+                f" AND start >= ? AND start < ? GROUP BY series, status", (LEVEL_SPAN[level], lo, hi)) \
+                if level != "raw" else self._rows(
+                f"SELECT series, status, COUNT(*) FROM requests WHERE ts >= ? AND ts < ? AND series IN {self._in(series)}"
+                f" GROUP BY series, status", (lo, hi))
+            for s, status, n in rows:
+                totals[(status, series[s][2] or "(none)")] += n
         df = pd.DataFrame([(s, m, n) for (s, m), n in totals.items()], columns=["status", "model", "requests"])
         return df.sort_values(["status", "model"], ignore_index=True)
 
     # --- individual requests ----------------------------------------------------
 
     def top_errors(self, window: TimeWindow, endpoint: str | None = None, limit: int = 10) -> list[ErrorGroup]:
-        where_ep, params_ep = self._where_rows(endpoint, _epoch(window.start), _epoch(window.end))
-        rows = self.db.query(
-            f"SELECT COALESCE(error, ''), status, COUNT(*), MIN(ts), MAX(ts), GROUP_CONCAT(DISTINCT model),"
-            f" MAX(request_id) FROM requests WHERE {where_ep}(status >= 400 OR status = 0) AND ts >= ? AND ts < ?"
-            f" GROUP BY COALESCE(error, ''), status ORDER BY COUNT(*) DESC, MAX(ts) DESC LIMIT ?",
-            (*params_ep, _epoch(window.start), _epoch(window.end), _limit(limit)))
-        return [ErrorGroup(message=r[0] or "(no message)", status=r[1], count=r[2], first_seen=_utc(r[3]),
-                           last_seen=_utc(r[4]), models=tuple(sorted((r[5] or "").split(",")) if r[5] else ()),
-                           sample_request_id=r[6]) for r in rows]
+        limit = _limit(limit)
+        series = self._series_of(endpoint)
+        groups: dict[tuple[str, int], list] = {}
+
+        def add(message, status, count, first, last, model, sample):
+            g = groups.setdefault((message, status), [0, math.inf, -math.inf, set(), ""])
+            g[0] += count
+            g[1] = min(g[1], first)
+            if last >= g[2]:
+                g[2], g[4] = last, sample
+            if model:
+                g[3].add(model)
+
+        for level, lo, hi in self._plan(window, None) if series else ():
+            if level == "raw":  # a sub-minute edge: its few failed rows one by one
+                for error, status, s, ts, rid in self._rows(
+                        f"SELECT error, status, series, ts, request_id FROM requests WHERE ts >= ? AND ts < ?"
+                        f" AND (status >= 400 OR status = 0) AND series IN {self._in(series)}", (lo, hi)):
+                    add((error or "")[:MAX_ERROR_TEXT], status, 1, ts, ts, series[s][2], unpack_id(rid))
+            else:
+                for s in series:
+                    for message, status, count, first, last, sample in self._rows(
+                            "SELECT error, status, requests, first_ts, last_ts, sample_request_id FROM rollup_errors"
+                            " WHERE span = ? AND series = ? AND start >= ? AND start < ?",
+                            (LEVEL_SPAN[level], s, lo, hi)):
+                        add(message, status, count, first, last, series[s][2], sample)
+        ranked = sorted(groups.items(), key=lambda kv: (-kv[1][0], -kv[1][2]))[:limit]
+        return [ErrorGroup(message=message or "(no message)", status=status, count=g[0], first_seen=_utc(g[1]),
+                           last_seen=_utc(g[2]), models=tuple(sorted(g[3])), sample_request_id=g[4])
+                for (message, status), g in ranked]
 
     def slowest(self, window: TimeWindow, endpoint: str | None = None, limit: int = 10) -> list[RequestRecord]:
-        where_ep, params_ep = self._where_rows(endpoint, _epoch(window.start), _epoch(window.end))
-        rows = self.db.query(
-            f"SELECT * FROM requests WHERE {where_ep}ts >= ? AND ts < ? ORDER BY latency_ms DESC LIMIT ?",
-            (*params_ep, _epoch(window.start), _epoch(window.end), _limit(limit)))
-        return [_record(r, bodies=False) for r in rows]
+        """Exact for ``limit <= SLOWEST_K`` over any retained window (the aggregates keep the slowest
+        K of every minute and hour); a larger ``limit`` reads the window's retained raw rows."""
+        limit = _limit(limit)
+        series = self._series_of(endpoint)
+        if not series:
+            return []
+        parts = self._plan(window, None) if limit <= SLOWEST_K else \
+            [("raw", max(_epoch(window.start), retention.retained(self.db).get("raw", 0.0)), _epoch(window.end))]
+        found = []
+        for level, lo, hi in parts:
+            if level == "raw":
+                found += self._rows(
+                    f"SELECT latency_ms, ts, series, status, request_id, error FROM requests WHERE ts >= ? AND ts < ?"
+                    f" AND series IN {self._in(series)} ORDER BY latency_ms DESC LIMIT ?", (lo, hi, limit))
+            else:
+                found += self._rows(
+                    f"SELECT latency_ms, ts, series, status, request_id, error FROM rollup_slowest WHERE span = ?"
+                    f" AND series IN {self._in(series)} AND start >= ? AND start < ? ORDER BY latency_ms DESC LIMIT ?",
+                    (LEVEL_SPAN[level], lo, hi, limit))
+        found.sort(key=lambda r: -r[0])
+        return [RequestRecord(ts=_utc(ts), endpoint=series[s][0], deployment=series[s][1], model=series[s][2],
+                              status=status, latency_ms=latency, request_id=unpack_id(rid), error=error)
+                for latency, ts, s, status, rid, error in found[:limit]]
 
     def lookup(self, request_id: str) -> RequestDetail:
         request_id = (request_id or "").strip()
         if not request_id or len(request_id) > 200:
             raise InvalidInput("a request id is 1 to 200 characters",
                                hint="Copy it from the x-request-id header of the response.")
-        row = self.db.one("SELECT * FROM requests WHERE request_id = ? ORDER BY ts DESC LIMIT 1", (request_id,))
+        columns = "SELECT ts, series, status, latency_ms, request_id, error, block, slot, client_request_id, upload_ms"
+        rows = self._rows(f"{columns} FROM requests WHERE rid = ? ORDER BY ts DESC", (rid_of(request_id),))
+        row = next((r for r in rows if unpack_id(r[4]) == request_id), None)
+        if row is None:  # a client's own id: one request, or several that reused it (never merged)
+            rows = self._rows(f"{columns} FROM requests WHERE client_request_id = ? ORDER BY ts DESC LIMIT 11",
+                              (request_id,))
+            if len(rows) > 1:
+                shown = ", ".join(f"{unpack_id(r[4])} ({_utc(r[0]):%Y-%m-%d %H:%M:%S} UTC)" for r in rows[:10])
+                raise Conflict(f"{'more than 10' if len(rows) > 10 else len(rows)} requests carry the client "
+                               f"request id {request_id!r}", hint=f"Look one up by its own request id: {shown}.")
+            row = rows[0] if rows else None
         if row is None:
+            pruned = retention.pruned_when(self.db, request_id)
+            if pruned is not None:
+                day, at = pruned
+                raise NotFound(f"request {request_id!r} was recorded on {_utc(day):%Y-%m-%d} (UTC); its details were "
+                               f"pruned on {_utc(at):%Y-%m-%d %H:%M} UTC by the telemetry retention",
+                               hint="Raw request rows are kept [telemetry] raw_days days (tollgate.toml); the "
+                                    "Monitoring charts keep its minute and hour for longer.")
             raise NotFound(f"no request with id {request_id!r} in this workspace's telemetry",
-                           hint="The id is in the response header x-request-id (also x-ms-request-id). "
+                           hint="The id is in the response header x-request-id (also x-ms-request-id); the "
+                                "client's own id (x-ms-client-request-id) works too. "
                                 "Requests are recorded by the endpoint that answered them.")
-        record = _record(row, bodies=True)
+        ts, s, status, latency, rid, error, block, slot, client_id, upload_ms = row
+        ep, dep, model = self._series_of(None)[s]
+        request_body = response_body = None
+        if block is not None:
+            request_body, response_body = unpack_payloads(self.db.one("SELECT data FROM payloads WHERE id = ?",
+                                                                      (block,))[0])[slot]
+        record = RequestRecord(ts=_utc(ts), endpoint=ep, deployment=dep, model=model, status=status, latency_ms=latency,
+                               request_id=unpack_id(rid), request_body=request_body, response_body=response_body,
+                               error=error, client_request_id=client_id, upload_ms=upload_ms,
+                               payload_captured=block is not None)
         return RequestDetail(record=record, log_lines=tuple(self.logs.request_lines(record)))
 
     def collected_inputs(self, window: TimeWindow, endpoint: str, model: str | None = None,
                          limit: int = 50_000) -> pd.DataFrame:
-        params: list = [endpoint, _epoch(window.start), _epoch(window.end)]
-        where_model = ""
-        if model:
-            where_model, params = " AND model = ?", params + [model]
+        series = self._series_of(endpoint, model)
         limit = max(1, int(limit))
+        if not series:
+            return pd.DataFrame()
+        lo = max(_epoch(window.start), retention.retained(self.db).get("raw", 0.0))
         # ``limit`` counts feature rows: read requests newest first until there are enough (a cursor, not
         # a LIMIT on requests, so that bodies that are skipped or hold several rows do not cut it short)
-        rows = self.db.conn.execute(
-            "SELECT request_body, model, request_id FROM requests WHERE endpoint = ? AND ts >= ? AND ts < ?"
-            f" AND status >= 200 AND status < 300{where_model} ORDER BY ts DESC", params)
-        records = []
-        for body, served_by, rid in rows:
+        cursor = self.db.conn.cursor()
+        cursor.row_factory = None
+        rows = cursor.execute(
+            f"SELECT block, slot, series, request_id FROM requests WHERE ts >= ? AND ts < ? AND status >= 200"
+            f" AND status < 300 AND block IS NOT NULL AND series IN {self._in(series)} ORDER BY ts DESC",
+            (lo, _epoch(window.end)))
+        records, blocks = [], {}
+        for block, slot, s, rid in rows:
+            if block not in blocks:
+                blocks = {block: unpack_payloads(self.db.one("SELECT data FROM payloads WHERE id = ?", (block,))[0])}
+            body = blocks[block][slot][0]
             try:
                 payload = json.loads(body) if body else None
             except ValueError:
                 continue
+            served_by, request_id = series[s][2], unpack_id(rid)
             data = payload.get("data") if isinstance(payload, dict) else None
             columns = payload.get("columns") if isinstance(payload, dict) else None
             for row in data if isinstance(data, list) else []:
                 if isinstance(row, dict):
-                    records.append({**row, "model": served_by, "request_id": rid})
+                    records.append({**row, "model": served_by, "request_id": request_id})
                 elif isinstance(row, list):
                     names = columns if isinstance(columns, list) and len(columns) == len(row) else \
                         [f"f{i}" for i in range(len(row))]
-                    records.append({**dict(zip(names, row)), "model": served_by, "request_id": rid})
+                    records.append({**dict(zip(names, row)), "model": served_by, "request_id": request_id})
                 if len(records) >= limit:
                     break
             if len(records) >= limit:
                 break
         rows.close()  # ends the read (the statement may be unfinished)
-        return pd.DataFrame.from_records(records)
+        cut = lo > _epoch(window.start)
+        return mark_frame(pd.DataFrame.from_records(records), (
+            f"inputs before {_utc(lo):%Y-%m-%d %H:%M} UTC are no longer kept (raw request rows are kept "
+            f"[telemetry] raw_days): these are the inputs of the window's retained part") if cut else None)
 
 
 def _limit(limit: int) -> int:
     if not 1 <= int(limit) <= 10_000:
         raise InvalidInput(f"limit must be between 1 and 10000, got {limit}")
     return int(limit)
-
-
-def _record(row, bodies: bool) -> RequestRecord:
-    return RequestRecord(ts=_utc(row["ts"]), endpoint=row["endpoint"], deployment=row["deployment"],
-                         model=row["model"], status=row["status"], latency_ms=row["latency_ms"],
-                         request_id=row["request_id"],
-                         request_body=row["request_body"] if bodies else None,
-                         response_body=row["response_body"] if bodies else None, error=row["error"])
-
-
-# --- logs ----------------------------------------------------------------------
-
-def read_lines_backwards(path: Path, block: int = 64 * 1024) -> Iterator[str]:
-    """Lines of a file from the last to the first, reading blocks from the end (logs grow large)."""
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        position, rest = f.tell(), b""
-        while position > 0:
-            size = min(block, position)
-            position -= size
-            f.seek(position)
-            chunk = f.read(size) + rest
-            lines = chunk.split(b"\n")
-            rest = lines[0]
-            for line in reversed(lines[1:]):
-                if line:
-                    yield line.decode("utf-8", "replace").rstrip("\r")
-        if rest:
-            yield rest.decode("utf-8", "replace").rstrip("\r")
-
-
-class LocalLogs:
-    """``LogService`` over ``<workspace>/endpoints/<endpoint>/{<deployment>,gateway}.log``."""
-
-    GATEWAY = "gateway"
-
-    def __init__(self, root: Path):
-        self.root = Path(root)
-
-    def _dir(self, endpoint: str) -> Path:
-        if not endpoint or "/" in endpoint or "\\" in endpoint or endpoint.startswith("."):
-            raise InvalidInput(f"not an endpoint name: {endpoint!r}")
-        return self.root / "endpoints" / endpoint
-
-    def sources(self, endpoint: str) -> list[str]:
-        folder = self._dir(endpoint)
-        names = sorted(p.stem for p in folder.glob("*.log") if p.stem != self.GATEWAY) if folder.is_dir() else []
-        return names + [self.GATEWAY]
-
-    def _path(self, endpoint: str, source: str) -> Path:
-        if source not in self.sources(endpoint):
-            raise NotFound(f"endpoint {endpoint!r} has no log {source!r}",
-                           hint=f"Known: {', '.join(self.sources(endpoint))}.")
-        return self._dir(endpoint) / f"{source}.log"
-
-    def search(self, endpoint: str, *, source: str | None = None, text: str | None = None,
-               start: datetime | None = None, end: datetime | None = None, tail: int = 200) -> list[LogLine]:
-        if text is not None and len(text) > MAX_SEARCH_TEXT:
-            raise InvalidInput(f"search text is limited to {MAX_SEARCH_TEXT} characters")
-        if not 1 <= int(tail) <= MAX_TAIL:
-            raise InvalidInput(f"tail must be between 1 and {MAX_TAIL}, got {tail}")
-        needle = text.lower() if text else None  # a plain substring: never a pattern
-        sources = [source] if source else self.sources(endpoint)
-        found: list[tuple[datetime, int, LogLine]] = []
-        for order, name in enumerate(sources):
-            path = self._path(endpoint, name)
-            if path.exists():
-                found += [(line.at or _MIN, order, line)
-                          for line in self._matching(path, name, needle, start, end, int(tail))]
-        found.sort(key=lambda item: (item[0], item[1]))  # stable: a file's own order is kept
-        return [line for _, _, line in found[-int(tail):]]
-
-    @staticmethod
-    def _matching(path: Path, source: str, needle: str | None, start: datetime | None,
-                  end: datetime | None, tail: int) -> list[LogLine]:
-        """The last ``tail`` matching lines of one file, oldest first. Lines without a time stamp
-        (tracebacks) take the time of the stamped line above them."""
-        out: list[LogLine] = []
-        pending: list[str] = []   # unstamped lines read (backwards) before their stamped head
-        for raw in read_lines_backwards(path):
-            at = line_time(raw)
-            if at is None:
-                pending.append(raw)
-                continue
-            if start is not None and at < start:
-                break  # older than the window: the file is chronological
-            group = [raw] + pending[::-1]
-            pending = []
-            if end is not None and at >= end:
-                continue
-            for text in reversed(group):
-                if needle is None or needle in text.lower():
-                    out.append(LogLine(at=at, source=source, text=text))
-            if len(out) >= tail:
-                break
-        return out[:tail][::-1]
-
-    def request_lines(self, record: RequestRecord) -> list[LogLine]:
-        """The lines tagged with the request's id (gateway and deployment), then the untagged
-        lines the serving deployment wrote while the request was in flight."""
-        tag = f"{REQUEST_ID_SUFFIX}{record.request_id}"
-        started = record.ts.timestamp() - record.latency_ms / 1000 - 0.01
-        window = (_utc(started - 1), _utc(record.ts.timestamp() + 1))  # around the request, for speed
-        tagged, during = [], []
-        for source in [s for s in (record.deployment, self.GATEWAY) if s]:
-            try:
-                lines = self.search(record.endpoint, source=source, start=window[0], end=window[1], tail=MAX_TAIL)
-            except NotFound:
-                continue
-            for line in lines:
-                if line.text.endswith(tag) or f"{tag} " in line.text:
-                    tagged.append(line)
-                elif source == record.deployment and line.at and REQUEST_ID_SUFFIX not in line.text \
-                        and started <= line.at.timestamp() <= record.ts.timestamp() + 0.01:
-                    during.append(line)
-        return sorted(tagged, key=lambda line: line.at or _MIN) + during
-
-
-_MIN = datetime.min.replace(tzinfo=timezone.utc)

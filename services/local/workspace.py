@@ -6,6 +6,7 @@ from pathlib import Path
 from ..entities import ENDPOINT_PROCESSES, GATEWAY_LOG, SCHEDULER_PROCESS, SUPERVISED_ROLLOUTS, WorkspaceInfo
 from ..policy import Policy, load_policy
 from ..release import ReleaseWorkflow
+from .audit import LocalAudit
 from .datasets import LocalDatasets
 from .db import Database
 from .endpoints import LocalEndpoints
@@ -16,7 +17,8 @@ from .models import LocalModels
 from .outbox import LocalNotifications
 from .release_driver import LocalEndpointDriver
 from .schedules import LocalSchedules
-from .telemetry import LocalLogs, LocalTelemetry
+from .logs import LocalLogs
+from .telemetry import LocalTelemetry
 
 DB_FILE = "tollgate.db"
 CAPABILITIES = frozenset({ENDPOINT_PROCESSES, GATEWAY_LOG, SCHEDULER_PROCESS, SUPERVISED_ROLLOUTS})
@@ -34,8 +36,9 @@ class LocalWorkspace:
         self.db = Database(self.root / DB_FILE)
         self.info = WorkspaceInfo(uri=f"local://{self.root}", kind="local", description=str(self.root),
                                   capabilities=CAPABILITIES)
+        self.audit = LocalAudit(self.db)
         self.datasets = LocalDatasets(self.db, self.root, self.policy)
-        self.models = LocalModels(self.db, self.root)
+        self.models = LocalModels(self.db, self.root, self.policy)
         self.jobs = LocalJobs(self.db, self.root, self.datasets, self.policy)
         self.evaluation = LocalEvaluator(self.datasets, self.models, self.policy)
         self.endpoints = LocalEndpoints(self.db, self.root, self.policy)
@@ -49,4 +52,4 @@ class LocalWorkspace:
 
     def close(self) -> None:
         self.db.close()
-        self.telemetry.db.close()
+        self.telemetry.close()

@@ -10,6 +10,7 @@ from services.entities import RunStatus, TrainingSpec
 from services.errors import Conflict
 
 MODEL = "diabetes-regressor"
+LEAD, QA = "lead@contoso.com", "qa@contoso.com"
 
 
 def test_listing_runs_costs_the_same_few_requests_for_any_number_of_runs(ws):
@@ -66,8 +67,8 @@ def test_register_dataset_uploads_then_puts_the_version_with_profile_and_tests(w
     path = tmp_path / "march.csv"
     diabetes_v1().head(300).to_csv(path, index=False)
     ws.replay.reset_calls()
-    dv = ws.datasets.register("diabetes", path, description="March", created_by="ana@contoso.com")
-    assert (dv.version, dv.rows, dv.baseline_version, dv.created_by) == (3, 300, 2, "ana@contoso.com")
+    dv = ws.datasets.register("diabetes", path, description="March", actor="Lead@Contoso.com")
+    assert (dv.version, dv.rows, dv.baseline_version, dv.created_by) == (3, 300, 2, LEAD)
     [put] = ws.replay.find("PUT", r"/data/diabetes/versions/3$")
     props = put.json["properties"]
     assert props["dataType"] == "uri_file" and props["dataUri"].endswith("/march.csv")
@@ -83,7 +84,7 @@ def test_a_version_number_taken_meanwhile_moves_to_the_next(ws, tmp_path):
     diabetes_v1().to_csv(path, index=False)
     ws.replay.fail_next("PUT", r"/data/diabetes/versions/3$", 409,
                         body={"error": {"code": "UserError", "message": "version 3 already exists"}})
-    dv = ws.datasets.register("diabetes", path)
+    dv = ws.datasets.register("diabetes", path, actor=LEAD)
     assert dv.version == 4
     assert [c.status for c in ws.replay.find("PUT", r"/data/diabetes/versions/\d+$")] == [409, 201]
 
@@ -94,29 +95,29 @@ def test_a_failed_registration_leaves_no_file_behind(ws, tmp_path):
     ws.replay.fail_next("PUT", r"/data/diabetes/versions/3$", 400,
                         body={"error": {"code": "UserError", "message": "bad request"}})
     with pytest.raises(Exception):
-        ws.datasets.register("diabetes", path)
+        ws.datasets.register("diabetes", path, actor=LEAD)
     container = ws.blobs._container(ws.settings.datastore).container_name
     assert not [p for p in ws.replay.blobs.list(f"/{container}/tollgate/datasets/diabetes/") if p.endswith("/d.csv")]
     assert [v.version for v in ws.datasets.versions("diabetes")] == [2, 1]
 
 
 def test_tagging_an_archived_version_keeps_it_archived(ws):
-    ws.models.archive(MODEL, 4)
-    tagged = ws.models.set_tags(MODEL, 4, {"reviewed": "yes"})
+    ws.models.archive(MODEL, 4, actor=LEAD)
+    tagged = ws.models.set_tags(MODEL, 4, {"reviewed": "yes"}, actor=LEAD)
     assert tagged.archived and tagged.tags["reviewed"] == "yes"
     put = ws.replay.find("PUT", r"/models/diabetes-regressor/versions/4$")[-1]
     assert put.json["properties"]["isArchived"] is True, "create_or_update would have sent false"
-    described = ws.models.set_description(MODEL, 4, "kept for the record")
+    described = ws.models.set_description(MODEL, 4, "kept for the record", actor=LEAD)
     assert described.archived
 
 
 def test_aliases_live_on_the_model_container(ws):
-    ws.models.set_alias(MODEL, "champion", 3)
+    ws.models.set_alias(MODEL, "champion", 3, actor=QA)
     put = ws.replay.find("PUT", r"/models/diabetes-regressor$")[-1]
     assert put.json["properties"]["tags"]["tollgate.alias.champion"] == "3"
     assert ws.models.champion(MODEL).version == 3
     with pytest.raises(Conflict):
-        ws.models.archive(MODEL, 3)
+        ws.models.archive(MODEL, 3, actor=LEAD)
 
 
 def test_compare_loads_each_model_once(ws):
@@ -169,7 +170,7 @@ def test_an_unreadable_kept_evaluation_is_scored_again(ws):
 
 def test_submit_sends_a_command_job_running_the_pipeline_on_the_compute(ws):
     run = ws.jobs.submit(TrainingSpec(dataset="diabetes", dataset_version=2, estimator="gbr",
-                                      params={"n_estimators": 50}, experiment="retrain", created_by="bot@contoso.com"))
+                                      params={"n_estimators": 50}, experiment="retrain"), LEAD)
     assert run.status == RunStatus.QUEUED and run.dataset_version == 2
     [put] = ws.replay.find("PUT", rf"/jobs/{run.id}$")
     props = put.json["properties"]
@@ -180,9 +181,9 @@ def test_submit_sends_a_command_job_running_the_pipeline_on_the_compute(ws):
     assert props["inputs"]["data"]["uri"].endswith("diabetes/versions/2") or "diabetes:2" in props["inputs"]["data"]["uri"]
     uploaded = [c.path for c in ws.replay.calls if c.method == "PUT" and "/tollgate/code/" in c.path]
     assert any(p.endswith("/pipeline/train.py") for p in uploaded)
-    ws.jobs.submit(TrainingSpec(dataset="diabetes", estimator="ridge"))
+    ws.jobs.submit(TrainingSpec(dataset="diabetes", estimator="ridge"), LEAD)
     assert len([c for c in ws.replay.calls if c.method == "PUT" and "/tollgate/code/" in c.path]) == len(uploaded), \
         "the code is uploaded once"
-    canceled = ws.jobs.cancel(run.id, actor="qa@contoso.com")
+    canceled = ws.jobs.cancel(run.id, actor=LEAD)
     assert canceled.status == RunStatus.CANCELED
     assert ws.replay.find("POST", rf"/jobs/{run.id}/cancel$")

@@ -8,13 +8,12 @@ nothing, and the messages of 403/404/429/5xx.
 """
 from __future__ import annotations
 
-import json
 import re
 import threading
 
 import pytest
 
-from services.azure.audit import SEGMENT_SPAN, BlobAudit, OperationLocks
+from services.azure.audit import SEGMENT_SPAN, BlobAudit
 from services.azure.replay.online import AUDIT_CONTAINER
 from services.azure.workspace import open_replay
 from services.entities import Stage
@@ -464,7 +463,7 @@ def test_audit_reads_large_trails_in_ranges(ws):
     trail = ws.audit_trail
     import services.azure.audit as audit_mod
     for i in range(40):
-        trail.record(ADMIN, "note", f"n{i}", comment="x" * 300)
+        trail.record(ADMIN, "note", f"n{i}", role="admin", comment="x" * 300)
     old = audit_mod.CHUNK
     audit_mod.CHUNK = 1024                      # records straddle the range reads
     try:

@@ -9,6 +9,16 @@ import pandas as pd
 
 from services.demo import diabetes_v1
 from services.entities import DataTestResult, Run, RunStatus, TrainingSpec
+from services.permissions import SYSTEM_ACTOR
+
+# Mapped identities of the project's policy ([roles] in tollgate.toml): writes need a role.
+LEAD, QA, ADMIN, SUPPORT = "lead@contoso.com", "qa@contoso.com", "admin@contoso.com", "support@contoso.com"
+# the same identities for a test's own policy file (a file without [roles] maps nobody)
+ROLES_TOML = "".join(f'"{who}" = "{role}"\n' for who, role in
+                     [(LEAD, "ml_lead"), (QA, "qa"), (ADMIN, "admin"), (SUPPORT, "support")])
+ROLES_TOML = "[roles]\n" + ROLES_TOML
+
+# Roles on every write (issue 10): what the release-workflow branch makes true, expected to fail until then
 
 # A job that trains for minutes: for cancel, kill and queue tests (never waited for).
 SLOW = dict(estimator="gbr", params={"n_estimators": 100000})
@@ -65,3 +75,28 @@ def spec(dataset: str = "diabetes", version: int | None = None, *, experiment: s
          estimator: str = "ridge", params: dict | None = None, **kw) -> TrainingSpec:
     return TrainingSpec(dataset=dataset, dataset_version=version, estimator=estimator,
                         params=params or {}, experiment=experiment, **kw)
+
+
+def snapshot(ws) -> dict:
+    """Everything a write could change, in a comparable form."""
+    return {
+        "datasets": sorted((v.ref, v.tests_status.value, v.created_by) for v in ws.datasets.all_versions()),
+        "runs": sorted((r.id, r.status.value) for r in ws.jobs.list()),
+        "models": sorted((m.ref, tuple(sorted(m.tags.items())), m.description, m.archived, m.aliases)
+                         for m in ws.models.versions()),
+        "schedules": sorted((s.id, s.enabled, s.cron) for s in ws.schedules.list()),
+        "triggers": sorted((t.dataset, t.enabled) for t in ws.schedules.triggers()),
+        "releases": sorted((s.ref, s.stage.value) for s in ws.releases.states()),
+        "endpoints": sorted((e.name, e.primary_key_masked,
+                             tuple(sorted((d.name, d.model_ref, d.traffic, d.state) for d in e.deployments)))
+                            for e in ws.endpoints.list()),
+        "audit": len(ws.audit.audit()),
+    }
+
+
+def stop_endpoints(ws) -> None:
+    """Stop what a wrongly allowed ``up`` started (``down`` as Tollgate itself, whichever signature it has)."""
+    try:
+        ws.endpoints.down(actor=SYSTEM_ACTOR)
+    except TypeError:
+        ws.endpoints.down()

@@ -10,15 +10,15 @@ import pytest
 from services.entities import CheckStatus
 from services.errors import InvalidInput, NotFound
 
-from .helpers import diabetes, results_for, write_csv, write_text
+from .helpers import LEAD, diabetes, results_for, write_csv, write_text
 
 
 def test_register_csv_creates_version_1_with_its_data(workspace, tmp_path):
     frame = diabetes()
     dv = workspace.datasets.register("diabetes", write_csv(tmp_path, frame, "patients.csv"),
-                                     description="first upload", created_by="ana@example.com")
+                                     description="first upload", actor=LEAD)
     assert (dv.name, dv.version, dv.format, dv.source) == ("diabetes", 1, "csv", "patients.csv")
-    assert (dv.rows, dv.description, dv.created_by) == (442, "first upload", "ana@example.com")
+    assert (dv.rows, dv.description, dv.created_by) == (442, "first upload", LEAD)
     assert [c.name for c in dv.columns] == list(frame.columns)
     assert dv.baseline_version is None and dv.sha256
     pd.testing.assert_frame_equal(workspace.datasets.load("diabetes", 1), frame, check_dtype=False)
@@ -29,24 +29,24 @@ def test_register_parquet(workspace, tmp_path):
     frame = diabetes().head(100)
     path = tmp_path / "patients.parquet"
     frame.to_parquet(path, index=False)
-    dv = workspace.datasets.register("from-parquet", path)
+    dv = workspace.datasets.register("from-parquet", path, actor=LEAD)
     assert (dv.format, dv.rows) == ("parquet", 100)
     pd.testing.assert_frame_equal(workspace.datasets.load("from-parquet"), frame, check_dtype=False)
 
 
 def test_original_name_decides_source_and_format(workspace, tmp_path):
     upload = write_csv(tmp_path, diabetes(), "tmp-upload-1234")  # as a browser upload lands on disk
-    dv = workspace.datasets.register("uploaded", upload, original_name="march.csv")
+    dv = workspace.datasets.register("uploaded", upload, original_name="march.csv", actor=LEAD)
     assert (dv.source, dv.format) == ("march.csv", "csv")
 
 
 def test_versions_increment_and_old_versions_never_change(workspace, tmp_path):
     first = diabetes()
-    v1 = workspace.datasets.register("diabetes", write_csv(tmp_path, first, "v1.csv"))
+    v1 = workspace.datasets.register("diabetes", write_csv(tmp_path, first, "v1.csv"), actor=LEAD)
     second = first.copy()
     second["target"] = second["target"] + 1
-    v2 = workspace.datasets.register("diabetes", write_csv(tmp_path, second, "v2.csv"))
-    v3 = workspace.datasets.register("diabetes", write_csv(tmp_path, first, "v1.csv"))  # same file again
+    v2 = workspace.datasets.register("diabetes", write_csv(tmp_path, second, "v2.csv"), actor=LEAD)
+    v3 = workspace.datasets.register("diabetes", write_csv(tmp_path, first, "v1.csv"), actor=LEAD)  # same file again
 
     assert [v.version for v in workspace.datasets.versions("diabetes")] == [3, 2, 1]
     assert workspace.datasets.get("diabetes").version == 3
@@ -61,7 +61,7 @@ def test_versions_increment_and_old_versions_never_change(workspace, tmp_path):
 def test_profile_matches_pandas(workspace, tmp_path):
     frame = diabetes()
     frame.loc[[3, 17, 99], "bmi"] = np.nan
-    dv = workspace.datasets.register("profiled", write_csv(tmp_path, frame))
+    dv = workspace.datasets.register("profiled", write_csv(tmp_path, frame), actor=LEAD)
     assert dv.rows == len(frame)
     for col in frame.columns:
         prof = dv.column(col)
@@ -79,7 +79,7 @@ def test_profile_matches_pandas(workspace, tmp_path):
 def test_profile_of_a_text_column_has_no_statistics(workspace, tmp_path):
     frame = diabetes()
     frame["clinic"] = "north"
-    dv = workspace.datasets.register("with-text", write_csv(tmp_path, frame))
+    dv = workspace.datasets.register("with-text", write_csv(tmp_path, frame), actor=LEAD)
     clinic = dv.column("clinic")
     assert clinic.missing == 0
     assert (clinic.min, clinic.max, clinic.mean, clinic.std) == (None, None, None, None)
@@ -90,10 +90,10 @@ def test_profile_of_a_text_column_has_no_statistics(workspace, tmp_path):
 @pytest.fixture
 def with_baseline(workspace, tmp_path):
     """``workspace`` with diabetes:1; returns a function registering the next version."""
-    workspace.datasets.register("diabetes", write_csv(tmp_path, diabetes(), "base.csv"))
+    workspace.datasets.register("diabetes", write_csv(tmp_path, diabetes(), "base.csv"), actor=LEAD)
 
     def register_next(frame: pd.DataFrame):
-        dv = workspace.datasets.register("diabetes", write_csv(tmp_path, frame, "next.csv"))
+        dv = workspace.datasets.register("diabetes", write_csv(tmp_path, frame, "next.csv"), actor=LEAD)
         return dv, workspace.datasets.data_tests(dv.name, dv.version)
     return register_next
 
@@ -164,7 +164,7 @@ def test_baseline_is_the_newest_version_that_did_not_fail(with_baseline):
 
 
 def test_too_few_rows_fail(workspace, tmp_path):
-    dv = workspace.datasets.register("tiny", write_csv(tmp_path, diabetes().head(10)))
+    dv = workspace.datasets.register("tiny", write_csv(tmp_path, diabetes().head(10)), actor=LEAD)
     [rows] = results_for(workspace.datasets.data_tests("tiny", 1), "rows")
     assert rows.status == CheckStatus.FAIL and dv.tests_status == CheckStatus.FAIL
 
@@ -188,15 +188,15 @@ BAD_FILES = {
 
 @pytest.mark.parametrize("case", list(BAD_FILES))
 def test_unreadable_file_is_refused_and_writes_nothing(backend, workspace, tmp_path, case):
-    workspace.datasets.register("diabetes", write_csv(tmp_path, diabetes(), "good.csv"))
+    workspace.datasets.register("diabetes", write_csv(tmp_path, diabetes(), "good.csv"), actor=LEAD)
     files_before = backend.stored_files(workspace, "datasets")
     file_name, content = BAD_FILES[case]
 
     with pytest.raises(InvalidInput) as err:
-        workspace.datasets.register("diabetes", write_text(tmp_path, file_name, content))
+        workspace.datasets.register("diabetes", write_text(tmp_path, file_name, content), actor=LEAD)
     assert file_name in str(err.value)
     with pytest.raises(InvalidInput):
-        workspace.datasets.register("fresh", write_text(tmp_path, file_name, content))
+        workspace.datasets.register("fresh", write_text(tmp_path, file_name, content), actor=LEAD)
 
     assert [v.version for v in workspace.datasets.versions("diabetes")] == [1]
     assert "fresh" not in workspace.datasets.names()
@@ -206,19 +206,19 @@ def test_unreadable_file_is_refused_and_writes_nothing(backend, workspace, tmp_p
 
 def test_missing_source_file_is_invalid_input(workspace, tmp_path):
     with pytest.raises(InvalidInput):
-        workspace.datasets.register("ghost", tmp_path / "nowhere.csv")
+        workspace.datasets.register("ghost", tmp_path / "nowhere.csv", actor=LEAD)
     assert workspace.datasets.names() == []
 
 
 @pytest.mark.parametrize("name", ["", " ", "a b", "../escape", "x/y", "-dash-first", ".hidden", "x" * 65, "naïve"])
 def test_invalid_dataset_names_are_refused(workspace, tmp_path, name):
     with pytest.raises(InvalidInput):
-        workspace.datasets.register(name, write_csv(tmp_path, diabetes().head(60)))
+        workspace.datasets.register(name, write_csv(tmp_path, diabetes().head(60)), actor=LEAD)
     assert workspace.datasets.names() == []
 
 
 def test_unknown_name_or_version_is_not_found_with_a_hint(workspace, tmp_path):
-    workspace.datasets.register("diabetes", write_csv(tmp_path, diabetes().head(60)))
+    workspace.datasets.register("diabetes", write_csv(tmp_path, diabetes().head(60)), actor=LEAD)
     for call in (lambda: workspace.datasets.versions("nope"),
                  lambda: workspace.datasets.get("nope"),
                  lambda: workspace.datasets.get("nope", 1),
@@ -252,7 +252,7 @@ def test_concurrent_registrations_get_distinct_versions(backend, workspace, tmp_
     def register(i):
         try:
             start.wait()
-            results[i] = workspace.datasets.register("shared", paths[i])
+            results[i] = workspace.datasets.register("shared", paths[i], actor=LEAD)
         except Exception as e:  # reported below
             errors.append(e)
 
@@ -270,17 +270,17 @@ def test_concurrent_registrations_get_distinct_versions(backend, workspace, tmp_
 
 
 def test_a_version_left_half_written_by_a_killed_process_does_not_block_the_next(backend, workspace, tmp_path):
-    workspace.datasets.register("diabetes", write_csv(tmp_path, diabetes(), "v1.csv"))
+    workspace.datasets.register("diabetes", write_csv(tmp_path, diabetes(), "v1.csv"), actor=LEAD)
     backend.leave_interrupted_version(workspace, "datasets", "diabetes", 2)
     second = diabetes().head(300)
-    dv = workspace.datasets.register("diabetes", write_csv(tmp_path, second, "v2.csv"))
+    dv = workspace.datasets.register("diabetes", write_csv(tmp_path, second, "v2.csv"), actor=LEAD)
     assert (dv.version, dv.rows) == (2, 300)
     pd.testing.assert_frame_equal(workspace.datasets.load("diabetes", 2), second, check_dtype=False)
     assert not any("half-written" in f for f in backend.stored_files(workspace, "datasets"))
 
 
 def test_a_version_that_is_not_a_number_is_invalid_input(workspace, tmp_path):
-    workspace.datasets.register("diabetes", write_csv(tmp_path, diabetes().head(60)))
+    workspace.datasets.register("diabetes", write_csv(tmp_path, diabetes().head(60)), actor=LEAD)
     for call in (lambda: workspace.datasets.get("diabetes", "two"),
                  lambda: workspace.datasets.load("diabetes", "two"),
                  lambda: workspace.datasets.data_tests("diabetes", "two")):

@@ -3,17 +3,19 @@ and the pipeline's last step, registration behind the quality gate."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.entities import RunFilter, RunStatus
+from services.entities import Condition, RunFilter, RunStatus
 from services.errors import Conflict, InvalidInput, NotFound
+from services.run_search import matches, parse_condition
 
-from .helpers import SLOW, diabetes, eventually, spec, wait_status, write_csv
+from .helpers import ADMIN, LEAD, ROLES_TOML, SLOW, diabetes, eventually, spec, wait_status, write_csv
 
 EXPERIMENT = "contract-jobs"
-SINGLE_SLOT = "[jobs]\nmax_concurrent = 1\n"
+SINGLE_SLOT = "[jobs]\nmax_concurrent = 1\n" + ROLES_TOML
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +28,10 @@ def finished(backend, demo):
     interrupted = backend.leave_interrupted_version(demo, "models", "diabetes-regressor", 6)
     before = datetime.now(timezone.utc)
     submitted = {
-        "better": demo.jobs.submit(spec(version=2, params={"alpha": 1.0}, experiment=EXPERIMENT)),
-        "worse": demo.jobs.submit(spec(version=None, params={"alpha": 1000.0}, experiment=EXPERIMENT)),
+        "better": demo.jobs.submit(spec(version=2, params={"alpha": 1.0}, experiment=EXPERIMENT), LEAD),
+        "worse": demo.jobs.submit(spec(version=None, params={"alpha": 1000.0}, experiment=EXPERIMENT), LEAD),
         "unregistered": demo.jobs.submit(spec(version=2, params={"alpha": 1.0}, experiment=EXPERIMENT,
-                                              register=False, display_name="evaluate only")),
+                                              register=False, display_name="evaluate only"), LEAD),
     }
     runs = {key: demo.jobs.wait(run.id, timeout_s=180) for key, run in submitted.items()}
     return {"submitted": submitted, "runs": runs, "before": before, "after": datetime.now(timezone.utc),
@@ -133,7 +135,7 @@ def test_register_false_evaluates_but_never_registers(demo, finished):
 def test_bad_estimator_or_parameter_is_invalid_input_and_creates_no_run(demo, estimator, params):
     before = len(demo.jobs.list())
     with pytest.raises(InvalidInput) as err:
-        demo.jobs.submit(spec(estimator=estimator, params=params))
+        demo.jobs.submit(spec(estimator=estimator, params=params), LEAD)
     assert (estimator if estimator == "xgboost" else next(iter(params))) in str(err.value)
     assert len(demo.jobs.list()) == before
 
@@ -142,17 +144,18 @@ def test_bad_estimator_or_parameter_is_invalid_input_and_creates_no_run(demo, es
 def test_unknown_dataset_is_not_found_and_creates_no_run(demo, dataset, version):
     before = len(demo.jobs.list())
     with pytest.raises(NotFound):
-        demo.jobs.submit(spec(dataset, version))
+        demo.jobs.submit(spec(dataset, version), LEAD)
     assert len(demo.jobs.list()) == before
 
 
 def test_training_on_data_that_fails_its_tests_fails_with_the_reason(demo, tmp_path):
-    demo.datasets.register("diabetes-broken", write_csv(tmp_path, diabetes(), "good.csv"))
-    broken = demo.datasets.register("diabetes-broken", write_csv(tmp_path, diabetes().drop(columns=["bmi"])))
+    demo.datasets.register("diabetes-broken", write_csv(tmp_path, diabetes(), "good.csv"), actor=LEAD)
+    broken = demo.datasets.register("diabetes-broken", write_csv(tmp_path, diabetes().drop(columns=["bmi"])),
+                                    actor=LEAD)
     models_before = len(demo.models.versions())
 
-    run = demo.jobs.wait(demo.jobs.submit(spec("diabetes-broken", broken.version, experiment="contract-fail")).id,
-                         timeout_s=120)
+    submitted = demo.jobs.submit(spec("diabetes-broken", broken.version, experiment="contract-fail"), LEAD)
+    run = demo.jobs.wait(submitted.id, timeout_s=120)
     assert run.status == RunStatus.FAILED
     assert run.step == "validate data"
     assert "diabetes-broken:2" in run.error and "schema" in run.error and "bmi" in run.error
@@ -164,11 +167,11 @@ def test_training_on_data_that_fails_its_tests_fails_with_the_reason(demo, tmp_p
 # --- cancel, kill, queue ------------------------------------------------------------------
 
 def test_cancel_a_running_run_stops_its_process(backend, demo):
-    run = demo.jobs.submit(spec(version=2, experiment="contract-cancel", **SLOW))
+    run = demo.jobs.submit(spec(version=2, experiment="contract-cancel", **SLOW), LEAD)
     eventually(lambda: demo.jobs.get(run.id).step == "train", 60, "the run to start training")
     assert demo.jobs.wait(run.id, timeout_s=0.5).status == RunStatus.RUNNING, "wait returns at its timeout"
 
-    canceled = demo.jobs.cancel(run.id, actor="qa@example.com")
+    canceled = demo.jobs.cancel(run.id, actor=ADMIN)
     assert canceled.status == RunStatus.CANCELED
     assert canceled.ended_at is not None and canceled.error
     eventually(lambda: not backend.runner_alive(demo, run.id), 15, "the job process to exit")
@@ -177,9 +180,9 @@ def test_cancel_a_running_run_stops_its_process(backend, demo):
 
 
 def test_cancel_a_queued_run(backend, demo):
-    run = demo.jobs.submit(spec(version=2, experiment="contract-cancel", **SLOW))
+    run = demo.jobs.submit(spec(version=2, experiment="contract-cancel", **SLOW), LEAD)
     assert run.status == RunStatus.QUEUED
-    canceled = demo.jobs.cancel(run.id)
+    canceled = demo.jobs.cancel(run.id, LEAD)
     assert canceled.status == RunStatus.CANCELED
     assert canceled.started_at is None, "it never got a slot"
     assert canceled.ended_at is not None
@@ -189,15 +192,15 @@ def test_cancel_a_queued_run(backend, demo):
 def test_cancel_of_an_ended_run_is_a_conflict(demo):
     done = demo.jobs.list(RunFilter(status=(RunStatus.COMPLETED,), limit=1))[0]
     with pytest.raises(Conflict):
-        demo.jobs.cancel(done.id)
+        demo.jobs.cancel(done.id, LEAD)
     assert demo.jobs.get(done.id).status == RunStatus.COMPLETED
     with pytest.raises(NotFound):
-        demo.jobs.cancel("run-that-never-was")
+        demo.jobs.cancel("run-that-never-was", LEAD)
 
 
 def start_two_on_one_slot(ws):
     """Two slow runs on a single slot: (the one holding it, the one queued behind it)."""
-    runs = [ws.jobs.submit(spec(version=2, **SLOW)) for _ in range(2)]
+    runs = [ws.jobs.submit(spec(version=2, **SLOW), LEAD) for _ in range(2)]
     holder = eventually(lambda: next((r for r in map(ws.jobs.get, [r.id for r in runs])
                                       if r.status == RunStatus.RUNNING), None), 60, "one run to take the slot")
     waiting = next(r for r in runs if r.id != holder.id)
@@ -215,10 +218,10 @@ def test_runs_beyond_max_concurrent_wait_queued_for_a_slot(backend):
         assert [r.id for r in ws.jobs.list(RunFilter(status=(RunStatus.QUEUED,)))] == [waiting.id]
         assert [r.id for r in ws.jobs.list(RunFilter(status=(RunStatus.RUNNING,)))] == [holder.id]
 
-        holder = ws.jobs.cancel(holder.id)
+        holder = ws.jobs.cancel(holder.id, LEAD)
         waiting = wait_status(ws, waiting.id, RunStatus.RUNNING)
         assert waiting.started_at >= holder.ended_at
-        assert ws.jobs.cancel(waiting.id).status == RunStatus.CANCELED
+        assert ws.jobs.cancel(waiting.id, LEAD).status == RunStatus.CANCELED
     finally:
         backend.release(ws)
 
@@ -237,7 +240,7 @@ def test_a_killed_job_process_is_reconciled_to_failed_and_frees_its_slot(backend
         assert dead.status == RunStatus.FAILED
         assert dead.ended_at is not None
         assert "exited without reporting" in dead.error, dead.error
-        assert ws.jobs.cancel(waiting.id).status == RunStatus.CANCELED
+        assert ws.jobs.cancel(waiting.id, LEAD).status == RunStatus.CANCELED
     finally:
         backend.release(ws)
 
@@ -282,3 +285,65 @@ def test_filter_by_creation_time_in_any_timezone(demo, finished):
     tokyo = timezone(timedelta(hours=9))  # the same instants, written in another zone
     assert {r.id for r in demo.jobs.list(RunFilter(since=before.astimezone(tokyo),
                                                    until=after.astimezone(tokyo)))} == ours
+
+
+DEMO = "diabetes-retrain"  # the demo's five finished runs: other tests of this module add runs meanwhile
+
+
+def _filters_over(runs) -> list[RunFilter]:
+    """Metric and parameter filters whose answers the runs themselves decide (thresholds between values)."""
+    rmse = sorted(r.metrics["rmse"] for r in runs if "rmse" in r.metrics)
+    middle = (rmse[len(rmse) // 2 - 1] + rmse[len(rmse) // 2]) / 2
+    ridge = [r for r in runs if r.estimator == "ridge"]
+    alpha = ridge[0].params["alpha"]
+    filters = [
+        RunFilter(estimators=("ridge",)),
+        RunFilter(estimators=("ridge", "gbr"), status=(RunStatus.COMPLETED,)),
+        RunFilter(metrics=(parse_condition(f"rmse < {middle}")[1],)),
+        RunFilter(metrics=(parse_condition(f"rmse >= {middle}")[1], parse_condition("r2 > 0")[1])),
+        RunFilter(estimators=("ridge",), metrics=(parse_condition(f"rmse < {middle}")[1],)),
+        RunFilter(params=(parse_condition(f"params.alpha = {alpha}")[1],)),
+        RunFilter(params=(parse_condition(f"params.alpha != {alpha}")[1],)),
+        RunFilter(metrics=(parse_condition("no_such_metric > 0")[1],)),
+        RunFilter(params=(parse_condition("params.alpha = 'a text'")[1],)),
+    ]
+    return [replace(f, experiment=DEMO) for f in filters]
+
+
+def test_filter_by_estimator_metric_and_parameter_is_what_the_conditions_say(backend, demo):
+    if backend.name == "azure":
+        pytest.xfail("services/azure/jobs.py does not apply estimators/metrics/params/offset yet (issue 15)")
+    runs = demo.jobs.list(RunFilter(experiment=DEMO))
+    answers = []
+    for flt in _filters_over(runs):
+        got = [r.id for r in demo.jobs.list(flt)]
+        assert got == [r.id for r in runs if matches(flt, r)], flt
+        answers.append(len(got))
+    assert answers[0] > 0 and answers[2] > 0 and answers[3] > 0  # the thresholds split the runs
+    assert answers[7] == 0 and answers[8] == 0                     # a missing key, a text vs a number
+    below = demo.jobs.list(RunFilter(experiment=DEMO, metrics=(parse_condition(f"rmse < {runs[0].metrics['rmse']}")[1],)))
+    assert runs[0].id not in {r.id for r in below}                 # strictly less
+
+
+def test_offset_pages_through_the_newest_first_list(backend, demo):
+    if backend.name == "azure":
+        pytest.xfail("services/azure/jobs.py does not apply estimators/metrics/params/offset yet (issue 15)")
+    runs = [r.id for r in demo.jobs.list(RunFilter(experiment=DEMO))]
+    pages = [[r.id for r in demo.jobs.list(RunFilter(experiment=DEMO, limit=2, offset=start))]
+             for start in range(0, len(runs), 2)]
+    assert sum(pages, []) == runs and len(pages) == 3
+    assert [r.id for r in demo.jobs.list(RunFilter(experiment=DEMO, offset=2))] == runs[2:]
+    assert demo.jobs.list(RunFilter(experiment=DEMO, limit=3, offset=len(runs))) == []
+
+
+@pytest.mark.parametrize("text", ["rmse ~ 3", "rmse <", "params.alpha > 'text'", 'a"b = 1', "rmse < nan"])
+def test_a_malformed_condition_is_invalid_input(text):
+    with pytest.raises(InvalidInput):
+        parse_condition(text)
+
+
+def test_a_condition_with_an_unknown_operator_is_refused_by_the_store(backend, demo):
+    if backend.name == "azure":
+        pytest.xfail("services/azure/jobs.py does not apply estimators/metrics/params/offset yet (issue 15)")
+    with pytest.raises(InvalidInput):
+        demo.jobs.list(RunFilter(metrics=(Condition("rmse", "< 1 OR 1 =", 1.0),)))

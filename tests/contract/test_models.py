@@ -6,7 +6,7 @@ import pytest
 
 from services.errors import Conflict, InvalidInput, NotFound
 
-from .helpers import diabetes
+from .helpers import LEAD, QA, diabetes
 
 MODEL = "diabetes-regressor"
 
@@ -45,64 +45,65 @@ def test_load_gives_a_model_that_predicts(demo):
 
 def test_tags_are_set_and_removed(demo):
     original = dict(demo.models.get(MODEL, 2).tags)
-    tagged = demo.models.set_tags(MODEL, 2, {"reviewed-by": "lead@example.com", "ticket": "ML-42"})
+    tagged = demo.models.set_tags(MODEL, 2, {"reviewed-by": "lead@example.com", "ticket": "ML-42"}, actor=LEAD)
     assert tagged.tags == {**original, "reviewed-by": "lead@example.com", "ticket": "ML-42"}
-    untagged = demo.models.set_tags(MODEL, 2, {"ticket": None, "never-set": None})
+    untagged = demo.models.set_tags(MODEL, 2, {"ticket": None, "never-set": None}, actor=LEAD)
     assert untagged.tags == {**original, "reviewed-by": "lead@example.com"}
     assert demo.models.get(MODEL, 2).tags == untagged.tags
     with pytest.raises(InvalidInput):
-        demo.models.set_tags(MODEL, 2, {"": "empty key"})
+        demo.models.set_tags(MODEL, 2, {"": "empty key"}, actor=LEAD)
 
 
 def test_description_is_replaced(demo):
-    assert demo.models.set_description(MODEL, 2, "Lasso on the March data").description == "Lasso on the March data"
+    described = demo.models.set_description(MODEL, 2, "Lasso on the March data", actor=LEAD)
+    assert described.description == "Lasso on the March data"
     assert demo.models.get(MODEL, 2).description == "Lasso on the March data"
 
 
 def test_archive_and_restore_are_idempotent(demo):
-    archived = demo.models.archive(MODEL, 4)
+    archived = demo.models.archive(MODEL, 4, actor=LEAD)
     assert archived.archived
-    assert demo.models.archive(MODEL, 4).archived
+    assert demo.models.archive(MODEL, 4, actor=LEAD).archived
     assert 4 not in [m.version for m in demo.models.versions(MODEL, include_archived=False)]
     assert 4 in [m.version for m in demo.models.versions(MODEL)]
     assert demo.models.get(MODEL, 4).archived
 
-    assert not demo.models.restore(MODEL, 4).archived
-    assert not demo.models.restore(MODEL, 4).archived
+    assert not demo.models.restore(MODEL, 4, actor=LEAD).archived
+    assert not demo.models.restore(MODEL, 4, actor=LEAD).archived
     assert 4 in [m.version for m in demo.models.versions(MODEL, include_archived=False)]
 
 
 def test_archiving_the_champion_is_a_conflict(demo):
     with pytest.raises(Conflict) as err:
-        demo.models.archive(MODEL, 1)
+        demo.models.archive(MODEL, 1, actor=LEAD)
     assert "champion" in str(err.value) and err.value.hint
     assert not demo.models.get(MODEL, 1).archived
 
 
 def test_set_alias_moves_the_champion(demo):
     try:
-        moved = demo.models.set_alias(MODEL, "champion", 2, actor="qa@example.com")
+        moved = demo.models.set_alias(MODEL, "champion", 2, actor=QA)
         assert moved.version == 2 and moved.is_champion
         assert demo.models.champion(MODEL).version == 2
         assert not demo.models.get(MODEL, 1).is_champion
         assert [m.version for m in demo.models.versions(MODEL) if m.is_champion] == [2]
-        demo.models.set_alias(MODEL, "champion", 4, actor="qa@example.com")
-        demo.models.archive(MODEL, 2)  # no longer the champion (and serving nothing), so it may be archived
-        demo.models.restore(MODEL, 2)
+        demo.models.set_alias(MODEL, "champion", 4, actor=QA)
+        demo.models.archive(MODEL, 2, actor=LEAD)  # no longer the champion (and serving nothing): may be archived
+        demo.models.restore(MODEL, 2, actor=LEAD)
     finally:
-        demo.models.set_alias(MODEL, "champion", 1)
+        demo.models.set_alias(MODEL, "champion", 1, actor=QA)
     assert demo.models.champion(MODEL).version == 1
 
 
 def test_aliases_are_independent_and_an_alias_brings_back_an_archived_version(demo):
-    demo.models.archive(MODEL, 5)
-    staged = demo.models.set_alias(MODEL, "staging", 5)
+    demo.models.archive(MODEL, 5, actor=LEAD)
+    staged = demo.models.set_alias(MODEL, "staging", 5, actor=QA)
     assert staged.aliases == ("staging",) and not staged.archived
     assert demo.models.champion(MODEL).version == 1
     with pytest.raises(Conflict):
-        demo.models.archive(MODEL, 5)
+        demo.models.archive(MODEL, 5, actor=LEAD)
     with pytest.raises(InvalidInput):
-        demo.models.set_alias(MODEL, "not an alias!", 5)
+        demo.models.set_alias(MODEL, "not an alias!", 5, actor=QA)
 
 
 def test_unknown_model_or_version_is_not_found(demo):
@@ -111,16 +112,17 @@ def test_unknown_model_or_version_is_not_found(demo):
         lambda: demo.models.get("nope", 1),
         lambda: demo.models.versions("nope"),
         lambda: demo.models.load("nope", 1),
-        lambda: demo.models.set_tags("nope", 1, {"a": "b"}),
-        lambda: demo.models.archive("nope", 1),
+        lambda: demo.models.set_tags("nope", 1, {"a": "b"}, actor=LEAD),
+        lambda: demo.models.archive("nope", 1, actor=LEAD),
     ]
     for call in calls:
         with pytest.raises(NotFound) as err:
             call()
         assert MODEL in err.value.hint, "the hint names the registered models"
     for call in [lambda: demo.models.get(MODEL, 99), lambda: demo.models.load(MODEL, 99),
-                 lambda: demo.models.set_alias(MODEL, "champion", 99),
-                 lambda: demo.models.set_description(MODEL, 99, "x"), lambda: demo.models.restore(MODEL, 99)]:
+                 lambda: demo.models.set_alias(MODEL, "champion", 99, actor=QA),
+                 lambda: demo.models.set_description(MODEL, 99, "x", actor=LEAD),
+                 lambda: demo.models.restore(MODEL, 99, actor=LEAD)]:
         with pytest.raises(NotFound) as err:
             call()
         assert "99" in str(err.value) and err.value.hint

@@ -27,7 +27,7 @@ def smoke_rows(ws, name: str, version: int) -> list[list[float]]:
 
 
 def register_flaky(ws, name: str, base_version: int, work: Path, failure_rate: float = 0.3,
-                   actor: str = "chaos@contoso.com") -> int:
+                   actor: str = "lead@contoso.com") -> int:
     """Register a FlakyModel around ``name:base_version``'s estimator; returns the new version."""
     base = ws.models.get(name, base_version)
     src = Path(base.uri)

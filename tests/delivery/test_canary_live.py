@@ -65,7 +65,8 @@ class Traffic:
         while not self._stop.is_set():
             seed += 1
             try:
-                result = simulate(self.ws, "production", rps=self.rps, duration_s=2, error_rate=0.02, seed=seed)
+                result = simulate(self.ws, "production", rps=self.rps, duration_s=2, error_rate=0.02, seed=seed,
+                                  actor="qa@contoso.com")
                 self.outcomes.extend(result.outcomes)
             except Exception as e:  # reported by the test, never swallowed
                 self.errors.append(f"{type(e).__name__}: {e}")

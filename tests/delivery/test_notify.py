@@ -252,13 +252,13 @@ def test_a_model_version_registered_by_a_run_is_announced_once(demo_ws, tmp_path
     shutil.copytree(ws.root / ws.db.one("SELECT path FROM models WHERE name = ? AND version = ?",
                                         (mv.name, mv.version))["path"], artifacts)
     version = ws.models.register(mv.name, artifacts, estimator=mv.estimator, metrics=mv.metrics, run_id=run.id,
-                                 dataset=mv.dataset, dataset_version=mv.dataset_version, created_by="ci@contoso.com")
+                                 dataset=mv.dataset, dataset_version=mv.dataset_version, created_by="lee@contoso.com")
     ws.models.register(mv.name, artifacts, estimator=mv.estimator, metrics=mv.metrics, run_id=None,
-                       dataset=mv.dataset, dataset_version=mv.dataset_version, created_by="hand@contoso.com")
+                       dataset=mv.dataset, dataset_version=mv.dataset_version, created_by="lead@contoso.com")
     assert scan_candidates(ws.db) == 1, "only the version a run registered (past the gate) is a candidate"
     assert scan_candidates(ws.db) == 0
     (row,) = ws.db.query("SELECT * FROM outbox WHERE event = 'candidate_ready'")
-    assert row["model"] == f"{mv.name}:{version}" and row["actor"] == "ci@contoso.com"
+    assert row["model"] == f"{mv.name}:{version}" and row["actor"] == "lee@contoso.com"
     assert "passed the quality gate" in row["summary"]
 
 

@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -177,7 +176,7 @@ def test_a_crash_between_deciding_and_submitting_is_completed_once_by_the_next_s
     later = due + timedelta(hours=1)
     firing_id = crashed.claim_schedule(s.id, later)
     firing = next(f for f in ws.schedules.firings(5, schedule_id=s.id) if f.id == firing_id)
-    crashed.jobs.submit(crashed_spec(firing))
+    crashed.jobs.submit(crashed_spec(firing), SYSTEM_ACTOR)
     with ws.db.write() as c:
         c.execute("UPDATE firings SET claimed_pid = ? WHERE id = ?", (dead_pid(), firing_id))
     # a claim held by a live process is left alone (it may be submitting right now)
@@ -201,7 +200,7 @@ def test_a_crash_between_deciding_and_submitting_is_completed_once_by_the_next_s
 def crashed_spec(firing):
     from services.entities import TrainingSpec
     return TrainingSpec(dataset=firing.dataset, estimator=firing.estimator, params=dict(firing.params),
-                        display_name=Scheduler.run_name(firing), created_by=SYSTEM_ACTOR)
+                        display_name=Scheduler.run_name(firing))
 
 
 # --- dataset triggers -------------------------------------------------------------------------
@@ -211,7 +210,7 @@ def test_feature_only_versions_are_recorded_as_skipped_not_trained(ws, tmp_path)
     features = diabetes_v2().drop(columns=["target"]).head(200)
     path = tmp_path / "inputs.csv"
     features.to_csv(path, index=False)
-    dv = ws.datasets.register("diabetes", path, description="collected inputs, no labels")
+    dv = ws.datasets.register("diabetes", path, description="collected inputs, no labels", actor=LEAD)
     assert Scheduler.of(ws).tick() == []
     firing = ws.schedules.firings(1, dataset="diabetes")[0]
     assert (firing.dataset_version, firing.run_id) == (dv.version, None) and "no 'target' column" in firing.error
@@ -237,6 +236,7 @@ def test_the_scheduler_process_fires_a_new_version_and_each_minute_once_across_k
 
 
 def run_scheduler_across_a_crash(ws, tmp_path: Path) -> None:
+    seeded = {r.id for r in ws.jobs.list()}  # the demo's runs (seeded by Tollgate itself, as SYSTEM_ACTOR)
     ws.schedules.set_trigger("diabetes", True, LEAD, **RECIPE)
     s = ws.schedules.add("diabetes", "* * * * *", LEAD, **RECIPE)
     # created two minutes ago (as if the console had been up): the current minute is due at once
@@ -250,7 +250,7 @@ def run_scheduler_across_a_crash(ws, tmp_path: Path) -> None:
     # new data arrives: no other action than registering it
     path = tmp_path / "new.csv"
     diabetes_v2().to_csv(path, index=False)
-    dv = ws.datasets.register("diabetes", path, description="new data")
+    dv = ws.datasets.register("diabetes", path, description="new data", actor=LEAD)
     by_trigger = wait_for(lambda: next((f for f in ws.schedules.firings(0, dataset="diabetes")
                                         if f.kind == "dataset" and f.run_id), None), 60, "the dataset trigger")
     first = wait_for(lambda: ws.schedules.firings(0, schedule_id=s.id), 60, "the schedule's first firing")[0]
@@ -285,5 +285,5 @@ def run_scheduler_across_a_crash(ws, tmp_path: Path) -> None:
     assert [e.after["run_id"] for e in fire_events(ws, f"dataset diabetes:{dv.version}")] == [run.id]
     events = fire_events(ws, f"schedule #{s.id}")
     assert sorted(e.after["run_id"] for e in events) == sorted(f.run_id for f in firings)
-    runs = [r for r in ws.jobs.list() if r.created_by == SYSTEM_ACTOR]
+    runs = [r for r in ws.jobs.list() if r.created_by == SYSTEM_ACTOR and r.id not in seeded]
     assert len(runs) == len(firings) + 1, "one run per firing: nothing started twice"

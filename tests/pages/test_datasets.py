@@ -9,12 +9,15 @@ from streamlit.testing.v1 import AppTest
 from services.entities import CheckStatus, DataTestResult
 from services.errors import InvalidInput
 from ui import datasets_view as dv_view
+from ui import state
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
+LEAD = "lead@contoso.com"  # [roles] of tollgate.toml: registering data needs ml_lead or admin
 
 
-def datasets_page() -> AppTest:
+def datasets_page(actor: str = LEAD) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state[state.ACTOR] = actor
     at.run()
     at.switch_page("pages/datasets.py").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -81,7 +84,7 @@ def test_uploading_a_good_csv_registers_the_next_version(demo_env, demo_ws, v2_c
     versions = demo_ws.datasets.versions("diabetes")
     assert len(versions) == before + 1
     new = versions[0]
-    assert new.source == "diabetes-more.csv" and new.created_by == "local-user"
+    assert new.source == "diabetes-more.csv" and new.created_by == LEAD
     assert any(f"Registered **{new.ref}**" in s.value for s in [*at.success, *at.warning])
     assert len(versions_table(at)) == before + 1
     assert selectbox(at, "Version").value == new.version  # the new version is selected
@@ -133,7 +136,7 @@ def test_upload_to_a_new_dataset_name(demo_env, demo_ws, v2_csv):
 
 def test_register_upload_refuses_a_bad_file_type(demo_ws):
     with pytest.raises(InvalidInput):
-        dv_view.register_upload(demo_ws, "diabetes", "notes.txt", b"hello", "", "tester")
+        dv_view.register_upload(demo_ws, "diabetes", "notes.txt", b"hello", "", LEAD)
 
 
 def test_verdict_lists_failures_by_check_with_their_columns():

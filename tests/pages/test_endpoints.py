@@ -138,13 +138,17 @@ def test_live_endpoint_shows_deployments_traffic_and_uri(live_env):
 
 
 def test_test_panel_scores_and_names_a_bad_payload(live_env):
-    at = open_page()
+    at = open_page("QA@contoso.com")
     at.button(key="endpoints.test.send.production").click().run()
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"] == "200"
     assert metrics["Answered by"] == "blue"
     assert metrics["Model"] == f"v{live_env.models.champion(live_env.policy.model_name).version}"
     assert any(isinstance(j.value, str) and "predictions" in j.value for j in at.json)
+    sent = live_env.releases.audit(1)[0]  # the request is audited: who, under which role, what came back
+    assert (sent.action, sent.target, sent.actor, sent.role) == ("endpoint.invoke", "production", "qa@contoso.com", "qa")
+    assert sent.after["status"] == 200 and sent.after["deployment"] == "blue" and sent.after["request_id"]
+    assert set(sent.before) == {"bytes", "sha256"}, "the payload itself is not in the trail"
 
     at.text_area(key="endpoints.test.body.production").input('{"data": [[1, 2, 3]]}').run()
     at.button(key="endpoints.test.send.production").click().run()

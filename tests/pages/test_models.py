@@ -12,12 +12,13 @@ from streamlit.testing.v1 import AppTest
 
 from services.local.evaluation import LocalEvaluator
 from tests.conftest import copy_workspace
+from tests.pages.helpers import act, open_page
 from ui import models_view as view
 from ui.widgets import fmt_metric
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
 NAME = "diabetes-regressor"
 PICKER = view.selected_key(NAME)
+LEAD = "lead@contoso.com"  # [roles] of tollgate.toml: tags, description and archive need ml_lead or admin
 
 
 @pytest.fixture(autouse=True)
@@ -27,20 +28,8 @@ def fresh_reads():
     yield
 
 
-def models_page(query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.run()
-    at.query_params.update(query or {})
-    at.switch_page("pages/models.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def act(target) -> AppTest:
-    """Run the app after an interaction (``target`` is the AppTest or the element acted on)."""
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+def models_page(query: dict | None = None, actor: str = LEAD) -> AppTest:
+    return open_page("pages/models.py", actor, query)
 
 
 def review(at: AppTest, version: int) -> AppTest:
@@ -268,10 +257,10 @@ def test_default_candidate_skips_champion_and_archived(demo_ws):
     versions = demo_ws.models.versions(NAME)
     newest = versions[0]
     archived = [dataclasses.replace(newest, archived=True), *versions[1:]]
-    assert view.default_candidate(archived).version == versions[1].version
+    assert view.default_candidate(view.versions_frame(archived, ["rmse"])) == versions[1].version
     only_champion = [v for v in versions if v.is_champion]
-    assert view.default_candidate(only_champion).is_champion
-    assert view.default_candidate([]) is None
+    assert view.default_candidate(view.versions_frame(only_champion, ["rmse"])) == only_champion[0].version
+    assert view.default_candidate(view.versions_frame([], ["rmse"])) is None
 
 
 def test_metric_deltas_follow_each_metrics_direction(demo_ws):

@@ -21,6 +21,7 @@ from services.entities import AuditRecord, Deployment, Endpoint, EndpointHealth,
 from services.local.workspace import LocalWorkspace
 from services.telemetry import window
 from tests.conftest import copy_workspace
+from tests.contract.helpers import snapshot
 from tests.pages.monitoring_data import PROMOTER, ROW, V1, V2, Seeded, seed_drift, seed_monitoring
 from ui import drift_view as dv, logs_view, lookup_view, monitoring_view as mv, state
 
@@ -452,19 +453,22 @@ def test_drift_without_collected_inputs_says_so(drift_env):
     assert at.button(key=dv.KEY.format("register")).disabled
 
 
-def test_register_collected_inputs_is_refused_to_support(drift_env, demo_ws_path):
-    at = open_drift(actor="support@contoso.com")
-    at.button(key=dv.KEY.format("register")).click().run()
-    dialog = texts(at, "markdown")
-    assert "feature-only: these requests carried no labels" in dialog
-    assert "cannot be used for training until it is labelled" in dialog
-    assert f"{DRIFT_ROWS:,} feature rows" in dialog
-    assert "will be refused" in texts(at, "warning")
-    at.button(key=dv.KEY.format("dialog.confirm")).click().run()
-    assert "support@contoso.com (support) may not register collected inputs" in texts(at, "error")
+@pytest.mark.parametrize("who, has", [("support@contoso.com", "support"), ("nobody@contoso.com", "no role")])
+def test_register_collected_inputs_is_refused_to_support_and_to_no_role(drift_env, demo_ws_path, who, has):
     ws = LocalWorkspace(demo_ws_path)
     try:
-        assert not [v for v in ws.datasets.all_versions() if v.name == "staging-inputs"]
+        before = snapshot(ws)
+        at = open_drift(actor=who)
+        at.button(key=dv.KEY.format("register")).click().run()
+        dialog = texts(at, "markdown")
+        assert "feature-only: these requests carried no labels" in dialog
+        assert "cannot be used for training until it is labelled" in dialog
+        assert f"{DRIFT_ROWS:,} feature rows" in dialog
+        assert "you need the role admin or ml_lead" in texts(at, "warning") and "will be refused" in texts(at, "warning")
+        at.button(key=dv.KEY.format("dialog.confirm")).click().run()
+        assert f"{who} ({has}) may not register collected inputs" in texts(at, "error")
+        assert "that needs admin or ml_lead" in texts(at, "error")
+        assert snapshot(ws) == before, "nothing registered, nothing audited"
     finally:
         ws.close()
 

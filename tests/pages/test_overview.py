@@ -152,3 +152,19 @@ def test_a_failing_latest_dataset_is_flagged(demo_ws):
     older_failing = replace(latest, version=1, tests_status=ov.CheckStatus.FAIL)
     assert ov.latest_failing_datasets([latest, older_failing]) == []  # only the newest version counts
     assert ov.latest_failing_datasets([failing, latest]) == [failing]
+
+
+def test_a_damaged_telemetry_file_fails_only_the_health_line(demo_template, tmp_path, monkeypatch):
+    root = copy_workspace(demo_template, tmp_path / "ws")
+    for leftover in root.glob("telemetry.db*"):
+        leftover.unlink()
+    (root / "telemetry.db").write_bytes(b"not a database " * 100)
+    monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{root}")
+    import streamlit as st
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = overview()
+    page = texts(at)
+    assert "Endpoint `production`" in page and "Latest runs" in "\n".join(s.value for s in at.subheader)
+    errors = [e.value for e in at.error]
+    assert any(str(root / "telemetry.db") in e and "Move it aside" in e for e in errors), errors

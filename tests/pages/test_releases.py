@@ -6,7 +6,6 @@ module, ~40 s, and stops every process in teardown.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -176,7 +175,7 @@ def test_release_workflow_on_the_page(live_env, monkeypatch):
     assert ws.releases.state(candidate.name, candidate.version).stage == Stage.ROLLED_BACK
 
     # a second rollback would bring back the version just rolled back: the dialog says it is refused
-    assert f"rolled back: not a rollback target" in texts(at, "caption")
+    assert "rolled back: not a rollback target" in texts(at, "caption")
     at.button(key="releases.rollback").click().run()
     assert "This will be refused" in texts(at, "error") and "which was itself rolled back" in texts(at, "error")
     assert at.button(key="dialog.confirm").disabled

@@ -16,8 +16,10 @@ from streamlit.testing.v1 import AppTest
 from services.demo import DEMO_USER
 from services.entities import RunFilter, RunStatus, TrainingSpec
 from ui import runs_view as view
+from ui import state
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
+LEAD = "lead@contoso.com"  # [roles] of tollgate.toml: training needs ml_lead, qa or admin
 
 
 @pytest.fixture(autouse=True)
@@ -34,8 +36,8 @@ def failed_run(demo_ws, tmp_path_factory):
     frame.loc[:19, "bmi"] = None
     path = tmp_path_factory.mktemp("broken") / "broken.csv"
     frame.to_csv(path, index=False)
-    demo_ws.datasets.register("broken", path, description="20 % of bmi missing")
-    run = demo_ws.jobs.submit(TrainingSpec(dataset="broken", estimator="ridge"))
+    demo_ws.datasets.register("broken", path, description="20 % of bmi missing", actor=LEAD)
+    run = demo_ws.jobs.submit(TrainingSpec(dataset="broken", estimator="ridge"), LEAD)
     run = demo_ws.jobs.wait(run.id, timeout_s=120)
     assert run.status == RunStatus.FAILED
     return run
@@ -46,8 +48,9 @@ def demo_run(runs, estimator: str):
     return next(r for r in runs if r.estimator == estimator and r.created_by == DEMO_USER)
 
 
-def runs_page(query: dict | None = None) -> AppTest:
+def runs_page(query: dict | None = None, actor: str = LEAD) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state[state.ACTOR] = actor
     at.run()
     at.query_params.update(query or {})
     at.switch_page("pages/runs.py").run()
@@ -115,6 +118,38 @@ def test_status_and_estimator_filters_narrow_the_table(demo_env, demo_ws, failed
     at.multiselect(key="runs.f.estimator").set_value(["ridge"]).run()
     at.multiselect(key="runs.f.status").set_value([RunStatus.CANCELED]).run()
     assert "No runs match these filters" in texts(at)
+
+
+def test_metric_and_parameter_conditions_narrow_the_table(demo_env, demo_ws, failed_run):
+    runs = demo_ws.jobs.list()
+    rmse = sorted(r.metrics["rmse"] for r in runs if "rmse" in r.metrics)
+    cut = (rmse[1] + rmse[2]) / 2  # the two best runs
+    at = runs_page()
+    at.text_input(key="runs.f.conditions").set_value(f"rmse < {cut}").run()
+    assert sorted(table(at)["id"]) == sorted(r.id for r in runs if r.metrics.get("rmse", 1e9) < cut)
+    assert len(table(at)) == 2
+    ridge = next(r for r in runs if r.estimator == "ridge")
+    at.text_input(key="runs.f.conditions").set_value(f"params.alpha = {ridge.params['alpha']}").run()
+    assert ridge.id in table(at)["id"].tolist()
+    assert all(r.params.get("alpha") == ridge.params["alpha"] for r in runs if r.id in set(table(at)["id"]))
+    at.text_input(key="runs.f.conditions").set_value("rmse ~ 3").run()
+    assert any("not a condition" in str(e.value) for e in at.error)  # said, and the table is unfiltered
+    assert failed_run.id in table(at)["id"].tolist()
+
+
+def test_all_runs_come_a_page_at_a_time(demo_env, demo_ws, failed_run, monkeypatch):
+    monkeypatch.setattr(view, "PAGE_SIZE", 2)
+    runs = [r.id for r in demo_ws.jobs.list()]
+    at = runs_page()
+    at.selectbox(key="runs.f.window").set_value(0).run()
+    assert table(at)["id"].tolist() == runs[:2]
+    at.button(key="runs.page.older").click().run()
+    assert table(at)["id"].tolist() == runs[2:4]
+    at.button(key="runs.page.newer").click().run()
+    assert table(at)["id"].tolist() == runs[:2]
+    at.button(key="runs.page.older").click().run()
+    at.multiselect(key="runs.f.estimator").set_value(["ridge"]).run()  # other filters: the newest page again
+    assert table(at)["id"].tolist() == [r for r in runs if r in {x.id for x in demo_ws.jobs.list() if x.estimator == "ridge"}][:2]
 
 
 def test_date_and_dataset_filters_go_to_the_service(demo_env, demo_ws, failed_run):
@@ -224,7 +259,7 @@ def test_retraining_run_starts_is_watched_and_completes(demo_env, demo_ws):
     run_id = at.session_state[view.WATCH]
     run = demo_ws.jobs.get(run_id)
     assert run.params["alpha"] == 0.5 and run.experiment == "ui-test" and run.dataset_version == 2
-    assert run.created_by == "local-user" and run.display_name == "ridge alpha=0.5"
+    assert run.created_by == LEAD and run.display_name == "ridge alpha=0.5"
     if not run.status.is_terminal:  # the live view: progress and the log tail
         assert at.get("progress")
 
@@ -246,7 +281,7 @@ def test_retraining_run_starts_is_watched_and_completes(demo_env, demo_ws):
 
 def test_a_running_run_can_be_canceled_after_confirming(demo_env, demo_ws):
     run = demo_ws.jobs.submit(TrainingSpec(dataset="diabetes", estimator="gbr",
-                                           params={"n_estimators": 50000}, experiment="ui-test"))
+                                           params={"n_estimators": 50000}, experiment="ui-test"), LEAD)
     try:
         at = runs_page()
         at.session_state[view.WATCH] = run.id
@@ -260,7 +295,7 @@ def test_a_running_run_can_be_canceled_after_confirming(demo_env, demo_ws):
         assert "Canceled" in texts(at)
     finally:
         if not demo_ws.jobs.get(run.id).status.is_terminal:
-            demo_ws.jobs.cancel(run.id)
+            demo_ws.jobs.cancel(run.id, LEAD)
 
 
 def test_empty_workspace_says_what_to_do(empty_ws, monkeypatch, tmp_path):
@@ -271,7 +306,7 @@ def test_empty_workspace_says_what_to_do(empty_ws, monkeypatch, tmp_path):
 
     path = tmp_path / "diabetes.csv"
     load_diabetes(as_frame=True, scaled=False).frame.to_csv(path, index=False)
-    empty_ws.datasets.register("diabetes", path)
+    empty_ws.datasets.register("diabetes", path, actor=LEAD)
     st.cache_data.clear()
     at = runs_page()
     assert "Start the first one below" in texts(at)
@@ -283,6 +318,10 @@ def test_window_and_filters_build_the_service_query():
     flt = view.Filters(statuses=(RunStatus.FAILED,), experiment="x", window=500)
     assert flt.run_filter() == RunFilter(status=(RunStatus.FAILED,), experiment="x", limit=500)
     assert flt.run_filter(with_status=False).status == ()
-    # RunFilter has no estimator: the window is applied after narrowing by estimator
-    assert view.Filters(estimators=("gbr",), window=500).run_filter().limit is None
-    assert view.Filters(window=0).run_filter().limit is None
+    # every filter is the store's: the window is the store's limit, "all runs" a page of it
+    metrics, params = view.parse_conditions("rmse < 55 and params.alpha = 1, r2 >= 0.4")
+    assert [c.key for c in metrics] == ["rmse", "r2"] and [c.key for c in params] == ["alpha"]
+    assert view.Filters(estimators=("gbr",), metrics=metrics, params=params, window=500).run_filter() == RunFilter(
+        estimators=("gbr",), metrics=metrics, params=params, limit=500)
+    assert view.Filters(window=0).run_filter() == RunFilter(limit=view.PAGE_SIZE)
+    assert view.Filters(window=0, page=2).run_filter() == RunFilter(limit=view.PAGE_SIZE, offset=2 * view.PAGE_SIZE)

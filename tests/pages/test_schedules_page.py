@@ -3,17 +3,16 @@ dataset triggers, recent firings linked to their runs; roles enforced by the ser
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from services.local.scheduler import Scheduler
+from tests.pages.helpers import act, texts
+from tests.pages.helpers import open_page as open_schedules
 from ui import schedules_view as view
-from ui import state
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGE = "pages/schedules.py"
 LEAD, SUPPORT = "lead@contoso.com", "support@contoso.com"
 
@@ -25,25 +24,7 @@ def fresh_reads():
 
 
 def open_page(actor: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    if actor:
-        at.session_state[state.ACTOR] = actor
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def act(target) -> AppTest:
-    """Run the app after an interaction (``target``: the AppTest or the widget just changed)."""
-    at = target.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(at: AppTest, *kinds: str) -> str:
-    kinds = kinds or ("markdown", "caption", "info", "success", "warning", "error")
-    return "\n".join(str(e.value) for kind in kinds for e in getattr(at, kind))
+    return open_schedules(PAGE, actor)
 
 
 def frame_with(at: AppTest, column: str):
@@ -55,7 +36,7 @@ def test_the_page_renders_empty_and_says_the_scheduler_is_not_running(demo_env):
     assert at.title[0].value == "Schedules"
     assert "The scheduler is not running" in texts(at, "warning")
     assert "No schedule yet" in texts(at, "info")
-    assert "read-only here" in texts(at, "caption")  # the default identity has no role
+    assert "you need the role admin or ml_lead" in texts(at, "caption")  # the default identity has no role
     assert "Next: " in texts(at, "caption")  # the add form previews the default expression
 
 
@@ -91,7 +72,7 @@ def test_a_bad_expression_is_explained_before_and_refused_on_add(demo_env, demo_
 def test_support_sees_everything_but_the_service_refuses_changes(demo_env, demo_ws):
     count = len(demo_ws.schedules.list())
     at = open_page(SUPPORT)
-    assert "read-only here" in texts(at, "caption")
+    assert "you need the role admin or ml_lead" in texts(at, "caption")
     at.text_input(key=view.ADD_CRON).input("0 5 * * *")
     act(at.button(key="schedules.add").click())
     assert "support@contoso.com (support) may not change retraining schedules" in texts(at, "error")

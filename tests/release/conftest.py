@@ -22,6 +22,7 @@ from typing import Iterator
 import pytest
 import requests
 
+from services.local.telemetry_store import decoded_rows
 from services.local.workspace import LocalWorkspace
 from services.permissions import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
@@ -121,23 +122,24 @@ class Client:
 
 
 def telemetry_rows(root: Path, request_ids: list[str] | None = None) -> list[dict]:
-    """Rows of ``<workspace>/telemetry.db`` (the gateways' request log), optionally only these ids."""
+    """Rows of ``<workspace>/telemetry.db`` (the gateways' request log), optionally only these ids:
+    the gateway's (``request_id``, from a response's ``x-request-id``) or the client's own
+    (``client_request_id``, the ``x-request-id`` it sent)."""
     path = Path(root) / "telemetry.db"
     if not path.exists():
         return []
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    conn.row_factory = sqlite3.Row
     try:
         if request_ids is None:
-            return [dict(r) for r in conn.execute("SELECT * FROM requests ORDER BY id")]
-        out = []
-        for i in range(0, len(request_ids), 500):
-            chunk = request_ids[i:i + 500]
-            out += [dict(r) for r in conn.execute(
-                f"SELECT * FROM requests WHERE request_id IN ({','.join('?' * len(chunk))})", chunk)]
-        return out
+            return decoded_rows(conn)
+        return [row for i in range(0, len(request_ids), 500) for row in decoded_rows(conn, request_ids[i:i + 500])]
     finally:
         conn.close()
+
+
+def sent_id(row: dict) -> str:
+    """The id a test knows a telemetry row by: the one its client sent, else the gateway's."""
+    return row["client_request_id"] or row["request_id"]
 
 
 def wait_telemetry(root: Path, request_ids: list[str], timeout_s: float = 15) -> list[dict]:
@@ -146,7 +148,7 @@ def wait_telemetry(root: Path, request_ids: list[str], timeout_s: float = 15) ->
     deadline = time.monotonic() + timeout_s
     while True:
         rows = telemetry_rows(root, list(wanted))
-        if {r["request_id"] for r in rows} >= wanted or time.monotonic() > deadline:
+        if {sent_id(r) for r in rows} | {r["request_id"] for r in rows} >= wanted or time.monotonic() > deadline:
             time.sleep(0.3)  # one more flush interval: a duplicate would show up now
             return telemetry_rows(root, list(wanted))
         time.sleep(0.1)

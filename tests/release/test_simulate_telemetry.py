@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -38,8 +37,11 @@ def live(demo_template, tmp_path_factory):
         yield ws
 
 
+QA = "qa@contoso.com"  # sending requests to production by hand needs qa or admin
+
+
 def tollgate(ws, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "tollgate.py", "--workspace", f"local://{ws.root}", *args],
+    proc = subprocess.run([sys.executable, "tollgate.py", "--workspace", f"local://{ws.root}", "--as", QA, *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
@@ -125,7 +127,8 @@ def test_lookup_finds_a_client_request_with_its_payload_and_log_lines(live):
 
 
 def test_lookup_of_a_simulated_bad_request_shows_what_was_wrong(live):
-    run = simulate(live, "production", rps=10, duration_s=0.5, error_rate=1.0, seed=5, kinds=["null_value"])
+    run = simulate(live, "production", rps=10, duration_s=0.5, error_rate=1.0, seed=5, kinds=["null_value"],
+                   actor=QA)
     assert run.completed and run.by_status == {400: 5}
     outcome = run.outcomes[-1]
     wait_for(lambda: telemetry_rows(live.root, [outcome.request_id]), 15, "the bad request's row")
@@ -161,7 +164,7 @@ def test_concurrent_simulators_on_two_endpoints_lose_no_row_while_telemetry_is_r
                                f"local://{live.root}", "telemetry", "--json", "--from", t0],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     plan = [("production", 1), ("production", 2), ("staging", 3), ("staging", 4)]
-    sims = [subprocess.Popen([sys.executable, "tollgate.py", "--workspace", f"local://{live.root}", "simulate",
+    sims = [subprocess.Popen([sys.executable, "tollgate.py", "--workspace", f"local://{live.root}", "--as", QA, "simulate",
                               "--env", env, "--rps", "15", "--duration", "3", "--error-rate", "0.1",
                               "--seed", str(seed), "--json"],
                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -47,8 +47,8 @@ def record_of(writer: int, i: int):
 
 
 def _writer(root: str, writer: int, seen_partial, done) -> None:
-    from services.local.telemetry_store import TelemetryWriter
-    out = TelemetryWriter(Path(root), flush_interval_s=0.01, batch=200)
+    from services.local.telemetry_spool import TelemetryWriter
+    out = TelemetryWriter(Path(root), f"writer{writer}", flush_interval_s=0.01, batch=200)
     for i in range(K):
         out.record(record_of(writer, i))
         if i == K // 2:
@@ -58,7 +58,8 @@ def _writer(root: str, writer: int, seen_partial, done) -> None:
 
 
 def _reader(root: str, stop, seen_partial, results) -> None:
-    from services.local.telemetry import LocalLogs, LocalTelemetry
+    from services.local.logs import LocalLogs
+    from services.local.telemetry import LocalTelemetry
     totals, errors = [], []
     try:
         telemetry = LocalTelemetry(Path(root), LocalLogs(Path(root)))
@@ -104,31 +105,38 @@ def test_concurrent_writers_lose_no_row_and_rollups_agree(tmp_path):
     conn = sqlite3.connect(root / "telemetry.db")
     q = lambda sql: conn.execute(sql).fetchall()  # noqa: E731
     # every row, once
-    ids = {r[0] for r in q("SELECT request_id FROM requests")}
-    assert q("SELECT COUNT(*) FROM requests")[0][0] == N
-    assert ids == {f"w{w}-{i}" for w in range(WRITERS) for i in range(K)}
-    # rollups = the rows, minute by minute
-    raw = q("SELECT CAST(ts / 60 AS INTEGER) * 60 AS minute, endpoint, COALESCE(deployment, ''),"
-            " COALESCE(model, ''), COUNT(*), SUM(status >= 500 OR status = 0),"
-            " SUM(status >= 400 AND status < 500) FROM requests GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
-    rollup = q("SELECT minute, endpoint, deployment, model, requests, failures, client_errors FROM rollup_minute"
-               " ORDER BY 1, 2, 3, 4")
-    assert rollup == raw and sum(r[4] for r in rollup) == N
-    sums = dict(((r[0], r[1], r[2], r[3]), r[4]) for r in q(
-        "SELECT CAST(ts / 60 AS INTEGER) * 60, endpoint, COALESCE(deployment, ''), COALESCE(model, ''),"
-        " SUM(latency_ms) FROM requests GROUP BY 1, 2, 3, 4"))
-    from services.local.telemetry_store import decode_hist
-    for minute, endpoint, deployment, model, requests, latency_sum, hist in q(
-            "SELECT minute, endpoint, deployment, model, requests, latency_sum, hist FROM rollup_minute"):
-        assert int(decode_hist(hist).sum()) == requests
-        assert np.isclose(latency_sum, sums[(minute, endpoint, deployment, model)])
-    status_raw = q("SELECT CAST(ts / 60 AS INTEGER) * 60, endpoint, COALESCE(model, ''), status, COUNT(*)"
-                   " FROM requests GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
-    assert q("SELECT minute, endpoint, model, status, requests FROM rollup_status ORDER BY 1, 2, 3, 4") == status_raw
+    from services.local.telemetry_store import SLOWEST_K, decode_hist, decoded_rows
+    rows = decoded_rows(conn)
+    assert len(rows) == N and {r["request_id"] for r in rows} == {f"w{w}-{i}" for w in range(WRITERS) for i in range(K)}
+    assert {r["request_body"] for r in rows} == {'{"data": [[1, 2, 3]]}'}  # payloads kept, and read back
+    for span in (60, 3600):  # aggregates = the rows, minute by minute and hour by hour
+        raw = q(f"SELECT CAST(ts / {span} AS INTEGER) * {span}, series, COUNT(*), SUM(status >= 500 OR status = 0),"
+                f" SUM(status >= 400 AND status < 500), SUM(latency_ms) FROM requests GROUP BY 1, 2 ORDER BY 1, 2")
+        rollup = q(f"SELECT start, series, requests, failures, client_errors, latency_sum FROM rollup WHERE span = {span}"
+                   " ORDER BY 1, 2")
+        assert [r[:5] for r in rollup] == [r[:5] for r in raw] and sum(r[2] for r in rollup) == N
+        assert all(np.isclose(a[5], b[5]) for a, b in zip(rollup, raw))
+        for requests, hist in q(f"SELECT requests, hist FROM rollup WHERE span = {span}"):
+            assert int(decode_hist(hist).sum()) == requests
+        status_raw = q(f"SELECT CAST(ts / {span} AS INTEGER) * {span}, series, status, COUNT(*) FROM requests"
+                       " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3")
+        assert q(f"SELECT start, series, status, requests FROM rollup_status WHERE span = {span}"
+                 " ORDER BY 1, 2, 3") == status_raw
+        errors_raw = q(f"SELECT CAST(ts / {span} AS INTEGER) * {span}, series, status, error, COUNT(*), MIN(ts),"
+                       f" MAX(ts) FROM requests WHERE status >= 400 OR status = 0 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4")
+        assert q(f"SELECT start, series, status, error, requests, first_ts, last_ts FROM rollup_errors"
+                 f" WHERE span = {span} ORDER BY 1, 2, 3, 4") == errors_raw
+        for start, series in q(f"SELECT DISTINCT start, series FROM rollup WHERE span = {span}"):
+            slowest = sorted((r[0] for r in q(f"SELECT latency_ms FROM rollup_slowest WHERE span = {span} AND"
+                                               f" start = {start} AND series = {series}")), reverse=True)
+            assert slowest == [r[0] for r in q(
+                f"SELECT latency_ms FROM requests WHERE series = {series} AND ts >= {start} AND ts < {start + span}"
+                f" ORDER BY latency_ms DESC LIMIT {SLOWEST_K}")]
     conn.close()
 
     # and the service says the same
-    from services.local.telemetry import LocalLogs, LocalTelemetry
+    from services.local.logs import LocalLogs
+    from services.local.telemetry import LocalTelemetry
     telemetry = LocalTelemetry(root, LocalLogs(root))
     stats = telemetry.stats(WINDOW)
     assert sum(s.requests for s in stats) == N and totals[-1] <= N
@@ -136,4 +144,4 @@ def test_concurrent_writers_lose_no_row_and_rollups_agree(tmp_path):
                         if STATUSES[(i * 7 + w) % len(STATUSES)] in (500, 0))
     assert sum(s.failures for s in stats) == want_failures
     assert int(telemetry.series(WINDOW)["requests"].sum()) == N
-    telemetry.db.close()
+    telemetry.close()

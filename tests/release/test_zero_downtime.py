@@ -15,7 +15,7 @@ import pytest
 
 from services.permissions import SYSTEM_ACTOR
 
-from .conftest import LEAD, MODEL, QA, SteadyLoad, live_workspace, scoring, telemetry_rows, wait_telemetry
+from .conftest import LEAD, MODEL, QA, SteadyLoad, live_workspace, scoring, sent_id, telemetry_rows, wait_telemetry
 
 RATE = 50  # requests per second
 
@@ -64,12 +64,12 @@ def test_no_request_fails_while_production_is_promoted_and_rolled_back(ready_to_
 
     # exactly one telemetry record per request sent, with the same status and model the client saw
     rows = wait_telemetry(ws.root, load.request_ids, timeout_s=30)
-    by_id = Counter(r["request_id"] for r in rows)
+    by_id = Counter(sent_id(r) for r in rows)
     assert len(rows) == len(outcomes) and set(by_id.values()) == {1}, \
         f"{len(rows)} telemetry rows for {len(outcomes)} requests; duplicates: {[i for i, n in by_id.items() if n > 1][:5]}"
     seen = {o.request_id: (o.status, o.model) for o in outcomes}
-    assert {r["request_id"]: (r["status"], r["model"]) for r in rows} == seen
-    load_rows = [r for r in telemetry_rows(ws.root) if r["request_id"].startswith(f"load-{load.run_id}-")]
+    assert {sent_id(r): (r["status"], r["model"]) for r in rows} == seen
+    load_rows = [r for r in telemetry_rows(ws.root) if (r["client_request_id"] or "").startswith(f"load-{load.run_id}-")]
     assert len(load_rows) == len(outcomes)
     print(f"\n{len(outcomes)} requests in {duration:.1f} s ({len(outcomes) / duration:.1f}/s), 0 failed; "
           f"promote {promoted - promote_started:.1f} s, rollback {rolled_back - rollback_started:.2f} s; "

@@ -1,0 +1,35 @@
+"""What the page tests share: open a page as someone, act, read what it says."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from ui import state
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def open_page(page: str, actor: str | None = None, query: dict | None = None) -> AppTest:
+    """The console (app.py) switched to ``page``, acting as ``actor`` (default: the picker's ``local-user``)."""
+    at = AppTest.from_file(APP, default_timeout=60)
+    if actor:
+        at.session_state[state.ACTOR] = actor
+    at.run()
+    at.query_params.update(query or {})
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def act(target) -> AppTest:
+    """Run the app after an interaction (``target``: the AppTest or the widget just changed)."""
+    at = target.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest, *kinds: str) -> str:
+    """The text of the elements of these kinds (default: every kind that carries a message)."""
+    kinds = kinds or ("markdown", "caption", "info", "success", "warning", "error")
+    return "\n".join(str(e.value) for kind in kinds for e in getattr(at, kind))
