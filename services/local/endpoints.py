@@ -25,7 +25,7 @@ from ..errors import BackendUnavailable, NotFound
 from ..permissions import authorize
 from . import audit
 from .db import Database, parse_ts, utcnow
-from .paths import PROJECT_ROOT, console_log_path, gateway_log_path, tail_text
+from .paths import PROJECT_ROOT, SUPERVISOR_MODULE, console_log_path, gateway_log_path, tail_text
 from .processes import pid_alive, running_pid, stop_process
 
 
@@ -46,7 +46,8 @@ class LocalEndpoints:
     # --- supervisor -----------------------------------------------------------
 
     def supervisor_pid(self) -> int | None:
-        return running_pid(self.root, "supervisor")  # this workspace's, never a copied folder's original
+        # this workspace's, never a copied folder's original
+        return running_pid(self.root, "supervisor", SUPERVISOR_MODULE)
 
     def up(self, actor: str) -> int:
         """Start the supervisor (and so every gateway and deployment) if it is not running; returns
@@ -70,11 +71,10 @@ class LocalEndpoints:
         logs = self.root / "logs"
         logs.mkdir(exist_ok=True)
         with open(logs / "supervisor.log", "ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "services.local.supervisor_daemon", "--workspace",
-                                     str(self.root)],
+            proc = subprocess.Popen([sys.executable, "-m", SUPERVISOR_MODULE, "--workspace", str(self.root)],
                                     cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 60   # its imports take seconds, many more on a loaded machine
         while time.monotonic() < deadline:
             pid = self.supervisor_pid()
             if pid:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PID_FILE = "supervisor.pid"
+SUPERVISOR_MODULE = "services.local.supervisor_daemon"   # what runs as the supervisor process
 
 
 def deployment_dir(root: Path, endpoint: str) -> Path:

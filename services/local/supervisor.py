@@ -314,6 +314,3 @@ def main(argv: list[str] | None = None, open_workspace=None) -> int:
     root = Path(args.workspace).resolve()
     return run_single(root, "supervisor", lambda: Supervisor(root, open_workspace).run_forever())
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -134,7 +134,7 @@ class LocalBackend:
     def archive_outside_tollgate(self, ws, name: str, version: int) -> None:
         """What an archive made outside Tollgate leaves (Azure: the portal): the version archived
         whatever its release stage."""
-        ws.models._set_archived(ws.models.get(name, version), True, "portal-user@contoso.com")
+        ws.models._set_archived(ws.models.get(name, version), True, "portal-user@contoso.com", role="")
 
     def tamper_audit(self, ws: LocalWorkspace) -> list[str]:
         """Try to rewrite and to delete audit records behind the service; the errors."""
@@ -283,7 +283,7 @@ class AzureBackend:
         ws.replay.online.slow[(env, deployment)] = delay_s
 
     def archive_outside_tollgate(self, ws, name: str, version: int) -> None:
-        ws.models._set_archived(ws.models.get(name, version), True, "portal-user@contoso.com")
+        ws.models._set_archived(ws.models.get(name, version), True, "portal-user@contoso.com", role="")
 
     def tamper_audit(self, ws) -> list[str]:
         """Try to overwrite and to delete the audit blobs behind the service; the errors."""

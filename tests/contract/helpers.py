@@ -95,8 +95,5 @@ def snapshot(ws) -> dict:
 
 
 def stop_endpoints(ws) -> None:
-    """Stop what a wrongly allowed ``up`` started (``down`` as Tollgate itself, whichever signature it has)."""
-    try:
-        ws.endpoints.down(actor=SYSTEM_ACTOR)
-    except TypeError:
-        ws.endpoints.down()
+    """Stop what a wrongly allowed ``up`` started (``down`` as Tollgate itself)."""
+    ws.endpoints.down(SYSTEM_ACTOR)

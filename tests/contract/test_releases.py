@@ -108,7 +108,10 @@ def run_rollout(ws, timeout_s: float = 180) -> cn.Rollout:
 
 
 def event_kinds(ws, since_id: int) -> list[str]:
-    return [e.event for e in reversed(ws.notifications.events(200)) if e.id > since_id]
+    """The release events since ``since_id`` (not the health scan's: a slow canary can make an
+    endpoint degraded and then recovered meanwhile)."""
+    return [e.event for e in reversed(ws.notifications.events(200))
+            if e.id > since_id and not e.event.startswith("endpoint_")]
 
 
 def last_event_id(ws) -> int:

@@ -68,7 +68,7 @@ class SlowModel:
 
 
 def register_slow(ws, name: str, base_version: int, work: Path, delay_s: float,
-                  actor: str = "chaos@contoso.com") -> int:
+                  actor: str = "lead@contoso.com") -> int:
     """Register a SlowModel around ``name:base_version``'s estimator; returns the new version."""
     base = ws.models.get(name, base_version)
     folder = Path(work) / f"slow-{name}-{base.version}"
