@@ -51,3 +51,8 @@ class MissingEvidence(InvalidInput):
     def __init__(self, message: str, missing: tuple[str, ...], *, hint: str | None = None):
         super().__init__(message, hint=hint)
         self.missing = tuple(missing)
+
+
+class Unsupported(ServiceError):
+    """This backend does not do that (declared in ``WorkspaceInfo.capabilities``), e.g. starting
+    endpoint processes on a managed Azure workspace."""

@@ -299,6 +299,12 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX IF NOT EXISTS runs_estimator ON runs(estimator, created_at DESC);
     """,
+    # 7: the champion a version was approved against (a promote warns when another serves by then),
+    # and the smoke test's latency measurement (new and live deployment, p50/p95)
+    """
+    ALTER TABLE releases ADD COLUMN approved_against TEXT;
+    ALTER TABLE smoke_tests ADD COLUMN latency_json TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
