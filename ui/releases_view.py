@@ -207,10 +207,7 @@ def render() -> None:
     endpoints = {ep.name: ep for ep in state.endpoints(uri)}
     staging, production = endpoints.get(policy.endpoints.staging), endpoints.get(policy.endpoints.production)
     champion = state.champion(uri, policy.model_name)
-    try:  # a workspace where the policy's model is not registered yet has no release to show
-        states = {s.model_version: s for s in state.release_states(uri, policy.model_name)}
-    except NotFound:
-        states = {}
+    states = {s.model_version: s for s in state.release_states(uri, policy.model_name)}
     try:  # the board's versions only: candidates newer than the champion, and those with a release state
         versions = state.pending_versions(uri, policy.model_name, champion.version if champion else None,
                                           tuple(sorted(states)))
@@ -220,7 +217,6 @@ def render() -> None:
         st.warning("The endpoints are not running: nothing answers requests. A deploy or promote starts them; "
                    "so does the Endpoints page.", icon="🔌")
         st.page_link("pages/endpoints.py", label="Endpoints", icon=":material/api:")
-    states = {s.model_version: s for s in state.release_states(uri, policy.model_name)}
     render_serving(policy, production, staging, champion, states)
     rollout_view.render_rollout(ws, uri)
 
