@@ -18,16 +18,25 @@ from services import ServiceError, open_workspace
 from services.entities import CheckStatus, RunFilter, RunStatus, TrainingSpec
 from services.permissions import SYSTEM_ACTOR, canonical
 from services.run_search import parse_condition
+from services.versions import parse_version
 
 from cli import canary, delivery, monitoring, release
 from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
 
 
-def parse_ref(text: str) -> tuple[str, int | None]:
-    name, _, version = text.partition(":")
-    if version and not version.isdigit():
+def parse_ref(text: str) -> tuple[str, int | str | None]:
+    """``NAME[:VERSION]``; a version is a number or, as Azure ML allows, any text (``data:foo``)."""
+    name, sep, version = text.partition(":")
+    if not name or (sep and not version.strip()):
         raise argparse.ArgumentTypeError(f"expected NAME[:VERSION], got {text!r}")
-    return name, int(version) if version else None
+    return name, parse_version(version) if version else None
+
+
+def version_arg(text: str) -> int | str:
+    try:
+        return parse_version(text)
+    except ServiceError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_param(text: str) -> tuple[str, str]:
@@ -81,17 +90,18 @@ def cmd_datasets(ws, args) -> int:
         name, version = args.ref
         dv = ws.datasets.get(name, version)
         tests = ws.datasets.data_tests(dv.name, dv.version)
-        text = (f"{dv.ref}  {dv.rows} rows  data tests: {dv.tests_status.value}"
-                f"  (baseline: {dv.baseline_version or 'none'})\n\n"
+        tested = (f"{dv.rows} rows  data tests: {dv.tests_status.value}  (baseline: {dv.baseline_version or 'none'})"
+                  if dv.tested else f"{dv.kind}  data tests: not tested (registered outside Tollgate)")
+        text = (f"{dv.ref}  {tested}" + (f"\ncannot be read: {dv.unreadable}" if dv.unreadable else "") + "\n\n"
                 + table([c.__dict__ for c in dv.columns], ["name", "dtype", "missing", "min", "max", "mean", "std"])
                 + "\n\n" + table([t.__dict__ for t in tests], ["check", "column", "status", "detail"]))
         emit(args, {"version": dv, "tests": tests}, text)
         return EXIT_OK
     versions = ws.datasets.all_versions()
     rows = [{"name": v.name, "version": v.version, "rows": v.rows, "columns": len(v.columns),
-             "tests": v.tests_status.value, "created": v.created_at, "by": v.created_by, "source": v.source}
-            for v in versions]
-    emit(args, versions, table(rows, ["name", "version", "rows", "columns", "tests", "created", "by", "source"]))
+             "tests": v.tests_status.value if v.tested else "not tested", "created": v.created_at,
+             "by": v.created_by, "source": v.source, "type": v.kind} for v in versions]
+    emit(args, versions, table(rows, ["name", "version", "rows", "columns", "tests", "created", "by", "source", "type"]))
     return EXIT_OK
 
 
@@ -126,8 +136,8 @@ def cmd_models(ws, args) -> int:
     versions = ws.models.versions(args.name, include_archived=args.all)
     rows = [{"name": m.name, "version": m.version, "estimator": m.estimator, "rmse": m.metrics.get("rmse"),
              "r2": m.metrics.get("r2"), "aliases": ",".join(m.aliases) or None,
-             "data": f"{m.dataset}:{m.dataset_version}", "run": m.run_id, "archived": m.archived or None,
-             "created": m.created_at} for m in versions]
+             "data": f"{m.dataset}:{m.dataset_version}" if m.dataset else "(no lineage)", "run": m.run_id,
+             "archived": m.archived or None, "azure stage": m.stage or None, "created": m.created_at} for m in versions]
     emit(args, versions, table(rows, list(rows[0]) if rows else ["name"]))
     return EXIT_OK
 
@@ -261,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the run and print its result")
     p = add("gate", cmd_gate, "quality gate of a model version against the champion (exit 0 pass, 1 fail, 2 error)")
     p.add_argument("--model", required=True)
-    p.add_argument("--version", required=True, type=int)
+    p.add_argument("--version", required=True, type=version_arg)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = ("CI outputs (docs/ci-cd.md): prints the Azure DevOps logging command\n"
                 "  ##vso[task.setvariable variable=deployModel;isOutput=true]yes|no\n"

@@ -1,6 +1,6 @@
 """HTTP requests per page render against the replayed Azure workspace (target: <= 10 cold, 0 warm).
 
-    .venv/bin/python bench/bench_azure_http.py [--show PAGE] [--json bench/out/azure-http.json]
+    .venv/bin/python bench/bench_azure_http.py [--workspace azure+replay://real] [--show PAGE] [--json bench/out/azure-http.json]
 
 Renders each page of the console with Streamlit's AppTest on ``azure+replay://`` (the
 demo fixtures of ``services/azure/fixtures`` answered through the real ``MLClient``,
@@ -25,6 +25,8 @@ evaluation of the staging candidate (written by its deploy), not the two models 
 dataset (``services.azure.workspace.AzureEvaluator``). ``tests/azure/test_azure_pages.py``
 asserts the same budget per page.
 
+``--workspace azure+replay://real`` measures the workspace replayed from the Azure SDK team's
+recordings of real Azure (``services/azure/fixtures/real``) instead of the demo.
 ``--show PAGE`` prints the cold render's requests of that page. Exits 1 when a page
 raises, or misses the target. (Replay requests cost no network time; the counts are what
 a real workspace would be sent, so each one is a round trip of 50-300 ms there.)
@@ -104,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--show", help="print the requests of this page's cold render")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "azure-http.json")
+    ap.add_argument("--workspace", default="azure+replay://", help="a replayed workspace (azure+replay://…)")
     ap.add_argument("pages", nargs="*", default=PAGES)
     args = ap.parse_args(argv)
-    os.environ["TOLLGATE_WORKSPACE"] = "azure+replay://"
+    os.environ["TOLLGATE_WORKSPACE"] = args.workspace
     _pages_via_navigation()
     for page in args.pages:  # first imports (scikit-learn, azure-ai-ml's models) and fitted-model files:
         measure(page)        # one-off costs that would stretch a render past the caches' TTLs

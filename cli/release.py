@@ -74,17 +74,24 @@ def _dry_run(p) -> None:
 def endpoint_data(ep, keys: tuple[str, str] | None = None) -> dict:
     data = {"name": ep.name, "scoring_uri": ep.scoring_uri, "gateway_up": ep.gateway_up,
             "traffic": ep.traffic, "primary_key": ep.primary_key_masked, "secondary_key": ep.secondary_key_masked,
-            "deployments": [{"name": d.name, "model": d.model_ref, "state": d.state, "traffic": d.traffic,
-                             "restarts": d.restarts, "last_error": d.last_error} for d in ep.deployments]}
+            "auth_mode": ep.auth_mode, "provisioning_state": ep.provisioning_state or None,
+            "deployments": [{"name": d.name, "model": d.model_source or d.model_ref, "state": d.state,
+                             "traffic": d.traffic, "restarts": d.restarts, "last_error": d.last_error,
+                             "provisioning_state": d.provisioning_state or None, "compute": d.compute or None,
+                             "instance_type": d.instance_type or None, "instance_count": d.instance_count}
+                            for d in ep.deployments]}
     if keys:
         data["primary_key"], data["secondary_key"] = keys
     return data
 
 
 def endpoint_text(ep) -> str:
-    lines = [f"{ep.name}: {ep.scoring_uri or '(not running)'}"]
-    lines += [f"  {d.name:6} {d.model_ref:28} {d.state:10} {d.traffic:3d}%"
-              + (f"  restarts={d.restarts}" if d.restarts else "") for d in ep.deployments]
+    lines = [f"{ep.name}: {ep.scoring_uri or '(not running)'}"
+             + (f"  [{ep.provisioning_state}]" if ep.provisioning_state not in ("", "Succeeded") else "")]
+    lines += [f"  {d.name:6} {d.model_source or d.model_ref:28} {d.state:10} {d.traffic:3d}%"
+              + (f"  restarts={d.restarts}" if d.restarts else "")
+              + (f"  {d.provisioning_state}" if d.provisioning_state not in ("", "Succeeded") else "")
+              + (f"  {d.instance_count or ''}×{d.instance_type}" if d.instance_type else "") for d in ep.deployments]
     return "\n".join(lines)
 
 
@@ -135,7 +142,8 @@ def cmd_endpoint(ws, args) -> int:
     masked = (ep.primary_key_masked, ep.secondary_key_masked) if ep.primary_key_masked else \
         ws.endpoints.masked_keys(args.env) or ("", "")
     text = endpoint_text(ep) + (f"\n  primary key   {keys[0]}\n  secondary key {keys[1]}" if keys else
-                                f"\n  keys {masked[0]} / {masked[1]} (--show-keys for full)")
+                                f"\n  keys {masked[0]} / {masked[1]} (--show-keys for full)" if ep.auth_mode == "key"
+                                else f"\n  auth {ep.auth_mode}: callers send a token, no keys")
     data = endpoint_data(ep, keys)
     if not keys:
         data["primary_key"], data["secondary_key"] = masked

@@ -17,6 +17,7 @@ with guard():  # app.py catches too, but a page opened by its URL can run withou
         top = st.container()  # the retraining form and the live run go first, the filters feed the table
         flt = view.filters(ws_uri)
         shown = view.find_runs(ws_uri, flt)
+        view.partial_notice(shown)
         everything = view.find_runs(ws_uri, flt, with_status=False) if flt.statuses else shown
         with top:
             view.retrain_form(ws_uri)

@@ -49,7 +49,7 @@ class DataTestResult:
 @dataclass(frozen=True)
 class DatasetVersion:
     name: str
-    version: int
+    version: int | str                 # text when Azure says so ("foo"): services.versions
     created_at: datetime
     created_by: str
     description: str
@@ -57,11 +57,14 @@ class DatasetVersion:
     format: str                        # csv | parquet
     rows: int
     columns: tuple[ColumnProfile, ...]
-    baseline_version: int | None       # what the data tests compared against
+    baseline_version: int | str | None  # what the data tests compared against
     tests_status: CheckStatus          # worst of the data tests
     sha256: str = ""
     uri: str = ""                      # where the data lives (path or azureml:// URI)
     tags: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "uri_file"             # Azure ML data type: uri_file | uri_folder | mltable
+    tested: bool = True                # False: registered outside Tollgate, never profiled nor tested
+    unreadable: str = ""               # why Tollgate cannot read this version's data ("" when it can)
 
     @property
     def ref(self) -> str:
@@ -205,7 +208,7 @@ class RunFilter:
 @dataclass(frozen=True)
 class ModelVersion:
     name: str
-    version: int
+    version: int | str                 # text when Azure says so: services.versions
     created_at: datetime
     created_by: str
     description: str
@@ -213,11 +216,13 @@ class ModelVersion:
     metrics: Mapping[str, float]
     run_id: str | None
     dataset: str | None
-    dataset_version: int | None
+    dataset_version: int | str | None
     tags: Mapping[str, str]
     aliases: tuple[str, ...] = ()
     archived: bool = False
     uri: str = ""
+    stage: str = ""                    # Azure ML's own stage (Development, Production, Archived…), beside ours
+    model_type: str = ""               # Azure ML model type: custom_model | mlflow_model | triton_model
 
     @property
     def ref(self) -> str:
@@ -257,6 +262,11 @@ class Deployment:
     created_by: str = ""
     restarts: int = 0
     last_error: str | None = None
+    provisioning_state: str = ""       # the cloud's own state (Creating, Updating, Scaling, Failed, Deleting…)
+    compute: str = ""                  # managed | kubernetes
+    instance_type: str = ""            # e.g. Standard_DS3_v2
+    instance_count: int | None = None
+    model_source: str = ""             # what it serves when not a workspace model: "registry …", "anonymous model"
 
     @property
     def model_ref(self) -> str:
@@ -272,6 +282,8 @@ class Endpoint:
     primary_key_masked: str = ""
     secondary_key_masked: str = ""
     gateway_up: bool = False
+    provisioning_state: str = ""       # the cloud's own state (Creating, Updating, Failed, Deleting…)
+    compute: str = ""                  # managed | kubernetes
 
     @property
     def traffic(self) -> dict[str, int]:

@@ -43,6 +43,16 @@ class BackendUnavailable(ServiceError):
     """The backend cannot be reached or is not configured (network, credentials, throttling)."""
 
 
+class MissingEvidence(InvalidInput):
+    """A model version cannot be reviewed from what is recorded of it (one registered outside
+    Tollgate: no dataset lineage, no run, no metrics). ``missing`` names each absent piece, so a
+    page can say what to provide instead of showing an error."""
+
+    def __init__(self, message: str, missing: tuple[str, ...], *, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.missing = tuple(missing)
+
+
 class Unsupported(ServiceError):
     """This backend does not do that (declared in ``WorkspaceInfo.capabilities``), e.g. starting
     endpoint processes on a managed Azure workspace."""

@@ -10,6 +10,9 @@ import streamlit as st
 
 from services.entities import CheckStatus, DatasetVersion, DataTestResult
 from services.errors import ServiceError
+from services.foreign_data import test_on_demand
+from services.telemetry import warning_of
+from services.versions import newest_first
 
 from . import state
 from .chrome import role_hint
@@ -21,6 +24,7 @@ PENDING_SELECTION = "datasets.pending_selection"  # (name, version) to select on
 UPLOAD_NONCE = "datasets.upload_nonce"            # bumped after a registration: fresh upload widgets
 UPLOAD_OUTCOME = "datasets.upload_outcome"        # (level, message) of the last registration
 NEW_DATASET = "➕ New dataset…"
+NOT_TESTED = "⚪ not tested"
 PREVIEW_ROWS = 100
 STATUS_ORDER = {CheckStatus.FAIL: 0, CheckStatus.WARN: 1, CheckStatus.PASS: 2}
 ROW_TINT = {CheckStatus.FAIL: "background-color: rgba(207, 34, 46, 0.12)",
@@ -40,11 +44,17 @@ CHECKS_EXPLAINED = (
 
 # --- data shaping (no streamlit; tested directly) ------------------------------
 
+def tests_badge(v: DatasetVersion) -> str:
+    """The data tests' outcome, or "not tested" for a version registered outside Tollgate."""
+    return badge(v.tests_status) if v.tested else NOT_TESTED
+
+
 def versions_frame(versions: list[DatasetVersion]) -> pd.DataFrame:
     return pd.DataFrame([{
-        "dataset": v.name, "version": v.version, "rows": v.rows, "columns": len(v.columns),
-        "data tests": badge(v.tests_status), "created": v.created_at, "by": v.created_by,
-        "source file": v.source, "description": v.description,
+        "dataset": v.name, "version": str(v.version), "type": v.kind,
+        "rows": v.rows if v.tested else None, "columns": len(v.columns) if v.tested else None,
+        "data tests": tests_badge(v), "created": v.created_at, "by": v.created_by,
+        "source file": v.source, "description": v.description, "readable": v.unreadable or "yes",
     } for v in versions])
 
 
@@ -155,6 +165,8 @@ def render() -> None:
     st.caption("Versioned, immutable training data. Every upload is profiled and tested against the last good "
                "version before anyone trains on it.")
     versions = state.dataset_versions(uri)
+    if warning_of(versions):  # a listing that stopped early: what was read is shown, and said to be partial
+        st.warning(warning_of(versions), icon=":material/warning:")
     if not versions:
         st.info("No datasets yet. Upload a CSV or Parquet file below to register the first version, "
                 "or load the demo data from the Overview page.", icon=":material/info:")
@@ -193,22 +205,61 @@ def select_version(versions: list[DatasetVersion]) -> DatasetVersion:
     left, right = st.columns([1, 2])
     name = left.selectbox("Dataset", names, key=SELECTED_NAME)
     of_name = {v.version: v for v in versions if v.name == name}
-    numbers = sorted(of_name, reverse=True)  # latest first: the default
+    numbers = [v.version for v in newest_first(of_name.values())]  # latest first: the default
     version_key = f"datasets.version.{name}"
     if st.session_state.get(version_key) not in numbers:
         st.session_state.pop(version_key, None)
     version = right.selectbox(
         "Version", numbers, key=version_key,
-        format_func=lambda n: (f"v{n} · {STATUS_ICON[of_name[n].tests_status]} data tests "
-                               f"{of_name[n].tests_status.value} · {of_name[n].rows} rows · "
-                               f"{of_name[n].created_at:%Y-%m-%d %H:%M}" + (" · latest" if n == numbers[0] else "")))
+        format_func=lambda n: (f"v{n} · " + (f"{STATUS_ICON[of_name[n].tests_status]} data tests "
+                                             f"{of_name[n].tests_status.value} · {of_name[n].rows} rows · "
+                                             if of_name[n].tested else f"{NOT_TESTED} · {of_name[n].kind} · ")
+                               + f"{of_name[n].created_at:%Y-%m-%d %H:%M}" + (" · latest" if n == numbers[0] else "")))
     return of_name[version]
+
+
+def render_foreign(dv: DatasetVersion) -> None:
+    """A version Tollgate never tested: what Azure says of it, and whether its data can be read."""
+    st.info(f"Registered outside Tollgate, by {dv.created_by or 'someone'} on {dv.created_at:%Y-%m-%d %H:%M} UTC: "
+            "never profiled nor tested, so it has no data tests yet.", icon=":material/info:")
+    st.text(f"type: {dv.kind}\npath: {dv.uri}")
+    if dv.unreadable:
+        st.warning(f"Tollgate cannot read this version's data: {dv.unreadable}.", icon=":material/block:")
+
+
+def render_test_on_demand(dv: DatasetVersion) -> None:
+    """Profile and test a readable version Tollgate never tested; the outcome is shown, not kept."""
+    key = f"datasets.on_demand.{dv.ref}"
+    if st.button("Profile and test this version", key=f"{key}.run", icon=":material/fact_check:",
+                 help="Runs the data tests a registration runs, against the dataset's newest version that passed "
+                      "them. The outcome is shown here, not kept: re-register the file to train on it."):
+        with st.spinner(f"Reading and testing {dv.ref}…"), guard():
+            st.session_state[key] = test_on_demand(state.workspace().datasets, state.workspace().policy, dv)
+    if key not in st.session_state:
+        return
+    tested, tests = st.session_state[key]
+    status, line = verdict(tests, tested.baseline_version)
+    (st.error if status == CheckStatus.FAIL else st.warning if status == CheckStatus.WARN else st.success)(
+        f"{line} ({tested.rows:,} rows; tested now, not kept).")
+    render_tests(tests)
+    st.dataframe(profile_frame(tested), hide_index=True, width="stretch")
 
 
 def render_version(uri: str, dv: DatasetVersion, baseline: DatasetVersion | None) -> None:
     st.subheader(dv.ref)
     if dv.description:
         st.caption(f"{dv.description} · source `{dv.source}` · by {dv.created_by}")
+    if not dv.tested or dv.unreadable:
+        render_foreign(dv)
+        if dv.unreadable:
+            return
+    if not dv.tested:
+        render_test_on_demand(dv)
+        with st.expander("Preview", icon=":material/table:"):
+            with guard():
+                frame = state.dataset_frame(uri, dv.name, dv.version)
+                st.dataframe(frame.head(PREVIEW_ROWS), width="stretch")
+        return
     tests = state.data_tests(uri, dv.name, dv.version)
 
     missing = sum(c.missing for c in dv.columns)

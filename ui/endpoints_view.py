@@ -44,13 +44,22 @@ def deployment_role(ep: Endpoint, d: Deployment) -> str:
     return "warm: rollback target" if d is warm_previous(ep) else "idle (0 %)"
 
 
+def instances_text(d) -> str:
+    """``"2 × Standard_DS3_v2 (managed)"``; "" when the backend has no such notion (local)."""
+    if not (d.instance_type or d.instance_count or d.compute):
+        return ""
+    count = f"{d.instance_count} × " if d.instance_count is not None else ""
+    return f"{count}{d.instance_type or 'instance'}" + (f" ({d.compute})" if d.compute else "")
+
+
 def deployments_frame(ep: Endpoint) -> pd.DataFrame:
     return pd.DataFrame([{
-        "deployment": d.name, "model": d.model_ref, "state": state_badge(d), "traffic": d.traffic,
+        "deployment": d.name, "model": d.model_source or d.model_ref, "state": state_badge(d), "traffic": d.traffic,
         "role": deployment_role(ep, d), "restarts": d.restarts, "last error": d.last_error or "",
+        "provisioning": d.provisioning_state, "instances": instances_text(d),
         "created": d.created_at, "by": d.created_by,
     } for d in ep.deployments], columns=["deployment", "model", "state", "traffic", "role", "restarts",
-                                         "last error", "created", "by"])
+                                         "last error", "provisioning", "instances", "created", "by"])
 
 
 def incidents(ep: Endpoint) -> list[tuple[str, str]]:
@@ -116,10 +125,14 @@ def render() -> None:
     st.caption(f"Online endpoints of `{ws.info.description}` · health, traffic, keys, a test request, logs")
     flash()
     endpoints = state.endpoints(uri)
+    order = [policy.endpoints.production, policy.endpoints.staging]
+    if not endpoints:  # nothing to start either: say what is missing
+        st.info(f"None of the policy's endpoints ({', '.join(order)}) exists in this workspace yet: deploying a "
+                "model version to staging on the Releases page creates it.", icon=":material/info:")
+        return
     if not any(ep.gateway_up for ep in endpoints) and ws.info.can(ENDPOINT_PROCESSES):
         render_not_running(ws)
 
-    order = [policy.endpoints.production, policy.endpoints.staging]
     endpoints = sorted(endpoints, key=lambda e: order.index(e.name) if e.name in order else len(order))
     tabs = st.tabs([f"{'🟢' if ep.gateway_up else '🔴'} {ep.name}" for ep in endpoints])
     for tab, ep in zip(tabs, endpoints):
@@ -159,6 +172,9 @@ def render_endpoint(uri: str, policy: Policy, ep: Endpoint) -> None:
     cols[3].metric("Restarts", sum(d.restarts for d in ep.deployments if d.state != "stopped"), border=True,
                    help="Crashes of running deployments that the supervisor recovered from")
 
+    if ep.provisioning_state and ep.provisioning_state.lower() != "succeeded":
+        st.warning(f"Azure reports this endpoint as {ep.provisioning_state} ({ep.compute or 'managed'} compute).",
+                   icon=":material/hourglass_top:")
     for level, text in incidents(ep):
         (st.error if level == "error" else st.warning)(text, icon="🚨" if level == "error" else "⚠️")
 

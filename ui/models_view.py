@@ -16,6 +16,7 @@ from plotly.subplots import make_subplots
 
 from services.entities import Comparison, GateDecision, ModelVersion
 from services.errors import ServiceError
+from services.evidence import missing_evidence
 from services.gate import relative_change
 from services.policy import Policy
 
@@ -29,19 +30,21 @@ CANDIDATE_COLOR, CHAMPION_COLOR = "#0969da", "#bc4c00"
 
 # --- versions -------------------------------------------------------------------
 
-REGISTRY_COLUMNS = ["version", "estimator", "aliases", "stage", "dataset", "run", "created", "created by", "archived"]
+REGISTRY_COLUMNS = ["version", "estimator", "aliases", "stage", "azure stage", "dataset", "run", "created", "created by",
+                    "archived"]
 
 
 def versions_frame(versions: Sequence[ModelVersion], metrics: Sequence[str]) -> pd.DataFrame:
     """One row per version, newest first, in the order the page shows the columns, plus ``label``
     (what the version picker shows) and ``champion``. Built column by column: 20,000 versions."""
     frame = pd.DataFrame({
-        "version": [v.version for v in versions],
+        "version": [v.version for v in versions],  # text where Azure says so (services.versions)
         "estimator": [v.estimator for v in versions],
         **{m: pd.array([v.metrics.get(m) for v in versions], dtype="Float64").astype(float) for m in metrics},
         "aliases": [list(v.aliases) for v in versions],
         "stage": [v.tags.get("stage", "") for v in versions],
-        "dataset": [f"{v.dataset}:{v.dataset_version}" if v.dataset else "" for v in versions],
+        "azure stage": [v.stage for v in versions],  # Azure ML's own stage field, beside the release stage
+        "dataset": [f"{v.dataset}:{v.dataset_version}" if v.dataset else "(no lineage)" for v in versions],
         "run": [v.run_id or "" for v in versions],
         "created": pd.to_datetime([v.created_at for v in versions], utc=True),
         "created by": [v.created_by for v in versions],
@@ -65,7 +68,12 @@ def frame_metrics(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c not in REGISTRY_COLUMNS and c not in ("champion", "label")]
 
 
-def default_candidate(frame: pd.DataFrame) -> int | None:
+def _plain(value):
+    """A frame cell as the plain Python value (numpy's int64 → int; text stays)."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def default_candidate(frame: pd.DataFrame) -> int | str | None:
     """What to review first: the newest version that is neither champion nor archived.
 
     ``frame`` (``versions_frame``) is newest first. Falls back to the champion, then to the newest version.
@@ -74,19 +82,21 @@ def default_candidate(frame: pd.DataFrame) -> int | None:
         return None
     for mask in (~frame["champion"] & ~frame["archived"], frame["champion"]):
         if mask.any():
-            return int(frame.loc[mask, "version"].iloc[0])
-    return int(frame["version"].iloc[0])
+            return _plain(frame.loc[mask, "version"].iloc[0])
+    return _plain(frame["version"].iloc[0])
 
 
 def version_label(v: ModelVersion) -> str:
-    parts = [f"v{v.version}", v.estimator]
+    parts = [f"v{v.version}", v.estimator or v.model_type]
     if v.dataset:
         parts.append(f"{v.dataset}:{v.dataset_version}")
+    elif v.stage:
+        parts.append(f"Azure stage {v.stage}")
     if v.is_champion:
         parts.append("champion")
     if v.archived:
         parts.append("archived")
-    return " · ".join(parts)
+    return " · ".join(p for p in parts if p)
 
 
 def summary(frame: pd.DataFrame) -> dict[str, int]:
@@ -362,7 +372,9 @@ def versions_table(frame: pd.DataFrame) -> None:
         column_order=[c for c in [*REGISTRY_COLUMNS[:2], *metrics, *REGISTRY_COLUMNS[2:]]
                       if show_archived or c != "archived"],
         column_config={
-            "version": st.column_config.NumberColumn("version", format="v%d", width="small"),
+            "version": (st.column_config.NumberColumn("version", format="v%d", width="small")
+                        if pd.api.types.is_integer_dtype(frame["version"])
+                        else st.column_config.TextColumn("version", width="small")),
             **number,
             # a Styler would highlight the champion's row but costs ~1 s at 2,000 versions: chips instead
             "aliases": st.column_config.ListColumn("aliases", help="`champion` marks the production version"),
@@ -383,13 +395,13 @@ def pick_version(name: str, frame: pd.DataFrame) -> int | None:
     if visible.empty:
         st.info("Every version is archived: turn on **Show archived versions** to see and restore them.")
         return None
-    labels = dict(zip(visible["version"].tolist(), visible["label"].tolist()))
+    labels = dict(zip((_plain(v) for v in visible["version"]), visible["label"].tolist()))
     key = selected_key(name)
     follow_link(key, "version", list(labels))
     if st.session_state.get(key) not in labels:
         st.session_state[key] = default_candidate(visible)
     offered = list(labels)[:PICKER_LIMIT]
-    offered += [v for v in (st.session_state[key], *visible.loc[visible["champion"], "version"].tolist())
+    offered += [v for v in (st.session_state[key], *map(_plain, visible.loc[visible["champion"], "version"]))
                 if v not in offered[:PICKER_LIMIT]]
     number = st.selectbox("Version to review", offered, key=key, format_func=lambda n: labels[n],
                           help="Defaults to the newest version that is neither champion nor archived."
@@ -411,6 +423,9 @@ def comparison_section(mv: ModelVersion, champion: ModelVersion | None, policy: 
     elif mv.is_champion:
         st.info(f"**v{mv.version} is the champion** — nothing to compare it with. Below: how it scores on "
                 "the held-out rows of its own dataset. Pick another version to review it against the champion.")
+    if not mv.dataset:
+        evidence_notice(mv)
+        return
     try:
         with st.spinner(f"Scoring v{mv.version}" + (f" and champion v{champion.version}" if against_champion else "")
                         + " on the same held-out rows…"):
@@ -454,6 +469,15 @@ def comparison_section(mv: ModelVersion, champion: ModelVersion | None, policy: 
                                 for c in ("mean residual (bias)", "residual std", "largest miss")})
 
 
+def evidence_notice(mv: ModelVersion) -> None:
+    """A version registered outside Tollgate: what it lacks for a review, instead of an error."""
+    missing = "\n".join(f"- {m}" for m in missing_evidence(mv))
+    st.info(f"**v{mv.version} cannot be reviewed yet**: it was registered outside Tollgate, and its review "
+            f"needs evidence that is not recorded:\n\n{missing}\n\nWithout the dataset version it was trained on "
+            "there are no held-out rows to score it on, so there is no comparison and no gate decision. "
+            "Its details below are still available.", icon=":material/info:")
+
+
 def gate_banner(gate: GateDecision, mv: ModelVersion, against_champion: bool) -> None:
     versus = f" against champion {gate.champion}" if against_champion and gate.champion else ""
     checks = "\n".join(f"- {':material/check: pass' if c.passed else ':material/close: **fail**'} · {c.reason}"
@@ -481,6 +505,9 @@ def version_card(mv: ModelVersion) -> None:
         badges.append(":gray-badge[archived]")
     if badges:
         st.markdown(" ".join(badges))
+    if mv.stage or mv.model_type:  # Azure ML's own fields, set by whoever registered the version: plain text
+        st.text(" · ".join(x for x in (f"Azure stage: {mv.stage}" if mv.stage else "",
+                                       f"type: {mv.model_type}" if mv.model_type else "") if x))
 
     details, edits = st.columns([1, 1], gap="large")
     with details:

@@ -13,6 +13,7 @@ import streamlit as st
 from services.entities import CheckStatus, DatasetVersion, Endpoint, ModelVersion, Run, RunFilter, RunStatus
 from services.errors import NotFound
 from services.policy import Policy
+from services.versions import newest_first, order_key
 
 from . import state
 from .datasets_view import group_by_check
@@ -37,8 +38,9 @@ def pending_candidates(versions: list[ModelVersion], champion: ModelVersion | No
     """Registered, non-archived versions newer than the champion, newest first:
     the first ``limit`` of them and how many more there are."""
     waiting = [v for v in versions if not v.archived and not v.is_champion
-               and (champion is None or v.version > champion.version)]
-    waiting.sort(key=lambda v: v.version, reverse=True)
+               and (champion is None or order_key(v.version, v.created_at) > order_key(champion.version,
+                                                                                        champion.created_at))]
+    waiting = newest_first(waiting)
     return waiting[:limit], max(0, len(waiting) - limit)
 
 
@@ -123,7 +125,8 @@ def latest_failing_datasets(versions: list[DatasetVersion]) -> list[DatasetVersi
     """The newest version of each dataset, where it failed its data tests: training on it will fail."""
     latest: dict[str, DatasetVersion] = {}
     for v in versions:
-        if v.name not in latest or v.version > latest[v.name].version:
+        if v.name not in latest or order_key(v.version, v.created_at) > order_key(latest[v.name].version,
+                                                                                 latest[v.name].created_at):
             latest[v.name] = v
     return sorted((v for v in latest.values() if v.tests_status == CheckStatus.FAIL), key=lambda v: v.name)
 

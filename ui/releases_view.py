@@ -217,7 +217,6 @@ def render() -> None:
         st.warning("The endpoints are not running: nothing answers requests. A deploy or promote starts them; "
                    "so does the Endpoints page.", icon="🔌")
         st.page_link("pages/endpoints.py", label="Endpoints", icon=":material/api:")
-    states = {s.model_version: s for s in state.release_states(uri, policy.model_name)}
     render_serving(policy, production, staging, champion, states)
     rollout_view.render_rollout(ws, uri)
 

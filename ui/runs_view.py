@@ -23,9 +23,11 @@ from services.entities import (CheckStatus, Condition, GateDecision, MetricPoint
                                TrainingSpec)
 from services.errors import InvalidInput, ServiceError
 from services.run_search import parse_condition
+from services.telemetry import mark_frame, warning_of
 
 from . import state
 from .chrome import role_hint
+from .steps_view import render_steps
 from .widgets import BETTER, NEUTRAL, STATUS_ICON, fmt_duration, fmt_metric, guard, show_error
 
 # session-state keys of this page
@@ -90,7 +92,7 @@ def table_frame(items: list[Run]) -> pd.DataFrame:
         "status": [STATUS_LABELS[s] for s in states],
         "name": [r.display_name for r in items],
         "estimator": [r.estimator for r in items],
-        "dataset": [f"{r.dataset}:{r.dataset_version}" for r in items],
+        "dataset": [f"{r.dataset}:{r.dataset_version}" if r.dataset else "—" for r in items],
         **{m: pd.array([r.metrics.get(m) for r in items], dtype="Float64").astype(float) for m in MAIN_METRICS},
         "gate": [None if r.gate is None else GATE_LABELS[r.gate.passed] for r in items],
         "model": [f"{r.model_name}:{r.model_version}" if r.model_version else None for r in items],
@@ -107,7 +109,15 @@ def table_frame(items: list[Run]) -> pd.DataFrame:
 def runs_table(ws_uri: str, flt: RunFilter) -> pd.DataFrame:
     # Cached as a DataFrame, not as Run objects: with 10,000 runs, unpickling the Run
     # list from the cache on every rerun costs ~0.5 s; the frame costs ~1 ms.
-    return table_frame(state.workspace().jobs.list(flt))
+    runs = state.workspace().jobs.list(flt)
+    return mark_frame(table_frame(runs), warning_of(runs))  # jobs left out, or a page that failed: said
+
+
+def partial_notice(frame: pd.DataFrame) -> None:
+    """What the listing could not read (jobs the SDK cannot parse, a page that failed), beside the rest."""
+    warning = warning_of(frame)
+    if warning:
+        st.warning(warning, icon=":material/warning:")
 
 
 @st.cache_data(ttl=state.READ_TTL, show_spinner=False)
@@ -355,9 +365,10 @@ def run_details(ws_uri: str, run: Run) -> None:
 
     facts({"Status": f"{STATUS_ICON[run.status]} {run.status.value}", "Step": run.step or "—",
            "Duration": fmt_duration(run.duration_s), "Estimator": estimator_label(run.estimator),
-           "Data": f"{run.dataset}:{run.dataset_version}",
+           "Data": f"{run.dataset}:{run.dataset_version}" if run.dataset else "—",
            "Model": f"{run.model_name}:{run.model_version}" if run.model_version else "—"})
 
+    render_steps(ws_uri, run)
     overview, history, log = st.tabs(["Overview", "Metric history", "Log"])
     with overview:
         left, right = st.columns(2)
@@ -447,9 +458,12 @@ def gate_block(gate: GateDecision | None, status: RunStatus | None = None) -> No
 
 
 def lineage(run: Run) -> None:
-    st.page_link("pages/datasets.py", label=f"Trained on {run.dataset}:{run.dataset_version} — open in Datasets",
-                 icon=":material/dataset:",
-                 query_params={"dataset": run.dataset, "version": str(run.dataset_version)})
+    if run.dataset:
+        st.page_link("pages/datasets.py", label=f"Trained on {run.dataset}:{run.dataset_version} — open in Datasets",
+                     icon=":material/dataset:",
+                     query_params={"dataset": run.dataset, "version": str(run.dataset_version)})
+    else:
+        st.caption("No dataset recorded: a job that Tollgate did not start.")
     if run.model_version:
         st.page_link("pages/models.py", label=f"Registered as {run.model_name}:{run.model_version} — open in Models",
                      icon=":material/deployed_code:",

@@ -19,6 +19,7 @@ from services.entities import (AuditRecord, Comparison, DatasetVersion, DataTest
                                RequestRecord, Run, RunFilter, SmokeTestResult, VersionStats)
 from services.errors import BackendUnavailable
 from services.telemetry import endpoints_health as _endpoints_health, parse_since, window
+from services.versions import order_key
 from services.workspace import workspace_uri
 
 READ_TTL = 10  # seconds; writes clear the cache at once
@@ -103,7 +104,8 @@ def pending_versions(ws_uri: str, name: str, newer_than: int | None, also: tuple
     and the versions ``also``, newest first: what Overview and the Releases board show. Only these go
     through the cache (pickling all 20,000 versions of a registry cost ~1 s per rerun)."""
     return [v for v in _workspace(ws_uri).models.versions(name)
-            if v.version in also or (not v.archived and (newer_than is None or v.version > newer_than))]
+            if v.version in also or (not v.archived and (newer_than is None
+                                                        or order_key(v.version, v.created_at) > order_key(newer_than)))]
 
 
 @st.cache_data(ttl=READ_TTL, show_spinner=False)

@@ -26,7 +26,10 @@ from typing import Any, Mapping
 
 from ..entities import (CheckStatus, ColumnProfile, DatasetVersion, DataTestResult, GateDecision, MetricPoint,
                         ModelVersion, Run, RunStatus)
+from ..errors import InvalidInput
+from ..versions import Version, parse_version
 from .mlflow_rest import loads_or, mlflow_metrics, mlflow_params, mlflow_tags
+from .paths import data_unreadable
 
 P = "tollgate."
 ALIAS_TAG = "tollgate.alias."
@@ -69,8 +72,8 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def split_ref(ref: str | None) -> tuple[str | None, int | None]:
-    """``"diabetes:2"`` (or ``azureml:diabetes:2``) → ``("diabetes", 2)``."""
+def split_ref(ref: str | None) -> tuple[str | None, Version | None]:
+    """``"diabetes:2"`` (or ``azureml:diabetes:2``) → ``("diabetes", 2)``; ``"d:foo"`` → ``("d", "foo")``."""
     if not ref:
         return None, None
     ref = str(ref)
@@ -79,7 +82,15 @@ def split_ref(ref: str | None) -> tuple[str | None, int | None]:
     name, _, version = ref.rpartition(":")
     if not name:
         return ref, None
-    return name, _int(version)
+    return name, version_of(version) if version.strip() else None
+
+
+def version_of(value: Any) -> Version:
+    """An Azure asset version (always text on the wire) → ``services.versions.Version``."""
+    try:
+        return parse_version(value)
+    except InvalidInput:
+        return str(value)
 
 
 def created(entity: Any) -> tuple[datetime, str]:
@@ -124,18 +135,31 @@ def dataset_version(data: Any) -> DatasetVersion:
     """An azure-ai-ml ``Data`` (a data asset version) → ``DatasetVersion``."""
     props = dict(getattr(data, "properties", None) or {})
     at, by = created(data)
-    source = props.get(P + "source") or str(getattr(data, "path", "") or "").rstrip("/").rsplit("/", 1)[-1]
-    fmt = props.get(P + "format") or ("parquet" if source.endswith((".parquet", ".pq")) else "csv")
+    path = str(getattr(data, "path", "") or "")
+    kind = str(getattr(data, "type", None) or "uri_file")
+    source = props.get(P + "source") or path.rstrip("/").rsplit("/", 1)[-1]
+    fmt = props.get(P + "format") or _file_format(source, kind)
     cols = tuple(ColumnProfile(**c) for c in loads_or(props.get(P + "profile"), []))
+    tested = bool(props.get(P + "tests_status"))  # Tollgate profiles and tests every version it registers
+    baseline = props.get(P + "baseline")
     return DatasetVersion(
-        name=data.name, version=_int(data.version) or 0, created_at=at,
+        name=data.name, version=version_of(data.version), created_at=at,
         created_by=props.get(P + "created_by") or by, description=getattr(data, "description", None) or "",
         source=source, format=fmt, rows=_int(props.get(P + "rows")) or 0, columns=cols,
-        baseline_version=_int(props.get(P + "baseline")),
+        baseline_version=version_of(baseline) if baseline else None,
         tests_status=CheckStatus(props.get(P + "tests_status") or CheckStatus.PASS.value),
-        sha256=props.get(P + "sha256", ""), uri=str(getattr(data, "path", "") or ""),
+        sha256=props.get(P + "sha256", ""), uri=path,
         tags=dict(getattr(data, "tags", None) or {}),
+        kind=kind, tested=tested, unreadable=data_unreadable(kind, path, fmt),
     )
+
+
+def _file_format(source: str, kind: str) -> str:
+    """``csv`` / ``parquet`` for what Tollgate reads, else the file's extension (or the data type)."""
+    if kind != "uri_file":
+        return kind
+    ext = source.rsplit(".", 1)[-1].lower() if "." in source else ""
+    return {"": "csv", "csv": "csv", "txt": "csv", "parquet": "parquet", "pq": "parquet"}.get(ext, ext)
 
 
 def data_tests(data: Any) -> list[DataTestResult]:
@@ -147,12 +171,12 @@ def data_tests(data: Any) -> list[DataTestResult]:
 
 # --- models ---------------------------------------------------------------------------------
 
-def aliases_of(container_tags: Mapping[str, str] | None) -> dict[int, tuple[str, ...]]:
+def aliases_of(container_tags: Mapping[str, str] | None) -> dict[Version, tuple[str, ...]]:
     """Container tags → {version: (aliases...)}."""
-    out: dict[int, list[str]] = {}
+    out: dict[Version, list[str]] = {}
     for key, value in (container_tags or {}).items():
-        if key.startswith(ALIAS_TAG) and _int(value) is not None:
-            out.setdefault(int(value), []).append(key[len(ALIAS_TAG):])
+        if key.startswith(ALIAS_TAG) and str(value or "").strip():
+            out.setdefault(version_of(value), []).append(key[len(ALIAS_TAG):])
     return {v: tuple(sorted(a)) for v, a in out.items()}
 
 
@@ -169,7 +193,7 @@ def model_version(model: Any, aliases: tuple[str, ...] = (), archived: bool = Fa
     at, by = created(model)
     dataset, dataset_version = split_ref(props.get(P + "dataset"))
     return ModelVersion(
-        name=model.name, version=_int(model.version) or 0, created_at=at,
+        name=model.name, version=version_of(model.version), created_at=at,
         created_by=props.get(P + "created_by") or by, description=getattr(model, "description", None) or "",
         estimator=props.get(P + "estimator", ""),
         metrics={k: float(v) for k, v in loads_or(props.get(P + "metrics"), {}).items()},
@@ -177,6 +201,7 @@ def model_version(model: Any, aliases: tuple[str, ...] = (), archived: bool = Fa
         dataset=dataset, dataset_version=dataset_version,
         tags=dict(getattr(model, "tags", None) or {}), aliases=tuple(aliases), archived=bool(archived),
         uri=str(getattr(model, "path", "") or ""),
+        stage=str(getattr(model, "stage", None) or ""), model_type=str(getattr(model, "type", None) or ""),
     )
 
 

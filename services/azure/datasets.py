@@ -31,13 +31,15 @@ from typing import Any, Callable, Mapping
 
 import pandas as pd
 
+from .. import versions
 from ..datatests import LABELS_TAG, NO_LABELS, profile, read_table, run_data_tests
 from ..entities import CheckStatus, DatasetVersion, DataTestResult
-from ..errors import Conflict, InvalidInput, NotFound
+from ..errors import Conflict, InvalidInput, NotFound, ServiceError
 from ..naming import check_name
 from ..permissions import authorize, canonical
 from ..policy import Policy
-from . import convert
+from ..telemetry import mark, warning_of
+from . import convert, paging
 from .config import AzureSettings
 from .errors import azure_call, translate
 
@@ -161,20 +163,22 @@ class AzureDatasets:
     # --- reads ----------------------------------------------------------------------
 
     def names(self) -> list[str]:
+        """The data assets' names (a ``PartialList`` when a later page of the listing failed)."""
         def load():
-            with azure_call("list the data assets"):
-                return sorted(d.name for d in self.ml.data.list())
-        return list(self.cache.get(("data", "names"), load))
+            listed = paging.read_listing(self.ml.data.list(), "the data assets")
+            return mark(sorted(d.name for d in listed), warning_of(listed))
+        return self.cache.get(("data", "names"), load)
 
     def _data_versions(self, name: str) -> list[Any]:
         def load():
             try:
-                with azure_call(f"list the versions of dataset {name!r}"):
-                    items = [d for d in self.ml.data.list(name=name) if d is not None]
+                items = paging.read_listing(self.ml.data.list(name=name), f"the versions of dataset {name!r}")
             except NotFound:
                 items = []
-            return sorted(items, key=lambda d: convert._int(d.version) or 0, reverse=True)
-        return list(self.cache.get(("data", "versions", name), load))
+            order = sorted(items, key=lambda d: versions.order_key(convert.version_of(d.version), convert.created(d)[0]),
+                           reverse=True)
+            return mark(order, warning_of(items))
+        return self.cache.get(("data", "versions", name), load)
 
     def _unknown(self, name: str) -> NotFound:
         return NotFound(f"dataset {name!r} does not exist",
@@ -187,10 +191,21 @@ class AzureDatasets:
         return [convert.dataset_version(d) for d in items]
 
     def all_versions(self) -> list[DatasetVersion]:
+        """Every version of every data asset, newest first; a ``PartialList`` saying what could not be
+        listed when a listing stopped early."""
         out: list[DatasetVersion] = []
-        for name in self.names():
-            out.extend(convert.dataset_version(d) for d in self._data_versions(name))
-        return sorted(out, key=lambda v: (v.created_at, v.name, v.version), reverse=True)
+        names = self.names()
+        warnings = [warning_of(names)]
+        for name in names:
+            try:
+                listed = self._data_versions(name)
+            except ServiceError as e:  # one data asset Azure answers badly for: the others are still listed
+                warnings.append(str(e))
+                continue
+            warnings.append(warning_of(listed))
+            out.extend(convert.dataset_version(d) for d in listed)
+        out.sort(key=lambda v: (v.created_at, v.name, str(v.version)), reverse=True)
+        return mark(out, "; ".join(w for w in warnings if w))
 
     def _get_data(self, name: str, version: int | None) -> Any:
         """One version from the (briefly cached) listing of the dataset's versions."""
@@ -201,10 +216,10 @@ class AzureDatasets:
             raise self._unknown(name)
         if version is None:
             return items[0]
-        found = next((d for d in items if convert._int(d.version) == version), None)
+        found = next((d for d in items if versions.same(convert.version_of(d.version), version)), None)
         if found is None:
             raise NotFound(f"dataset {name}:{version} does not exist",
-                           hint=f"Versions of {name}: {', '.join(d.version for d in items)}.")
+                           hint=f"Versions of {name}: {versions.describe(convert.version_of(d.version) for d in items)}.")
         return found
 
     def get(self, name: str, version: int | None = None) -> DatasetVersion:
@@ -216,14 +231,15 @@ class AzureDatasets:
     def load(self, name: str, version: int | None = None) -> pd.DataFrame:
         if version is not None:
             with self._lock:
-                try:
-                    cached = self._frames.get((name, int(version)))
-                except (TypeError, ValueError):
-                    cached = None
+                cached = self._frames.get((name, str(version)))
             if cached is not None:  # versions are immutable: no request for data already read
                 return cached.copy()
         dv = self.get(name, version)
-        key = (dv.name, dv.version)
+        if dv.unreadable:
+            raise InvalidInput(f"cannot read dataset {dv.ref}: {dv.unreadable}",
+                               hint="Register the data as a CSV or Parquet file (uri_file) to profile, test and "
+                                    "train on it.")
+        key = (dv.name, str(dv.version))
         with self._lock:
             cached = self._frames.get(key)
         if cached is None:
@@ -259,7 +275,7 @@ class AzureDatasets:
             tags[LABELS_TAG] = NO_LABELS
 
         existing = [convert.dataset_version(d) for d in self._data_versions(name)]
-        candidates = [v for v in existing if v.tests_status != CheckStatus.FAIL]
+        candidates = [v for v in existing if v.tested and not v.unreadable and v.tests_status != CheckStatus.FAIL]
         prev = next((v for v in candidates if v.tags.get(LABELS_TAG) != NO_LABELS),
                     candidates[0] if candidates else None)
         baseline = self.load(prev.name, prev.version) if prev else None
@@ -270,7 +286,7 @@ class AzureDatasets:
                                            created_by=canonical(actor), columns=cols, tests=tests)
 
         uri = self.blobs.upload(f"{PREFIX}/datasets/{name}/{uuid.uuid4().hex}/{original}", data)
-        version = max((v.version for v in existing), default=0) + 1
+        version = versions.next_number(v.version for v in existing)
         try:
             created = self._put_version(name, version, uri, description, tags, props)
         except BaseException:
@@ -304,11 +320,8 @@ class AzureDatasets:
                        hint="Many registrations at once; try again.")
 
 
-def _version(version: Any, what: str) -> int:
-    try:
-        return int(version)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{what} version must be a whole number, got {version!r}") from None
+def _version(version: Any, what: str) -> versions.Version:
+    return versions.parse_version(version, f"{what} version")
 
 
 def frame_bytes(frame: pd.DataFrame) -> bytes:

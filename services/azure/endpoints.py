@@ -31,6 +31,7 @@ from azure.core.rest import HttpRequest
 from ..entities import Deployment, Endpoint, ScoreResult
 from ..errors import BackendUnavailable, Forbidden, InvalidInput, NotFound, Unsupported
 from ..permissions import authorize
+from . import online_convert
 from .errors import azure_call as translated, translate
 
 TAG = "tollgate."
@@ -52,6 +53,8 @@ def mask(key: str | None) -> str:
 def model_of(model_ref: Any) -> tuple[str, int] | None:
     """(name, version) from a deployment's model: an ARM id or ``azureml:name:version``."""
     text = str(model_ref or "")
+    if online_convert.model_source(model_ref):  # a registry's or an anonymous model: not this workspace's
+        return None
     m = _MODEL_ARM.search(text) or _MODEL_SHORT.match(text)
     return (m["name"], int(m["version"])) if m else None
 
@@ -203,12 +206,17 @@ class AzureEndpoints:
                 name=d.name, endpoint=raw.name, model_name=ref[0], model_version=ref[1], state=state,
                 traffic=traffic.get(d.name, 0), created_at=getattr(ctx, "created_at", None),
                 created_by=(d.tags or {}).get(TAG + "deployed_by") or getattr(ctx, "created_by", None) or "",
-                last_error=None if state != "failed" else f"provisioning {_text(d.provisioning_state)}"))
+                last_error=None if state != "failed" else f"provisioning {_text(d.provisioning_state)}",
+                provisioning_state=online_convert.text(d.provisioning_state), compute=online_convert.compute_kind(d),
+                instance_type=online_convert.text(getattr(d, "instance_type", None)),
+                instance_count=online_convert.instance_count(d), model_source=online_convert.model_source(d.model)))
         up = _text(raw.provisioning_state) == "succeeded"
         return Endpoint(name=raw.name, scoring_uri=raw.scoring_uri or "", deployments=tuple(deps),
                         auth_mode=_text(raw.auth_mode) or "key",
                         primary_key_masked=mask(keys[0]) if keys else "",
-                        secondary_key_masked=mask(keys[1]) if keys else "", gateway_up=up)
+                        secondary_key_masked=mask(keys[1]) if keys else "", gateway_up=up,
+                        provisioning_state=online_convert.text(raw.provisioning_state),
+                        compute=online_convert.compute_kind(raw))
 
     def get(self, name: str) -> Endpoint:
         """One endpoint with its masked keys: 3 requests (list endpoints, list its deployments,

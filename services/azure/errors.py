@@ -20,6 +20,10 @@ from typing import Iterator
 from ..errors import BackendUnavailable, Conflict, Forbidden, InvalidInput, NotFound, ServiceError
 from .config import ROLE_HINT
 
+REFUSED_HINT = "Check the names and values asked for; Azure's message says which one it refused."
+# azure-ai-ml raising on what Azure returned: an asset another tool made, or an API version it does not know
+UNREADABLE_HINT = ("Azure returned something azure-ai-ml cannot read (made by another tool, or by a newer API "
+                   "version): look at it in Azure ML studio; upgrading azure-ai-ml may help.")
 SIGN_IN_HINT = ("Sign in with `az login` (or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET, "
                 "or run with a managed identity), then reload.")
 
@@ -70,7 +74,7 @@ def translate(e: BaseException, what: str, *, role: str = "AzureML Data Scientis
                                   hint="Retried already; try again in a few minutes and check "
                                        "https://status.azure.com if it persists.")
     if status is not None and 400 <= status < 500:
-        return InvalidInput(f"Azure refused to {what} ({status}): {_reason(e)}")
+        return InvalidInput(f"Azure refused to {what} ({status}): {_reason(e)}", hint=REFUSED_HINT)
     if isinstance(e, (ServiceRequestError, ServiceResponseError)):
         return BackendUnavailable(f"cannot reach Azure to {what}: {_reason(e)}",
                                   hint="Check the network connection (and a proxy, if one is needed).")
@@ -83,11 +87,12 @@ def translate(e: BaseException, what: str, *, role: str = "AzureML Data Scientis
     except ImportError:  # pragma: no cover
         MlException = ValidationException = ()  # type: ignore
     if isinstance(e, ValidationException):
-        return InvalidInput(f"could not {what}: {_reason(e)}")
+        return InvalidInput(f"could not {what}: {_reason(e)}", hint=UNREADABLE_HINT)
     if isinstance(e, MlException):
-        return BackendUnavailable(f"Azure ML could not {what}: {_reason(e)}")
+        return BackendUnavailable(f"Azure ML could not {what}: {_reason(e)}", hint=UNREADABLE_HINT)
     if isinstance(e, HttpResponseError):
-        return BackendUnavailable(f"Azure answered an error while trying to {what}: {_reason(e)}")
+        return BackendUnavailable(f"Azure answered an error while trying to {what}: {_reason(e)}",
+                                  hint="Try again in a few minutes; check https://status.azure.com if it persists.")
     raise e
 
 

@@ -32,7 +32,8 @@ from ..errors import Conflict, InvalidInput, NotFound
 from ..permissions import authorize, canonical
 from ..policy import Policy
 from ..training import full_params
-from . import convert
+from ..telemetry import mark, warning_of
+from . import convert, history, paging
 from .config import AzureSettings
 from .datasets import AzureDatasets, BlobStore
 from .errors import azure_call
@@ -78,10 +79,21 @@ class AzureJobs:
         return jobs
 
     def _jobs(self) -> list[Any]:
-        def load():
-            with azure_call("list the jobs"):
-                return [j for j in self.ml.jobs.list() if j is not None]  # None: a job the SDK cannot parse
-        return self._seen(list(self.cache.get(("jobs", "list"), load)) if self.cache else load())
+        """Every top-level job; a ``PartialList`` naming the jobs the SDK cannot parse (it raises
+        ``ValidationException`` for some, rather than returning ``None``) or saying which page failed."""
+        return self._seen(self.cache.get(("jobs", "list"), self._list_jobs) if self.cache else self._list_jobs())
+
+    def _list_jobs(self) -> list[Any]:
+        # what ml.jobs.list() does, with each job converted on its own: the SDK converts a page at once,
+        # so one job it cannot parse would fail the page and the listing (paging.py)
+        from azure.ai.ml.constants import ListViewType
+        from azure.ai.ml.entities import Job
+        ops = self.ml.jobs
+        one = paging.converting(lambda rest: ops._resolve_azureml_id(Job._from_rest_object(rest)), "job")
+        pager = ops.service_client_01_2024_preview_arm.jobs.list(
+            ops._operation_scope.resource_group_name, ops._workspace_name,
+            cls=lambda objs: [one(o) for o in objs], list_view_type=ListViewType.ACTIVE_ONLY, **ops._kwargs)
+        return paging.read_listing(pager, "the jobs")
 
     def _mlflow_runs(self, ids: list[str]) -> dict[str, dict]:
         if not ids:
@@ -96,6 +108,7 @@ class AzureJobs:
     def list(self, flt: RunFilter | None = None) -> list[Run]:
         flt = flt or RunFilter()
         jobs = self._jobs()
+        warning = warning_of(jobs)  # jobs left out (unparsable) or a page that failed: said on the page
         if flt.experiment is not None:
             jobs = [j for j in jobs if getattr(j, "experiment_name", None) == flt.experiment]
         if flt.status:
@@ -114,7 +127,7 @@ class AzureJobs:
         if flt.limit is not None:
             rough = rough[:flt.limit]
         runs = self._mlflow_runs([r.id for _, r in rough])
-        return [convert.job_run(j, runs.get(j.name)) for j, _ in rough]
+        return mark([convert.job_run(j, runs.get(j.name)) for j, _ in rough], warning)
 
     def experiments(self) -> list[str]:
         return sorted({j.experiment_name for j in self._jobs() if getattr(j, "experiment_name", None)})
@@ -147,10 +160,10 @@ class AzureJobs:
     def steps(self, run_id: str) -> list[Run]:
         """The child steps of a pipeline run (empty for a command job), oldest first."""
         self._job(run_id)
-        with azure_call(f"list the steps of run {run_id}"):
-            children = [c for c in self.ml.jobs.list(parent_job_name=run_id) if c is not None]
-        runs = [convert.job_run(c, None) for c in children]
-        return sorted(runs, key=lambda r: (r.created_at, r.id))
+        one = paging.converting(history.step_run, "step")
+        steps = paging.read_listing((one(raw) for page in self.mlflow.run_children(run_id) for raw in page),
+                                    f"the steps of run {run_id}")
+        return mark(sorted(steps, key=lambda r: (r.created_at, r.id)), warning_of(steps))
 
     def metric_history(self, run_id: str, key: str | None = None) -> list[MetricPoint]:
         self._job(run_id)

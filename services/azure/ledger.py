@@ -109,7 +109,12 @@ class AzureLedger:
         return state_of(mv)
 
     def states(self, name: str | None = None) -> list[ReleaseState]:
-        found = [state_of(mv) for mv in self.models.versions(name) if mv.tags.get(TAG + "stage")]
+        """As the local ledger: a model that is not registered has no release states (not an error)."""
+        try:
+            versions = self.models.versions(name)
+        except NotFound:
+            return []
+        found = [state_of(mv) for mv in versions if mv.tags.get(TAG + "stage")]
         return sorted(found, key=lambda s: s.updated_at or datetime.min.replace(tzinfo=timezone.utc), reverse=True)
 
     def smoke_test(self, test_id: int) -> SmokeTestResult:

@@ -14,7 +14,7 @@ with back-off) and ``BearerTokenCredentialPolicy``; errors are raised as azure-c
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 from urllib.parse import quote, urlsplit
 
 from azure.core import PipelineClient
@@ -135,6 +135,20 @@ class MlflowRest:
     def run_details(self, run_id: str) -> dict:
         url = f"{self.host}/history/v1.0{self.scope}/runs/{quote(run_id)}/details"
         return _check(self.client.send_request(HttpRequest("GET", url)), f"read the details of run {run_id}").json()
+
+    def run_children(self, run_id: str) -> Iterator[list[dict]]:
+        """The child runs (pipeline steps) of a run as run history keeps them, page by page
+        (``continuationToken``): each page is read when the previous one has been used."""
+        url = f"{self.host}/history/v1.0{self.scope}/runs/{quote(run_id)}/children"
+        token = None
+        while True:
+            params = {"continuationToken": token} if token else None
+            data = _check(self.client.send_request(HttpRequest("GET", url, params=params)),
+                          f"list the steps of run {run_id}").json()
+            yield list(data.get("value") or [])
+            token = data.get("continuationToken")
+            if not token:
+                return
 
     def fetch_text(self, sas_url: str) -> str:
         """A log file by its SAS URL (from ``run_details``'s ``logFiles``)."""

@@ -22,13 +22,15 @@ from typing import Any, Callable, Mapping
 
 import joblib
 
+from .. import versions
 from ..entities import ModelVersion
 from ..errors import InvalidInput, NotFound
 from ..naming import check_name
 from ..permissions import authorize
 from ..policy import Policy
 from ..release_rules import check_archive
-from . import convert
+from ..telemetry import mark, warning_of
+from . import convert, paging
 from .datasets import BlobStore, ReadCache, _version
 from .errors import azure_call
 from .release_tags import stage_of
@@ -98,7 +100,7 @@ class AzureModels:
     def _version_rest(self, name: str, version: int) -> Any:
         listed = self.cache.peek(("models", "versions", name))
         if listed is not None:  # a fresh listing has it: no request
-            found = next((r for r in listed if convert._int(r.name) == int(version)), None)
+            found = next((r for r in listed if versions.same(r.name, version)), None)
             if found is not None:
                 return copy.deepcopy(found)
         ops = self._ops
@@ -120,8 +122,7 @@ class AzureModels:
     def _to_entity(rest: Any, aliases: dict[int, tuple[str, ...]]) -> ModelVersion:
         from azure.ai.ml.entities import Model
         model = Model._from_rest_object(rest)
-        version = convert._int(model.version) or 0
-        return convert.model_version(model, aliases.get(version, ()),
+        return convert.model_version(model, aliases.get(convert.version_of(model.version), ()),
                                      archived=bool(getattr(rest.properties, "is_archived", False)))
 
     @staticmethod
@@ -146,13 +147,21 @@ class AzureModels:
                 raise self._unknown(name)
             containers = [container]
         out: list[ModelVersion] = []
+        warnings = []
         for c in sorted(containers, key=lambda c: c.name):
-            aliases = convert.aliases_of(self._container_tags(c))
-            items = [self._to_entity(r, aliases) for r in self._versions_rest(c.name)]
-            out.extend(sorted(items, key=lambda m: m.version, reverse=True))
+            items = self._entities(c)
+            warnings.append(warning_of(items))
+            out.extend(versions.newest_first(items))
         if not include_archived:
             out = [m for m in out if not m.archived]
-        return out
+        return mark(out, "; ".join(w for w in warnings if w))
+
+    def _entities(self, container: Any) -> list[ModelVersion]:
+        """The versions of one model; one the SDK cannot read is left out and named (a ``PartialList``)."""
+        aliases = convert.aliases_of(self._container_tags(container))
+        one = paging.converting(lambda rest: self._to_entity(rest, aliases), f"model {container.name} version")
+        return paging.read_listing((one(r) for r in self._versions_rest(container.name)),
+                                   f"the versions of model {container.name}")
 
     def get(self, name: str, version: int | None = None) -> ModelVersion:
         """One version, from the (briefly cached) listing of the model's versions: a page that
@@ -162,23 +171,23 @@ class AzureModels:
         container = self._container(name)
         if container is None:
             raise self._unknown(name)
-        aliases = convert.aliases_of(self._container_tags(container))
-        items = [self._to_entity(r, aliases) for r in self._versions_rest(name)]
+        items = self._entities(container)
         if not items:
             raise self._unknown(name)
         if version is None:
-            return max(items, key=lambda m: m.version)
-        found = next((m for m in items if m.version == version), None)
+            return versions.newest_first(items)[0]
+        found = next((m for m in items if versions.same(m.version, version)), None)
         if found is None:
             raise NotFound(f"model {name}:{version} does not exist",
-                           hint=f"Versions of {name} go from 1 to {max(m.version for m in items)}.")
+                           hint=f"Versions of {name}: {versions.describe(m.version for m in items)}.")
         return found
 
     def champion(self, name: str) -> ModelVersion | None:
         container = self._container(name)
         if container is None:
             return None
-        version = convert._int(self._container_tags(container).get(convert.ALIAS_TAG + ALIAS_CHAMPION))
+        tagged = str(self._container_tags(container).get(convert.ALIAS_TAG + ALIAS_CHAMPION) or "").strip()
+        version = convert.version_of(tagged) if tagged else None
         if version is None:
             return None
         try:
@@ -187,15 +196,12 @@ class AzureModels:
             return None
 
     def load(self, name: str, version: int) -> Any:
-        try:
-            key = (name, int(version))
-        except (TypeError, ValueError):
-            key = None
+        key = (name, str(version))
         with self._lock:
             if key in self._loaded:  # versions are immutable: no request for a model already loaded
                 return self._loaded[key]
         mv = self.get(name, version)
-        key = (mv.name, mv.version)
+        key = (mv.name, str(mv.version))
         uri = mv.uri.rstrip("/") + "/model.pkl"
         try:
             data = self.blobs.download(uri)
@@ -233,7 +239,7 @@ class AzureModels:
         container = self._container(mv.name)
         tags = self._container_tags(container)
         key = convert.ALIAS_TAG + alias
-        old = convert._int(tags.get(key))
+        old = convert.version_of(tags[key]) if str(tags.get(key) or "").strip() else None
         tags[key] = str(mv.version)
         container.properties.tags = tags
         try:

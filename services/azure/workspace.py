@@ -38,6 +38,7 @@ from typing import Any
 from ..entities import Comparison, GateDecision, WorkspaceInfo
 from ..errors import InvalidInput
 from ..evaluation import compare_models
+from ..evidence import require_lineage
 from ..policy import Policy, load_policy
 from .config import AzureSettings
 from .datasets import CACHE_TTL_S, AzureDatasets, BlobStore, ReadCache
@@ -140,8 +141,7 @@ class AzureEvaluator:
         candidate = self.models.get(name, version)
         champion = (self.models.get(name, champion_version) if champion_version is not None
                     else self.models.champion(name))
-        if candidate.dataset is None:
-            raise InvalidInput(f"{candidate.ref} has no dataset lineage, so it cannot be evaluated")
+        require_lineage(candidate)
         evaluated_on = f"{candidate.dataset}:{candidate.dataset_version}"
         path = self._path(candidate, champion) if self.blobs is not None else None
         kept = self._recorded(path) if path else None
@@ -344,10 +344,12 @@ REPLAY_SCHEME = "azure+replay"
 def open_azure(uri: str) -> AzureWorkspace:
     """``azure://`` (settings from config.json / environment / secrets.toml; ``azure://SUB/RG/WS``
     names the workspace in the URI) or ``azure+replay://[FIXTURE_DIR]`` (the demo workspace
-    replayed through the real SDKs; default ``services/azure/fixtures``)."""
+    replayed through the real SDKs; default ``services/azure/fixtures``; ``azure+replay://real``
+    the bodies the Azure SDK team recorded against real Azure, ``services/azure/fixtures/real``)."""
     scheme, _, rest = uri.partition("://")
     if scheme == REPLAY_SCHEME:
-        return open_replay(Path(rest) if rest else None, uri=uri)
+        from .replay.fixtures import fixture_folder
+        return open_replay(fixture_folder(rest), uri=uri)
     from .config import load_settings, open_real
     overrides = {}
     if rest:

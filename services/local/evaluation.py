@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from ..entities import Comparison, GateDecision
-from ..errors import InvalidInput
 from ..evaluation import compare_models
+from ..evidence import require_lineage
 from ..policy import Policy
 from .datasets import LocalDatasets
 from .models import LocalModels
@@ -17,8 +17,7 @@ class LocalEvaluator:
         candidate = self.models.get(name, version)
         champion = (self.models.get(name, champion_version) if champion_version is not None
                     else self.models.champion(name))
-        if candidate.dataset is None:
-            raise InvalidInput(f"{candidate.ref} has no dataset lineage, so it cannot be evaluated")
+        require_lineage(candidate)
         frame = self.datasets.load(candidate.dataset, candidate.dataset_version)
         evaluated_on = f"{candidate.dataset}:{candidate.dataset_version}"
         return compare_models(frame, evaluated_on, self.policy,

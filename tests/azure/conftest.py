@@ -2,6 +2,8 @@
 any test constructing a real Azure credential (a managed-identity probe would leave the machine)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 REAL_CREDENTIALS = ("DefaultAzureCredential", "ManagedIdentityCredential", "AzureCliCredential",
@@ -28,13 +30,22 @@ def ws():
     workspace.close()
 
 
+@contextmanager
+def console_on(monkeypatch, uri: str):
+    """``TOLLGATE_WORKSPACE=uri`` for AppTest and the CLI, with fresh Streamlit caches before and after."""
+    import streamlit as st
+    monkeypatch.setenv("TOLLGATE_WORKSPACE", uri)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    try:
+        yield uri
+    finally:
+        st.cache_data.clear()
+        st.cache_resource.clear()
+
+
 @pytest.fixture
 def replay_env(monkeypatch):
     """``TOLLGATE_WORKSPACE=azure+replay://`` for AppTest and the CLI; fresh caches."""
-    import streamlit as st
-    monkeypatch.setenv("TOLLGATE_WORKSPACE", "azure+replay://")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield "azure+replay://"
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    with console_on(monkeypatch, "azure+replay://") as uri:
+        yield uri

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import importlib
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,16 @@ if TYPE_CHECKING:
 
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# ``azure+replay://NAME``: fixture sets kept beside the demo's (``real``: bodies recorded against real
+# Azure by the Azure SDK team, see ``fixtures/real/README.md``)
+FIXTURE_SETS = {"real": FIXTURES / "real"}
+
+
+def fixture_folder(rest: str) -> Path | None:
+    """The folder ``azure+replay://REST`` names: none (the demo), a named set, or a path."""
+    if not rest:
+        return None
+    return FIXTURE_SETS.get(rest, Path(rest))
 
 
 # --- fixtures ---------------------------------------------------------------------------------
@@ -22,7 +33,10 @@ def load_fixtures(transport: ReplayTransport, folder: Path) -> None:
     * ``workspace.json`` — ``settings`` (subscription_id, resource_group, workspace_name,
       location, compute, log_analytics_workspace_id, storage_account, ...);
     * ``arm/*.json`` — each a list of ARM resources with their ``id`` (shaped like the
-      REST API examples of azure-rest-api-specs);
+      REST API examples of azure-rest-api-specs), or ``{"sources": {...}, "resources": [...]}``
+      for bodies copied from recordings (``sources`` says where each came from); with
+      ``"rebase": true`` a body recorded in another workspace is stored under this one's scope
+      (its body unchanged);
     * ``mlflow.json`` — ``{"runs": [...MLflow Run JSON...], "history": {run_id: {key: [points]}}}``;
     * ``history.json`` — run history: ``{"runs": [...child runs...], "logs": {run_id: {name: blob}},
       "errors": {run_id: message}}``;
@@ -40,8 +54,13 @@ def load_fixtures(transport: ReplayTransport, folder: Path) -> None:
         transport.arm.location = transport.settings.get("location", transport.arm.location)
         transport.arm.subscription = transport.settings.get("subscription_id", transport.arm.subscription)
     for f in sorted((folder / "arm").glob("*.json")) if (folder / "arm").is_dir() else []:
-        for resource in json.loads(f.read_text()):
-            transport.arm.put_raw(resource["id"], resource)
+        data = json.loads(f.read_text())
+        recorded = isinstance(data, dict)  # {"sources": ..., "rebase": bool, "resources": [...]}
+        for resource in data["resources"] if recorded else data:
+            path = resource["id"]
+            if recorded and data.get("rebase"):
+                path = _rebase(path, transport.settings)
+            transport.arm.put_raw(path, resource)
     ml = folder / "mlflow.json"
     if ml.exists():
         data = json.loads(ml.read_text())
@@ -70,3 +89,14 @@ def load_fixtures(transport: ReplayTransport, folder: Path) -> None:
                     return getattr(importlib.import_module(module), fn)(blobs=transport.blobs, **kwargs)
                 transport.blobs.put_lazy(path, produce)
 
+
+
+_WORKSPACE_SCOPE = re.compile(r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.MachineLearningServices"
+                              r"/workspaces/[^/]+", re.IGNORECASE)
+
+
+def _rebase(path: str, settings: dict) -> str:
+    """``path`` moved under the workspace of ``settings`` (subscription, resource group, name)."""
+    scope = (f"/subscriptions/{settings['subscription_id']}/resourceGroups/{settings['resource_group']}"
+             f"/providers/Microsoft.MachineLearningServices/workspaces/{settings['workspace_name']}")
+    return _WORKSPACE_SCOPE.sub(scope, path, count=1)
