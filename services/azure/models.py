@@ -27,6 +27,7 @@ from ..errors import Conflict, InvalidInput, NotFound
 from ..naming import check_name
 from ..permissions import authorize
 from ..policy import Policy
+from ..provenance import check_tags
 from . import convert
 from .datasets import BlobStore, ReadCache, _version
 from .errors import azure_call
@@ -240,6 +241,7 @@ class AzureModels:
 
     def set_tags(self, name: str, version: int, tags: Mapping[str, str | None], actor: str) -> ModelVersion:
         role = authorize(self.policy, actor, "edit_model")
+        check_tags(tags)  # one rule on both backends, though here the provenance is in immutable properties
         mv = self.get(name, version)
         for key in tags:
             if not key or len(key) > 128:

@@ -299,7 +299,16 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX IF NOT EXISTS runs_estimator ON runs(estimator, created_at DESC);
     """,
+    # 7: a run's provenance (who asked, code version, environment), JSON
+    lambda conn: _add_column(conn, "runs", "provenance_json", "TEXT"),
 ]
+
+
+def _add_column(conn: sqlite3.Connection, table: str, column: str, decl: str) -> None:
+    """``ALTER TABLE … ADD COLUMN`` unless the column is there (SQLite has no IF NOT EXISTS for
+    it): a migration that a branch numbered differently may already have applied."""
+    if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 SCHEMA_VERSION = len(MIGRATIONS)
 DEFAULT_LOCK_TIMEOUT_S = 30.0
