@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -143,21 +145,26 @@ def histogram_figure(current: pd.Series, baseline: pd.Series | None, column: str
     return fig
 
 
-def register_upload(ws, name: str, filename: str, data: bytes, description: str, actor: str) -> DatasetVersion:
-    """Write the uploaded bytes to a temporary file and register them as the next version of ``name``.
-    ``InvalidInput`` (nothing registered) when the file cannot be parsed."""
+@contextmanager
+def _uploaded(filename: str, data: bytes) -> Iterator[Path]:
+    """The uploaded bytes as a temporary file named like the upload (removed afterwards)."""
     with tempfile.TemporaryDirectory(prefix="tollgate-upload-") as tmp:
         path = Path(tmp) / (Path(filename).name or "upload.csv")
         path.write_bytes(data)
+        yield path
+
+
+def register_upload(ws, name: str, filename: str, data: bytes, description: str, actor: str) -> DatasetVersion:
+    """Register the uploaded bytes as the next version of ``name``.
+    ``InvalidInput`` (nothing registered) when the file cannot be parsed."""
+    with _uploaded(filename, data) as path:
         return ws.datasets.register(name, path, actor=actor, description=description, original_name=filename)
 
 
 def check_upload(ws, name: str, filename: str, data: bytes) -> DatasetCheck:
     """The data tests the uploaded bytes would get as the next version of ``name``; nothing is
     registered. ``InvalidInput`` when the file cannot be parsed, ``NotFound`` for a new name."""
-    with tempfile.TemporaryDirectory(prefix="tollgate-check-") as tmp:
-        path = Path(tmp) / (Path(filename).name or "upload.csv")
-        path.write_bytes(data)
+    with _uploaded(filename, data) as path:
         return ws.datasets.check(name, path, original_name=filename)
 
 
