@@ -284,4 +284,3 @@ class LocalJobs:
         with self.db.write() as c:
             c.execute("UPDATE runs SET status = ?, error = COALESCE(error, ?), ended_at = COALESCE(ended_at, ?)"
                       " WHERE id = ? AND status IN (?, ?)", (status.value, error, utcnow(), run_id, *ACTIVE))
-
