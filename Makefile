@@ -4,6 +4,8 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 UV      := $(BIN)/uv
 PORT    ?= 8501
+# who starts and stops the local endpoints (up/down need the role qa or admin in [roles] of tollgate.toml)
+OPERATOR ?= admin@contoso.com
 export TOLLGATE_WORKSPACE ?= local://.tollgate
 
 .PHONY: run stop test seed bench browser-deps clean-workspace
@@ -32,7 +34,7 @@ seed: $(VENV)/.installed
 	$(BIN)/python tollgate.py seed-demo
 
 run: seed
-	$(BIN)/python tollgate.py up
+	$(BIN)/python tollgate.py --as $(OPERATOR) up
 	$(BIN)/python tollgate.py scheduler start
 	@# the retraining scheduler runs with the console: stopped when the console stops (Ctrl-C) — docs/ci-cd.md
 	trap '$(BIN)/python tollgate.py scheduler stop' EXIT; trap 'exit 130' INT TERM; \
@@ -48,7 +50,7 @@ bench: $(VENV)/.installed-dev
 
 # The endpoints outlive the console (as Azure's do); this stops them.
 stop: $(VENV)/.installed
-	$(BIN)/python tollgate.py down
+	$(BIN)/python tollgate.py --as $(OPERATOR) down
 
 clean-workspace: stop
 	rm -rf .tollgate

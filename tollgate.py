@@ -9,7 +9,6 @@ test, a failed run); 2 an error (unknown model, bad input, backend unavailable).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ from services.entities import CheckStatus, RunFilter, RunStatus, TrainingSpec
 from services.permissions import SYSTEM_ACTOR, canonical
 from services.run_search import parse_condition
 
-from cli import canary, delivery, lineage, monitoring
+from cli import canary, delivery, lineage, monitoring, release
 from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
 
 
@@ -237,108 +236,6 @@ def cmd_gate(ws, args) -> int:
     return EXIT_OK if gate.passed else EXIT_NO
 
 
-# --- release workflow ---------------------------------------------------------
-
-def _endpoint_data(ep, keys: tuple[str, str] | None = None) -> dict:
-    data = {"name": ep.name, "scoring_uri": ep.scoring_uri, "gateway_up": ep.gateway_up,
-            "traffic": ep.traffic, "primary_key": ep.primary_key_masked, "secondary_key": ep.secondary_key_masked,
-            "deployments": [{"name": d.name, "model": d.model_ref, "state": d.state, "traffic": d.traffic,
-                             "restarts": d.restarts, "last_error": d.last_error} for d in ep.deployments]}
-    if keys:
-        data["primary_key"], data["secondary_key"] = keys
-    return data
-
-
-def _endpoint_text(ep) -> str:
-    lines = [f"{ep.name}: {ep.scoring_uri or '(not running)'}"]
-    lines += [f"  {d.name:6} {d.model_ref:28} {d.state:10} {d.traffic:3d}%"
-              + (f"  restarts={d.restarts}" if d.restarts else "") for d in ep.deployments]
-    return "\n".join(lines)
-
-
-def cmd_up(ws, args) -> int:
-    pid = ws.endpoints.up()
-    ws.endpoints.wait_gateways()
-    emit(args, {"supervisor_pid": pid, "endpoints": [_endpoint_data(e) for e in ws.endpoints.list()]},
-         f"endpoints up (supervisor pid {pid})\n" + "\n".join(_endpoint_text(e) for e in ws.endpoints.list()))
-    return EXIT_OK
-
-
-def cmd_down(ws, args) -> int:
-    stopped = ws.endpoints.down()
-    emit(args, {"stopped": stopped}, "endpoints stopped" if stopped else "endpoints were not running")
-    return EXIT_OK
-
-
-def cmd_endpoint(ws, args) -> int:
-    ep = ws.endpoints.get(args.env)
-    keys = ws.endpoints.keys(args.env, args.actor) if args.show_keys else None
-    text = _endpoint_text(ep) + (f"\n  primary key   {keys[0]}\n  secondary key {keys[1]}" if keys else
-                                 f"\n  keys {ep.primary_key_masked} / {ep.secondary_key_masked} (--show-keys for full)")
-    emit(args, _endpoint_data(ep, keys), text)
-    return EXIT_OK
-
-
-def cmd_deploy(ws, args) -> int:
-    print(f"deploying {args.model}:{args.version} to {args.env} (blue/green, smoke test)…", file=sys.stderr)
-    ep = ws.releases.deploy(args.model, args.version, args.env, args.actor)
-    state = ws.releases.state(args.model, args.version)
-    emit(args, {"endpoint": _endpoint_data(ep), "stage": state.stage},
-         _endpoint_text(ep) + f"\n{state.ref}: {state.stage.value.replace('_', ' ')}")
-    return EXIT_OK
-
-
-def cmd_smoke_test(ws, args) -> int:
-    result = ws.releases.smoke_test(args.env, args.actor, deployment=args.deployment)
-    text = "\n".join([f"smoke test of {result.model_name}:{result.model_version} on {result.endpoint}/"
-                      f"{result.deployment}: {'PASS' if result.passed else 'FAIL'} ({result.summary})"]
-                     + [f"  {'ok ' if c.passed else 'BAD'} {c.name}: {c.detail}" for c in result.cases])
-    emit(args, result, text)
-    return EXIT_OK if result.passed else EXIT_NO
-
-
-def cmd_approve(ws, args) -> int:
-    state = ws.releases.approve(args.model, args.version, args.actor, args.comment or "")
-    emit(args, state, f"{state.ref}: approved by {state.decided_by}")
-    return EXIT_OK
-
-
-def cmd_reject(ws, args) -> int:
-    state = ws.releases.reject(args.model, args.version, args.actor, args.comment or "")
-    emit(args, state, f"{state.ref}: rejected by {state.decided_by}: {state.decision_comment}")
-    return EXIT_OK
-
-
-def cmd_promote(ws, args) -> int:
-    print(f"promoting {args.model}:{args.version} to production (blue/green, smoke test)…", file=sys.stderr)
-    ep = ws.releases.promote(args.model, args.version, args.actor, args.comment or "")
-    emit(args, _endpoint_data(ep), _endpoint_text(ep))
-    return EXIT_OK
-
-
-def cmd_rollback(ws, args) -> int:
-    ep = ws.releases.rollback(args.env, args.actor, args.comment or "")
-    emit(args, _endpoint_data(ep), _endpoint_text(ep))
-    return EXIT_OK
-
-
-def cmd_audit(ws, args) -> int:
-    records = ws.releases.audit(args.limit)
-    if args.csv:
-        import csv
-        w = csv.writer(sys.stdout)
-        w.writerow(["id", "at", "actor", "role", "action", "target", "before", "after", "comment"])
-        for r in records:
-            w.writerow([r.id, r.at.isoformat(), r.actor, r.role, r.action, r.target,
-                        json.dumps(r.before) if r.before is not None else "",
-                        json.dumps(r.after) if r.after is not None else "", r.comment])
-        return EXIT_OK
-    rows = [{"at": r.at, "actor": r.actor, "role": r.role, "action": r.action, "target": r.target,
-             "comment": r.comment or None} for r in records]
-    emit(args, records, table(rows, ["at", "actor", "role", "action", "target", "comment"]))
-    return EXIT_OK
-
-
 # --- wiring -------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -412,30 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "2 error (unknown model or version, bad input, backend unavailable): nothing is written\n"
                 "to the CI outputs and the reason is on stderr.")
 
-    add("up", cmd_up, "start the local endpoints (supervisor, gateways, deployments)")
-    add("down", cmd_down, "stop the local endpoints")
-    p = add("endpoint", cmd_endpoint, "an endpoint: scoring URI, deployments, traffic, masked keys")
-    p.add_argument("--env", required=True)
-    p.add_argument("--show-keys", action="store_true", help="print the full keys (qa or admin)")
-    for name, func, help in [("deploy", cmd_deploy, "deploy a model version to staging: blue/green with smoke test"),
-                             ("approve", cmd_approve, "approve a version that passed staging (ml_lead; not its deployer)"),
-                             ("reject", cmd_reject, "reject a version (ml_lead; a comment is required)"),
-                             ("promote", cmd_promote, "promote an approved version to production (qa)")]:
-        p = add(name, func, help)
-        p.add_argument("--model", required=True)
-        p.add_argument("--version", required=True, type=int)
-        if name == "deploy":
-            p.add_argument("--env", default="staging")
-        p.add_argument("--comment", default="")
-    p = add("smoke-test", cmd_smoke_test, "run the smoke test against an endpoint (exit 1 if it fails)")
-    p.add_argument("--env", required=True)
-    p.add_argument("--deployment")
-    p = add("rollback", cmd_rollback, "give the traffic back to the previous (warm) deployment")
-    p.add_argument("--env", default="production")
-    p.add_argument("--comment", default="")
-    p = add("audit", cmd_audit, "the audit trail, newest first")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--csv", action="store_true", help="write CSV to stdout")
+    release.register(add)
     monitoring.register(add)
     delivery.register(add)
     canary.register(add)

@@ -197,7 +197,7 @@ def prepare_workspace(args) -> tuple[LocalWorkspace, bool]:
         print(f"deploying {champion.ref} to production…", flush=True)
         ws.releases.deploy(champion.name, champion.version, ws.policy.endpoints.production, SYSTEM_ACTOR)
     else:
-        ws.endpoints.up()
+        ws.endpoints.up(SYSTEM_ACTOR)
         ws.endpoints.wait_gateways()
     deadline = time.monotonic() + 120
     while ws.endpoints.get(ws.policy.endpoints.production).live.state != "healthy":
@@ -267,7 +267,7 @@ def measure(args) -> dict:
         return summarize(context, throughput, latency)
     finally:
         if started_here:
-            ws.endpoints.down()
+            ws.endpoints.down(SYSTEM_ACTOR)
         ws.close()
 
 

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from services.demo import seed_demo  # noqa: E402
 from services.local.workspace import LocalWorkspace  # noqa: E402
+from services.permissions import SYSTEM_ACTOR  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 QA, LEAD = "qa@contoso.com", "lead@contoso.com"
@@ -38,7 +39,7 @@ STEPS = ("deploy", "approve", "promote", "rollback")
 def seeded(path: Path, reuse: bool) -> LocalWorkspace:
     if not reuse or not (path / ".seeded").exists():
         if path.exists():
-            LocalWorkspace(path).endpoints.down()
+            LocalWorkspace(path).endpoints.down(SYSTEM_ACTOR)
         shutil.rmtree(path, ignore_errors=True)
         ws = LocalWorkspace(path)
         seed_demo(ws, progress=lambda m: print("  seed:", m), deploy_endpoints=True)
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ws = seeded(OUT / "ws-release", args.reuse)
     try:
-        ws.endpoints.up()
+        ws.endpoints.up(SYSTEM_ACTOR)
         ws.endpoints.wait_gateways()
         name = ws.policy.model_name
         staging, prod = ws.policy.endpoints.staging, ws.policy.endpoints.production
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / "release.json").write_text(json.dumps({"rounds": rounds, "median": median}, indent=2))
     finally:
-        ws.endpoints.down()
+        ws.endpoints.down(SYSTEM_ACTOR)
         ws.close()
     return 0
 

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(1)  # the telemetry writer's last batch
         health = next(h for h in endpoints_health(ws) if h.endpoint == "production")
     finally:
-        ws.endpoints.down()
+        ws.endpoints.down(SYSTEM_ACTOR)
         ws.close()
 
     conn = sqlite3.connect(path / "telemetry.db")

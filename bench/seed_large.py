@@ -64,7 +64,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.train import ESTIMATORS, coerce_params  # noqa: E402
+from pipeline.train import coerce_params  # noqa: E402
 from services.demo import diabetes_v1  # noqa: E402
 from services.entities import RunStatus, TrainingSpec  # noqa: E402
 from services.gate import decide  # noqa: E402

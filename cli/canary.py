@@ -1,15 +1,19 @@
 """Canary rollouts and notifications from the command line.
 
-    tollgate.py canary start --model NAME --version N [--comment TEXT] [--wait [--timeout S]]
+    tollgate.py canary start --model NAME --version N [--comment TEXT] [--wait [--timeout S]] [--dry-run]
     tollgate.py canary status [--env production] [--json]
-    tollgate.py canary pause|resume|abort [--env production] [--comment TEXT]
+    tollgate.py canary pause|resume [--env production] [--comment TEXT]
+    tollgate.py canary abort [--env production] --comment TEXT
     tollgate.py notifications [--limit N] [--json]
+    tollgate.py agent [--interval S] [--once]
 
 ``canary start`` needs an approved version that passed its staging smoke test (as
 ``promote``), deploys it beside the stable version and gives it the first step's share
-of traffic; the endpoints' supervisor judges and advances each step. ``--wait`` follows
-the rollout to its end. Exit codes: 0 succeeded (or, without ``--wait``, started;
-``status``: running, paused or succeeded), 1 rolled back or aborted, 2 error.
+of traffic; each step is then judged and advanced — by the endpoints' supervisor locally,
+on Azure by ``--wait`` (which ticks while it waits) or by ``tollgate.py agent``
+(``services.release.agent``). ``--wait`` follows the rollout to its end. Exit codes: 0
+succeeded (or, without ``--wait``, started; ``status``: running, paused or succeeded), 1
+rolled back or aborted, 2 error.
 """
 from __future__ import annotations
 
@@ -18,12 +22,12 @@ import sys
 import time
 
 from services import canary as cn
-from services.errors import BackendUnavailable, ServiceError
+from services.entities import SUPERVISED_ROLLOUTS
+from services.errors import InvalidInput, Unsupported
+from services.release import agent
 
 from .output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, plain, table
-
-ACTIONS = {"pause": "pause_canary", "resume": "resume_canary", "abort": "abort_canary"}
-
+from .release import show_plan, steps_to_stderr
 
 def register(add) -> None:
     """Add this module's subcommands (``add(name, func, help)`` returns the subparser)."""
@@ -41,11 +45,13 @@ def register(add) -> None:
     s.add_argument("--comment", default="")
     s.add_argument("--wait", action="store_true", help="follow the rollout to its end (exit 0 succeeded, 1 rolled back)")
     s.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS", help="with --wait (default 3600)")
+    s.add_argument("--dry-run", action="store_true", help="print the plan (what would change) and change nothing")
+    s.set_defaults(env=None)
     s = sub.add_parser("status", parents=[common], help="the running rollout (or the latest) with its analysis")
     s.add_argument("--env", default=None, help="default: the production endpoint")
     for action, help in (("pause", "hold the rollout at its current step"),
                          ("resume", "continue a paused rollout (its step is judged afresh)"),
-                         ("abort", "end the rollout: all traffic back to the stable version")):
+                         ("abort", "end the rollout: all traffic back to the stable version (a comment is required)")):
         s = sub.add_parser(action, parents=[common], help=help)
         s.add_argument("--env", default=None, help="default: the production endpoint")
         s.add_argument("--comment", default="")
@@ -53,13 +59,10 @@ def register(add) -> None:
     p = add("notifications", cmd_notifications, "recent notification events and their webhook deliveries")
     p.add_argument("--limit", type=int, default=20)
 
-
-def _releases(ws):
-    releases = ws.releases
-    if releases is None or not hasattr(releases, "start_canary"):
-        raise BackendUnavailable("this workspace has no canary rollouts",
-                                 hint="Canary rollouts run on the local workspace's endpoints.")
-    return releases
+    p = add("agent", cmd_agent, "advance canary rollouts and deliver notifications (Azure; locally the supervisor "
+                                "does it)")
+    p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS", help="between ticks (default 5)")
+    p.add_argument("--once", action="store_true", help="one tick, then exit (for a scheduler)")
 
 
 def rollout_data(r: cn.Rollout | None, live: cn.Analysis | None = None) -> dict | None:
@@ -105,12 +108,15 @@ def _exit(r: cn.Rollout | None) -> int:
 
 
 def cmd_canary(ws, args) -> int:
-    releases = _releases(ws)
-    env = getattr(args, "env", None) or ws.policy.endpoints.production
+    releases = ws.releases
+    env = args.env or ws.policy.endpoints.production
     command = args.canary_command
     if command == "start":
-        r = releases.start_canary(args.model, args.version, args.actor, args.comment)
+        if args.dry_run:
+            return show_plan(args, releases.plan_promote(args.model, args.version, strategy="canary"))
+        r = releases.start_canary(args.model, args.version, args.actor, args.comment, progress=steps_to_stderr)
         if args.wait:
+            drive = not ws.info.can(SUPERVISED_ROLLOUTS)   # nothing else advances it: this process does
             out = sys.stderr if args.json else sys.stdout
             print(rollout_text(r), file=out, flush=True)
             deadline, seen = time.monotonic() + args.timeout, (r.step_index, r.state)
@@ -120,6 +126,8 @@ def cmd_canary(ws, args) -> int:
                     print(f"error: the rollout did not end within {args.timeout:g} s", file=sys.stderr)
                     return EXIT_ERROR
                 time.sleep(1)
+                if drive:
+                    agent.tick(ws)
                 r = releases.rollout(r.endpoint)
                 if (r.step_index, r.state) != seen:
                     seen = (r.step_index, r.state)
@@ -132,19 +140,33 @@ def cmd_canary(ws, args) -> int:
         live = cn.live_analysis(ws, r) if r is not None and r.active and ws.telemetry is not None else None
         emit(args, rollout_data(r, live), rollout_text(r, live))
         return _exit(r)
-    r = getattr(releases, ACTIONS[command])(env, args.actor, args.comment)
+    act = {"pause": releases.pause_canary, "resume": releases.resume_canary, "abort": releases.abort_canary}[command]
+    r = act(env, args.actor, args.comment)
     emit(args, rollout_data(r), rollout_text(r))
     return EXIT_OK
 
 
+def cmd_agent(ws, args) -> int:
+    if ws.info.can(SUPERVISED_ROLLOUTS):
+        raise Unsupported(f"the {ws.info.kind} workspace's supervisor advances rollouts and delivers notifications",
+                          hint="python tollgate.py up starts it (make run does).")
+    if args.once:
+        done = agent.tick(ws)
+        emit(args, {"decisions": [{"rollout": r.id, "model": r.model_ref, "action": d.action, "reason": d.reason}
+                                  for r, d in done.decisions], "deliveries": done.attempts},
+             "\n".join(f"canary {r.model_ref}: {d.action} ({d.reason})" for r, d in done.decisions)
+             + f"\n{done.attempts} notification deliveries attempted")
+        return EXIT_OK
+    print(f"agent for {ws.info.uri}: advancing canary rollouts and delivering notifications every "
+          f"{args.interval:g} s (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    agent.run(ws, interval_s=args.interval, say=lambda m: print(m, file=sys.stderr, flush=True))
+    return EXIT_OK
+
+
 def cmd_notifications(ws, args) -> int:
-    try:
-        from services.local.outbox import LocalNotifications
-        notifications = LocalNotifications(ws.db, ws.policy)
-    except (AttributeError, ImportError):
-        raise BackendUnavailable("this workspace keeps no notification outbox") from None
+    notifications = ws.notifications
     if not 1 <= args.limit <= 1000:
-        raise ServiceError("--limit must be between 1 and 1000")
+        raise InvalidInput("--limit must be between 1 and 1000")
     events = notifications.events(args.limit)
     deliveries = notifications.deliveries(limit=args.limit * 10)
     by_event: dict[int, list] = {}

@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
-from services.errors import InvalidInput, ServiceError
+from services.entities import SCHEDULER_PROCESS
+from services.errors import InvalidInput, ServiceError, Unsupported
 from services.schedules import parse_assignments, recipe_text
 
 from .output import EXIT_OK, emit, table
@@ -77,8 +78,6 @@ def _recipe_options(p) -> None:
 
 
 def _service(ws):
-    if getattr(ws, "schedules", None) is None:
-        raise ServiceError(f"this workspace ({ws.info.kind}) has no retraining schedules")
     return ws.schedules
 
 
@@ -167,14 +166,14 @@ def cmd_trigger(ws, args) -> int:
 
 def cmd_scheduler(ws, args) -> int:
     svc = _service(ws)
-    local = getattr(svc, "start_scheduler", None) is not None
+    local = ws.info.can(SCHEDULER_PROCESS)   # else the backend fires its schedules itself (Azure ML)
     if args.action == "status":
         status = svc.scheduler()
         emit(args, status, f"scheduler: {status.detail}"
              + (f"; last tick {status.last_tick_at:%H:%M:%S} UTC" if status.last_tick_at else ""))
         return EXIT_OK
     if not local:
-        raise ServiceError(f"the {ws.info.kind} workspace runs its schedules itself; there is no process to {args.action}")
+        raise Unsupported(f"the {ws.info.kind} workspace runs its schedules itself; there is no process to {args.action}")
     if args.action == "start":
         pid, started = svc.start_scheduler()
         emit(args, {"pid": pid, "started": started},

@@ -15,7 +15,7 @@ from services.errors import BackendUnavailable, InvalidInput
 from services.simulator import UP_HINT, simulate
 from services.telemetry import between, endpoints_health, parse_since, window
 
-from .output import EXIT_ERROR, EXIT_OK, emit, plain, table
+from .output import EXIT_OK, emit, plain, table
 
 
 def register(add) -> None:
@@ -78,8 +78,8 @@ def cmd_simulate(ws, args) -> int:
     text = "\n".join([
         f"sent {result.sent} of {result.planned} requests to {result.endpoint} in {result.elapsed_s:.1f} s",
         f"  status      {statuses or '-'}",
-        f"  kinds       " + ", ".join(f"{k}: {n}" for k, n in sorted(result.by_kind.items())),
-        f"  models      " + (", ".join(f"{m}: {n}" for m, n in sorted(result.by_model.items())) or "-"),
+        "  kinds       " + ", ".join(f"{k}: {n}" for k, n in sorted(result.by_kind.items())),
+        "  models      " + (", ".join(f"{m}: {n}" for m, n in sorted(result.by_model.items())) or "-"),
         f"  rate        {result.achieved_rps:.1f} requests/s achieved (target {result.target_rps:g})",
         f"  latency     p50 {_ms(result.p50_ms)}  p95 {_ms(result.p95_ms)} (client side)",
         f"  window      --from {result.started_at.isoformat()} --to {result.ended_at.isoformat()}"])

@@ -27,8 +27,10 @@ by the stable figures of the latest step that had them; failing both, by the abs
 limits (``max_failure_rate`` and ``[health] max_p95_ms``).
 
 Everything here is pure except ``advance_rollouts``, which reads telemetry and asks the
-workspace's release service to apply a decision (``apply_canary``); the clock and the
-stats source are parameters, so the state machine is tested without processes.
+workspace's release service to apply a decision (``apply_canary``, in
+``services.release.rollouts``); the clock and the stats source are parameters, so the state
+machine is tested without processes. The supervisor ticks it locally; on Azure,
+``tollgate.py canary start --wait`` or ``tollgate.py agent`` (``services.release.agent``).
 """
 from __future__ import annotations
 
@@ -171,6 +173,35 @@ class Rollout:
             if a.stable.requests >= self.rules.min_requests:
                 return a.stable, f"stable in step {a.step + 1}"
         return None
+
+    def to_dict(self) -> dict:
+        """As JSON-able data (the Azure ledger keeps it on a line of the audit trail)."""
+        ts = (lambda d: d.isoformat() if d else None)
+        return {"id": self.id, "endpoint": self.endpoint, "model_name": self.model_name,
+                "model_version": self.model_version, "canary_deployment": self.canary_deployment,
+                "stable_deployment": self.stable_deployment, "stable_model": self.stable_model,
+                "steps": list(self.steps), "rules": asdict(self.rules), "step_index": self.step_index,
+                "state": self.state, "started_at": ts(self.started_at), "started_by": self.started_by,
+                "step_started_at": ts(self.step_started_at), "updated_at": ts(self.updated_at),
+                "ended_at": ts(self.ended_at), "reason": self.reason,
+                "last_analysis": self.last_analysis.to_dict() if self.last_analysis else None,
+                "history": [a.to_dict() for a in self.history]}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Rollout":
+        ts = (lambda v: datetime.fromisoformat(v) if v else None)
+        rules = dict(d["rules"])
+        rules["steps"] = tuple(rules["steps"])
+        known = set(CanaryPolicy.__dataclass_fields__)
+        return cls(id=int(d["id"]), endpoint=d["endpoint"], model_name=d["model_name"],
+                   model_version=int(d["model_version"]), canary_deployment=d["canary_deployment"],
+                   stable_deployment=d["stable_deployment"], stable_model=d["stable_model"],
+                   steps=tuple(d["steps"]), rules=CanaryPolicy(**{k: v for k, v in rules.items() if k in known}),
+                   step_index=int(d["step_index"]), state=d["state"], started_at=ts(d["started_at"]),
+                   started_by=d["started_by"], step_started_at=ts(d["step_started_at"]),
+                   updated_at=ts(d["updated_at"]), ended_at=ts(d.get("ended_at")), reason=d.get("reason", ""),
+                   last_analysis=Analysis.from_dict(d["last_analysis"]) if d.get("last_analysis") else None,
+                   history=tuple(Analysis.from_dict(a) for a in d.get("history", ())))
 
 
 def rules_to_json(rules: CanaryPolicy, health_max_p95_ms: float) -> str:

@@ -346,6 +346,29 @@ class SmokeCase:
 
 
 @dataclass(frozen=True)
+class LatencyEvidence:
+    """The smoke test's latency measurement: the same requests sent at the same rate to the
+    new deployment and to the one serving now, interleaved (``services.release.smoke``)."""
+    requests: int                      # sent to each side
+    candidate_p50_ms: float | None
+    candidate_p95_ms: float | None
+    live_deployment: str | None = None  # None when nothing served the endpoint to compare with
+    live_p50_ms: float | None = None
+    live_p95_ms: float | None = None
+    candidate_failures: int = 0        # latency requests the new deployment did not answer with 2xx
+    limit_p95_ms: float | None = None  # the [gate] latency limit that applied (None: not judged)
+    passed: bool = True
+    reason: str = ""                   # what was judged, in words
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any] | None) -> "LatencyEvidence | None":
+        return LatencyEvidence(**d) if d else None
+
+
+@dataclass(frozen=True)
 class SmokeTestResult:
     id: int
     endpoint: str
@@ -357,6 +380,7 @@ class SmokeTestResult:
     passed: bool
     summary: str
     cases: tuple[SmokeCase, ...]
+    latency: LatencyEvidence | None = None
 
 
 class Stage(str, Enum):
@@ -380,10 +404,72 @@ class ReleaseState:
     decision_comment: str | None = None
     smoke_test_id: int | None = None
     updated_at: datetime | None = None
+    approved_against: str | None = None   # "name:version" of the champion when it was approved
 
     @property
     def ref(self) -> str:
         return f"{self.model_name}:{self.model_version}"
+
+
+@dataclass(frozen=True)
+class StageChange:
+    model_name: str
+    model_version: int
+    before: Stage
+    after: Stage
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model_name}:{self.model_version}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a release action will change, computed by the release workflow before anything
+    happens (``ws.releases.plan_…``). The console's confirmation and the CLI's ``--dry-run``
+    show it; the action, given the plan, executes exactly it and refuses (``Conflict``) when the
+    endpoint or the version's stage changed since it was computed (``basis``)."""
+    action: str                        # deploy | smoke_test | approve | reject | promote | canary |
+                                       # rollback | traffic | regenerate_key
+    title: str
+    changes: tuple[str, ...]           # what will change, one plain-text line each
+    model_name: str | None = None
+    model_version: int | None = None
+    env: str | None = None
+    strategy: str | None = None        # promote: blue_green | canary
+    deployment: str | None = None      # the deployment created, tested or given the traffic
+    replaced: str | None = None        # "name:version" of the warm deployment the new one replaces
+    traffic_before: Mapping[str, int] = field(default_factory=dict)
+    traffic_after: Mapping[str, int] = field(default_factory=dict)
+    stages: tuple[StageChange, ...] = ()
+    champion_after: str | None = None  # where the champion alias points afterwards, if it moves
+    on_failure: str = ""
+    warnings: tuple[str, ...] = ()
+    refused: str | None = None         # why the action would be refused now; None when it can run
+    comment: str = "none"              # none | optional | required
+    steps: tuple[str, ...] = ()        # the progress steps it reports, in order
+    basis: str = ""                    # fingerprint of the endpoint and stage it was computed from
+    key: str | None = None             # regenerate_key: primary | secondary
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model_name}:{self.model_version}"
+
+    @property
+    def long(self) -> bool:
+        """Runs for seconds to minutes and reports its steps as it goes."""
+        return bool(self.steps)
+
+
+@dataclass(frozen=True)
+class ProgressStep:
+    """One step of a long release operation, reported when it starts and when it ends."""
+    key: str                           # created | healthy | smoke_test | traffic | warm | lro | …
+    label: str                         # in words: "deployment green (diabetes-regressor:3) created at 0 %"
+    state: str                         # running | done | failed
+    started_at: datetime
+    seconds: float | None = None       # how long it took (when done or failed)
+    detail: str = ""                   # e.g. Azure's provisioning status while it runs
 
 
 @dataclass(frozen=True)
@@ -399,11 +485,25 @@ class AuditRecord:
     comment: str = ""
 
 
+# What a backend can do beyond the Protocols' common ground (``WorkspaceInfo.capabilities``).
+# Pages and the CLI read these instead of probing objects; a backend raises ``Unsupported``
+# for what it does not declare.
+ENDPOINT_PROCESSES = "endpoint_processes"   # up/down start and stop endpoint processes on this machine
+GATEWAY_LOG = "gateway_log"                 # an endpoint gateway's own log (EndpointService.gateway_log)
+SCHEDULER_PROCESS = "scheduler_process"     # schedules fire from a local process: start/stop/tick it
+SUPERVISED_ROLLOUTS = "supervised_rollouts"  # a supervisor advances canaries and delivers notifications;
+                                            # without it, `canary start --wait` or `tollgate.py agent` does
+
+
 @dataclass(frozen=True)
 class WorkspaceInfo:
     uri: str
     kind: str                          # local | azure
     description: str                   # human-readable: path or subscription/workspace
+    capabilities: frozenset[str] = frozenset()
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
 
 
 # --- telemetry, logs, health (monitoring) -------------------------------------

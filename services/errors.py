@@ -41,3 +41,8 @@ class GateFailed(ServiceError):
 
 class BackendUnavailable(ServiceError):
     """The backend cannot be reached or is not configured (network, credentials, throttling)."""
+
+
+class Unsupported(ServiceError):
+    """This backend does not do that (declared in ``WorkspaceInfo.capabilities``), e.g. starting
+    endpoint processes on a managed Azure workspace."""

@@ -1,10 +1,13 @@
 """Notifications: release events as webhook messages (generic JSON, Microsoft Teams, Slack).
 
 Backend-independent parts: the events (``policy.NOTIFY_EVENTS``), the message of each
-format, the retry schedule, URL redaction and the POST itself. The local workspace keeps
-events in a transactional outbox (``services.local.outbox``): an event row is written in
-the same transaction as the change it announces, and the supervisor's deliverer POSTs
-it to every webhook of ``[notifications]`` that subscribes to it, with retries.
+format, the retry schedule, URL redaction, the POST itself and the delivery loop
+(``deliver_due`` over a backend's ``DeliveryStore``). An event is written in the same unit
+of work as the change it announces — the local workspace's outbox table
+(``services.local.outbox``), a line of the Azure audit trail (``services.azure.outbox``) —
+and the deliverer POSTs it to every webhook of ``[notifications]`` that subscribes to it,
+with retries: locally the supervisor, on Azure ``tollgate.py agent`` or a waiting
+``canary start --wait``.
 
 Formats (what each receiver expects):
 
@@ -29,10 +32,10 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 from .errors import InvalidInput
-from .policy import NOTIFY_EVENTS, Webhook
+from .policy import NOTIFY_EVENTS, NotificationPolicy, Webhook
 
 TITLES = {
     "candidate_ready": "Candidate ready",
@@ -51,6 +54,7 @@ assert set(TITLES) == set(NOTIFY_EVENTS)
 PAGES = {"endpoint_degraded": "monitoring", "endpoint_recovered": "monitoring", "candidate_ready": "models"}
 RETRYABLE = frozenset({408, 425, 429})
 MAX_RETRY_AFTER_S = 3600.0
+LEASE_S = 5.0   # beyond the POST timeout: how long a claimed delivery is hidden from another deliverer
 
 
 @dataclass(frozen=True)
@@ -265,3 +269,86 @@ def post_json(url: str, body: Mapping[str, Any], timeout_s: float = 10.0) -> Pos
     if error:
         error = error.replace(url, redact_url(url))[:500]
     return PostResult(status, error, latency, retry_after)
+
+
+# --- the delivery loop, over a backend's store -------------------------------------------
+
+@dataclass(frozen=True)
+class Pending:
+    """A delivery that is due: one event to one webhook, and its attempts so far."""
+    id: int
+    webhook: str
+    attempts: int
+    next_attempt_at: float         # epoch seconds
+    event: Event
+
+
+class DeliveryStore(Protocol):
+    """Where a backend keeps deliveries (local: the ``deliveries`` table; Azure: a blob)."""
+
+    def fan_out(self, webhooks: tuple[Webhook, ...], now: float) -> int:
+        """A pending delivery for each new event and each webhook that subscribes to it; how many."""
+
+    def due(self, now: float, limit: int) -> list[Pending]:
+        """Pending deliveries whose next attempt is due, oldest first."""
+
+    def claim(self, pending: Pending, lease_until: float) -> bool:
+        """Hide ``pending`` from other deliverers until ``lease_until``; False if another took it."""
+
+    def retry(self, pending: Pending, attempt: int, next_at: float, status: int, error: str | None) -> None:
+        """Attempt ``attempt`` failed and will be tried again at ``next_at``."""
+
+    def finish(self, pending: Pending, attempt: int, state: str, status: int, error: str | None,
+               record: Mapping[str, Any]) -> None:
+        """Delivered or given up (``state``), with the audit record's ``after`` (``notification.STATE``)."""
+
+
+def outcome(pending: Pending, attempt: int, status: int, error: str | None, where: str,
+            latency_ms: float | None = None) -> dict:
+    """The ``after`` of a delivery's audit record (``notification.delivered`` / ``.failed``)."""
+    after: dict[str, Any] = {"event": pending.event.event, "event_id": pending.event.id, "status": status,
+                             "attempt": attempt, "url": where}
+    if latency_ms is not None:
+        after["latency_ms"] = round(latency_ms, 1)
+    if error:
+        after["error"] = error
+    return after
+
+
+def deliver_due(store: DeliveryStore, rules: NotificationPolicy, now: float, *,
+                send: Callable[..., PostResult] | None = None, environ: Mapping[str, str] | None = None,
+                limit: int = 20) -> int:
+    """Fan out, then attempt every delivery that is due; returns how many attempts were made.
+    A retryable failure waits ``backoff_delay`` (or the answer's ``Retry-After``); after
+    ``max_attempts``, or on a final answer, the delivery is given up."""
+    send = send or post_json
+    store.fan_out(rules.webhooks, now)
+    hooks = {h.name: h for h in rules.webhooks}
+    attempts = 0
+    for d in store.due(now, limit):
+        if not store.claim(d, now + rules.timeout_s + LEASE_S):
+            continue  # another deliverer took it
+        attempts += 1
+        attempt = d.attempts + 1
+        hook = hooks.get(d.webhook)
+        if hook is None:
+            error = f"webhook {d.webhook!r} is no longer in the policy"
+            store.finish(d, attempt, "failed", 0, error, outcome(d, attempt, 0, error, ""))
+            continue
+        try:
+            url = resolve_url(hook, environ)
+        except InvalidInput as e:
+            store.finish(d, attempt, "failed", 0, str(e), outcome(d, attempt, 0, str(e), ""))
+            continue
+        result = send(url, payload(hook.format, d.event, rules.console_url), rules.timeout_s)
+        where = redact_url(url)
+        if result.ok:
+            store.finish(d, attempt, "delivered", result.status, None,
+                         outcome(d, attempt, result.status, None, where, result.latency_ms))
+        elif result.retryable and attempt < rules.max_attempts:
+            wait = max(backoff_delay(attempt, rules.backoff_s), result.retry_after_s or 0.0)
+            store.retry(d, attempt, now + wait, result.status, result.error)
+        else:
+            store.finish(d, attempt, "failed", result.status, result.error,
+                         outcome(d, attempt, result.status, result.error, where, result.latency_ms))
+    return attempts

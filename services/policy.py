@@ -52,6 +52,28 @@ class EndpointPolicy:
 class SmokePolicy:
     cases: int = 5                       # rows of the held-out split sent as named cases
     tolerance: float = 1e-6              # |endpoint - offline prediction| allowed (relative)
+    latency_requests: int = 20           # requests to the new deployment and as many to the live one,
+                                         # interleaved, for their p50/p95 (0: no latency measurement)
+
+
+@dataclass(frozen=True)
+class LatencyGate:
+    """``[gate]`` latency rule, judged on the smoke test's measurement when a version is promoted:
+    the candidate's p95 may be at most max(live p95 x (1 + max_p95_regression), live p95 +
+    p95_allowance_ms). ``max_p95_regression = None``: latency is measured and shown, not judged."""
+    max_p95_regression: float | None = None
+    p95_allowance_ms: float = 25.0
+
+    def limit_ms(self, live_p95_ms: float | None) -> float | None:
+        if self.max_p95_regression is None or live_p95_ms is None:
+            return None
+        return max(live_p95_ms * (1 + self.max_p95_regression), live_p95_ms + self.p95_allowance_ms)
+
+
+@dataclass(frozen=True)
+class ReleasePolicy:
+    """``[release]``: what the release workflow asks of people (reject and rollback always need a comment)."""
+    approve_comment_required: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,6 +198,8 @@ class Policy:
     max_concurrent_jobs: int = 2
     endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
     smoke: SmokePolicy = field(default_factory=SmokePolicy)
+    latency_gate: LatencyGate = field(default_factory=LatencyGate)
+    release: ReleasePolicy = field(default_factory=ReleasePolicy)
     health: HealthPolicy = field(default_factory=HealthPolicy)
     drift: DriftPolicy = field(default_factory=DriftPolicy)
     notifications: NotificationPolicy = field(default_factory=NotificationPolicy)
@@ -213,7 +237,8 @@ def load_policy(*search: Path) -> Policy:
 KNOWN_KEYS = {
     "project": {"model_name", "target", "experiment"},
     "evaluation": {"test_fraction", "split_seed"},
-    "gate": {"require_improvement", "rules"},
+    "gate": {"require_improvement", "rules", "max_p95_regression", "p95_allowance_ms"},
+    "release": {"approve_comment_required"},
     "data_tests": None,
     "jobs": {"max_concurrent"},
     "endpoints": None,    # checked by EndpointPolicy's fields
@@ -272,6 +297,8 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         auth = parse_auth(raw.get("auth", {}), source)
         notifications = parse_notifications(raw.get("notifications", {}), source)
         canary = parse_canary(raw.get("canary", {}), source)
+        latency_gate = parse_latency_gate(gate, source)
+        release = parse_release(raw.get("release", {}), source)
         telemetry = parse_telemetry(raw.get("telemetry", {}), source)
     except TypeError as e:  # unknown key in a table
         raise InvalidInput(f"{source}: {e}") from e
@@ -280,6 +307,9 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
             kind = int if key in ("window_minutes", "min_requests", "min_rows") else float
             if _number(vars(table), key, kind, value, f"{source}: {table_name}") < 0:
                 raise InvalidInput(f"{source}: {table_name}.{key} must not be negative, got {value}")
+    latency_requests = _number(vars(smoke), "latency_requests", int, smoke.latency_requests, f"{source}: smoke_test")
+    if not 0 <= latency_requests <= 1000:
+        raise InvalidInput(f"{source}: smoke_test.latency_requests must be between 0 and 1000, got {latency_requests}")
     fraction = _number(evaluation, "test_fraction", float, defaults.test_fraction, f"{source}: evaluation")
     if not 0.05 <= fraction <= 0.5:
         raise InvalidInput(f"{source}: evaluation.test_fraction must be between 0.05 and 0.5, got {fraction}")
@@ -298,6 +328,8 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         max_concurrent_jobs=max_concurrent,
         endpoints=endpoints,
         smoke=smoke,
+        latency_gate=latency_gate,
+        release=release,
         health=health,
         drift=drift,
         notifications=notifications,
@@ -411,6 +443,27 @@ def parse_canary(table: Mapping[str, Any], source: str) -> CanaryPolicy:
     return CanaryPolicy(steps=tuple(steps), on_low_traffic=on_low, strategy=strategy, **values)
 
 
+def parse_latency_gate(gate: Mapping[str, Any], source: str) -> LatencyGate:
+    """``[gate] max_p95_regression`` (relative, e.g. 1.0: up to twice the live p95) and
+    ``p95_allowance_ms`` (the smallest increase that always passes)."""
+    where = f"{source}: gate"
+    defaults = LatencyGate()
+    regression = gate.get("max_p95_regression")
+    if regression is not None:
+        regression = _number(gate, "max_p95_regression", float, None, where)
+        if regression < 0:
+            raise InvalidInput(f"{where}.max_p95_regression must not be negative, got {regression}")
+    allowance = _number(gate, "p95_allowance_ms", float, defaults.p95_allowance_ms, where)
+    if allowance < 0:
+        raise InvalidInput(f"{where}.p95_allowance_ms must not be negative, got {allowance}")
+    return LatencyGate(max_p95_regression=regression, p95_allowance_ms=allowance)
+
+
+def parse_release(table: Mapping[str, Any], source: str) -> ReleasePolicy:
+    value = table.get("approve_comment_required", False)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{source}: release.approve_comment_required must be true or false, got {value!r}")
+    return ReleasePolicy(approve_comment_required=value)
 def parse_telemetry(table: Mapping[str, Any], source: str) -> TelemetryPolicy:
     """``[telemetry]``: retention in days (raw rows <= per-minute <= hourly aggregates) and the
     capture fraction of payloads, with ``[telemetry.capture]`` per endpoint."""

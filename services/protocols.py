@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, runtime_checkable
 
 import pandas as pd
 
@@ -27,6 +27,8 @@ from .entities import (
     LogLine,
     MetricPoint,
     ModelVersion,
+    Plan,
+    ProgressStep,
     ReleaseState,
     RequestDetail,
     RequestRecord,
@@ -41,7 +43,11 @@ from .entities import (
     VersionStats,
     WorkspaceInfo,
 )
+from .canary import Decision, Rollout
+from .notify import Delivery, Event
 from .policy import Policy
+
+Listener = Callable[[ProgressStep], None]
 
 
 @runtime_checkable
@@ -191,20 +197,24 @@ class Evaluator(Protocol):
 
 @runtime_checkable
 class EndpointService(Protocol):
-    """Online endpoints (``staging``, ``production``): deployments, traffic, keys, scoring.
+    """Online endpoints (``staging``, ``production``): deployments, traffic, keys, scoring, logs.
 
-    Starting and stopping the local processes (``up``/``down``) is the local
-    backend's own business; managed endpoints are always up.
+    What a backend cannot do it declares (``WorkspaceInfo.capabilities``) and refuses with
+    ``Unsupported``: ``up``/``down`` need ``endpoint_processes`` (local processes; managed
+    endpoints are always up), ``gateway_log`` needs ``gateway_log``.
     """
 
     def list(self) -> list[Endpoint]:
-        """Endpoints with their deployments and traffic."""
+        """Endpoints with their deployments and traffic (masked keys may be left out: ``masked_keys``)."""
 
     def get(self, name: str) -> Endpoint:
         """One endpoint. ``NotFound`` if missing."""
 
     def keys(self, name: str, actor: str) -> tuple[str, str]:
         """Primary and secondary key in full. ``Forbidden`` unless the actor may see keys."""
+
+    def masked_keys(self, name: str) -> tuple[str, str] | None:
+        """Both keys masked (first and last four characters), for anyone; None when they cannot be read."""
 
     def invoke(self, name: str, payload: str | bytes | Mapping, *, deployment: str | None = None,
                key: str | None = None, timeout_s: float = 30) -> ScoreResult:
@@ -214,15 +224,32 @@ class EndpointService(Protocol):
     def console_log(self, endpoint: str, deployment: str, tail: int = 200) -> str:
         """The last lines of a deployment's console (inference server) log."""
 
+    def gateway_log(self, endpoint: str, tail: int = 200) -> str:
+        """The last lines of the endpoint gateway's own log (capability ``gateway_log``)."""
+
+    def up(self, actor: str) -> int:
+        """Start the endpoints' processes (capability ``endpoint_processes``); ``operate_endpoints``,
+        audited. Returns the supervisor's pid."""
+
+    def down(self, actor: str, timeout_s: float = 30) -> bool:
+        """Stop them; ``operate_endpoints``, audited. False if nothing ran."""
+
+    def wait_gateways(self, timeout_s: float = 30) -> None:
+        """Until every endpoint answers (after ``up``)."""
+
 
 @runtime_checkable
 class ReleaseService(Protocol):
-    """The release lifecycle under roles: deploy, smoke test, approve, promote, roll back.
+    """The release lifecycle under roles: deploy, smoke test, approve, promote, roll back, canary.
 
-    Every method that changes something takes the ``actor``, checks the role with
-    ``services.permissions.authorize`` (``Forbidden``), refuses a second operation
-    on the same endpoint while one runs (``Conflict``), leaves production serving
-    if it fails, and appends an audit record.
+    Written once (``services.release.ReleaseWorkflow``) above each backend's endpoint driver and
+    ledger. Every method that changes something takes the ``actor``, checks the role with
+    ``services.permissions.authorize`` (``Forbidden``), takes the endpoint's (and the version's)
+    lock and only then reads and checks (``Conflict`` while another operation runs), leaves
+    production serving if it fails, and records the change, its audit record (actor, role) and
+    its notification in one unit of work. ``plan_…`` say what an action will do; given that plan
+    (``plan=``), the action refuses (``Conflict``) if the endpoint or the stage changed since.
+    Long actions report their steps to ``progress``.
     """
 
     def state(self, name: str, version: int) -> ReleaseState:
@@ -240,29 +267,97 @@ class ReleaseService(Protocol):
     def audit(self, limit: int | None = None) -> list[AuditRecord]:
         """The append-only audit trail, newest first."""
 
-    def deploy(self, name: str, version: int, env: str, actor: str) -> Endpoint:
+    def plan_deploy(self, name: str, version: int, env: str) -> Plan:
+        """What ``deploy`` would do now (``Plan.refused`` says why it would be refused)."""
+
+    def plan_promote(self, name: str, version: int, strategy: str | None = None) -> Plan:
+        """What ``promote`` would do now, blue/green or canary; warns when a better approved version
+        exists or the approval was given against another champion."""
+
+    def plan_rollback(self, env: str) -> Plan:
+        """What ``rollback`` would do now."""
+
+    def plan_traffic(self, env: str, traffic: Mapping[str, int]) -> Plan:
+        """What ``set_traffic`` would do now."""
+
+    def plan_smoke_test(self, name: str, version: int) -> Plan:
+        """Where the smoke test of a version would run."""
+
+    def plan_approve(self, name: str, version: int, actor: str | None = None) -> Plan:
+        """What ``approve`` would do now (four eyes checked when ``actor`` is given)."""
+
+    def plan_reject(self, name: str, version: int) -> Plan:
+        """What ``reject`` would do now."""
+
+    def plan_regenerate_key(self, env: str, which: str) -> Plan:
+        """What ``regenerate_key`` would do."""
+
+    def deploy(self, name: str, version: int, env: str, actor: str, *, plan: Plan | None = None,
+               progress: Listener | None = None) -> Endpoint:
         """Blue/green: the version beside the current one at 0 %, health, smoke test, then the traffic."""
 
-    def smoke_test(self, env: str, actor: str, deployment: str | None = None) -> SmokeTestResult:
-        """Named cases with prediction parity against a deployment (default: the live one)."""
+    def smoke_test(self, env: str, actor: str, deployment: str | None = None, *,
+                   progress: Listener | None = None) -> SmokeTestResult:
+        """Named cases with prediction parity, and latency, against a deployment (default: the live one)."""
 
-    def approve(self, name: str, version: int, actor: str, comment: str = "") -> ReleaseState:
-        """ML lead, not the one who deployed it; the smoke test must have passed."""
+    def approve(self, name: str, version: int, actor: str, comment: str = "", *, plan: Plan | None = None) -> ReleaseState:
+        """ML lead, not the one who deployed it (whatever the letter case); the smoke test must have
+        passed. A comment when ``[release] approve_comment_required``."""
 
-    def reject(self, name: str, version: int, actor: str, comment: str) -> ReleaseState:
+    def reject(self, name: str, version: int, actor: str, comment: str, *, plan: Plan | None = None) -> ReleaseState:
         """ML lead; a comment is required."""
 
-    def promote(self, name: str, version: int, actor: str, comment: str = "") -> Endpoint:
-        """QA: an approved version to production (blue/green; the previous stays warm)."""
+    def promote(self, name: str, version: int, actor: str, comment: str = "", *, strategy: str | None = None,
+                plan: Plan | None = None, progress: Listener | None = None) -> Endpoint:
+        """QA: an approved, not archived version to production (blue/green; or a canary)."""
 
-    def rollback(self, env: str, actor: str, comment: str = "") -> Endpoint:
-        """The traffic back to the previous (warm) deployment."""
+    def rollback(self, env: str, actor: str, comment: str, *, plan: Plan | None = None,
+                 progress: Listener | None = None) -> Endpoint:
+        """The traffic back to the previous champion (warm), never to a version itself rolled back;
+        a comment is required. Aborts a running canary."""
 
-    def set_traffic(self, env: str, traffic: Mapping[str, int], actor: str, comment: str = "") -> Endpoint:
+    def set_traffic(self, env: str, traffic: Mapping[str, int], actor: str, comment: str = "", *,
+                    plan: Plan | None = None, progress: Listener | None = None) -> Endpoint:
         """An explicit split in percent (summing to 100)."""
 
-    def regenerate_key(self, env: str, which: str, actor: str) -> Endpoint:
+    def regenerate_key(self, env: str, which: str, actor: str, *, progress: Listener | None = None) -> Endpoint:
         """A new ``primary`` or ``secondary`` key (admin)."""
+
+    def rollouts(self, env: str | None = None, *, active: bool = False, limit: int = 20) -> list[Rollout]:
+        """Canary rollouts, newest first."""
+
+    def rollout(self, env: str | None = None) -> Rollout | None:
+        """The active rollout of ``env`` (production by default), else its latest, else None."""
+
+    def start_canary(self, name: str, version: int, actor: str, comment: str = "", *, plan: Plan | None = None,
+                     progress: Listener | None = None) -> Rollout:
+        """Promote in steps of traffic (``[canary]``), each judged on live telemetry."""
+
+    def pause_canary(self, env: str, actor: str, comment: str = "") -> Rollout:
+        """Hold the rollout at its step."""
+
+    def resume_canary(self, env: str, actor: str, comment: str = "") -> Rollout:
+        """Continue it; the step is judged afresh."""
+
+    def abort_canary(self, env: str, actor: str, comment: str) -> Rollout:
+        """All traffic back to the stable version (a comment is required)."""
+
+    def apply_canary(self, rollout: Rollout, decision: Decision, now: datetime) -> Rollout | None:
+        """Apply ``canary.advance_rollouts``' decision if the rollout is still at the step judged."""
+
+
+@runtime_checkable
+class NotificationService(Protocol):
+    """Release events and their webhook deliveries (``services.notify``)."""
+
+    def events(self, limit: int = 50) -> list[Event]:
+        """Recent events, newest first."""
+
+    def deliveries(self, event_id: int | None = None, limit: int = 100) -> list[Delivery]:
+        """Deliveries (of one event, or all), newest first."""
+
+    def deliver_due(self, now: float | None = None, **kw: Any) -> int:
+        """Attempt every delivery that is due, with retries; returns how many attempts were made."""
 
 
 @runtime_checkable
@@ -395,11 +490,12 @@ class Workspace(Protocol):
     jobs: JobStore
     models: ModelRegistry
     evaluation: Evaluator
-    endpoints: EndpointService | None
-    releases: ReleaseService | None
+    endpoints: EndpointService
+    releases: ReleaseService
+    notifications: NotificationService
     telemetry: TelemetryService | None
     logs: LogService | None
-    schedules: ScheduleService | None
+    schedules: ScheduleService
 
     def close(self) -> None:
         """Release connections and handles."""
@@ -407,5 +503,6 @@ class Workspace(Protocol):
 
 __all__ = [
     "DatasetStore", "JobStore", "ModelRegistry", "Evaluator", "EndpointService",
-    "ReleaseService", "TelemetryService", "LogService", "ScheduleService", "AuditLog", "Workspace",
+    "ReleaseService", "NotificationService", "TelemetryService", "LogService", "ScheduleService", "AuditLog",
+    "Workspace",
 ]

@@ -7,7 +7,6 @@ copy, so tests can write freely. ``empty_ws`` is a fresh empty workspace.
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import sys
 from pathlib import Path

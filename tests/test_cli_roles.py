@@ -3,8 +3,7 @@
 no traceback, and nothing changed. ``tollgate.main`` runs in this process (the same argument
 parsing and error handling as ``python tollgate.py``; a subprocess per case would cost ~5 s each).
 
-Release commands belong to the release-workflow branch of issue 10: those that main does not
-refuse yet are ``xfail(strict=True)``.
+Release commands go through the release workflow, as the console's buttons do.
 """
 from __future__ import annotations
 
@@ -13,7 +12,7 @@ import pytest
 import tollgate
 from services.entities import RunStatus
 from services.permissions import roles_needed
-from tests.contract.helpers import LEAD, RELEASE_BRANCH, SUPPORT, diabetes, snapshot, stop_endpoints, write_csv
+from tests.contract.helpers import LEAD, SUPPORT, diabetes, snapshot, stop_endpoints, write_csv
 
 MODEL = "diabetes-regressor"
 NO_ROLE = None  # no --as: the CLI acts as "cli-user", who has no role
@@ -50,8 +49,8 @@ RELEASE_COMMANDS = [
     ("promote", lambda w: ["canary", "pause"]),
     ("promote", lambda w: ["canary", "resume"]),
     ("rollback", lambda w: ["canary", "abort"]),
-    pytest.param("operate_endpoints", lambda w: ["up"], marks=RELEASE_BRANCH, id="up"),
-    pytest.param("operate_endpoints", lambda w: ["down"], marks=RELEASE_BRANCH, id="down"),
+    pytest.param("operate_endpoints", lambda w: ["up"], id="up"),
+    pytest.param("operate_endpoints", lambda w: ["down"], id="down"),
 ]
 
 

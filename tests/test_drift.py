@@ -7,7 +7,7 @@ interface: a DataFrame of feature rows plus ``model`` and ``request_id``).
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd

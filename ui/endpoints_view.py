@@ -11,16 +11,16 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from services.entities import Deployment, Endpoint, ScoreResult
+from services.entities import ENDPOINT_PROCESSES, GATEWAY_LOG, Deployment, Endpoint, ScoreResult
 from services.errors import ServiceError
 from services.policy import Policy
-from services.permissions import authorize, invoke_action
+from services.permissions import invoke_action
+from services.release.plans import dep_label, short, traffic_text, warm_previous
 from services.scoring import send_request
 
 from . import state
 from .chrome import role_hint
-from .releases_view import (ask, confirmation_dialog, dep_label, flash, plan_regenerate_key, short, traffic_text,
-                            warm_previous)
+from .plan_dialog import Request, ask, confirmation_dialog, flash
 from .widgets import guard, show_error
 
 STATE_ICON = {"healthy": "🟢", "starting": "🟡", "unhealthy": "🔴", "failed": "🔴", "stopped": "⚫"}
@@ -114,13 +114,10 @@ def render() -> None:
     if top_r.button("Refresh", icon=":material/refresh:", key="endpoints.refresh", width="stretch"):
         state.after_write()
     st.caption(f"Online endpoints of `{ws.info.description}` · health, traffic, keys, a test request, logs")
-    if ws.endpoints is None:
-        st.info("This workspace has no endpoint service.")
-        return
     flash()
     endpoints = state.endpoints(uri)
-    if not any(ep.gateway_up for ep in endpoints):
-        render_not_running(ws, policy)
+    if not any(ep.gateway_up for ep in endpoints) and ws.info.can(ENDPOINT_PROCESSES):
+        render_not_running(ws)
 
     order = [policy.endpoints.production, policy.endpoints.staging]
     endpoints = sorted(endpoints, key=lambda e: order.index(e.name) if e.name in order else len(order))
@@ -131,16 +128,15 @@ def render() -> None:
     confirmation_dialog()
 
 
-def render_not_running(ws, policy: Policy) -> None:
+def render_not_running(ws) -> None:
     with st.container(border=True):
         st.warning("**The endpoints are not running.** No gateway answers, so nothing can be scored. "
                    "`make run` starts them with the console; from a shell: `python tollgate.py up`.", icon="🔌")
         if st.button("Start endpoints", type="primary", icon=":material/play_arrow:", key="endpoints.up",
                      help="Starts the supervisor, which starts each endpoint's gateway and deployments (qa, admin)."):
             try:
-                authorize(policy, state.actor(), "deploy")  # starting what should run: the deployers' call
                 with st.spinner("Starting the gateways and deployments…"):
-                    ws.endpoints.up()
+                    ws.endpoints.up(state.actor())       # operate_endpoints: refused, with the role, otherwise
                     ws.endpoints.wait_gateways()
             except ServiceError as e:
                 show_error(e)
@@ -189,10 +185,11 @@ def render_endpoint(uri: str, policy: Policy, ep: Endpoint) -> None:
             "last error": st.column_config.TextColumn("last error", width="medium"),
         })
 
-    lazy = lazy_reads(state.workspace())
+    ws = state.workspace()
+    lazy = lazy_reads(ws)
     render_keys(policy, ep, uri if lazy else None)
     render_test_panel(uri, policy, ep)
-    render_logs(uri, ep, lazy)
+    render_logs(uri, ep, lazy, gateway_log=ws.info.can(GATEWAY_LOG))
 
 
 def lazy_reads(ws) -> bool:
@@ -233,7 +230,8 @@ def render_key_values(policy: Policy, ep: Endpoint, masked_keys: tuple[str, str]
             st.caption(f"{which.capitalize()} key")
             st.code(value or masked, language=None, wrap_lines=True)
             st.button("Regenerate", key=f"endpoints.regen.{ep.name}.{which}", icon=":material/autorenew:",
-                      on_click=ask, args=(plan_regenerate_key(ep, which),),
+                      on_click=ask, args=(Request("regenerate_key", f"Regenerate the {which} key of {ep.name}",
+                                                  env=ep.name, key=which),),
                       help=f"Replace the {which} key (admin); clients using the old one get 401")
 
 
@@ -297,7 +295,7 @@ def render_result(r: ScoreResult, policy_model: str) -> None:
         st.code(str(r.body), language=None)
 
 
-def render_logs(uri: str, ep: Endpoint, lazy: bool = False) -> None:
+def render_logs(uri: str, ep: Endpoint, lazy: bool = False, gateway_log: bool = True) -> None:
     st.markdown("**Logs**")
     tail = st.segmented_control("Last lines", LOG_TAILS, default=200, key=f"endpoints.logs.tail.{ep.name}") or 200
     for d in ep.deployments:
@@ -311,10 +309,9 @@ def render_logs(uri: str, ep: Endpoint, lazy: bool = False) -> None:
                 text = state.console_log(uri, ep.name, d.name, tail)
                 st.code(text or "(empty)", language="log", wrap_lines=True,
                         height=360 if text.count("\n") > 20 else "content")
+    if not gateway_log:   # managed endpoints: requests are in the Logs page's traffic log instead
+        return
     with st.expander("Gateway log"):
         with guard():
             text = state.gateway_log(uri, ep.name, tail)
-            if text is None:
-                st.caption("This backend has no gateway log.")
-            else:
-                st.code(text or "(empty: the gateway logs only warnings and errors)", language="log", wrap_lines=True)
+            st.code(text or "(empty: the gateway logs only warnings and errors)", language="log", wrap_lines=True)

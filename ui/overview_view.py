@@ -6,7 +6,6 @@ candidates are compared on the metrics stored at registration (no re-scoring).
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Callable
 
 import pandas as pd
 import streamlit as st

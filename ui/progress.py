@@ -1,38 +1,51 @@
-"""Long release operations run in a worker thread while the page says what the endpoint does."""
+"""Long release operations run in a worker thread while the page shows their steps live.
+
+The workflow reports typed steps (``ProgressStep``: deployment created → healthy → smoke test
+→ traffic shifted → previous kept warm) through a listener; the worker thread only puts them
+in a queue, and the page's thread writes them into an ``st.status``: each finished step as a
+line with its time, the running one (and what the backend says about it) in the label.
+"""
 from __future__ import annotations
 
+import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Callable, TypeVar
 
-from services.entities import Deployment
-from services.errors import ServiceError
+from services.entities import ProgressStep
+from services.release import step_text
 
 T = TypeVar("T")
+POLL_S = 0.2
 
 
-def run_watching_endpoint(ws, env: str, status, work: Callable[[], T],
-                          describe: Callable[[Deployment], str], title: str | None = None) -> T:
-    """Run ``work`` (a deploy, promote, canary start: 10–25 s) and write each change of the
-    endpoint's deployments (starting → healthy, traffic shifting) into ``status`` (an ``st.status``),
-    so the wait is not a frozen screen. Returns what ``work`` returns; raises what it raises."""
+def run_with_steps(work: Callable[[Callable[[ProgressStep], None]], T], status, title: str) -> T:
+    """Run ``work(listener)`` (a deploy, promote, canary start: 10–60 s) and show its steps in
+    ``status`` as they happen. Returns what ``work`` returns; raises what it raises."""
+    steps: queue.Queue[ProgressStep] = queue.Queue()
     pool = ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(work)
+    future = pool.submit(work, steps.put)
     pool.shutdown(wait=False)
-    started, last = time.monotonic(), None
+    started, running = time.monotonic(), None
     while True:
-        try:
-            return future.result(timeout=0.5)
-        except FutureTimeout:
-            pass
-        try:
-            ep = ws.endpoints.get(env)
-            now = " · ".join(f"{describe(d)} {d.state}, {d.traffic} %" for d in ep.deployments if d.state != "stopped")
-        except ServiceError:
-            now = None
-        if now and now != last:
-            status.write(f"{time.monotonic() - started:.0f} s — {env}: {now}")
-            last = now
-        if title:
-            status.update(label=f"{title}… {time.monotonic() - started:.0f} s", expanded=True)
+        done = future.done()
+        while True:
+            try:
+                step = steps.get_nowait()
+            except queue.Empty:
+                break
+            if step.state == "running":
+                running = step
+            else:
+                status.write(step_line(step))
+                running = None
+        if done:
+            return future.result()
+        now = f" — {running.label}" + (f": {running.detail}" if running and running.detail else "") if running else ""
+        status.update(label=f"{title}… {time.monotonic() - started:.0f} s{now}", expanded=True)
+        time.sleep(POLL_S)
+
+
+def step_line(step: ProgressStep) -> str:
+    """A finished step for the page: the CLI's line, in a code span so that no text is read as markdown."""
+    return f"`{step_text(step)}`"

@@ -1,73 +1,43 @@
 """The Releases page: each candidate's way to production, the gates' evidence side by
 side, the release actions behind confirmations, and the audit trail.
 
-Every action is a ``Plan`` (what will change, in words) and ``perform`` (the service
-call under the acting identity). The page shows the plan in an ``st.dialog`` and
-performs it on confirmation; tests call both directly. Roles are enforced by the
-services: every button is shown to everyone and a refusal is shown as it comes.
+Every action button asks for a ``Request``; the confirmation dialog (``ui.plan_dialog``)
+shows the release workflow's plan of it and performs exactly that plan. Roles are enforced by
+the services: every button is shown to everyone and a refusal is shown as it comes.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from services.entities import (AuditRecord, CheckStatus, Comparison, DataTestResult, Deployment, Endpoint,
-                               ModelVersion, ReleaseState, SmokeTestResult, Stage)
-from services.errors import Conflict, NotFound, ServiceError
+from services.entities import (AuditRecord, CheckStatus, Comparison, DataTestResult, Endpoint, ModelVersion,
+                               ReleaseState, SmokeTestResult, Stage)
+from services.errors import NotFound
 from services.policy import Policy
-from services.permissions import PERMISSIONS, VERBS
+from services.release.plans import WORDS as STAGE_TEXT, dep_label, traffic_text, warm_previous
 
 from . import rollout_view, state
-from .progress import run_watching_endpoint
-from .widgets import BETTER, NEUTRAL, WORSE, badge, fmt_metric, guard, show_error
+from .plan_dialog import Request, ask, confirmation_dialog, flash, who_may
+from .widgets import BETTER, NEUTRAL, WORSE, badge, fmt_metric, guard
 
-T = TypeVar("T")
-
-COLORS = ("blue", "green")   # deployment names, as the local backend alternates them
 AUDIT_LIMIT = 5000           # newest events loaded for the table (the CSV holds what is shown)
-PENDING = "tollgate.pending_action"   # the Plan awaiting confirmation (one dialog at a time)
-FLASH = "tollgate.flash"              # the outcome of the last action, shown once at the top
 
 STEPS = ("staging", "awaiting approval", "approved", "production")
 STAGE_ICON = {
     Stage.REGISTERED: "⚪", Stage.STAGING: "🟡", Stage.AWAITING_APPROVAL: "⏳", Stage.APPROVED: "👍",
     Stage.REJECTED: "❌", Stage.PRODUCTION: "🟢", Stage.RETIRED: "💤", Stage.ROLLED_BACK: "↩️",
 }
-STAGE_TEXT = {
-    Stage.REGISTERED: "registered (not deployed)", Stage.STAGING: "in staging, smoke test not passed",
-    Stage.AWAITING_APPROVAL: "awaiting approval", Stage.APPROVED: "approved", Stage.REJECTED: "rejected",
-    Stage.PRODUCTION: "in production", Stage.RETIRED: "retired (replaced in production)",
-    Stage.ROLLED_BACK: "rolled back",
-}
 # how far along STEPS each stage got (index of the last step reached; -1 = none)
 REACHED = {Stage.REGISTERED: -1, Stage.STAGING: 0, Stage.AWAITING_APPROVAL: 1, Stage.APPROVED: 2,
            Stage.REJECTED: 2, Stage.PRODUCTION: 3, Stage.RETIRED: 3, Stage.ROLLED_BACK: 3}
-
-
 # --- words for things -----------------------------------------------------------
 
 def stage_badge(stage: Stage) -> str:
     return f"{STAGE_ICON[stage]} {STAGE_TEXT[stage]}"
-
-
-def short(model_name: str, version: int, policy_model: str) -> str:
-    """``v3`` for the policy's model, ``other-model:3`` otherwise."""
-    return f"v{version}" if model_name == policy_model else f"{model_name}:{version}"
-
-
-def dep_label(d: Deployment, policy_model: str) -> str:
-    return f"{d.name} ({short(d.model_name, d.model_version, policy_model)})"
-
-
-def traffic_text(ep: Endpoint, policy_model: str) -> str:
-    """``blue (v1) 100 %`` — the deployments that take traffic now."""
-    serving = [f"{dep_label(d, policy_model)} {d.traffic} %" for d in ep.deployments if d.traffic > 0]
-    return " + ".join(serving) or "no traffic"
 
 
 def journey(stage: Stage) -> list[str]:
@@ -83,277 +53,6 @@ def journey(stage: Stage) -> list[str]:
     elif stage == Stage.RETIRED:
         marks[3] = "💤"
     return marks
-
-
-def who_may(action: str) -> str:
-    return " or ".join(sorted(PERMISSIONS[action]))
-
-
-# --- plans: what an action will change, said before it happens --------------------
-
-@dataclass(frozen=True)
-class Plan:
-    action: str                      # a key of release_rules.PERMISSIONS
-    title: str                       # the dialog's title
-    changes: tuple[str, ...]         # exactly what will change, one line each
-    model: str | None = None
-    version: int | None = None
-    env: str | None = None
-    deployment: str | None = None
-    key: str | None = None           # regenerate_key: primary | secondary
-    comment: str = "none"            # none | optional | required
-    long: bool = False               # a deploy: 10–25 s, shown with progress
-    confirm: str = "Confirm"
-
-    @property
-    def ref(self) -> str:
-        return f"{self.model}:{self.version}"
-
-
-def _new_colour(ep: Endpoint) -> tuple[str, Deployment | None]:
-    """The deployment a blue/green step creates (the colour not serving) and the warm one it replaces."""
-    live = ep.live
-    name = next(c for c in COLORS if c != (live.name if live else None))
-    replaced = next((d for d in ep.deployments if d.name == name and d.state != "stopped"), None)
-    return name, replaced
-
-
-def plan_deploy(policy: Policy, staging: Endpoint, mv: ModelVersion, release: ReleaseState) -> Plan:
-    pm = policy.model_name
-    v = short(mv.name, mv.version, pm)
-    new, replaced = _new_colour(staging)
-    live = staging.live
-    after_stage = release.stage if release.stage in (Stage.APPROVED, Stage.PRODUCTION) else Stage.AWAITING_APPROVAL
-    lines = [f"{staging.name}: new deployment **{new}** ({mv.ref}) starts"
-             + (f" beside {dep_label(live, pm)}" if live else "") + " at 0 % traffic",
-             *([f"the warm deployment {dep_label(replaced, pm)} is stopped and replaced"] if replaced else []),
-             f"health probe, then the smoke test through the gateway ({policy.smoke.cases} held-out rows "
-             f"and one malformed request, prediction parity within {policy.smoke.tolerance:g})",
-             f"if both pass, {staging.name} traffic: {traffic_text(staging, pm)} → **{new} ({v}) 100 %**"
-             + (f"; {live.name} stays warm" if live else ""),
-             f"release stage of {v}: {STAGE_TEXT[release.stage]} → **{STAGE_TEXT[after_stage]}**"
-             if after_stage != release.stage else f"release stage of {v} stays {STAGE_TEXT[release.stage]}",
-             f"if the probe or the smoke test fails, {staging.name} traffic stays as it is; "
-             f"production is not touched"]
-    return Plan("deploy", f"Deploy {mv.ref} to {staging.name}", tuple(lines), mv.name, mv.version,
-                staging.name, long=True, confirm=f"Deploy to {staging.name}")
-
-
-def deployment_of(endpoints: list[Endpoint], mv: ModelVersion, prefer: str) -> tuple[str, Deployment] | None:
-    """Where ``mv`` runs: on the ``prefer`` endpoint first, a deployment taking traffic first."""
-    found = [(ep.name, d) for ep in endpoints for d in ep.deployments
-             if d.model_ref == mv.ref and d.state != "stopped"]
-    found.sort(key=lambda item: (item[0] != prefer, -item[1].traffic))
-    return found[0] if found else None
-
-
-def plan_smoke_test(policy: Policy, endpoints: list[Endpoint], mv: ModelVersion) -> Plan:
-    where = deployment_of(endpoints, mv, policy.endpoints.staging)
-    title = f"Run the smoke test of {mv.ref}"
-    if where is None:
-        return Plan("smoke_test", title, (f"{mv.ref} is not deployed on any endpoint: there is nothing to test. "
-                                          f"Deploy it to {policy.endpoints.staging} first.",), mv.name, mv.version)
-    env, dep = where
-    lines = (f"sends {policy.smoke.cases} held-out rows of {mv.dataset}:{mv.dataset_version} and one malformed "
-             f"request to **{env}/{dep.name}** ({mv.ref}) through the gateway, pinned with the header "
-             f"`azureml-model-deployment: {dep.name}`",
-             f"checks the HTTP status, the response schema and prediction parity with the registered model "
-             f"offline (tolerance {policy.smoke.tolerance:g})",
-             "the result is stored and recorded in the audit trail; traffic and release stages do not change")
-    return Plan("smoke_test", title, lines, mv.name, mv.version, env, dep.name, confirm="Run the smoke test")
-
-
-def plan_approve(policy: Policy, mv: ModelVersion, release: ReleaseState) -> Plan:
-    v = short(mv.name, mv.version, policy.model_name)
-    deployer = f"`{release.deployed_by}`" if release.deployed_by else "nobody yet"
-    lines = (f"release stage of {v}: {STAGE_TEXT[release.stage]} → **approved**",
-             "your name, the time and your comment go into the audit trail",
-             f"nothing is deployed: QA promotes it to {policy.endpoints.production} afterwards",
-             f"four eyes: whoever deployed it ({deployer}) may not approve it")
-    return Plan("approve", f"Approve {mv.ref}", lines, mv.name, mv.version, comment="optional", confirm="Approve")
-
-
-def plan_reject(policy: Policy, mv: ModelVersion, release: ReleaseState) -> Plan:
-    v = short(mv.name, mv.version, policy.model_name)
-    lines = (f"release stage of {v}: {STAGE_TEXT[release.stage]} → **rejected**",
-             f"it can no longer be promoted (a new deploy to {policy.endpoints.staging} re-opens its review)",
-             "your name, the time and your comment (required: say why) go into the audit trail",
-             "nothing is undeployed: traffic does not change")
-    return Plan("reject", f"Reject {mv.ref}", lines, mv.name, mv.version, comment="required", confirm="Reject")
-
-
-def plan_promote(policy: Policy, production: Endpoint, mv: ModelVersion, champion: ModelVersion | None,
-                 release: ReleaseState) -> Plan:
-    pm = policy.model_name
-    v = short(mv.name, mv.version, pm)
-    title = f"Promote {mv.ref} to {production.name}"
-    live = production.live
-    if live and live.model_ref == mv.ref and release.stage == Stage.PRODUCTION:
-        return Plan("promote", title, (f"{mv.ref} already serves {production.name}: nothing changes",),
-                    mv.name, mv.version, production.name)
-    new, replaced = _new_colour(production)
-    lines = [f"{production.name}: new deployment **{new}** ({mv.ref}) starts"
-             + (f" beside {dep_label(live, pm)}" if live else "")
-             + " at 0 % traffic; health probe and smoke test through the gateway",
-             *([f"the warm deployment {dep_label(replaced, pm)} (today's rollback target) is stopped and replaced"]
-               if replaced else []),
-             f"{production.name} traffic: {traffic_text(production, pm)} → **{new} ({v}) 100 %**"
-             + (f"; {live.name} stays warm for rollback" if live else ""),
-             f"champion alias moves {short(champion.name, champion.version, pm) if champion else '(none)'} → **{v}**",
-             f"release stage: {v} {STAGE_TEXT[release.stage]} → **in production**"
-             + (f"; {short(live.model_name, live.model_version, pm)} in production → retired"
-                if live and live.model_ref != mv.ref else ""),
-             f"if the probe or the smoke test fails, {production.name} traffic stays as it is"]
-    return Plan("promote", title, tuple(lines), mv.name, mv.version, production.name, comment="optional",
-                long=True, confirm=f"Promote to {production.name}")
-
-
-def warm_previous(ep: Endpoint) -> Deployment | None:
-    """The deployment a rollback gives the traffic back to: healthy, at 0 %, not the live one."""
-    live = ep.live
-    return next((d for d in ep.deployments if d is not live and d.state == "healthy" and d.traffic == 0), None)
-
-
-def plan_rollback(policy: Policy, ep: Endpoint) -> Plan:
-    pm = policy.model_name
-    title = f"Roll back {ep.name}"
-    live, back = ep.live, warm_previous(ep)
-    if live is None or back is None:
-        why = "nothing serves it" if live is None else "it has no warm previous deployment"
-        return Plan("rollback", title, (f"{ep.name} cannot be rolled back: {why}. A rollback needs the previous "
-                                        f"deployment kept warm by a promote.",), env=ep.name, comment="optional")
-    lv, bv = short(live.model_name, live.model_version, pm), short(back.model_name, back.model_version, pm)
-    lines = [f"{ep.name} traffic: {traffic_text(ep, pm)} → **{back.name} ({bv}) 100 %** "
-             f"(instant: {back.name} is already running)",
-             f"{live.name} ({lv}) stays deployed at 0 %"]
-    if ep.name == policy.endpoints.production:
-        lines += [f"champion alias moves {lv} → **{bv}**",
-                  f"release stage: {lv} in production → rolled back; {bv} → in production"]
-    return Plan("rollback", title, tuple(lines), env=ep.name, comment="optional", confirm="Roll back")
-
-
-def plan_regenerate_key(ep: Endpoint, which: str) -> Plan:
-    other = "secondary" if which == "primary" else "primary"
-    lines = (f"{ep.name}: the **{which}** key is replaced by a new random key",
-             f"clients still using the old {which} key get **401 Unauthorized** from that moment",
-             f"the {other} key keeps working: move clients to it first for a rotation without downtime",
-             "recorded in the audit trail")
-    return Plan("regenerate_key", f"Regenerate the {which} key of {ep.name}", lines, env=ep.name, key=which,
-                confirm=f"Regenerate the {which} key")
-
-
-# --- performing a plan -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool
-    message: str
-
-
-def perform(ws, plan: Plan, actor: str, comment: str = "",
-            run: Callable[[Callable[[], T]], T] = lambda work: work()) -> Outcome:
-    """Do what ``plan`` says as ``actor``. ``run`` executes the service call (the page passes
-    one that shows progress). ServiceErrors (refusals included) propagate to the caller."""
-    rel, a = ws.releases, plan.action
-    if a == "deploy":
-        ep = run(lambda: rel.deploy(plan.model, plan.version, plan.env, actor))
-        return Outcome(True, f"{plan.ref} serves {plan.env} ({traffic_text(ep, plan.model)}): "
-                             f"its health probe and smoke test passed.")
-    if a == "smoke_test":
-        if plan.env is None:
-            raise Conflict(f"{plan.ref} is not deployed on any endpoint", hint="Deploy it to staging first.")
-        result = run(lambda: rel.smoke_test(plan.env, actor, plan.deployment))
-        return Outcome(result.passed, f"Smoke test of {plan.ref} on {plan.env}/{plan.deployment}: {result.summary}.")
-    if a == "approve":
-        rel.approve(plan.model, plan.version, actor, comment)
-        return Outcome(True, f"{plan.ref} is approved by `{actor}`; QA can promote it now.")
-    if a == "reject":
-        rel.reject(plan.model, plan.version, actor, comment)
-        return Outcome(True, f"{plan.ref} is rejected by `{actor}`.")
-    if a == "promote":
-        ep = run(lambda: rel.promote(plan.model, plan.version, actor, comment))
-        return Outcome(True, f"{plan.ref} serves {plan.env}: {traffic_text(ep, plan.model)}.")
-    if a == "rollback":
-        ep = run(lambda: rel.rollback(plan.env, actor, comment))
-        return Outcome(True, f"{plan.env} rolled back: {traffic_text(ep, ep.live.model_name if ep.live else '')}.")
-    if a == "regenerate_key":
-        rel.regenerate_key(plan.env, plan.key, actor)
-        return Outcome(True, f"The {plan.key} key of {plan.env} is new; the old one is refused from now on.")
-    raise ValueError(f"unknown action {a!r}")
-
-
-def with_progress(ws, plan: Plan, status) -> Callable[[Callable[[], T]], T]:
-    """Runs the service call in a worker thread while the page reports what the endpoint
-    does (deployment starting → healthy, traffic shifting), so 20 s are not a frozen screen."""
-    def run(work: Callable[[], T]) -> T:
-        return run_watching_endpoint(ws, plan.env, status, work,
-                                     lambda d: dep_label(d, ws.policy.model_name), plan.title)
-    return run
-
-
-# --- the confirmation dialog (shared with the Endpoints page) ------------------------
-
-def ask(plan: Plan) -> None:
-    """Button callback: open the confirmation dialog for ``plan``."""
-    st.session_state[PENDING] = plan
-
-
-def _forget() -> None:
-    st.session_state.pop(PENDING, None)
-
-
-def confirmation_dialog() -> None:
-    """Call once at the end of a page: shows the pending plan's dialog, if any."""
-    plan = st.session_state.get(PENDING)
-    if isinstance(plan, Plan):
-        st.dialog(plan.title, width="large", on_dismiss=_forget)(_confirm)(plan)
-
-
-def _confirm(plan: Plan) -> None:
-    ws, actor = state.workspace(), state.actor()
-    roles = ws.policy.roles_of(actor)
-    st.markdown(f"Acting as `{actor}` ({', '.join(roles) or 'no role'}). **What will change:**")
-    st.markdown("\n".join(f"- {line}" for line in plan.changes))
-    if not set(roles) & PERMISSIONS[plan.action]:
-        st.warning(f"To {VERBS[plan.action]} you need the role {who_may(plan.action)}; the service will refuse "
-                   f"`{actor}`. Pick another identity in the sidebar.", icon="🔒")
-    comment = ""
-    if plan.comment != "none":
-        comment = st.text_area("Comment" + (" (required: say why)" if plan.comment == "required" else " (optional)"),
-                               key="dialog.comment", height=80)
-    ok, cancel = st.columns([1, 1])
-    confirmed = ok.button(plan.confirm, type="primary", key="dialog.confirm", width="stretch")
-    if cancel.button("Cancel", key="dialog.cancel", width="stretch"):
-        _forget()
-        st.rerun()
-    if not confirmed:
-        return
-    try:
-        if plan.long:
-            with st.status(f"{plan.title}…", expanded=True) as status:
-                try:
-                    outcome = perform(ws, plan, actor, comment, run=with_progress(ws, plan, status))
-                except ServiceError:
-                    status.update(label=f"{plan.title}: not done", state="error", expanded=True)
-                    raise
-                status.update(label=f"{plan.title}: done", state="complete")
-        else:
-            outcome = perform(ws, plan, actor, comment)
-    except ServiceError as e:
-        state.after_write()  # a refused or failed deploy still writes (audit, a stopped deployment)
-        show_error(e)
-        return
-    state.after_write()
-    st.session_state[FLASH] = outcome
-    _forget()
-    st.rerun()
-
-
-def flash() -> None:
-    """The outcome of the last confirmed action, once."""
-    outcome = st.session_state.pop(FLASH, None)
-    if outcome is not None:
-        (st.success if outcome.ok else st.warning)(outcome.message, icon="✅" if outcome.ok else "⚠️")
 
 
 # --- data shaping for the page (no streamlit) -----------------------------------
@@ -440,6 +139,20 @@ def smoke_cases_frame(result: SmokeTestResult) -> pd.DataFrame:
                         columns=["case", "passed", "expected", "got", "status", "detail"])
 
 
+def latency_frame(result: SmokeTestResult) -> pd.DataFrame | None:
+    """The smoke test's latency evidence: the new deployment and the live one, side by side."""
+    lat = result.latency
+    if lat is None:
+        return None
+    rows = [{"deployment": f"{result.deployment} (new, {result.model_name}:{result.model_version})",
+             "p50 (ms)": lat.candidate_p50_ms, "p95 (ms)": lat.candidate_p95_ms,
+             "limit p95 (ms)": lat.limit_p95_ms, "failed": lat.candidate_failures}]
+    if lat.live_deployment:
+        rows.append({"deployment": f"{lat.live_deployment} (live)", "p50 (ms)": lat.live_p50_ms,
+                     "p95 (ms)": lat.live_p95_ms, "limit p95 (ms)": None, "failed": None})
+    return pd.DataFrame(rows, columns=["deployment", "p50 (ms)", "p95 (ms)", "limit p95 (ms)", "failed"])
+
+
 def _compact(value: Any) -> str:
     return "" if value is None else json.dumps(value, sort_keys=True, default=str)
 
@@ -489,9 +202,6 @@ def render() -> None:
     roles = policy.roles_of(actor)
     st.caption(f"Model `{policy.model_name}` · policy `{policy.source}` · acting as `{actor}` "
                f"({', '.join(roles) or 'no role: read-only'})")
-    if ws.releases is None or ws.endpoints is None:
-        st.info("This workspace has no release service: endpoints and releases are not available here.")
-        return
     flash()
 
     endpoints = {ep.name: ep for ep in state.endpoints(uri)}
@@ -507,7 +217,8 @@ def render() -> None:
         st.warning("The endpoints are not running: nothing answers requests. A deploy or promote starts them; "
                    "so does the Endpoints page.", icon="🔌")
         st.page_link("pages/endpoints.py", label="Endpoints", icon=":material/api:")
-    render_serving(policy, production, staging, champion)
+    states = {s.model_version: s for s in state.release_states(uri, policy.model_name)}
+    render_serving(policy, production, staging, champion, states)
     rollout_view.render_rollout(ws, uri)
 
     on_board = board_versions(versions, list(states.values()), champion)
@@ -525,7 +236,7 @@ def render() -> None:
 
 
 def render_serving(policy: Policy, production: Endpoint | None, staging: Endpoint | None,
-                   champion: ModelVersion | None) -> None:
+                   champion: ModelVersion | None, states: dict[int, ReleaseState]) -> None:
     pm = policy.model_name
     left, right = st.columns(2)
     for col, ep, name, icon in ((left, production, policy.endpoints.production, ":material/public:"),
@@ -540,11 +251,18 @@ def render_serving(policy: Policy, production: Endpoint | None, staging: Endpoin
                 st.markdown(f"**{live.model_ref}** on `{live.name}` · {traffic_text(ep, pm)}"
                             + ("" if ep.gateway_up else " · :red[gateway down]"))
                 back = warm_previous(ep)
-                st.caption(f"Warm for rollback: {dep_label(back, pm)}" if back else "No warm previous deployment.")
+                back_state = states.get(back.model_version) if back and back.model_name == pm else None
+                if back is None:
+                    st.caption("No warm previous deployment.")
+                elif name == policy.endpoints.production and back_state and back_state.stage == Stage.ROLLED_BACK:
+                    st.caption(f"Warm: {dep_label(back, pm)}, rolled back: not a rollback target.")
+                else:
+                    st.caption(f"Warm for rollback: {dep_label(back, pm)}")
             if name == policy.endpoints.production and ep is not None:
                 st.button("Roll back production", icon=":material/undo:", key="releases.rollback",
-                          on_click=ask, args=(plan_rollback(policy, ep),),
-                          help="Give production's traffic back to the warm previous deployment (qa, admin).")
+                          on_click=ask, args=(Request("rollback", f"Roll back {ep.name}", env=ep.name),),
+                          help="Give production's traffic back to the previous champion, kept warm (qa, admin; "
+                               "a comment is required).")
 
 
 def render_board(versions: list[ModelVersion], states: dict[int, ReleaseState]) -> None:
@@ -619,24 +337,30 @@ def render_actions(policy: Policy, mv: ModelVersion, release: ReleaseState, cham
     def kind(action: str) -> str:
         return "primary" if action == nxt else "secondary"
 
+    name, version = mv.name, mv.version
     if staging is not None:
         cols[0].button(f"Deploy to {staging.name}", icon=":material/upload:", key="releases.deploy", width="stretch",
-                       type=kind("deploy"), on_click=ask, args=(plan_deploy(policy, staging, mv, release),),
+                       type=kind("deploy"), on_click=ask,
+                       args=(Request("deploy", f"Deploy {mv.ref} to {staging.name}", name, version, staging.name),),
                        help=f"Blue/green to {staging.name} with health probe and smoke test ({who_may('deploy')})")
     cols[1].button("Run smoke test", icon=":material/labs:", key="releases.smoke", width="stretch",
-                   on_click=ask, args=(plan_smoke_test(policy, endpoints, mv),),
-                   help=f"Again, through the gateway ({who_may('smoke_test')})")
+                   on_click=ask, args=(Request("smoke_test", f"Run the smoke test of {mv.ref}", name, version),),
+                   help=f"Again, pinned to the deployment ({who_may('smoke_test')})")
     cols[2].button("Approve", icon=":material/thumb_up:", key="releases.approve", width="stretch",
-                   type=kind("approve"), on_click=ask, args=(plan_approve(policy, mv, release),),
+                   type=kind("approve"), on_click=ask, args=(Request("approve", f"Approve {mv.ref}", name, version),),
                    help=f"{who_may('approve')}; four eyes")
     cols[3].button("Reject", icon=":material/thumb_down:", key="releases.reject", width="stretch",
-                   on_click=ask, args=(plan_reject(policy, mv, release),),
+                   on_click=ask, args=(Request("reject", f"Reject {mv.ref}", name, version),),
                    help=f"{who_may('reject')}; a comment is required")
     if production is not None:
+        canary = policy.canary.strategy == "canary"
         cols[4].button(f"Promote to {production.name}", icon=":material/rocket_launch:", key="releases.promote",
                        width="stretch", type=kind("promote"), on_click=ask,
-                       args=(plan_promote(policy, production, mv, champion, release),),
-                       help=f"Blue/green to {production.name}; the previous version stays warm ({who_may('promote')})")
+                       args=(Request("promote", f"Canary release of {mv.ref}" if canary else
+                                     f"Promote {mv.ref} to {production.name}", name, version, production.name),),
+                       help=(f"In steps of traffic ([canary] strategy) ({who_may('promote')})" if canary else
+                             f"Blue/green to {production.name}; the previous version stays warm "
+                             f"({who_may('promote')})"))
 
 
 def render_gate(uri: str, policy: Policy, mv: ModelVersion, champion: ModelVersion | None) -> None:
@@ -703,6 +427,14 @@ def render_smoke(uri: str, mv: ModelVersion, release: ReleaseState) -> None:
             "status": st.column_config.NumberColumn("HTTP", width="small"),
             "detail": st.column_config.TextColumn("detail", width="large"),
         })
+        latency = latency_frame(result)
+        if latency is not None:
+            st.markdown(f"**Latency** · {result.latency.requests} requests to each, interleaved")
+            st.dataframe(latency, hide_index=True, width="stretch", column_config={
+                "p50 (ms)": st.column_config.NumberColumn(format="%.1f"),
+                "p95 (ms)": st.column_config.NumberColumn(format="%.1f"),
+            })
+            (st.caption if result.latency.passed else st.error)(result.latency.reason)
 
 
 def render_audit(uri: str) -> None:

@@ -2,47 +2,32 @@
 abort, and starting a canary for an approved version.
 
 The panel re-reads the rollout every ``REFRESH_S`` seconds while one is active (an
-``st.fragment``), with the analysis of the current step so far. Actions are confirmed in a
-dialog that says what will change; roles are checked by the services (every button is
-shown to everyone and a refusal is shown as it comes).
+``st.fragment``), with the analysis of the current step so far. Starting a canary, pausing,
+continuing and aborting it are confirmed in the Releases page's dialog with the workflow's
+plan (``ws.releases.plan_promote(…, strategy="canary")``, ``plan_canary_control``). Roles are
+checked by the services (every button is shown to everyone and a refusal is shown as it comes). Where nothing advances rollouts on its own (no
+``supervised_rollouts`` capability: Azure), the panel says what does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pandas as pd
 import streamlit as st
 
 from services import canary as cn
-from services.entities import Endpoint, Stage
+from services.entities import SUPERVISED_ROLLOUTS, Stage
 from services.errors import ServiceError
-from services.policy import Policy
-from services.permissions import PERMISSIONS
 
 from . import state
-from .progress import run_watching_endpoint
-from .widgets import show_error
+from .plan_dialog import Request, ask
 
 REFRESH_S = 2.0
-PENDING = "tollgate.rollout.pending"   # the RolloutAction awaiting confirmation
-FLASH = "tollgate.rollout.flash"       # the outcome of the last rollout action, shown once
 STATE_TEXT = {cn.RUNNING: "🟡 running", cn.PAUSED: "⏸️ paused", cn.SUCCEEDED: "🟢 succeeded",
               cn.ROLLED_BACK: "↩️ rolled back automatically", cn.ABORTED: "⛔ aborted"}
 
 
 # --- data shaping (no streamlit) ------------------------------------------------------
-
-@dataclass(frozen=True)
-class RolloutAction:
-    action: str                      # start | pause | resume | abort
-    title: str
-    changes: tuple[str, ...]
-    env: str
-    model: str | None = None
-    version: int | None = None
-    confirm: str = "Confirm"
-
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{x * 100:.1f} %"
@@ -86,66 +71,11 @@ def step_elapsed(r: cn.Rollout, now: datetime | None = None) -> float:
     return min(1.0, max(0.0, (now - r.step_started_at).total_seconds() / r.rules.step_seconds))
 
 
-def plan_start(policy: Policy, production: Endpoint | None, model: str, version: int) -> RolloutAction:
-    c = policy.canary
-    ref = f"{model}:{version}"
-    live = production.live if production else None
-    env = policy.endpoints.production
-    steps = " → ".join(f"{s} %" for s in c.steps)
-    lines = [f"{env}: {ref} is deployed beside "
-             + (f"{live.model_ref} ({live.name})" if live else "(nothing serves it: a canary needs a stable version)")
-             + " at 0 %; health probe and smoke test pinned to it",
-             f"then it gets **{c.steps[0]} %** of {env}'s traffic; the supervisor moves it {steps}, one step every "
-             f"{c.step_seconds:g} s, if each step's analysis passes",
-             f"a step fails if the canary's failure rate exceeds max({c.max_failure_rate:.1%}, stable's + "
-             f"{c.max_failure_rate_increase:.1%}) or its p95 exceeds max(stable p95 × {c.max_p95_ratio:g}, "
-             f"stable p95 + {c.max_p95_increase_ms:g} ms): then all traffic goes back to the stable version at once",
-             f"a step short of {c.min_requests} canary requests waits up to {c.max_step_seconds:g} s, then "
-             + ("pauses for a decision" if c.on_low_traffic == "pause" else "rolls back"),
-             "on success the candidate becomes the champion and the stable version stays warm for a rollback"]
-    return RolloutAction("start", f"Canary release of {ref}", tuple(lines), env, model, version, "Start the canary")
-
-
-def plan_control(r: cn.Rollout, action: str) -> RolloutAction:
-    if action == "pause":
-        lines = (f"the rollout holds at {r.step_label}: {r.model_ref} keeps {r.traffic} % of {r.endpoint}'s traffic",
-                 "no step is judged until someone continues or aborts it")
-        return RolloutAction("pause", f"Pause the canary of {r.model_ref}", lines, r.endpoint, confirm="Pause")
-    if action == "resume":
-        lines = (f"the rollout continues at {r.step_label}",
-                 f"this step is judged afresh: its analysis window starts now and lasts {r.rules.step_seconds:g} s")
-        return RolloutAction("resume", f"Continue the canary of {r.model_ref}", lines, r.endpoint, confirm="Continue")
-    lines = (f"{r.endpoint} traffic → **{r.stable_deployment} ({r.stable_model}) 100 %** at once",
-             f"{r.canary_deployment} ({r.model_ref}) is stopped; its release stage → rolled back",
-             "recorded in the audit trail and announced (canary_aborted)")
-    return RolloutAction("abort", f"Abort the canary of {r.model_ref}", lines, r.endpoint, confirm="Abort and roll back")
-
-
-def perform(ws, a: RolloutAction, actor: str, comment: str = "") -> str:
-    """Do the action as ``actor``; ServiceErrors (refusals included) propagate."""
-    rel = ws.releases
-    if a.action == "start":
-        r = rel.start_canary(a.model, a.version, actor, comment)
-        return f"The canary of {r.model_ref} serves {r.traffic} % of {r.endpoint}; the supervisor judges each step."
-    r = {"pause": rel.pause_canary, "resume": rel.resume_canary, "abort": rel.abort_canary}[a.action](
-        a.env, actor, comment)
-    return f"Canary of {r.model_ref}: {STATE_TEXT[r.state]} at {r.step_label}."
-
-
 # --- rendering ------------------------------------------------------------------------
-
-def available(ws) -> bool:
-    return ws.releases is not None and hasattr(ws.releases, "rollout")
-
 
 def render_rollout(ws, uri: str) -> None:
     """The panel; call once from the Releases page."""
-    if not available(ws):
-        return
     st.subheader("Canary rollout")
-    outcome = st.session_state.pop(FLASH, None)
-    if outcome is not None:
-        st.success(outcome, icon="✅")
     r = ws.releases.rollout(ws.policy.endpoints.production)
     if r is not None and r.active:
         st.fragment(run_every=REFRESH_S)(_live_panel)(ws)
@@ -154,7 +84,6 @@ def render_rollout(ws, uri: str) -> None:
             with st.expander(f"Latest rollout: {r.model_ref} — {STATE_TEXT[r.state]}", expanded=False):
                 _rollout_body(ws, r)
         _start_form(ws, uri)
-    _dialog()
 
 
 def _live_panel(ws) -> None:
@@ -166,12 +95,15 @@ def _live_panel(ws) -> None:
     _rollout_body(ws, r)
     c1, c2, c3 = st.columns(3)
     if r.state == cn.RUNNING and c1.button("Pause", key="rollout.pause", width="stretch"):
-        _ask(plan_control(r, "pause"))
+        _ask(Request("pause", f"Pause the canary of {r.model_ref}", env=r.endpoint))
     if r.state == cn.PAUSED and c1.button("Continue", key="rollout.resume", type="primary", width="stretch"):
-        _ask(plan_control(r, "resume"))
+        _ask(Request("resume", f"Continue the canary of {r.model_ref}", env=r.endpoint))
     if c2.button("Abort (roll back)", key="rollout.abort", width="stretch"):
-        _ask(plan_control(r, "abort"))
+        _ask(Request("abort", f"Abort the canary of {r.model_ref}", env=r.endpoint))
     c3.caption(f"Updates every {REFRESH_S:g} s.")
+    if not ws.info.can(SUPERVISED_ROLLOUTS):
+        st.caption("Each step is judged and advanced by `python tollgate.py agent` (or the `canary start --wait` "
+                   "that started it): the rollout holds at its step while neither runs.")
 
 
 def _rollout_body(ws, r: cn.Rollout) -> None:
@@ -212,63 +144,11 @@ def _start_form(ws, uri: str) -> None:
                            format_func=lambda v: f"{policy.model_name}:{v}", key="rollout.version")
     c2.write("")
     if c2.button("Start canary…", key="rollout.start", width="stretch"):
-        production = next((e for e in state.endpoints(uri) if e.name == policy.endpoints.production), None)
-        _ask(plan_start(policy, production, policy.model_name, int(version)))
+        _ask(Request("promote", f"Canary release of {policy.model_name}:{int(version)}", policy.model_name,
+                     int(version), policy.endpoints.production, strategy="canary"))
 
 
-def _ask(action: RolloutAction) -> None:
-    st.session_state[PENDING] = action
+def _ask(request: Request) -> None:
+    """Open the Releases page's confirmation dialog (from the panel's fragment: the whole page reruns)."""
+    ask(request)
     st.rerun(scope="app")
-
-
-def _forget() -> None:
-    st.session_state.pop(PENDING, None)
-
-
-def _dialog() -> None:
-    action = st.session_state.get(PENDING)
-    if isinstance(action, RolloutAction):
-        st.dialog(action.title, width="large", on_dismiss=_forget)(_confirm)(action)
-
-
-def _confirm(a: RolloutAction) -> None:
-    ws, actor = state.workspace(), state.actor()
-    roles = ws.policy.roles_of(actor)
-    st.markdown(f"Acting as `{actor}` ({', '.join(roles) or 'no role'}). **What will change:**")
-    st.markdown("\n".join(f"- {line}" for line in a.changes))
-    needed = PERMISSIONS["promote"]  # every rollout action is a promote in the release rules
-    if not set(roles) & needed:
-        st.warning(f"This needs the role {' or '.join(sorted(needed))}; the service will refuse `{actor}`.",
-                   icon="🔒")
-    comment = st.text_area("Comment (optional)", key="rollout.comment", height=80)
-    ok, cancel = st.columns(2)
-    confirmed = ok.button(a.confirm, type="primary", key="rollout.confirm", width="stretch")
-    if cancel.button("Cancel", key="rollout.cancel", width="stretch"):
-        _forget()
-        st.rerun()
-    if not confirmed:
-        return
-    try:
-        if a.action == "start":
-            with st.status(f"{a.title}…", expanded=True) as status:
-                try:
-                    message = _with_progress(ws, a, status, lambda: perform(ws, a, actor, comment))
-                except ServiceError:
-                    status.update(label=f"{a.title}: not started", state="error", expanded=True)
-                    raise
-                status.update(label=f"{a.title}: first step live", state="complete")
-        else:
-            message = perform(ws, a, actor, comment)
-    except ServiceError as e:
-        state.after_write()
-        show_error(e)
-        return
-    state.after_write()
-    st.session_state[FLASH] = message
-    _forget()
-    st.rerun()
-
-
-def _with_progress(ws, a: RolloutAction, status, work):
-    """The deploy beside the stable version takes 10–25 s: report what the endpoint does meanwhile."""
-    return run_watching_endpoint(ws, a.env, status, work, lambda d: f"{d.name} ({d.model_ref})")

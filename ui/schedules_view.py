@@ -117,9 +117,6 @@ def render() -> None:
                "*retrain on new version* per dataset. Each run goes through validate → train → evaluate → "
                "register if the gate passes; deploying stays a decision. Every firing is in the audit trail.")
     ws_uri, ws = state.uri(), state.workspace()
-    if getattr(ws, "schedules", None) is None:
-        st.info("This workspace has no retraining schedules.")
-        return
     flash()
     scheduler_banner(scheduler_status(ws_uri))
     who(ws.policy, state.actor())

@@ -139,20 +139,14 @@ ENDPOINT_TTL = 3
 
 @st.cache_data(ttl=ENDPOINT_TTL, show_spinner=False)
 def endpoints(ws_uri: str) -> list[Endpoint]:
-    ops = _workspace(ws_uri).endpoints
-    return [] if ops is None else ops.list()
+    return _workspace(ws_uri).endpoints.list()
 
 
 @st.cache_data(ttl=ENDPOINT_TTL, show_spinner=False)
 def masked_keys(ws_uri: str, endpoint: str) -> tuple[str, str] | None:
     """Masked keys where a listing leaves them out (Azure: one request per endpoint, made
     when the keys panel is shown); None when they cannot be read."""
-    ops = _workspace(ws_uri).endpoints
-    read = getattr(ops, "masked_keys", None)
-    if read is None:
-        ep = ops.get(endpoint)
-        return ep.primary_key_masked, ep.secondary_key_masked
-    return read(endpoint)
+    return _workspace(ws_uri).endpoints.masked_keys(endpoint)
 
 
 @st.cache_data(ttl=ENDPOINT_TTL, show_spinner=False)
@@ -161,16 +155,14 @@ def console_log(ws_uri: str, endpoint: str, deployment: str, tail: int) -> str:
 
 
 @st.cache_data(ttl=ENDPOINT_TTL, show_spinner=False)
-def gateway_log(ws_uri: str, endpoint: str, tail: int) -> str | None:
-    """The gateway's own log; None where the backend has no such thing (Azure)."""
-    read = getattr(_workspace(ws_uri).endpoints, "gateway_log", None)
-    return None if read is None else read(endpoint, tail)
+def gateway_log(ws_uri: str, endpoint: str, tail: int) -> str:
+    """The gateway's own log (where the workspace declares ``gateway_log``)."""
+    return _workspace(ws_uri).endpoints.gateway_log(endpoint, tail)
 
 
 @st.cache_data(ttl=READ_TTL, show_spinner=False)
 def release_states(ws_uri: str, name: str | None = None) -> list[ReleaseState]:
-    ops = _workspace(ws_uri).releases
-    return [] if ops is None else ops.states(name)
+    return _workspace(ws_uri).releases.states(name)
 
 
 @st.cache_data(ttl=READ_TTL, show_spinner=False)
@@ -190,8 +182,7 @@ def smoke_test(ws_uri: str, test_id: int) -> SmokeTestResult:
 
 @st.cache_data(ttl=READ_TTL, show_spinner=False)
 def audit(ws_uri: str, limit: int | None = None) -> list[AuditRecord]:
-    ops = _workspace(ws_uri).releases
-    return [] if ops is None else ops.audit(limit)
+    return _workspace(ws_uri).releases.audit(limit)
 
 
 # --- monitoring: telemetry, logs, request lookup, health (issue 4) -----------------

@@ -65,7 +65,7 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, NamedTuple
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -84,6 +84,14 @@ FULL_CODES = ("BlockCountExceedsLimit", "BlobIsSealed", "MaxBlobSizeConditionNot
 MAX_BLOCKS = 50_000              # Azure's limit of blocks per append blob: a segment that has them is full
 SNAPSHOT_TTL_S = 3.0             # how long one read of the trail's tail answers audit() and find()
 SCAN = 5000                      # records find() looks through
+STANDARD = ("at", "actor", "role", "action", "target", "before", "after", "comment")
+
+
+class Entry(NamedTuple):
+    """A record of the trail and what else its line carries (``event``: a notification,
+    ``rollout``: a canary rollout's state; written in the same append as the record)."""
+    record: AuditRecord
+    extras: Mapping[str, Any]
 
 
 def _segment_name(n: int) -> str:
@@ -139,12 +147,21 @@ class BlobAudit:
                comment: str = "") -> AuditRecord:
         """Append one record; returns it with its id (the block's position in the trail). ``role`` is
         the one ``authorize`` returned; the actor is stored in its canonical spelling."""
+        return self.record_many([dict(actor=actor, action=action, target=target, role=role, before=before,
+                                      after=after, comment=comment)])[0]
+
+    def record_many(self, entries: list[Mapping[str, Any]]) -> list[AuditRecord]:
+        """Append several records as **one** Append Block — all of them are in the trail or none
+        is (the release ledger's unit of work). Each entry has the ``record`` arguments and may
+        carry extras (``event``, ``rollout``) kept on its line. Returns the records with their ids."""
         at = datetime.now(timezone.utc)
-        actor = canonical(actor)
-        line = json.dumps({"at": at.isoformat(), "actor": actor, "role": role, "action": action,
-                           "target": target, "before": before, "after": after, "comment": comment},
-                          separators=(",", ":"), default=str) + "\n"
-        data = line.encode()
+        entries = [{**e, "actor": canonical(e["actor"])} for e in entries]
+        lines = [json.dumps({"at": at.isoformat(), "actor": e["actor"], "role": e.get("role", ""),
+                             "action": e["action"], "target": e["target"], "before": e.get("before"),
+                             "after": e.get("after"), "comment": e.get("comment") or "",
+                             **{k: v for k, v in e.items() if k not in STANDARD}},
+                            separators=(",", ":"), default=str).encode() + b"\n" for e in entries]
+        data = b"".join(lines)
         with self._lock:
             seg = self._current if self._current is not None else self._last_segment()
             for _ in range(5):
@@ -164,8 +181,13 @@ class BlobAudit:
                 self._current = seg
                 self._snapshot = None
                 offset = int(res.get("blob_append_offset") or 0)
-                return AuditRecord(seg * SEGMENT_SPAN + offset, at, actor, role, action, target,
-                                   before, after, comment)
+                out = []
+                for e, line in zip(entries, lines):
+                    out.append(AuditRecord(seg * SEGMENT_SPAN + offset, at, e["actor"], e.get("role", ""),
+                                           e["action"], e["target"], e.get("before"), e.get("after"),
+                                           e.get("comment") or ""))
+                    offset += len(line)
+                return out
         raise BackendUnavailable("could not append to the audit trail (segments kept changing)")
 
     def _create(self, blob) -> None:
@@ -229,7 +251,7 @@ class BlobAudit:
         total = str(getattr(props, "content_range", "") or "").rpartition("/")[2]
         return data, int(total) if total.isdigit() else len(data), full
 
-    def _newest_first(self) -> Iterator[AuditRecord]:
+    def _newest_first(self) -> Iterator[Entry]:
         """Every record, newest first, read lazily: the newest segment without a listing when
         it is not full (module docstring), older segments by their listed sizes."""
         seg = self._current if self._current is not None else 0
@@ -247,7 +269,7 @@ class BlobAudit:
             for n, older in reversed([s for s in self._segments() if s[0] < seg]):
                 yield from self._records_backwards(n, older)
 
-    def _tail(self, count: int | None) -> list[AuditRecord]:
+    def _tail(self, count: int | None) -> list[Entry]:
         """The newest ``count`` records (all if None), newest first. One pass over the trail is
         shared by every read within ``snapshot_ttl_s`` and extended as far as a read needs."""
         with self._lock:
@@ -267,7 +289,7 @@ class BlobAudit:
                 raise
             return records[:count] if count is not None else list(records)
 
-    def _records_backwards(self, seg: int, size: int, first: bytes | None = None) -> Iterator[AuditRecord]:
+    def _records_backwards(self, seg: int, size: int, first: bytes | None = None) -> Iterator[Entry]:
         """The records of one segment, newest first, read in CHUNK-sized ranges from the end
         (``first``: the whole segment, already read)."""
         end, tail = size, b""
@@ -286,17 +308,21 @@ class BlobAudit:
                 pos += len(ln) + 1
             for off, ln in reversed(list(zip(offsets, lines))):
                 if ln.strip():
-                    yield _parse(seg * SEGMENT_SPAN + off, ln)
+                    yield _entry(seg * SEGMENT_SPAN + off, ln)
             end = start
 
     def audit(self, limit: int | None = None) -> list[AuditRecord]:
         """The trail, newest first (the last ``limit`` records). A read within
         ``SNAPSHOT_TTL_S`` of another that covered as many records sends no request."""
-        return self._tail(limit or None)
+        return [e.record for e in self._tail(limit or None)]
 
     def find(self, action: str, limit: int = 50, scan: int = SCAN) -> list[AuditRecord]:
         """The newest ``limit`` records of one action among the last ``scan`` records."""
-        return [r for r in self._tail(scan) if r.action == action][:limit]
+        return [e.record for e in self._tail(scan) if e.record.action == action][:limit]
+
+    def find_extra(self, key: str, scan: int = SCAN) -> list[tuple[AuditRecord, Any]]:
+        """(record, extra) of the records among the last ``scan`` whose line carries ``key``, newest first."""
+        return [(e.record, e.extras[key]) for e in self._tail(scan) if key in e.extras]
 
     def get(self, record_id: int) -> AuditRecord:
         """One record by id. ``NotFound`` if there is none there."""
@@ -318,9 +344,14 @@ class BlobAudit:
 
 
 def _parse(record_id: int, line: bytes) -> AuditRecord:
+    return _entry(record_id, line).record
+
+
+def _entry(record_id: int, line: bytes) -> Entry:
     d = json.loads(line)
-    return AuditRecord(record_id, datetime.fromisoformat(d["at"]), d["actor"], d.get("role", ""), d["action"],
-                       d["target"], d.get("before"), d.get("after"), d.get("comment") or "")
+    return Entry(AuditRecord(record_id, datetime.fromisoformat(d["at"]), d["actor"], d.get("role", ""), d["action"],
+                             d["target"], d.get("before"), d.get("after"), d.get("comment") or ""),
+                 {k: v for k, v in d.items() if k not in STANDARD})
 
 
 class OperationLocks:

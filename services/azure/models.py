@@ -23,14 +23,16 @@ from typing import Any, Callable, Mapping
 import joblib
 
 from ..entities import ModelVersion
-from ..errors import Conflict, InvalidInput, NotFound
+from ..errors import InvalidInput, NotFound
 from ..naming import check_name
 from ..permissions import authorize
 from ..policy import Policy
 from ..provenance import check_tags
+from ..release_rules import check_archive
 from . import convert
 from .datasets import BlobStore, ReadCache, _version
 from .errors import azure_call
+from .release_tags import stage_of
 
 ALIAS_CHAMPION = "champion"
 
@@ -39,8 +41,9 @@ class AzureModels:
     """``ModelRegistry`` over Azure ML models (see the module docstring)."""
 
     def __init__(self, ml_client: Any, blobs: BlobStore, policy: Policy, audit: Callable[..., None] | None = None,
-                 cache: ReadCache | None = None):
+                 cache: ReadCache | None = None, serving: Callable[[str, int], list[str]] | None = None):
         self.ml, self.blobs, self.policy, self.audit = ml_client, blobs, policy, audit
+        self.serving = serving    # (name, version) -> the endpoints whose traffic it takes
         self.cache = cache or ReadCache()
         self._loaded: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
@@ -219,25 +222,31 @@ class AzureModels:
         role = authorize(self.policy, actor, "set_alias")
         check_name(alias, "alias")
         mv = self.get(name, version)
+        old = self.move_alias(mv, alias)
+        self._record(actor, "model.alias", f"{name}@{alias}", role,
+                     before={"version": old} if old is not None else None, after={"version": mv.version})
+        return self.get(name, mv.version)
+
+    def move_alias(self, mv: ModelVersion, alias: str) -> int | None:
+        """Point ``alias`` at ``mv`` (a container tag) and return where it pointed; no audit record
+        (the caller records it: ``set_alias``, or the release ledger in its unit of work)."""
         ops = self._ops
-        container = self._container(name)
+        container = self._container(mv.name)
         tags = self._container_tags(container)
         key = convert.ALIAS_TAG + alias
         old = convert._int(tags.get(key))
         tags[key] = str(mv.version)
         container.properties.tags = tags
         try:
-            with azure_call(f"move alias {alias!r} of model {name}"):
-                ops._model_container_operation.create_or_update(name=name, workspace_name=ops._workspace_name,
+            with azure_call(f"move alias {alias!r} of model {mv.name}"):
+                ops._model_container_operation.create_or_update(name=mv.name, workspace_name=ops._workspace_name,
                                                                 body=container, **ops._scope_kwargs)
             if mv.archived:  # an alias brings a version back
                 with azure_call(f"restore model {mv.ref}"):
-                    ops.restore(name, version=str(mv.version))
+                    ops.restore(mv.name, version=str(mv.version))
         finally:
             self.cache.invalidate("models")
-        self._record(actor, "model.alias", f"{name}@{alias}", role,
-                     before={"version": old} if old is not None else None, after={"version": mv.version})
-        return self.get(name, mv.version)
+        return old
 
     def set_tags(self, name: str, version: int, tags: Mapping[str, str | None], actor: str) -> ModelVersion:
         role = authorize(self.policy, actor, "edit_model")
@@ -246,7 +255,14 @@ class AzureModels:
         for key in tags:
             if not key or len(key) > 128:
                 raise InvalidInput(f"invalid tag key {key!r}")
-        rest = self._version_rest(name, mv.version)
+        new = self.write_tags(mv, tags)
+        self._record(actor, "model.tags", mv.ref, role, before=dict(mv.tags), after=new)
+        return self.get(name, mv.version)
+
+    def write_tags(self, mv: ModelVersion, tags: Mapping[str, str | None]) -> dict[str, str]:
+        """Set tags (``None`` removes one) on the version and return them all; no audit record (the
+        caller records it: ``set_tags``, or the release ledger for release-stage tags)."""
+        rest = self._version_rest(mv.name, mv.version)
         new = dict(rest.properties.tags or {})
         for key, value in tags.items():
             if value is None:
@@ -254,9 +270,8 @@ class AzureModels:
             else:
                 new[key] = str(value)
         rest.properties.tags = new
-        self._put_version_rest(name, mv.version, rest, f"tag model {mv.ref}")
-        self._record(actor, "model.tags", mv.ref, role, before=dict(mv.tags), after=new)
-        return self.get(name, mv.version)
+        self._put_version_rest(mv.name, mv.version, rest, f"tag model {mv.ref}")
+        return new
 
     def set_description(self, name: str, version: int, description: str, actor: str) -> ModelVersion:
         role = authorize(self.policy, actor, "edit_model")
@@ -271,9 +286,8 @@ class AzureModels:
     def archive(self, name: str, version: int, actor: str) -> ModelVersion:
         role = authorize(self.policy, actor, "archive_model")
         mv = self.get(name, version)
-        if mv.aliases:
-            raise Conflict(f"{mv.ref} is the {', '.join(mv.aliases)} and cannot be archived",
-                           hint="Move the alias to another version first.")
+        serving = self.serving(mv.name, mv.version) if self.serving is not None else []
+        check_archive(mv, stage_of(mv), serving)   # not the champion, nor a version staged or serving
         return self._set_archived(mv, True, actor, role)
 
     def restore(self, name: str, version: int, actor: str) -> ModelVersion:

@@ -23,7 +23,9 @@ Operations objects, as on the local workspace: ``ws.datasets`` (data assets),
 the candidate's dataset version's held-out split, and the outcome is kept on the
 datastore so that the next review of the pair reads one small file — ``AzureEvaluator``;
 the evaluation metrics *recorded* at registration are in the model version's properties,
-``ModelVersion.metrics``), ``ws.endpoints`` / ``ws.releases`` (``services.azure.endpoints``),
+``ModelVersion.metrics``), ``ws.endpoints`` (``services.azure.endpoints``), ``ws.releases`` (the release workflow,
+``services.release``, on ``services.azure.release_driver`` and ``services.azure.ledger``),
+``ws.notifications`` (``services.azure.outbox``),
 ``ws.telemetry`` / ``ws.logs`` (``services.azure.telemetry``, when present; else ``None``),
 ``ws.schedules`` (Azure ML job schedules: ``services.azure.schedules``).
 """
@@ -204,11 +206,11 @@ class AzureWorkspace:
         audit = self._make_audit()
         self.cache = ReadCache(float((settings.extra or {}).get("cache_ttl_s", CACHE_TTL_S)))
         self.datasets = AzureDatasets(ml_client, self.blobs, self.policy, audit=audit, cache=self.cache)
-        self.models = AzureModels(ml_client, self.blobs, self.policy, audit=audit, cache=self.cache)
+        self.models = AzureModels(ml_client, self.blobs, self.policy, audit=audit, cache=self.cache,
+                                  serving=self._serving)
         self.jobs = AzureJobs(ml_client, self.mlflow_client, self.datasets, self.blobs, settings, self.policy,
                               arm=self.arm_put, audit=audit, cache=self.cache)
         self.evaluation = AzureEvaluator(self.datasets, self.models, self.policy, self.blobs)
-        self.endpoints = self.releases = self.telemetry = self.logs = None
         self._wire_online()
         from .schedules import AzureSchedules
         self.schedules = AzureSchedules(ml_client, self.policy, self.datasets, self.models, self.jobs,
@@ -287,28 +289,44 @@ class AzureWorkspace:
             return self.audit_trail
 
     def _wire_online(self) -> None:
-        try:
-            from .endpoints import AzureEndpoints, AzureReleases
-        except ImportError:
-            AzureEndpoints = AzureReleases = None  # type: ignore
-        if AzureEndpoints is not None:
-            kwargs = {"transport": self.transport} if self.transport is not None else {}
-            self.endpoints = AzureEndpoints(self.ml, self.policy, **kwargs)
-            if AzureReleases is not None:
-                self._trail()
-                self.releases = AzureReleases(self.ml, self.policy, self.models, self.datasets, self.endpoints,
-                                              self.evaluation, self.audit_trail, self.locks,
-                                              deployment_template=(self.settings.extra or {}).get("deployment"))
-        try:
-            from .telemetry import AzureLogs, AzureTelemetry
-        except ImportError:
-            return
-        ws_id = self.settings.log_analytics_workspace_id
+        """Endpoints, the release workflow on them (ARM driver, ledger on tags and blobs),
+        notifications, telemetry and logs (Log Analytics)."""
+        from ..release import ReleaseWorkflow
+        from .endpoints import AzureEndpoints
+        from .ledger import AzureLedger
+        from .outbox import AzureNotifications
+        from .release_driver import AzureEndpointDriver
+        from .telemetry import AzureLogs, AzureTelemetry
+        kwargs = {"transport": self.transport} if self.transport is not None else {}
         extra = self.settings.extra or {}
+        self.endpoints = AzureEndpoints(self.ml, self.policy, **kwargs)
+        self._trail()
+        driver = AzureEndpointDriver(self.ml, self.endpoints, deployment_template=extra.get("deployment"))
+        self.releases = ReleaseWorkflow(self.policy, self.models, self.datasets, self.evaluation, driver,
+                                        AzureLedger(self.models, self.audit_trail, self.locks),
+                                        after_staging=self._keep_evaluation)
+        self.notifications = AzureNotifications(self.audit_trail, self.locks, self.blobs, self.policy)
+        ws_id = self.settings.log_analytics_workspace_id
         kw = {k: extra[k] for k in ("source",) if extra.get(k)}
         self.telemetry = AzureTelemetry(self.logs_client, ws_id, self.endpoints, **kw,
                                         collect_inputs=str(extra.get("collect_inputs", "")).lower() in ("1", "true"))
         self.logs = AzureLogs(self.logs_client, ws_id, self.endpoints, **kw)
+
+    def _serving(self, name: str, version: int) -> list[str]:
+        """The endpoints whose traffic ``name:version`` takes (the registry refuses to archive it)."""
+        return sorted({ep.name for ep in self.endpoints.list() for d in ep.deployments
+                       if d.model_name == name and d.model_version == version and d.traffic > 0})
+
+    def _keep_evaluation(self, mv) -> None:
+        """After a deploy to staging: evaluate the candidate against the champion now, while its
+        model and data are in memory from the smoke test. The evaluation is kept
+        (``AzureEvaluator``), so the reviewers' Releases page and the approve/promote gates read
+        one small file. Best effort: a failure leaves the deploy as it is (the gate scores then)."""
+        from ..errors import ServiceError
+        try:
+            self.evaluation.compare(mv.name, mv.version)
+        except ServiceError:
+            pass
 
     def close(self) -> None:
         for client in (self.ml, self.logs_client):

@@ -11,12 +11,13 @@ from typing import Any, Mapping
 
 import joblib
 
-from ..entities import ModelVersion
-from ..errors import Conflict, InvalidInput, NotFound
+from ..entities import ModelVersion, Stage
+from ..errors import InvalidInput, NotFound
 from ..naming import check_name
 from ..permissions import authorize, canonical
 from ..policy import Policy
 from ..provenance import PREFIX, check_tags, split_tags
+from ..release_rules import check_archive
 from . import audit
 from .db import Database, utcnow
 
@@ -198,9 +199,11 @@ class LocalModels:
     def archive(self, name: str, version: int, actor: str) -> ModelVersion:
         role = authorize(self.policy, actor, "archive_model")
         mv = self.get(name, version)
-        if mv.aliases:
-            raise Conflict(f"{mv.ref} is the {', '.join(mv.aliases)} and cannot be archived",
-                           hint="Move the alias to another version first.")
+        row = self.db.one("SELECT stage FROM releases WHERE model_name = ? AND model_version = ?", (name, mv.version))
+        serving = [r["endpoint"] for r in self.db.query(
+            "SELECT DISTINCT endpoint FROM deployments WHERE model_name = ? AND model_version = ? AND traffic > 0"
+            " AND desired = 'running' ORDER BY endpoint", (name, mv.version))]
+        check_archive(mv, Stage(row["stage"]) if row else Stage.REGISTERED, serving)   # not champion, staged, serving
         return self._set_archived(mv, True, actor, role)
 
     def restore(self, name: str, version: int, actor: str) -> ModelVersion:

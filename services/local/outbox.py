@@ -7,10 +7,11 @@
   this scan announces it once, by a watermark and the event's unique ``dedupe_key``)
   and endpoint health turning degraded/down or back (``endpoint_degraded`` /
   ``endpoint_recovered``, once per transition; the last status is persisted).
-* ``LocalNotifications.deliver_due()`` (the supervisor's notification thread) fans each
-  new event out to the webhooks that subscribe to it, POSTs what is due, and on failure
-  retries with exponential back-off (attempts and next attempt time are persisted, so a
-  restart resumes them). Every delivery and every final failure is in the audit trail
+* ``LocalNotifications.deliver_due()`` (the supervisor's notification thread; the loop is
+  ``services.notify.deliver_due``, this class its ``DeliveryStore``) fans each new event out
+  to the webhooks that subscribe to it, POSTs what is due, and on failure retries with
+  exponential back-off (attempts and next attempt time are persisted, so a restart resumes
+  them). Every delivery and every final failure is in the audit trail
   (``notification.delivered`` / ``notification.failed``, with status code and attempt).
 """
 from __future__ import annotations
@@ -24,15 +25,13 @@ from typing import Any, Callable, Mapping
 
 from .. import notify
 from ..entities import HealthStatus
-from ..errors import InvalidInput
-from ..notify import Delivery, Event
+from ..notify import Delivery, Event, Pending
 from ..permissions import SYSTEM_ACTOR
 from ..telemetry import between, endpoint_health
 from . import audit
 from .db import Database, parse_ts, utcnow
 
 BAD = (HealthStatus.DEGRADED.value, HealthStatus.DOWN.value)
-LEASE_S = 5.0   # beyond the POST timeout: how long a claimed delivery is hidden from another deliverer
 
 
 def emit(conn: sqlite3.Connection, event: str, *, actor: str, summary: str, model: str | None = None,
@@ -74,16 +73,23 @@ class LocalNotifications:
 
     # --- delivery ---------------------------------------------------------------
 
-    def fan_out(self, now: float | None = None) -> int:
+    def deliver_due(self, now: float | None = None, *, send: Callable[..., notify.PostResult] = notify.post_json,
+                    environ: Mapping[str, str] | None = None, limit: int = 20) -> int:
+        """Fan out, then attempt every delivery that is due (``services.notify.deliver_due``)."""
+        return notify.deliver_due(self, self.policy.notifications, time.time() if now is None else now,
+                                  send=send, environ=environ, limit=limit)
+
+    # --- the DeliveryStore of services.notify ---------------------------------------------
+
+    def fan_out(self, webhooks, now: float) -> int:
         """One pending delivery per (new event, subscribed webhook); returns how many were created."""
-        now = time.time() if now is None else now
         created = 0
         if self.db.one("SELECT 1 FROM outbox WHERE fanned_out = 0 LIMIT 1") is None:
             return 0  # nothing new: no write transaction every tick
         with self.db.write() as c:
             rows = c.execute("SELECT id, event FROM outbox WHERE fanned_out = 0 ORDER BY id LIMIT 500").fetchall()
             for r in rows:
-                for hook in self.policy.notifications.webhooks:
+                for hook in webhooks:
                     if r["event"] in hook.events:
                         created += c.execute("INSERT OR IGNORE INTO deliveries (event_id, webhook, state, attempts,"
                                              " next_attempt_at) VALUES (?, ?, 'pending', 0, ?)",
@@ -91,67 +97,34 @@ class LocalNotifications:
                 c.execute("UPDATE outbox SET fanned_out = 1 WHERE id = ?", (r["id"],))
         return created
 
-    def deliver_due(self, now: float | None = None, *, send: Callable[..., notify.PostResult] = notify.post_json,
-                    environ: Mapping[str, str] | None = None, limit: int = 20) -> int:
-        """Fan out, then attempt every delivery that is due; returns how many attempts were made."""
-        now = time.time() if now is None else now
-        self.fan_out(now)
-        rules = self.policy.notifications
-        hooks = {h.name: h for h in rules.webhooks}
-        due = self.db.query("SELECT d.*, o.event, o.at, o.actor, o.model, o.endpoint, o.summary, o.details_json"
-                            " FROM deliveries d JOIN outbox o ON o.id = d.event_id"
-                            " WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
-                            " ORDER BY d.next_attempt_at, d.id LIMIT ?", (now, limit))
-        attempts = 0
-        for d in due:
-            if not self._claim(d, now + rules.timeout_s + LEASE_S):
-                continue  # another deliverer took it
-            attempts += 1
-            attempt = d["attempts"] + 1
-            event = Event(d["event_id"], d["event"], parse_ts(d["at"]), d["actor"], d["model"], d["endpoint"],
-                          d["summary"], json.loads(d["details_json"] or "{}"))
-            hook = hooks.get(d["webhook"])
-            if hook is None:
-                self._finish(d, attempt, "failed", 0, f"webhook {d['webhook']!r} is no longer in the policy", "")
-                continue
-            try:
-                url = notify.resolve_url(hook, environ)
-            except InvalidInput as e:
-                self._finish(d, attempt, "failed", 0, str(e), "")
-                continue
-            result = send(url, notify.payload(hook.format, event, rules.console_url), rules.timeout_s)
-            where = notify.redact_url(url)
-            if result.ok:
-                self._finish(d, attempt, "delivered", result.status, None, where, result.latency_ms)
-            elif result.retryable and attempt < rules.max_attempts:
-                wait = max(notify.backoff_delay(attempt, rules.backoff_s), result.retry_after_s or 0.0)
-                with self.db.write() as c:
-                    c.execute("UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?"
-                              " WHERE id = ?", (attempt, now + wait, result.status, result.error, d["id"]))
-            else:
-                self._finish(d, attempt, "failed", result.status, result.error, where, result.latency_ms)
-        return attempts
+    def due(self, now: float, limit: int) -> list[Pending]:
+        rows = self.db.query("SELECT d.*, o.event, o.at, o.actor, o.model, o.endpoint, o.summary, o.details_json"
+                             " FROM deliveries d JOIN outbox o ON o.id = d.event_id"
+                             " WHERE d.state = 'pending' AND d.next_attempt_at <= ?"
+                             " ORDER BY d.next_attempt_at, d.id LIMIT ?", (now, limit))
+        return [Pending(d["id"], d["webhook"], d["attempts"], d["next_attempt_at"],
+                        Event(d["event_id"], d["event"], parse_ts(d["at"]), d["actor"], d["model"], d["endpoint"],
+                              d["summary"], json.loads(d["details_json"] or "{}"))) for d in rows]
 
-    def _claim(self, d, lease_until: float) -> bool:
+    def claim(self, d: Pending, lease_until: float) -> bool:
         with self.db.write() as c:
             return c.execute("UPDATE deliveries SET next_attempt_at = ? WHERE id = ? AND state = 'pending'"
                              " AND attempts = ? AND next_attempt_at = ?",
-                             (lease_until, d["id"], d["attempts"], d["next_attempt_at"])).rowcount == 1
+                             (lease_until, d.id, d.attempts, d.next_attempt_at)).rowcount == 1
 
-    def _finish(self, d, attempt: int, state: str, status: int, error: str | None, where: str,
-                latency_ms: float | None = None) -> None:
+    def retry(self, d: Pending, attempt: int, next_at: float, status: int, error: str | None) -> None:
+        with self.db.write() as c:
+            c.execute("UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?"
+                      " WHERE id = ?", (attempt, next_at, status, error, d.id))
+
+    def finish(self, d: Pending, attempt: int, state: str, status: int, error: str | None,
+               record: Mapping[str, Any]) -> None:
         with self.db.write() as c:
             c.execute("UPDATE deliveries SET state = ?, attempts = ?, last_status = ?, last_error = ?,"
                       " delivered_at = ? WHERE id = ?",
-                      (state, attempt, status, error, utcnow() if state == "delivered" else None, d["id"]))
-            after: dict[str, Any] = {"event": d["event"], "event_id": d["event_id"], "status": status,
-                                     "attempt": attempt, "url": where}
-            if latency_ms is not None:
-                after["latency_ms"] = round(latency_ms, 1)
-            if error:
-                after["error"] = error
-            audit.record(c, SYSTEM_ACTOR, f"notification.{state}", f"webhook/{d['webhook']}", role="system",
-                         after=after, comment=d["summary"][:300])
+                      (state, attempt, status, error, utcnow() if state == "delivered" else None, d.id))
+            audit.record(c, SYSTEM_ACTOR, f"notification.{state}", f"webhook/{d.webhook}", role="system",
+                         after=dict(record), comment=d.event.summary[:300])
 
 
 # --- events found by scanning ------------------------------------------------------

@@ -86,9 +86,10 @@ def workspace_identity(root: Path) -> dict:
         db.close()
 
 
-def running_pid(root: Path, name: str) -> int | None:
-    """The pid of this workspace's ``name`` process (``supervisor``, ``scheduler``), or None: no pid
-    file, a pid file of another workspace (a copied folder), or no such process under that pid."""
+def running_pid(root: Path, name: str, module: str | None = None) -> int | None:
+    """The pid of this workspace's ``name`` process (``supervisor``, ``scheduler``) running
+    ``python -m <module>`` (default ``services.local.<name>``), or None: no pid file, a pid file
+    of another workspace (a copied folder), or no such process under that pid."""
     root = Path(root).resolve()
     try:
         record = json.loads((root / f"{name}.pid").read_text())
@@ -102,7 +103,7 @@ def running_pid(root: Path, name: str) -> int | None:
         pid = record  # a bare pid (written before pid files named their workspace): the process decides
     if not isinstance(pid, int) or isinstance(pid, bool) or not pid_alive(pid):
         return None
-    return pid if _is_process_of(pid, f"services.local.{name}", root) else None
+    return pid if _is_process_of(pid, module or f"services.local.{name}", root) else None
 
 
 def _is_process_of(pid: int, module: str, root: Path) -> bool:

@@ -4,8 +4,10 @@ supervisor audits the failovers it implies (one rule, read from the database by 
 * **Traffic split**: a request goes to a healthy deployment with traffic, chosen by weight.
 * **Failover**: when no deployment with traffic is healthy (the only serving one crashed and
   is restarting), a healthy warm deployment of the same endpoint (0 %: the one a rollback
-  would go to) answers instead, until one with traffic is healthy again. Azure gets the same
-  continuity from ``instance_count`` ≥ 2; a local deployment is one process.
+  would go to) answers instead, until one with traffic is healthy again — never one whose
+  version was rolled back or rejected (those wait warm for nothing: a version taken out of
+  service must not come back through a crash; requests fail with 503 meanwhile). Azure gets
+  the same continuity from ``instance_count`` ≥ 2; a local deployment is one process.
 """
 from __future__ import annotations
 
@@ -13,7 +15,11 @@ import hmac
 import random
 from dataclasses import dataclass, field
 
+from ..entities import Stage
 from .db import Database
+
+# release stages whose versions never answer as a failover
+WITHDRAWN = (Stage.ROLLED_BACK.value, Stage.REJECTED.value)
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,7 @@ class Target:
     port: int
     traffic: int
     healthy: bool
+    standby: bool = True   # may answer for the deployments with traffic (its version not withdrawn)
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class Routes:
     def __post_init__(self):
         object.__setattr__(self, "key_bytes", tuple(k.encode() for k in self.keys if k))
         object.__setattr__(self, "live", tuple(t for t in self.targets if t.traffic > 0 and t.healthy))
-        object.__setattr__(self, "warm", tuple(sorted((t for t in self.targets if t.traffic == 0 and t.healthy),
+        object.__setattr__(self, "warm", tuple(sorted((t for t in self.targets if t.traffic == 0 and t.healthy and t.standby),
                                                       key=lambda t: t.deployment)))
 
     @property
@@ -71,10 +78,12 @@ def load_routes(db: Database, endpoint: str) -> Routes:
     ep = db.one("SELECT primary_key, secondary_key, config_version FROM endpoints WHERE name = ?", (endpoint,))
     if ep is None:
         return Routes(-1, (), ())
-    rows = db.query("SELECT name, model_name, model_version, port, traffic, state FROM deployments"
-                    " WHERE endpoint = ? AND desired = 'running' AND port IS NOT NULL", (endpoint,))
+    rows = db.query("SELECT d.name, d.model_name, d.model_version, d.port, d.traffic, d.state, r.stage"
+                    " FROM deployments d LEFT JOIN releases r"
+                    " ON r.model_name = d.model_name AND r.model_version = d.model_version"
+                    " WHERE d.endpoint = ? AND d.desired = 'running' AND d.port IS NOT NULL", (endpoint,))
     targets = tuple(Target(r["name"], f"{r['model_name']}:{r['model_version']}", r["port"], r["traffic"],
-                           r["state"] == "healthy") for r in rows)
+                           r["state"] == "healthy", r["stage"] not in WITHDRAWN) for r in rows)
     return Routes(ep["config_version"], (ep["primary_key"], ep["secondary_key"]), targets)
 
 

@@ -75,7 +75,7 @@ def status(root: Path) -> SchedulerStatus:
     return SchedulerStatus(True, pid, beat, detail=f"running (pid {pid})")
 
 
-def start(root: Path, timeout_s: float = 15) -> tuple[int, bool]:
+def start(root: Path, timeout_s: float = 60) -> tuple[int, bool]:
     """Start the daemon unless one runs; returns ``(pid, started_now)``."""
     root = Path(root).resolve()
     pid = scheduler_pid(root)
@@ -361,13 +361,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     root = Path(args.workspace).resolve()
     return run_single(root, "scheduler", lambda: run_forever(root))
-    (root / PID_FILE).write_text(str(os.getpid()))
-    print(f"{utcnow()} scheduler {os.getpid()} for {root}", flush=True)
-    try:
-        run_forever(root)
-    finally:
-        (root / PID_FILE).unlink(missing_ok=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The supervisor of a local workspace's endpoints.
 
-``python -m services.local.supervisor --workspace PATH`` (started by
+``python -m services.local.supervisor_daemon --workspace PATH`` (started by
 ``tollgate.py up``, by ``make run`` and on demand by a deploy) keeps what runs
 equal to what the database says should run, every ``TICK_S``:
 
@@ -45,6 +45,7 @@ from pathlib import Path
 from ..policy import load_policy
 from . import audit, retention
 from .db import Database, utcnow
+from .paths import PROJECT_ROOT, console_log_path, gateway_log_path
 from .processes import kill_group, pid_alive, reap_when_done, run_single, stop_process
 from .routing import load_routes
 
@@ -53,7 +54,6 @@ RELEASE_TICK_S = 0.5
 NOTIFY_TICK_S = 0.5
 HEALTH_EVERY_S = 10.0
 HEALTH_GRACE_S = 30.0   # after a start, endpoints coming up are not "down"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -76,20 +76,6 @@ def http_ok(port: int, path: str = "/") -> bool:
         return False
 
 
-def deployment_dir(root: Path, endpoint: str) -> Path:
-    path = Path(root) / "endpoints" / endpoint
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def console_log_path(root: Path, endpoint: str, deployment: str) -> Path:
-    return deployment_dir(root, endpoint) / f"{deployment}.log"
-
-
-def gateway_log_path(root: Path, endpoint: str) -> Path:
-    return deployment_dir(root, endpoint) / "gateway.log"
-
-
 def spawn(cmd: list[str], log: Path, env: dict | None = None) -> int:
     with open(log, "ab") as out:
         proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT,
@@ -108,8 +94,13 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 
 
 class Supervisor:
-    def __init__(self, root: Path):
+    """``open_workspace(root)`` makes the workspace the release and notification threads work on
+    (handed in by the entry module, ``services.local.supervisor_daemon``, so that this module
+    does not import the workspace that starts it)."""
+
+    def __init__(self, root: Path, open_workspace=None):
         self.root = Path(root).resolve()
+        self.open_workspace = open_workspace
         self.policy = load_policy(self.root)
         self.db = Database(self.root / "tollgate.db")
         self.db_file = file_identity(self.db.path)
@@ -230,6 +221,8 @@ class Supervisor:
     # --- release automation (threads) -------------------------------------------
 
     def start_threads(self) -> list[threading.Thread]:
+        if self.open_workspace is None:
+            return []   # no workspace to work on: endpoints only (the entry module always gives one)
         threads = [threading.Thread(target=self._every, args=("releases", RELEASE_TICK_S, self._releases_tick),
                                     name="releases", daemon=True),
                    threading.Thread(target=self._every, args=("notifications", NOTIFY_TICK_S, self._notify_tick),
@@ -241,11 +234,10 @@ class Supervisor:
         return threads
 
     def _every(self, name: str, interval_s: float, tick) -> None:
-        from .workspace import LocalWorkspace  # here: the workspace module imports this one
         ws, state = None, {}
         while not self.stop_event.is_set():
             try:
-                ws = ws or LocalWorkspace(self.root)
+                ws = ws or self.open_workspace(self.root)
                 tick(ws, state)
             except Exception as e:  # keep going; the next tick retries
                 print(f"{utcnow()} {name} tick failed: {type(e).__name__}: {e}", flush=True)
@@ -266,9 +258,7 @@ class Supervisor:
             scan_health(ws)
 
     def _notify_tick(self, ws, state: dict) -> None:
-        from .outbox import LocalNotifications
-        notifications = state.get("n") or state.setdefault("n", LocalNotifications(ws.db, ws.policy))
-        notifications.deliver_due()
+        ws.notifications.deliver_due()
 
     def _telemetry_tick(self, ws, state: dict) -> None:
         """Spools of gateways that died, then retention (``services.local.retention``)."""
@@ -317,13 +307,10 @@ class Supervisor:
         print(f"{utcnow()} supervisor stopped; endpoints down", flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, open_workspace=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workspace", required=True)
     args = ap.parse_args(argv)
     root = Path(args.workspace).resolve()
-    return run_single(root, "supervisor", lambda: Supervisor(root).run_forever())
+    return run_single(root, "supervisor", lambda: Supervisor(root, open_workspace).run_forever())
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,13 +8,12 @@ nothing, and the messages of 403/404/429/5xx.
 """
 from __future__ import annotations
 
-import json
 import re
 import threading
 
 import pytest
 
-from services.azure.audit import SEGMENT_SPAN, BlobAudit, OperationLocks
+from services.azure.audit import SEGMENT_SPAN, BlobAudit
 from services.azure.replay.online import AUDIT_CONTAINER
 from services.azure.workspace import open_replay
 from services.entities import Stage
@@ -143,12 +142,12 @@ def test_console_log_comes_from_get_logs(ws):
 
 def test_deploy_is_blue_green_put_deployment_smoke_then_put_traffic(ws):
     t = ws.replay
-    said: list[str] = []
+    said: list = []
     seen = threading.Event()
 
-    def progress(message: str) -> None:
-        said.append(message)
-        if "InProgress" in message:
+    def progress(step) -> None:                 # a ProgressStep: when it starts, changes and ends
+        said.append(step)
+        if "InProgress" in step.detail:
             seen.set()
 
     def status(req):                  # the operation stays in progress until the caller has said so
@@ -169,23 +168,36 @@ def test_deploy_is_blue_green_put_deployment_smoke_then_put_traffic(ws):
     assert put_dep.json["properties"]["instanceType"] == blue["instanceType"]
     assert put_dep.json["tags"]["tollgate.deployed_by"] == QA
 
-    # the smoke test ran between the two PUTs, pinned to the new deployment
+    # the smoke test ran between the two PUTs, pinned to the new deployment: its cases, then the latency
+    # requests to it and to the live one (blue), one for one
     order = [i for i, c in enumerate(t.calls) if c.method == "PUT" and "/onlineEndpoints" in c.path]
     scored = [i for i, c in enumerate(t.calls) if c.path == "/score"]
     assert order[0] < min(scored) and max(scored) < order[1]
-    assert {t.calls[i].headers["azureml-model-deployment"] for i in scored} == {"green"}
+    pinned = [t.calls[i].headers["azureml-model-deployment"] for i in scored]
+    cases = ws.policy.smoke.cases + 1
+    n = ws.policy.smoke.latency_requests
+    assert pinned == ["green"] * cases + ["green", "blue"] * n
     put_ep = t.calls[order[1]]
     assert put_ep.json["properties"]["traffic"] == {"green": 100}   # blue: 0 (azure-ai-ml drops zeroes)
 
     assert traffic(t, "staging") == {"green": 100}
     assert ep.traffic == {"blue": 0, "green": 100} and ep.live.model_ref == f"{MODEL}:4"
-    assert seen.is_set() and said[0] == "creating deployment staging/green with diabetes-regressor:4 at 0 % traffic"
-    assert said[-1].startswith("shift the traffic of staging: done")
+    assert seen.is_set() and said[0].label == "deployment green (diabetes-regressor:4) created at 0 %"
+    done = [(s.key, s.label) for s in said if s.state == "done"]
+    assert done == [("created", "deployment green (diabetes-regressor:4) created at 0 %"),
+                    ("healthy", "green healthy"), ("smoke_test", "smoke test of green"),
+                    ("traffic", "traffic shifted to green"), ("warm", "blue (diabetes-regressor:3) kept warm for rollback")]
+    assert all(s.seconds is not None and s.seconds >= 0 for s in said if s.state == "done")
+    assert any(s.key == "healthy" and s.detail == "create deployment staging/green: InProgress" for s in said)
 
     state = ws.releases.state(MODEL, 4)
     assert (state.stage, state.deployed_by) == (Stage.AWAITING_APPROVAL, QA)
     smoke = ws.releases.smoke_test_result(state.smoke_test_id)
     assert smoke.passed and (smoke.endpoint, smoke.deployment, smoke.model_version) == ("staging", "green", 4)
+    lat = smoke.latency
+    assert (lat.requests, lat.live_deployment, lat.candidate_failures) == (n, "blue", 0)
+    assert lat.candidate_p95_ms >= lat.candidate_p50_ms > 0 and lat.live_p95_ms >= lat.live_p50_ms > 0
+    assert lat.limit_p95_ms is None and lat.passed     # a staging deploy measures; a promote judges
     parity = [c for c in smoke.cases if c.expected is not None]
     assert len(parity) == ws.policy.smoke.cases and all(c.got == pytest.approx(c.expected) for c in parity)
     assert smoke.cases[-1].status == 400
@@ -404,7 +416,7 @@ def test_a_lock_left_by_a_crashed_console_expires(ws):
     store = t.online.audit
     now = [1000.0]
     store.clock = lambda: now[0]
-    container = ws.releases.locks.container
+    container = ws.locks.container
     crashed = container.get_blob_client("locks/endpoint-staging")
     try:
         crashed.upload_blob(b"", overwrite=False)
@@ -423,7 +435,7 @@ def test_audit_trail_is_append_only_ordered_and_spans_segments(ws):
     t = ws.replay
     store = t.online.audit
     before = bytes(store.blobs[f"/{AUDIT_CONTAINER}/audit/000000.jsonl"])
-    console = ws.releases.trail
+    console = ws.audit_trail
     now = [0.0]
     console.clock = lambda: now[0]
     seeded = ws.releases.audit()
@@ -448,7 +460,7 @@ def test_audit_trail_is_append_only_ordered_and_spans_segments(ws):
 
 
 def test_audit_reads_large_trails_in_ranges(ws):
-    trail = ws.releases.trail
+    trail = ws.audit_trail
     import services.azure.audit as audit_mod
     for i in range(40):
         trail.record(ADMIN, "note", f"n{i}", role="admin", comment="x" * 300)

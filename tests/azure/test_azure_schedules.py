@@ -45,7 +45,7 @@ def put_body(t, name: str) -> dict:
 
 
 def last_event(ws):
-    ws.releases.trail.clear_cache()
+    ws.audit_trail.clear_cache()
     return ws.releases.audit(1)[0]
 
 
@@ -111,7 +111,7 @@ def test_only_ml_leads_and_admins_change_schedules(ws, actor, role):
             change()
         assert f"{actor} ({role}) may not change retraining schedules" in str(e.value)
     assert t.calls == [], "a refusal sends nothing"
-    ws.releases.trail.clear_cache()
+    ws.audit_trail.clear_cache()
     assert len(ws.releases.audit()) == trail
     assert ws.schedules.get(existing.id).enabled          # reading is open to everyone
 
@@ -217,7 +217,7 @@ def test_dataset_triggers_are_refused_with_how_to_do_it_on_azure(ws):
 
 
 def test_two_consoles_never_take_the_same_id(ws):
-    held = OperationLocks(ws.releases.trail.container)
+    held = OperationLocks(ws.audit_trail.container)
     with held.hold("schedules", ADMIN, "schedule.add", "the schedules"):
         with pytest.raises(Conflict, match="admin@contoso.com is already running 'schedule.add'"):
             ws.schedules.add("diabetes", "0 6 * * *", LEAD)

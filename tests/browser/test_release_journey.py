@@ -58,7 +58,7 @@ def ws(demo_ws_path):
         ws.releases.deploy(MODEL, ws.models.champion(MODEL).version, "production", SYSTEM_ACTOR)
         yield ws
     finally:
-        ws.endpoints.down()
+        ws.endpoints.down(SYSTEM_ACTOR)
         leftovers = wait_for_exit(ws.root, 15)
         ws.close()
         assert not leftovers, f"processes left behind by {ws.root}: {leftovers}"
@@ -163,7 +163,7 @@ class Journey:
         return done.inner_text()
 
     def refusal(self) -> str:
-        """The error a confirmed but refused action shows in its dialog."""
+        """The error a refused action shows in its dialog (after confirming, or in the plan before)."""
         error = self.dialog.get_by_test_id("stAlertContentError")
         expect(error).to_be_visible()
         return error.inner_text()
@@ -215,10 +215,11 @@ def test_release_journey_as_qa_lead_and_support(ws, page, tmp_path_factory):
     expect(j.main).to_contain_text(f"{new} is awaiting approval")
     j.shot("qa-deployed-awaiting-approval")
 
-    j.click("Approve")
-    j.confirm("Approve")
+    j.click("Approve")       # qa deployed it: four eyes, and qa is no ML lead — said before anything is pressed
     refused = j.refusal()
-    assert f"{QA} (qa) may not approve" in refused, refused
+    assert f"{QA} deployed {new} and may not also approve it (four eyes)" in refused, refused
+    expect(j.dialog).to_contain_text("you need the role admin or ml_lead")
+    expect(j.dialog.get_by_role("button", name="Approve", exact=True)).to_be_disabled()
     j.shot("qa-approve-refused")
     j.cancel()
     expect(j.main).to_contain_text(f"{new} is awaiting approval")

@@ -68,7 +68,7 @@ class LocalBackend:
         return ws
 
     def release(self, ws) -> None:
-        """Stop whatever the workspace still runs, then close it."""
+        """Stop whatever the workspace still runs (runs, endpoints), then close it."""
         if ws in self._open:
             self._open.remove(ws)
         for run in ws.jobs.list(RunFilter(status=(RunStatus.QUEUED, RunStatus.RUNNING))):
@@ -76,6 +76,7 @@ class LocalBackend:
                 ws.jobs.cancel(run.id, actor=SYSTEM_ACTOR)  # the harness cleaning up, whatever the policy
             except Conflict:
                 pass
+        ws.endpoints.down(SYSTEM_ACTOR)
         ws.close()
 
     def close(self) -> None:
@@ -114,6 +115,26 @@ class LocalBackend:
         """Every file under the ``kind`` folder (datasets, models, runs)."""
         folder = ws.root / kind
         return sorted(str(p.relative_to(ws.root)) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+    # --- the release workflow's hooks ------------------------------------------------------
+
+    def serve_champion(self, ws: LocalWorkspace) -> None:
+        """Production serving the champion, as the demo seeding leaves it (real processes)."""
+        champion = ws.models.champion(ws.policy.model_name)
+        ws.releases.deploy(champion.name, champion.version, ws.policy.endpoints.production, SYSTEM_ACTOR)
+
+    def slow_version(self, ws: LocalWorkspace, base: int, work: Path, delay_s: float) -> int:
+        """A version that answers ``delay_s`` slower when it serves: a model that is slow itself."""
+        from tests.delivery.faulty_model import register_slow
+        return register_slow(ws, ws.policy.model_name, base, work, delay_s)
+
+    def slow_down(self, ws, env: str, deployment: str, delay_s: float) -> None:
+        """Nothing to do: the slow version's model is slow wherever it serves."""
+
+    def archive_outside_tollgate(self, ws, name: str, version: int) -> None:
+        """What an archive made outside Tollgate leaves (Azure: the portal): the version archived
+        whatever its release stage."""
+        ws.models._set_archived(ws.models.get(name, version), True, "portal-user@contoso.com", role="")
 
     def tamper_audit(self, ws: LocalWorkspace) -> list[str]:
         """Try to rewrite and to delete audit records behind the service; the errors."""
@@ -247,6 +268,24 @@ class AzureBackend:
     def stored_files(self, ws, kind: str) -> list[str]:
         container = ws.blobs._container(ws.settings.datastore).container_name
         return ws.replay.blobs.list(f"/{container}/tollgate/{kind}/")
+
+    # --- the release workflow's hooks ------------------------------------------------------
+
+    def serve_champion(self, ws) -> None:
+        """The replayed workspace's production serves the champion (v1) already."""
+        assert ws.endpoints.get(ws.policy.endpoints.production).live.model_ref == \
+            ws.models.champion(ws.policy.model_name).ref
+
+    def slow_version(self, ws, base: int, work: Path, delay_s: float) -> int:
+        """The replay makes a deployment slow, not a model (``slow_down``): the base version itself."""
+        return base
+
+    def slow_down(self, ws, env: str, deployment: str, delay_s: float) -> None:
+        """The deployment answers ``delay_s`` slower (0: as fast as the others)."""
+        ws.replay.online.slow[(env, deployment)] = delay_s
+
+    def archive_outside_tollgate(self, ws, name: str, version: int) -> None:
+        ws.models._set_archived(ws.models.get(name, version), True, "portal-user@contoso.com", role="")
 
     def tamper_audit(self, ws) -> list[str]:
         """Try to overwrite and to delete the audit blobs behind the service; the errors."""

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-import pytest
 
 from services.demo import diabetes_v1
 from services.entities import DataTestResult, Run, RunStatus, TrainingSpec
@@ -20,7 +19,6 @@ ROLES_TOML = "".join(f'"{who}" = "{role}"\n' for who, role in
 ROLES_TOML = "[roles]\n" + ROLES_TOML
 
 # Roles on every write (issue 10): what the release-workflow branch makes true, expected to fail until then
-RELEASE_BRANCH = pytest.mark.xfail(strict=True, reason="issue 10: release workflow branch")
 
 # A job that trains for minutes: for cancel, kill and queue tests (never waited for).
 SLOW = dict(estimator="gbr", params={"n_estimators": 100000})
@@ -97,8 +95,5 @@ def snapshot(ws) -> dict:
 
 
 def stop_endpoints(ws) -> None:
-    """Stop what a wrongly allowed ``up`` started (``down`` as Tollgate itself, whichever signature it has)."""
-    try:
-        ws.endpoints.down(actor=SYSTEM_ACTOR)
-    except TypeError:
-        ws.endpoints.down()
+    """Stop what a wrongly allowed ``up`` started (``down`` as Tollgate itself)."""
+    ws.endpoints.down(SYSTEM_ACTOR)

@@ -82,13 +82,14 @@ def test_archiving_the_champion_is_a_conflict(demo):
 
 def test_set_alias_moves_the_champion(demo):
     try:
-        moved = demo.models.set_alias(MODEL, "champion", 3, actor=QA)
-        assert moved.version == 3 and moved.is_champion
-        assert demo.models.champion(MODEL).version == 3
+        moved = demo.models.set_alias(MODEL, "champion", 2, actor=QA)
+        assert moved.version == 2 and moved.is_champion
+        assert demo.models.champion(MODEL).version == 2
         assert not demo.models.get(MODEL, 1).is_champion
-        assert [m.version for m in demo.models.versions(MODEL) if m.is_champion] == [3]
-        demo.models.archive(MODEL, 1, actor=LEAD)  # no longer the champion, so it may be archived
-        demo.models.restore(MODEL, 1, actor=LEAD)
+        assert [m.version for m in demo.models.versions(MODEL) if m.is_champion] == [2]
+        demo.models.set_alias(MODEL, "champion", 4, actor=QA)
+        demo.models.archive(MODEL, 2, actor=LEAD)  # no longer the champion (and serving nothing): may be archived
+        demo.models.restore(MODEL, 2, actor=LEAD)
     finally:
         demo.models.set_alias(MODEL, "champion", 1, actor=QA)
     assert demo.models.champion(MODEL).version == 1

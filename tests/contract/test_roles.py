@@ -3,28 +3,25 @@ an identity with no role, on every backend. Each must be refused — ``Forbidden
 it needs — and leave everything as it was: datasets, runs, models (tags, description, archive,
 aliases), schedules and triggers, release states, endpoints, and the audit trail's length.
 
-The release actions (deploy … keys, up/down, canary) belong to the release-workflow branch of
-issue 10; the ones the code on main does not refuse yet are marked ``xfail(strict=True)``, so
-they flip to failures (and must be unmarked) when that branch lands.
+The release actions (deploy … keys, up/down, canary) go through the release workflow
+(``services/release``), on both backends.
 """
 from __future__ import annotations
 
 import pytest
 
 from services.drift import register_collected_inputs
-from services.entities import RunStatus
-from services.errors import Forbidden
+from services.entities import ENDPOINT_PROCESSES, RunStatus
+from services.errors import Forbidden, Unsupported
 from services.permissions import roles_needed
 from services.scoring import send_request
 from services.simulator import simulate
 from services.telemetry import window
 
-from .helpers import LEAD, RELEASE_BRANCH, SUPPORT, diabetes, snapshot, spec, stop_endpoints, write_csv
+from .helpers import LEAD, SUPPORT, diabetes, snapshot, spec, stop_endpoints, write_csv
 
 MODEL = "diabetes-regressor"
 NOBODY = "nobody@contoso.com"  # not in [roles]: may read everything, change nothing
-# (backend, release case) that main does not refuse yet: Azure has no canary rollouts
-PENDING = {("azure", case) for case in ("start a canary", "pause a canary", "resume a canary", "abort a canary")}
 
 
 @pytest.fixture(scope="module")
@@ -96,27 +93,26 @@ def test_every_write_is_refused_without_the_role_and_changes_nothing(demo, world
 
 @pytest.mark.parametrize("who", [SUPPORT, NOBODY])
 @pytest.mark.parametrize("case, action, call", RELEASES, ids=[r[0] for r in RELEASES])
-def test_every_release_action_is_refused_without_the_role_and_changes_nothing(request, backend, demo, world, who,
+def test_every_release_action_is_refused_without_the_role_and_changes_nothing(backend, demo, world, who,
                                                                               case, action, call):
-    if (backend.name, case) in PENDING:
-        request.applymarker(RELEASE_BRANCH)
     refused(demo, world, who, action, call)
 
 
 @pytest.mark.parametrize("who", [SUPPORT, NOBODY])
-@RELEASE_BRANCH
 def test_starting_and_stopping_the_endpoints_is_refused_without_the_role(backend, demo, world, who):
-    """``up``/``down`` (``operate_endpoints``). On main the local ``up`` starts the supervisor for anyone:
-    it is stopped again here so the walk leaves no process behind."""
+    """``up``/``down`` (``operate_endpoints``) where the backend runs endpoint processes; Azure
+    says it has none to start. A wrongly allowed ``up`` is stopped again: the walk leaves no process."""
     before = snapshot(demo)
+    expected = Forbidden if ENDPOINT_PROCESSES in demo.info.capabilities else Unsupported
     try:
-        with pytest.raises(Forbidden) as err:
-            demo.endpoints.up(who) if backend.name == "local" else demo.endpoints.up()
-        assert roles_needed("operate_endpoints") in str(err.value)
-        with pytest.raises(Forbidden):
-            demo.endpoints.down(who) if backend.name == "local" else demo.endpoints.down()
+        with pytest.raises(expected) as err:
+            demo.endpoints.up(who)
+        if expected is Forbidden:
+            assert roles_needed("operate_endpoints") in str(err.value)
+        with pytest.raises(expected):
+            demo.endpoints.down(who)
     finally:
-        if backend.name == "local" and demo.endpoints.supervisor_pid():
+        if ENDPOINT_PROCESSES in demo.info.capabilities and demo.endpoints.supervisor_pid():
             stop_endpoints(demo)
     assert snapshot(demo) == before
 

@@ -28,3 +28,17 @@ def arrange_rollout(ws, started: datetime, rules: CanaryPolicy | None = None, by
                   " updated_at) VALUES ('production', ?, 3, 'green', 'blue', ?, '[10, 50, 100]', ?, 0, 'running',"
                   " ?, ?, ?, ?)", (MODEL, f"{MODEL}:1", cn.rules_to_json(rules or CanaryPolicy(), 500.0),
                                    started.isoformat(), by, started.isoformat(), started.isoformat()))
+
+
+def arrange_production(ws, approved: int, by: str = "qa@contoso.com") -> None:
+    """Production serving v1 on blue (100 %, healthy), ``approved`` approved, no rollout."""
+    ws.endpoints.ensure_endpoints()
+    now = utcnow()
+    with ws.db.write() as c:
+        c.execute("INSERT INTO deployments (endpoint, name, model_name, model_version, traffic, desired, state,"
+                  " created_at, created_by) VALUES ('production', 'blue', ?, 1, 100, 'running', 'healthy', ?, ?)",
+                  (MODEL, now, by))
+        for version, stage in ((1, "production"), (approved, "approved")):
+            c.execute("INSERT INTO releases (model_name, model_version, stage, updated_at) VALUES (?, ?, ?, ?)"
+                      " ON CONFLICT(model_name, model_version) DO UPDATE SET stage = excluded.stage",
+                      (MODEL, version, stage, now))

@@ -43,3 +43,38 @@ def register_flaky(ws, name: str, base_version: int, work: Path, failure_rate: f
                               dataset=base.dataset, dataset_version=base.dataset_version, created_by=actor,
                               description=f"{base.ref} made to fail {failure_rate:.0%} of inputs in serving (chaos test)",
                               tags={"chaos": "true"})
+
+
+class SlowModel:
+    """A fitted estimator that takes ``delay_s`` longer per prediction in the serving environment
+    (``AZUREML_MODEL_DIR`` set: the inference server), as a heavy model would; offline (the gate,
+    the smoke test's expected values) it predicts at once, like the estimator it wraps.
+    Defined here, importable from the project root, where the inference server unpickles it."""
+
+    def __init__(self, estimator, delay_s: float):
+        self.estimator, self.delay_s = estimator, delay_s
+
+    def __getattr__(self, name: str):
+        if name in ("estimator", "delay_s"):
+            raise AttributeError(name)
+        return getattr(self.estimator, name)
+
+    def predict(self, X):
+        import os
+        import time
+        if os.environ.get("AZUREML_MODEL_DIR"):
+            time.sleep(self.delay_s)
+        return self.estimator.predict(X)
+
+
+def register_slow(ws, name: str, base_version: int, work: Path, delay_s: float,
+                  actor: str = "lead@contoso.com") -> int:
+    """Register a SlowModel around ``name:base_version``'s estimator; returns the new version."""
+    base = ws.models.get(name, base_version)
+    folder = Path(work) / f"slow-{name}-{base.version}"
+    shutil.copytree(Path(base.uri), folder)
+    joblib.dump(SlowModel(joblib.load(folder / "model.pkl"), delay_s), folder / "model.pkl")
+    return ws.models.register(name, folder, estimator=f"slow({base.estimator})", metrics=base.metrics, run_id=None,
+                              dataset=base.dataset, dataset_version=base.dataset_version, created_by=actor,
+                              description=f"{base.ref} answering {delay_s * 1000:.0f} ms slower in serving",
+                              tags={"chaos": "slow"})

@@ -321,6 +321,8 @@ def test_other_operations_wait_and_a_rollback_aborts_the_canary(arranged):
     (event,) = events(ws, "canary_aborted")
     assert event["actor"] == QA and "customers complain" in event["summary"]
     with pytest.raises(Conflict, match="no canary rollout is running"):
+        ws.releases.abort_canary("production", QA, "again")
+    with pytest.raises(InvalidInput, match="a rollback needs a comment saying why"):
         ws.releases.abort_canary("production", QA)
 
 

@@ -41,13 +41,16 @@ def test_status_pause_abort_and_their_exit_codes(ws_uri, capsys):
     code, out, _ = run(capsys, ws_uri, "--as", QA, "canary", "pause", "--comment", "looking")
     assert code == 0 and "paused by qa@contoso.com: looking" in out
 
-    code, out, _ = run(capsys, ws_uri, "--as", QA, "canary", "abort", "--json")
+    code, _, err = run(capsys, ws_uri, "--as", QA, "canary", "abort")
+    assert code == 2 and "a rollback needs a comment saying why" in err
+
+    code, out, _ = run(capsys, ws_uri, "--as", QA, "canary", "abort", "--comment", "p95 too high", "--json")
     data = json.loads(out)
     assert code == 0 and data["state"] == "aborted" and data["traffic"] == 0 and data["model"] == f"{MODEL}:3"
 
     code, out, _ = run(capsys, ws_uri, "canary", "status", "--json")
     assert code == 1, "a pipeline step on 'canary status' fails once the canary was rolled back or aborted"
-    assert json.loads(out)["reason"] == "aborted by qa@contoso.com"
+    assert json.loads(out)["reason"] == "aborted by qa@contoso.com: p95 too high"
 
     code, out, _ = run(capsys, ws_uri, "notifications", "--json")
     events = [e["event"] for e in json.loads(out)["events"]]
@@ -57,6 +60,6 @@ def test_status_pause_abort_and_their_exit_codes(ws_uri, capsys):
 def test_start_refuses_a_version_that_is_not_approved(ws_uri, capsys):
     code, _, err = run(capsys, ws_uri, "--as", QA, "canary", "start", "--model", MODEL, "--version", "2")
     assert code == 2 and "already running on production" in err
-    run(capsys, ws_uri, "--as", QA, "canary", "abort")
+    run(capsys, ws_uri, "--as", QA, "canary", "abort", "--comment", "wrong version")
     code, _, err = run(capsys, ws_uri, "--as", QA, "canary", "start", "--model", MODEL, "--version", "2")
     assert code == 2 and "only an approved version can be promoted" in err

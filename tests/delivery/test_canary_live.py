@@ -96,7 +96,7 @@ def live(demo_template, tmp_path_factory):
             ws.releases.deploy(MODEL, 1, "production", SYSTEM_ACTOR)
             yield ws, rx, folder
         finally:
-            ws.endpoints.down()
+            ws.endpoints.down(SYSTEM_ACTOR)
             leftovers = wait_for_exit(root, 15)
             ws.close()
             assert not leftovers, f"processes left behind by {root}: {leftovers}"

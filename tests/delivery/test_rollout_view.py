@@ -3,6 +3,7 @@ database (no processes): progress, the role-checked pause / continue / abort beh
 confirmation, and the start form for an approved version."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -11,10 +12,9 @@ from streamlit.testing.v1 import AppTest
 
 from services import canary as cn
 from services.local.workspace import LocalWorkspace
-from services.policy import Policy
-from ui import rollout_view as rv, state
+from ui import state
 
-from .arrange import MODEL, arrange_rollout
+from .arrange import MODEL, arrange_production, arrange_rollout
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGE = "pages/releases.py"
@@ -33,7 +33,8 @@ def open_page(actor: str) -> AppTest:
 
 
 def texts(at: AppTest, kind: str) -> str:
-    return "\n".join(str(e.value) for e in getattr(at, kind))
+    """The elements' text, with markdown escapes taken out (plan lines are escaped: shown as text)."""
+    return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for e in getattr(at, kind)))
 
 
 def rollout_of(path: Path) -> cn.Rollout:
@@ -67,7 +68,7 @@ def test_the_panel_shows_the_running_step_and_refuses_a_pause_by_support(arrange
     assert list(steps["status"]) == ["▶️ now", "·", "·"]
     at.button(key="rollout.pause").click().run()
     assert "the rollout holds at step 1 of 3 (10 %)" in texts(at, "markdown")
-    at.button(key="rollout.confirm").click().run()
+    at.button(key="dialog.confirm").click().run()
     assert "may not promote to production" in texts(at, "error")
     assert rollout_of(arranged_env).state == cn.RUNNING
 
@@ -75,14 +76,14 @@ def test_the_panel_shows_the_running_step_and_refuses_a_pause_by_support(arrange
 def test_qa_pauses_then_continues_the_rollout(arranged_env):
     at = open_page(QA)
     at.button(key="rollout.pause").click().run()
-    at.text_area(key="rollout.comment").input("checking the logs").run()
-    at.button(key="rollout.confirm").click().run()
+    at.text_area(key="dialog.comment").input("checking the logs").run()
+    at.button(key="dialog.confirm").click().run()
     assert not at.exception, [e.value for e in at.exception]
     r = rollout_of(arranged_env)
     assert (r.state, r.reason) == (cn.PAUSED, f"paused by {QA}: checking the logs")
     assert "paused" in texts(at, "success")
     at.button(key="rollout.resume").click().run()
-    at.button(key="rollout.confirm").click().run()
+    at.button(key="dialog.confirm").click().run()
     assert rollout_of(arranged_env).state == cn.RUNNING
 
 
@@ -90,16 +91,37 @@ def test_abort_says_what_changes_and_ends_the_rollout(arranged_env):
     at = open_page(QA)
     at.button(key="rollout.abort").click().run()
     said = texts(at, "markdown")
-    assert "production traffic → **blue (diabetes-regressor:1) 100 %** at once" in said
-    at.button(key="rollout.confirm").click().run()
+    assert "production traffic → blue (diabetes-regressor:1) 100 % at once" in said
+    at.button(key="dialog.confirm").click().run()
+    assert "a rollback needs a comment saying why" in texts(at, "error")
+    assert rollout_of(arranged_env).state == cn.RUNNING
+    at.text_area(key="dialog.comment").input("latency spikes on green").run()
+    at.button(key="dialog.confirm").click().run()
     assert rollout_of(arranged_env).state == cn.ABORTED
     assert "Latest rollout: diabetes-regressor:3 — ⛔ aborted" in [e.label for e in at.expander]
 
 
-def test_an_approved_version_can_be_started_as_a_canary_and_the_plan_says_how_it_is_judged():
-    policy = Policy()
-    plan = rv.plan_start(policy, None, MODEL, 3)
-    assert plan.action == "start" and plan.version == 3
-    assert any("**10 %**" in line and "10 % → 50 % → 100 %" in line for line in plan.changes)
-    assert any("max(2.0%, stable's + 1.0%)" in line for line in plan.changes)
-    assert "a canary needs a stable version" in plan.changes[0]
+@pytest.fixture
+def approved_env(demo_env):
+    ws = LocalWorkspace(demo_env)
+    arrange_production(ws, approved=3)
+    ws.close()
+    yield demo_env
+    ws = LocalWorkspace(demo_env)
+    with ws.db.write() as c:
+        c.execute("DELETE FROM deployments WHERE endpoint = 'production'")
+    ws.close()
+
+
+def test_start_shows_the_workflows_canary_plan_and_why_it_would_be_refused(approved_env):
+    at = open_page(QA)
+    at.selectbox(key="rollout.version").set_value(3).run()
+    at.button(key="rollout.start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = texts(at, "markdown")
+    assert f"production: {MODEL}:3 is deployed as green beside {MODEL}:1 (blue) at 0 %" in said
+    assert "then it gets 10 % of production's traffic; it moves 10 % → 50 % → 100 %" in said
+    assert "max(2.0%, stable's + 1.0%)" in said
+    # v3 was approved in the database here, without a smoke test: the plan says the service will refuse it
+    assert f"{MODEL}:3 has no passing staging smoke test" in texts(at, "error")
+    assert at.button(key="dialog.confirm").disabled and at.button(key="dialog.confirm").label == "Start the canary"

@@ -18,7 +18,7 @@ from services.local.workspace import LocalWorkspace
 from services.permissions import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
 from tests.release.conftest import wait_for_exit
-from ui import chrome, endpoints_view as ev, releases_view as rv, state
+from ui import chrome, endpoints_view as ev, plan_dialog, state
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGE = "pages/endpoints.py"
@@ -56,7 +56,7 @@ def stopped_env(demo_template, tmp_path, monkeypatch):
     monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{path}")
     ws = LocalWorkspace(path)
     yield ws
-    ws.endpoints.down()  # in case a test started them
+    ws.endpoints.down(SYSTEM_ACTOR)  # in case a test started them
     ws.close()
 
 
@@ -67,7 +67,7 @@ def live(demo_ws):
         demo_ws.releases.deploy(champion.name, champion.version, demo_ws.policy.endpoints.production, SYSTEM_ACTOR)
         yield demo_ws
     finally:
-        demo_ws.endpoints.down()
+        demo_ws.endpoints.down(SYSTEM_ACTOR)
         # the crash test's killed server leaves workers: the supervisor must reap them
         left = wait_for_exit(demo_ws.root, 15)
         assert not left, f"processes left behind: {left}"
@@ -84,7 +84,7 @@ def test_not_running_says_so_and_start_is_refused_to_support(stopped_env):
     assert any("endpoints are not running" in w.value for w in at.warning)
     assert [t.label for t in at.tabs] == ["🔴 production", "🔴 staging"]
     at.button(key="endpoints.up").click().run()
-    assert "support@contoso.com (support) may not deploy" in errors(at)
+    assert "support@contoso.com (support) may not start or stop the endpoints" in errors(at)
     assert stopped_env.endpoints.supervisor_pid() is None  # nothing was started
 
 
@@ -173,7 +173,7 @@ def test_regenerate_asks_first_and_then_the_old_key_gets_401(live_env):
     at = open_page("admin@contoso.com")
     at.button(key="endpoints.regen.production.primary").click().run()
     dialog = "\n".join(m.value for m in at.markdown)
-    assert "get **401 Unauthorized**" in dialog
+    assert "get 401 Unauthorized" in dialog
     old = live_env.endpoints.keys("production", "admin@contoso.com")[0]
     at.button(key="dialog.confirm").click().run()
     assert not at.exception
@@ -212,7 +212,7 @@ def test_incident_levels():
 
 
 def test_regenerate_is_refused_to_qa(live_env):
-    plan = rv.plan_regenerate_key(live_env.endpoints.get("production"), "secondary")
+    plan = live_env.releases.plan_regenerate_key("production", "secondary")
     from services.errors import Forbidden
     with pytest.raises(Forbidden, match="may not regenerate endpoint keys"):
-        rv.perform(live_env, plan, "qa@contoso.com")
+        plan_dialog.perform(live_env, plan, "qa@contoso.com")

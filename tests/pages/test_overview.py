@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from services.permissions import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
 from ui import overview_view as ov
 
@@ -130,7 +131,7 @@ def test_overview_counts_right_with_10000_runs_and_2000_versions(demo_template, 
 def empty_env(empty_ws, monkeypatch):
     monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{empty_ws.root}")
     yield empty_ws
-    empty_ws.endpoints.down()  # "Load demo data" deploys the demo endpoints for real
+    empty_ws.endpoints.down(SYSTEM_ACTOR)  # "Load demo data" deploys the demo endpoints for real
 
 
 def test_empty_workspace_welcomes_and_loads_the_demo(empty_env):

@@ -6,19 +6,19 @@ module, ~40 s, and stops every process in teardown.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from services.entities import Deployment, Endpoint, ModelVersion, ReleaseState, Stage
-from services.errors import Forbidden, InvalidInput
+import re
+
+from services.entities import ModelVersion, Stage
+from services.errors import Conflict, Forbidden, InvalidInput
 from services.local.workspace import LocalWorkspace
-from services.policy import Policy
 from services.permissions import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
-from ui import releases_view as rv, state
+from ui import plan_dialog as pd_, releases_view as rv, state
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGE = "pages/releases.py"
@@ -44,7 +44,8 @@ def act_as(at: AppTest, actor: str) -> None:
 
 
 def texts(at: AppTest, kind: str) -> str:
-    return "\n".join(e.value for e in getattr(at, kind))
+    """The elements' text, with markdown escapes taken out (plan lines are escaped: shown as text)."""
+    return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for e in getattr(at, kind)))
 
 
 def best_candidate(ws) -> ModelVersion:
@@ -64,7 +65,7 @@ def live(demo_ws):
         ws.releases.deploy(candidate.name, candidate.version, ws.policy.endpoints.staging, DEPLOYER)
         yield ws, champion, candidate
     finally:
-        ws.endpoints.down()
+        ws.endpoints.down(SYSTEM_ACTOR)
 
 
 @pytest.fixture
@@ -72,53 +73,7 @@ def live_env(live, demo_env):
     return live
 
 
-# --- plans: the confirmation says exactly what will change (no processes needed) -----
-
-def mv(version: int) -> ModelVersion:
-    return ModelVersion("diabetes-regressor", version, datetime.now(timezone.utc), "t", "", "ridge", {}, None,
-                        "diabetes", 2, {})
-
-
-def dep(name: str, version: int, traffic: int, state: str = "healthy") -> Deployment:
-    return Deployment(name, "production", "diabetes-regressor", version, state, traffic)
-
-
-def test_promote_plan_names_traffic_alias_and_stages():
-    prod = Endpoint("production", "http://127.0.0.1:1/score", (dep("blue", 1, 100),))
-    plan = rv.plan_promote(Policy(), prod, mv(3), mv(1), ReleaseState("diabetes-regressor", 3, Stage.APPROVED))
-    text = "\n".join(plan.changes)
-    assert "production traffic: blue (v1) 100 % → **green (v3) 100 %**; blue stays warm for rollback" in text
-    assert "champion alias moves v1 → **v3**" in text
-    assert "v3 approved → **in production**; v1 in production → retired" in text
-    assert "traffic stays as it is" in text
-    assert plan.long and plan.action == "promote"
-
-
-def test_promote_plan_warns_that_the_rollback_target_is_replaced():
-    prod = Endpoint("production", "", (dep("blue", 1, 0), dep("green", 2, 100)))
-    plan = rv.plan_promote(Policy(), prod, mv(3), mv(2), ReleaseState("diabetes-regressor", 3, Stage.APPROVED))
-    text = "\n".join(plan.changes)
-    assert "the warm deployment blue (v1) (today's rollback target) is stopped and replaced" in text
-    assert "green (v2) 100 % → **blue (v3) 100 %**; green stays warm" in text
-
-
-def test_rollback_plan_and_its_absence():
-    prod = Endpoint("production", "", (dep("blue", 1, 0), dep("green", 3, 100)))
-    text = "\n".join(rv.plan_rollback(Policy(), prod).changes)
-    assert "production traffic: green (v3) 100 % → **blue (v1) 100 %**" in text
-    assert "champion alias moves v3 → **v1**" in text
-    lone = Endpoint("production", "", (dep("green", 3, 100),))
-    assert "cannot be rolled back: it has no warm previous deployment" in rv.plan_rollback(Policy(), lone).changes[0]
-
-
-def test_deploy_plan_keeps_production_out_of_it():
-    staging = Endpoint("staging", "", (dep("blue", 3, 100),))
-    plan = rv.plan_deploy(Policy(), staging, mv(5), ReleaseState("diabetes-regressor", 5, Stage.REGISTERED))
-    text = "\n".join(plan.changes)
-    assert "staging traffic: blue (v3) 100 % → **green (v5) 100 %**" in text
-    assert "registered (not deployed) → **awaiting approval**" in text
-    assert "production is not touched" in text
-
+# --- the board ------------------------------------------------------------------
 
 def test_journey_marks():
     assert rv.journey(Stage.REGISTERED) == ["○"] * 4
@@ -135,7 +90,7 @@ def stopped_env(demo_template, tmp_path, monkeypatch):
     monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{path}")
     ws = LocalWorkspace(path)
     yield ws
-    ws.endpoints.down()
+    ws.endpoints.down(SYSTEM_ACTOR)
     ws.close()
 
 
@@ -150,6 +105,7 @@ def test_page_without_endpoints_shows_the_board_and_refuses_support(stopped_env)
 
     at.button(key="releases.deploy").click().run()
     assert "the service will refuse" in texts(at, "warning")  # said before, in the dialog
+    assert "production is not touched" in texts(at, "markdown")
     at.button(key="dialog.confirm").click().run()
     assert "support@contoso.com (support) may not deploy" in texts(at, "error")
     assert stopped_env.endpoints.supervisor_pid() is None
@@ -172,10 +128,10 @@ def test_release_workflow_on_the_page(live_env, monkeypatch):
     cases = next(d.value for d in at.dataframe if "case" in d.value.columns)
     assert list(cases.columns[:4]) == ["case", "passed", "expected", "got"] and len(cases) == 6
 
-    # four eyes: the deployer may not approve
+    # four eyes: the deployer may not approve, and the dialog says so before anything is pressed
     at.button(key="releases.approve").click().run()
-    at.button(key="dialog.confirm").click().run()
     assert "may not also approve it (four eyes)" in texts(at, "error")
+    assert at.button(key="dialog.confirm").disabled
     assert ws.releases.state(candidate.name, candidate.version).stage == Stage.AWAITING_APPROVAL
     at.button(key="dialog.cancel").click().run()
     assert not any(b.key == "dialog.confirm" for b in at.button)  # the dialog is closed
@@ -197,42 +153,55 @@ def test_release_workflow_on_the_page(live_env, monkeypatch):
     act_as(at, "qa@contoso.com")
     at.button(key="releases.promote").click().run()
     dialog = texts(at, "markdown")
-    assert f"champion alias moves v{champion.version} → **v{candidate.version}**" in dialog
+    assert f"champion alias moves v{champion.version} → v{candidate.version}" in dialog
     at.button(key="dialog.confirm").click().run(timeout=LONG)
     assert not at.exception, [e.value for e in at.exception]
     assert f"{candidate.ref} serves production" in texts(at, "success")
+    steps = texts(at, "caption")         # the steps, each with its time, as they happened
+    assert re.search(rf"✓ deployment \w+ \({re.escape(candidate.ref)}\) created at 0 % \(\d+\.\d s\)", steps), steps
+    for step in ("healthy", "smoke test of", "traffic shifted to", "kept warm for rollback"):
+        assert step in steps, step
     answer = ws.endpoints.invoke("production", {"data": [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]]})
     assert answer.status == 200 and answer.model == candidate.ref
     assert ws.models.champion(candidate.name).version == candidate.version
 
-    # QA rolls back: the warm champion gets the traffic back
+    # QA rolls back: the warm champion gets the traffic back (a comment is required)
     at.button(key="releases.rollback").click().run()
-    assert f"champion alias moves v{candidate.version} → **v{champion.version}**" in texts(at, "markdown")
+    assert f"champion alias moves v{candidate.version} → v{champion.version}" in texts(at, "markdown")
+    at.text_area(key="dialog.comment").input("p95 doubled since the promote").run()
     at.button(key="dialog.confirm").click().run()
     assert "production rolled back" in texts(at, "success")
     assert ws.endpoints.get("production").live.model_ref == champion.ref
     assert ws.releases.state(candidate.name, candidate.version).stage == Stage.ROLLED_BACK
 
+    # a second rollback would bring back the version just rolled back: the dialog says it is refused
+    assert "rolled back: not a rollback target" in texts(at, "caption")
+    at.button(key="releases.rollback").click().run()
+    assert "This will be refused" in texts(at, "error") and "which was itself rolled back" in texts(at, "error")
+    assert at.button(key="dialog.confirm").disabled
+    at.button(key="dialog.cancel").click().run()
+
 
 def test_smoke_test_reject_and_rollback_refusals(live):
     ws, champion, candidate = live
-    endpoints = ws.endpoints.list()
-    smoke = rv.plan_smoke_test(ws.policy, endpoints, ws.models.get(candidate.name, candidate.version))
+    smoke = ws.releases.plan_smoke_test(candidate.name, candidate.version)
     assert smoke.env == "staging"
-    outcome = rv.perform(ws, smoke, "lead@contoso.com")
+    outcome = pd_.perform(ws, smoke, "lead@contoso.com")
     assert outcome.ok and "cases passed" in outcome.message
 
     other = next(v for v in ws.models.versions(ws.policy.model_name)
                  if v.version not in (champion.version, candidate.version))
-    reject = rv.plan_reject(ws.policy, other, ws.releases.state(other.name, other.version))
+    reject = ws.releases.plan_reject(other.name, other.version)
     with pytest.raises(InvalidInput, match="needs a comment"):
-        rv.perform(ws, reject, "lead@contoso.com", "  ")
-    rv.perform(ws, reject, "lead@contoso.com", "overfits: train r2 far above test r2")
+        pd_.perform(ws, reject, "lead@contoso.com", "  ")
+    pd_.perform(ws, reject, "lead@contoso.com", "overfits: train r2 far above test r2")
     assert ws.releases.state(other.name, other.version).stage == Stage.REJECTED
+    with pytest.raises(Conflict, match="changed since the plan was made"):   # the plan of before the rejection
+        pd_.perform(ws, reject, "lead@contoso.com", "again")
 
-    rollback = rv.plan_rollback(ws.policy, ws.endpoints.get("production"))
+    rollback = ws.releases.plan_rollback("production")
     with pytest.raises(Forbidden, match="may not roll back"):
-        rv.perform(ws, rollback, "support@contoso.com")
+        pd_.perform(ws, rollback, "support@contoso.com", "no")
 
 
 def test_audit_filters_and_csv(live):

@@ -24,6 +24,7 @@ import requests
 
 from services.local.telemetry_store import decoded_rows
 from services.local.workspace import LocalWorkspace
+from services.permissions import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
 
 MODEL = "diabetes-regressor"
@@ -78,7 +79,7 @@ def live_workspace(template: Path, folder: Path) -> Iterator[LocalWorkspace]:
     try:
         yield ws
     finally:
-        ws.endpoints.down()
+        ws.endpoints.down(SYSTEM_ACTOR)
         leftovers = wait_for_exit(ws.root, 15)
         ws.close()
         assert not leftovers, f"processes left behind by {ws.root}: {leftovers}"

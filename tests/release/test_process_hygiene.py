@@ -16,6 +16,7 @@ from pathlib import Path
 from services.entities import TrainingSpec
 from services.local.processes import pid_alive
 from services.local.workspace import LocalWorkspace
+from services.permissions import SYSTEM_ACTOR
 
 from .conftest import live_workspace, wait_for_exit, workspace_processes
 
@@ -30,7 +31,7 @@ def process_state(pid: int) -> str | None:
 
 def test_down_in_a_copied_workspace_folder_leaves_the_original_running(demo_template, tmp_path):
     with live_workspace(demo_template, tmp_path) as original:
-        supervisor = original.endpoints.up()
+        supervisor = original.endpoints.up(SYSTEM_ACTOR)
         original.endpoints.wait_gateways()
         gateways = [r["gateway_pid"] for r in original.db.query("SELECT gateway_pid FROM endpoints")]
 
@@ -39,7 +40,7 @@ def test_down_in_a_copied_workspace_folder_leaves_the_original_running(demo_temp
         copy = LocalWorkspace(copy_root)
         try:
             assert copy.endpoints.supervisor_pid() is None, "the copy's pid file names the original folder"
-            assert copy.endpoints.down() is False
+            assert copy.endpoints.down(SYSTEM_ACTOR) is False
         finally:
             copy.close()
         assert pid_alive(supervisor) and all(map(pid_alive, gateways))
@@ -52,7 +53,7 @@ def test_down_in_a_copied_workspace_folder_leaves_the_original_running(demo_temp
 
 def test_a_supervisor_whose_workspace_folder_is_deleted_stops_its_endpoints_and_exits(demo_template, tmp_path):
     with live_workspace(demo_template, tmp_path) as ws:
-        supervisor = ws.endpoints.up()
+        supervisor = ws.endpoints.up(SYSTEM_ACTOR)
         ws.endpoints.wait_gateways()
         assert len(workspace_processes(ws.root)) == 3  # the supervisor and a gateway per endpoint
         shutil.rmtree(ws.root)

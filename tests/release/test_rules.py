@@ -247,7 +247,7 @@ def test_release_journey_staging_approval_production_rollback(live_ws, monkeypat
         t.join(300)
     errors = [o for o in outcomes.values() if isinstance(o, Exception)]
     assert len(outcomes) == 2 and len(errors) == 1, outcomes
-    assert isinstance(errors[0], Conflict) and "is already running 'promote' on production" in str(errors[0])
+    assert isinstance(errors[0], Conflict) and "is already running 'promote' on endpoint production" in str(errors[0])
 
     # production answers with b; the champion alias moved; v1 stays warm at 0 %
     production = ws.endpoints.get("production")

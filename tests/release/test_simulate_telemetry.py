@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -212,7 +211,7 @@ def test_concurrent_simulators_on_two_endpoints_lose_no_row_while_telemetry_is_r
 
 
 def test_simulate_against_a_stopped_endpoint_exits_2_with_the_way_to_start_it(live):
-    live.endpoints.down()
+    live.endpoints.down(SYSTEM_ACTOR)
     proc = tollgate(live, "simulate", "--env", "production", "--rps", "5", "--duration", "1")
     assert proc.returncode == 2
     assert "endpoint production is not running" in proc.stderr

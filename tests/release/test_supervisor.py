@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from services.errors import Forbidden
 from services.local.processes import pid_alive
 from services.permissions import SYSTEM_ACTOR
 
@@ -145,10 +146,17 @@ def test_a_new_up_after_the_supervisor_was_killed_adopts_what_runs_and_down_stop
     # the data plane does not need the supervisor: production keeps answering
     assert client.post(uri, GOOD, key).status_code == 200
 
-    second = ws.endpoints.up()
+    with pytest.raises(Forbidden, match="support@contoso.com \\(support\\) may not start or stop the endpoints"):
+        ws.endpoints.up("support@contoso.com")
+    assert ws.endpoints.supervisor_pid() is None
+    second = ws.endpoints.up("qa@contoso.com")
     assert second != supervisor
+    started = ws.releases.audit(1)[0]
+    assert (started.action, started.actor, started.role, started.after) == (
+        "endpoints.up", "qa@contoso.com", "qa", {"supervisor_pid": second})
     time.sleep(2)  # a few reconciliation ticks
-    assert ws.endpoints.up() == second, "up is idempotent"
+    assert ws.endpoints.up(SYSTEM_ACTOR) == second, "up is idempotent"
+    assert ws.releases.audit(1)[0].id == started.id, "nothing to start: nothing recorded"
     now_gateways = {r["name"]: r["gateway_pid"] for r in ws.db.query("SELECT name, gateway_pid FROM endpoints")}
     now_deployments = {r["name"]: r["pid"] for r in ws.db.query("SELECT name, pid FROM deployments"
                                                                 " WHERE endpoint = 'production' AND desired = 'running'")}
@@ -160,9 +168,11 @@ def test_a_new_up_after_the_supervisor_was_killed_adopts_what_runs_and_down_stop
         r = client.post(uri, GOOD, key, deployment=name)
         assert r.status_code == 200 and r.headers["azureml-model-deployment"] == name
 
-    assert ws.endpoints.down() is True
+    assert ws.endpoints.down("admin@contoso.com") is True
+    stopped = ws.releases.audit(1)[0]
+    assert (stopped.action, stopped.actor, stopped.role) == ("endpoints.down", "admin@contoso.com", "admin")
     assert wait_for_exit(ws.root, 15) == []
     assert ws.endpoints.supervisor_pid() is None and not (ws.root / "supervisor.pid").exists()
     assert all(not pid_alive(p) for p in [*gateways.values(), *deployments.values()])
     assert all(d.state == "stopped" for d in ws.endpoints.get("production").deployments)
-    assert ws.endpoints.down() is False
+    assert ws.endpoints.down(SYSTEM_ACTOR) is False

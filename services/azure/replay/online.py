@@ -11,14 +11,17 @@
   regeneration is a long-running operation that changes the key);
 * ``POST …/deployments/D/getLogs`` (``logs/E-D.txt``; ``{"content": …}``);
 * **scoring**: ``POST https://E.REGION.inference.ml.azure.com/score`` checks the key
-  (401 otherwise), routes by ``azureml-model-deployment`` (404 for an unknown one) or to
-  the deployment with the most traffic, and answers as ``score.py`` would: the request is
-  parsed by the project's ``score.parse`` (400 with its message for a bad one) and the
-  deployment's model predicts (``OnlineReplay.predictor``; by default the model version's
-  ``model.pkl`` read from the fake blob store);
+  (401 otherwise), routes by ``azureml-model-deployment`` (404 for an unknown one) or by
+  the traffic split (``replay.traffic.Router``), and answers as ``score.py`` would: the
+  request is parsed by the project's ``score.parse`` (400 with its message for a bad one)
+  and the deployment's model predicts (``OnlineReplay.predictor``; by default the model
+  version's ``model.pkl`` read from the fake blob store). Every request a deployment
+  answered is kept in ``OnlineReplay.traffic`` (``replay.traffic.TrafficLog``);
 * **Log Analytics**: ``set_logs_handler`` answers Tollgate's queries from
   ``loganalytics.json`` by the view named in their first line (``// tollgate:VIEW``; the
-  replay does not execute KQL), filtered by the endpoint the query names;
+  replay does not execute KQL), filtered by the endpoint the query names; the ``stats``
+  view also counts what the replay served in the query's time span (so a canary is judged
+  on the requests that reached it);
   ``OnlineReplay.partial[VIEW] = message`` answers that view as a partial result,
   ``OnlineReplay.log_errors[VIEW] = Reply`` as an error;
 * **the audit container** (``tollgate-audit``): append blobs (create, Append Block with
@@ -28,7 +31,8 @@
 
 ``OnlineReplay`` (returned, also ``transport.online``) holds the state tests poke at:
 ``keys``, ``logs``, ``broken`` (deployment → ``"wrong"`` predictions or an HTTP status),
-``scored`` (the scoring requests seen), ``audit`` (the ``FakeAuditStore``).
+``slow`` (deployment → seconds each answer takes), ``scored`` (the scoring requests seen),
+``traffic`` (what was served, for telemetry), ``audit`` (the ``FakeAuditStore``).
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ from typing import Any, Callable
 from .fixtures import FIXTURES
 from .http import ARM_HOST, Reply, ReplayRequest, arm_error
 from .logs import partial_result
+from .traffic import Router, TrafficLog
 from .transport import ReplayTransport
 
 ONLINE_FIXTURES = FIXTURES / "online"
@@ -75,6 +80,9 @@ class OnlineReplay:
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
     tables: dict[str, dict] = field(default_factory=dict)
     broken: dict[tuple[str, str], Any] = field(default_factory=dict)
+    slow: dict[tuple[str, str], float] = field(default_factory=dict)
+    traffic_log: TrafficLog = field(default_factory=TrafficLog)
+    router: Router = field(default_factory=Router)
     partial: dict[str, str] = field(default_factory=dict)
     log_errors: dict[str, Reply] = field(default_factory=dict)
     scored: list[dict] = field(default_factory=list)
@@ -157,10 +165,19 @@ class OnlineReplay:
             if dep is None:
                 return Reply(404, {"message": f"deployment {pinned} not found on {ep}"})
         else:
-            traffic = {k: v for k, v in self.traffic(ep).items() if v > 0 and k in names}
-            if not traffic:
+            chosen = self.router.pick(ep, {k: v for k, v in self.traffic(ep).items() if k in names})
+            if chosen is None:
                 return Reply(404, {"message": "no deployment takes traffic"})
-            dep = names[max(traffic, key=traffic.get)]
+            dep = names[chosen]
+        started = time.perf_counter()
+        reply = self._answer(ep, dep, pinned, req)
+        delay = self.slow.get((ep, dep["name"]), 0.0)
+        if delay:
+            time.sleep(delay)
+        self.traffic_log.add(ep, dep["name"], reply.status, (time.perf_counter() - started) * 1000)
+        return reply
+
+    def _answer(self, ep: str, dep: dict, pinned: str | None, req: ReplayRequest) -> Reply:
         rid = str(uuid.uuid4())
         headers = {"azureml-model-deployment": dep["name"], "x-request-id": rid, "x-ms-request-id": rid}
         self.scored.append({"endpoint": ep, "deployment": dep["name"], "pinned": pinned, "body": req.body})
@@ -233,7 +250,10 @@ class OnlineReplay:
         table = self.tables.get(view)
         if table is None:
             return arm_error(400, "BadArgumentError", f"the replay has no answer for the query {view!r}")
-        table = _filter_endpoint(copy.deepcopy(table), query)
+        table = copy.deepcopy(table)
+        if view == "stats":     # the fixture's recorded rows, and what the replay served in the span
+            table["rows"] = table["rows"] + self.traffic_log.stats_rows(*_span(timespan))
+        table = _filter_endpoint(table, query)
         if view in self.partial:
             return partial_result([table], self.partial[view])
         return {"tables": [table]}
@@ -274,6 +294,18 @@ def _filter_endpoint(table: dict, query: str) -> dict:
             table["rows"] = [r for r in table["rows"] if str(r[col]).lower() == wanted]
             break
     return table
+
+
+def _span(timespan: Any) -> tuple[datetime | None, datetime | None]:
+    """``start/end`` of an ISO 8601 interval as Log Analytics gets it (else the whole log)."""
+    start, sep, end = str(timespan or "").partition("/")
+    if not sep:
+        return None, None
+    try:
+        return (datetime.fromisoformat(start.replace("Z", "+00:00")),
+                datetime.fromisoformat(end.replace("Z", "+00:00")))
+    except ValueError:
+        return None, None
 
 
 def _model_ref(model: Any) -> tuple[str, int] | None:
