@@ -20,7 +20,7 @@ from services.permissions import SYSTEM_ACTOR, canonical
 from services.run_search import parse_condition
 from services.versions import parse_version
 
-from cli import canary, delivery, monitoring, release
+from cli import canary, delivery, lineage, monitoring, release
 from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
 
 
@@ -88,7 +88,12 @@ def cmd_seed_demo(ws, args) -> int:
 def cmd_datasets(ws, args) -> int:
     if args.ref:
         name, version = args.ref
-        dv = ws.datasets.get(name, version)
+        newest = ws.datasets.get(name, version)
+        # without a version: the latest passing one, as everywhere a version is picked by default
+        dv = (ws.datasets.latest_passing(name) or newest) if version is None else newest
+        if dv is not newest and dv.version != newest.version:
+            print(f"note: {newest.ref} failed its data tests; showing {dv.ref}, the latest that passed "
+                  f"(ask for {newest.ref} to see it)", file=sys.stderr)
         tests = ws.datasets.data_tests(dv.name, dv.version)
         tested = (f"{dv.rows} rows  data tests: {dv.tests_status.value}  (baseline: {dv.baseline_version or 'none'})"
                   if dv.tested else f"{dv.kind}  data tests: not tested (registered outside Tollgate)")
@@ -157,6 +162,26 @@ def cmd_register_dataset(ws, args) -> int:
     return EXIT_NO if dv.tests_status == CheckStatus.FAIL else EXIT_OK
 
 
+def cmd_check_dataset(ws, args) -> int:
+    """``FILE`` tested as the next version of ``NAME`` would be, against its latest passing version;
+    nothing is registered or written. Exit 0 pass or warnings, 1 a check failed, 2 error."""
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"error: {path} is not a file", file=sys.stderr)
+        return EXIT_ERROR
+    check = ws.datasets.check(args.name, path)
+    against = f"against {args.name}:{check.baseline_version}" if check.baseline_version else \
+        f"(no version of {args.name} passed its tests: checked on its own)"
+    problems = [t for t in check.tests if t.status != CheckStatus.PASS]
+    text = (f"{path.name} as the next version of {args.name}: {check.rows} rows, data tests "
+            f"{check.status.value.upper()} {against}; nothing was registered")
+    if problems:
+        text += "\n" + table([t.__dict__ for t in problems], ["check", "column", "status", "detail"])
+    emit(args, {"dataset": args.name, "file": str(path), "status": check.status, "registered": False,
+                "check": check}, text)
+    return EXIT_NO if check.status == CheckStatus.FAIL else EXIT_OK
+
+
 def cmd_retrain(ws, args) -> int:
     if args.dataset:
         name, version = args.dataset
@@ -165,6 +190,12 @@ def cmd_retrain(ws, args) -> int:
         if not names:
             raise ServiceError("the workspace has no dataset", hint="Register one: tollgate.py register-dataset NAME FILE")
         name, version = ("diabetes" if "diabetes" in names else names[0]), None
+    if version is None:  # the service trains the latest passing version with labels: say so if it is not the newest
+        newest = ws.datasets.get(name)
+        chosen = ws.datasets.latest_passing(name, labelled=True)
+        if chosen is not None and chosen.version != newest.version:
+            print(f"note: training on {chosen.ref}, the latest version with labels that passed its data tests "
+                  f"(not {newest.ref}, data tests {newest.tests_status.value})", file=sys.stderr)
     run = ws.jobs.submit(TrainingSpec(dataset=name, dataset_version=version, estimator=args.estimator,
                                       params=dict(args.param), experiment=args.experiment or ws.policy.experiment,
                                       register=not args.no_register), args.actor)
@@ -262,8 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("file")
     p.add_argument("--description", default="")
+    p = add("check-dataset", cmd_check_dataset,
+            "test FILE against dataset NAME's latest passing version without registering it "
+            "(exit 0 pass or warn, 1 fail, 2 error)")
+    p.add_argument("name")
+    p.add_argument("file")
     p = add("retrain", cmd_retrain, "start the training pipeline (validate, train, evaluate, register if better)")
-    p.add_argument("--dataset", type=parse_ref, metavar="NAME[:VERSION]")
+    p.add_argument("--dataset", type=parse_ref, metavar="NAME[:VERSION]",
+                   help="default: the latest version with labels that passed its data tests")
     p.add_argument("--estimator", default="ridge")
     p.add_argument("--param", type=parse_param, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--experiment")
@@ -286,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     monitoring.register(add)
     delivery.register(add)
     canary.register(add)
+    lineage.register(add)
     return ap
 
 

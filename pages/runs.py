@@ -1,6 +1,7 @@
 """Runs: find, inspect and compare training runs; start a retraining run and watch it."""
 import streamlit as st
 
+from ui import runs_compare
 from ui import runs_view as view
 from ui import state
 from ui.widgets import guard
@@ -33,4 +34,4 @@ with guard():  # app.py catches too, but a page opened by its URL can run withou
             if len(runs) == 1:
                 view.run_details(ws_uri, runs[0])
             elif runs:
-                view.run_comparison(runs)
+                runs_compare.run_comparison(runs)

@@ -33,6 +33,11 @@ class MetricLogger:
         if mlflow is not None:
             mlflow.log_params(params)
 
+    def set_tags(self, tags: dict) -> None:
+        """Tags of the MLflow run (on Azure ML, what the console reads back as the run's provenance)."""
+        if mlflow is not None:
+            mlflow.set_tags(tags)
+
 
 def read_metrics(output: Path, offset: int = 0) -> tuple[list[dict], int]:
     """Records appended to ``metrics.jsonl`` since byte ``offset``, and the new offset.

@@ -6,8 +6,9 @@ Runs unchanged as a local subprocess or as an Azure ML command job::
         --param n_estimators=200 --output outputs/
 
 Writes to ``--output``: ``model.pkl`` (joblib), ``model.json`` (estimator, params,
-features, target), ``metrics.json`` (final values) and ``metrics.jsonl`` (every
-logged value with its step). Metrics are computed on a fixed held-out split
+features, target), ``metrics.json`` (final values), ``metrics.jsonl`` (every
+logged value with its step) and ``environment.txt`` (the installed packages, as
+``pip freeze`` lists them). Metrics are computed on a fixed held-out split
 (``split``), the same one the console's evaluator re-creates to score the
 champion on identical rows.
 """
@@ -25,6 +26,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from pipeline import provenance
 from pipeline.tracking import MetricLogger
 
 
@@ -154,6 +156,9 @@ def run(data: Path, estimator: str, params: dict[str, Any], output: Path, *,
     output.mkdir(parents=True, exist_ok=True)
     log = MetricLogger(output)
     t0 = time.time()
+    env = provenance.environment()  # what this model is trained with, wherever it runs
+    provenance.write_environment(output)
+    log.set_tags(provenance.mlflow_tags(env))
 
     print(f"[train] reading {data}", flush=True)
     frame = read_table(data)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ from .entities import CheckStatus, ColumnProfile, DatasetVersion, DataTestResult
 from .errors import InvalidInput
 from .policy import DataTestPolicy
 from .tables import PSI_BINS, BaselineColumn, PsiBins, TableSummary, count_bins, iter_chunks, readable
+from .versions import newest_first
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -37,6 +38,30 @@ def has_labels(dv: DatasetVersion, target: str) -> bool:
 
 def no_labels_message(ref: str, target: str) -> str:
     return f"dataset {ref} has no labels (target column {target!r}); add labels before training"
+
+
+def latest_passing(versions: Iterable[DatasetVersion], target: str, *,
+                   labelled: bool = False) -> DatasetVersion | None:
+    """The newest of ``versions`` whose data tests ran and did not fail (pass or warn): what "latest"
+    means wherever a version is picked by default. With ``labelled``, the newest such version
+    that has the ``target`` column (one that can be trained on). None when none qualifies."""
+    for dv in newest_first(versions):   # text versions (Azure allows them) after numbers, by creation time
+        if dv.tested and not dv.unreadable and dv.tests_status != CheckStatus.FAIL \
+                and (not labelled or has_labels(dv, target)):
+            return dv
+    return None
+
+
+def baseline_of(versions: Iterable[DatasetVersion], target: str) -> DatasetVersion | None:
+    """What the data tests of a new version compare with: the latest passing version with labels,
+    else the latest passing one (feature-only versions are live inputs, not training data)."""
+    versions = list(versions)
+    return latest_passing(versions, target, labelled=True) or latest_passing(versions, target)
+
+
+def no_passing_version(name: str, target: str, labelled: bool) -> str:
+    return (f"no version of dataset {name!r} passed its data tests"
+            + (f" with labels (target column {target!r})" if labelled else ""))
 
 
 def read_table(path: Path, original_name: str | None = None) -> tuple[pd.DataFrame, str]:

@@ -74,7 +74,44 @@ class DatasetVersion:
         return next((c for c in self.columns if c.name == name), None)
 
 
+@dataclass(frozen=True)
+class DatasetCheck:
+    """A file tested against a dataset's latest passing version without registering it
+    (``DatasetStore.check``): what registering it would record, nothing written."""
+    name: str
+    source: str                        # the file's name
+    format: str                        # csv | parquet
+    rows: int
+    columns: tuple[ColumnProfile, ...]
+    baseline_version: int | None       # the version it was compared with (None: no passing version)
+    tests: tuple[DataTestResult, ...]
+
+    @property
+    def status(self) -> CheckStatus:
+        return CheckStatus.worst(t.status for t in self.tests)
+
+
 # --- runs -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a run's model came from: who asked for it, which code and which environment
+    trained it. Recorded with the run and copied to the model version it registers."""
+    requested_by: str                  # the actor of the submit (``tollgate-system`` for a schedule or trigger)
+    trigger: str | None = None         # what fired it when no person did: "schedule #3 due …", "new version d:4"
+    code_commit: str | None = None     # git commit of the training code, when it is in a repository
+    code_dirty: bool | None = None     # uncommitted changes to the training code at that commit
+    code_sha256: str | None = None     # content hash of the training code files (always, git or not)
+    python: str | None = None          # the Python version it trained with
+    packages: Mapping[str, str] = field(default_factory=dict)  # the model's packages: name -> version
+    environment: str | None = None     # where the full package list is (an artifact, an Azure ML environment)
+
+    @property
+    def code_version(self) -> str:
+        """``git 1a2b3c4d5e6f`` (``+ uncommitted changes``), else ``sha256 …`` of the files; "" if unknown."""
+        if self.code_commit:
+            return f"git {self.code_commit[:12]}" + (" + uncommitted changes" if self.code_dirty else "")
+        return f"sha256 {self.code_sha256[:12]}" if self.code_sha256 else ""
 
 class RunStatus(str, Enum):
     QUEUED = "queued"
@@ -92,12 +129,13 @@ class RunStatus(str, Enum):
 class TrainingSpec:
     """What to train: the input of ``JobStore.submit`` (who asks for it is ``submit``'s ``actor``)."""
     dataset: str                       # dataset name
-    dataset_version: int | None = None  # None = latest
+    dataset_version: int | None = None  # None = the latest passing version with labels
     estimator: str = "ridge"
     params: Mapping[str, Any] = field(default_factory=dict)
     experiment: str = "diabetes-retrain"
     display_name: str | None = None
     register: bool = True              # register the model if it passes the gate
+    trigger: str | None = None         # what started it when no person did (a schedule, a new dataset version)
 
 
 @dataclass(frozen=True)
@@ -158,6 +196,7 @@ class Run:
     gate: GateDecision | None = None
     model_name: str | None = None      # registered model, if any
     model_version: int | None = None
+    provenance: Provenance | None = None  # None: not recorded (a run from before provenance)
 
     @property
     def duration_s(self) -> float | None:
@@ -223,6 +262,7 @@ class ModelVersion:
     uri: str = ""
     stage: str = ""                    # Azure ML's own stage (Development, Production, Archived…), beside ours
     model_type: str = ""               # Azure ML model type: custom_model | mlflow_model | triton_model
+    provenance: Provenance | None = None  # copied from the run that trained it
 
     @property
     def ref(self) -> str:

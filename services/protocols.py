@@ -17,6 +17,7 @@ from .entities import (
     AuditRecord,
     Comparison,
     DataTestResult,
+    DatasetCheck,
     DatasetTrigger,
     DatasetVersion,
     Endpoint,
@@ -63,7 +64,20 @@ class DatasetStore(Protocol):
         """Every version of every dataset, newest first."""
 
     def get(self, name: str, version: int | None = None) -> DatasetVersion:
-        """One version (``None`` = latest). ``NotFound`` if missing."""
+        """One version (``None`` = the newest, whatever its data tests said). ``NotFound`` if missing."""
+
+    def latest_passing(self, name: str, *, labelled: bool = False) -> DatasetVersion | None:
+        """The newest version whose data tests did not fail (pass or warn): the default wherever a
+        version is picked for people (pickers' "latest", ``JobStore.submit`` without a version,
+        schedules). With ``labelled``, the newest such version that has the target column (one
+        that can be trained on). None when no version qualifies; ``NotFound`` for an unknown name.
+        A version that fails its tests stays registered and readable, never the default."""
+
+    def check(self, name: str, source: Path, *, original_name: str | None = None) -> DatasetCheck:
+        """The data tests ``source`` (CSV or Parquet) would get as the next version of ``name``,
+        against the same baseline ``register`` would take (the latest passing version), without
+        registering it: nothing is written, stored or audited, so no role is needed.
+        ``NotFound`` for an unknown dataset, ``InvalidInput`` for a file that cannot be parsed."""
 
     def register(self, name: str, source: Path, *, actor: str, description: str = "",
                  original_name: str | None = None, tags: Mapping[str, str] | None = None) -> DatasetVersion:
@@ -113,8 +127,16 @@ class JobStore(Protocol):
         """Start the training pipeline (validate → train → evaluate → register if
         better than the champion) for ``actor`` (``submit_run``), who is the run's
         ``created_by``. Returns at once with a queued run.
+        Without ``spec.dataset_version`` it trains the latest passing version with labels
+        (``DatasetStore.latest_passing``). The run's ``provenance`` names ``actor`` (and
+        ``spec.trigger``) at once; the code version and environment are added when it runs.
         ``Forbidden`` first, then ``InvalidInput`` for an unknown estimator or a
-        malformed parameter, ``NotFound`` for an unknown dataset."""
+        malformed parameter or no passing version, ``NotFound`` for an unknown dataset."""
+
+    def artifact(self, run_id: str, name: str) -> bytes:
+        """A file the run wrote to its outputs, e.g. ``environment.txt`` (the ``pip freeze``
+        list it trained with). ``NotFound`` if the run or the file does not exist;
+        ``InvalidInput`` for a name that is not a plain file name."""
 
     def cancel(self, run_id: str, actor: str) -> Run:
         """Cancel a queued or running run (``cancel_run``). ``Conflict`` if it already ended."""

@@ -6,12 +6,17 @@ place above it that reads its catalogue, so pages never import the pipeline.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 
 from pipeline.train import ESTIMATORS as _CATALOGUE
 from pipeline.train import PipelineError, coerce_params
 
+from .datatests import has_labels, no_labels_message, no_passing_version
+from .entities import DatasetVersion, TrainingSpec
 from .errors import InvalidInput
+
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def estimators() -> tuple[str, ...]:
@@ -40,4 +45,30 @@ def _known(estimator: str) -> str:
     return estimator
 
 
-__all__ = ["estimators", "default_params", "full_params"]
+def training_data(datasets, spec: TrainingSpec, target: str) -> DatasetVersion:
+    """The dataset version a run trains on: the one ``spec`` names, else the latest passing one
+    with labels (``DatasetStore.latest_passing``). ``NotFound`` for an unknown dataset,
+    ``InvalidInput`` for a version that cannot be trained on or none that passed."""
+    if spec.dataset_version is None:
+        dataset = datasets.latest_passing(spec.dataset, labelled=True)  # NotFound if unknown
+        if dataset is None:
+            raise InvalidInput(no_passing_version(spec.dataset, target, labelled=True),
+                               hint="Register a version that passes its data tests, or name the version to train on.")
+        return dataset
+    dataset = datasets.get(spec.dataset, spec.dataset_version)  # NotFound if unknown
+    if not has_labels(dataset, target):
+        raise InvalidInput(no_labels_message(dataset.ref, target),
+                           hint="It is a feature-only dataset (e.g. inputs collected by an endpoint): "
+                                "register a version with the target column, or train on another version.")
+    return dataset
+
+
+def output_file(name: str) -> str:
+    """``name`` if it is a plain file name a run may write to its outputs (no folder, no ``..``)."""
+    if not isinstance(name, str) or not _FILE_NAME.match(name):
+        raise InvalidInput(f"{name!r} is not the name of a run's output file",
+                           hint="A plain file name such as environment.txt.")
+    return name
+
+
+__all__ = ["estimators", "default_params", "full_params", "training_data", "output_file"]

@@ -266,3 +266,64 @@ def test_an_empty_workspace(tmp_path):
     proc = tollgate(empty, "retrain", "--wait")
     assert proc.returncode == 2
     assert "no dataset" in proc.stderr and "register-dataset" in proc.stderr
+
+
+# --- provenance and checking a file -----------------------------------------------------------
+
+def test_provenance_of_a_model_version_and_of_its_run(demo_ws_path):
+    shown = as_json(tollgate(demo_ws_path, "models", "--json"))[0]
+    model = as_json(tollgate(demo_ws_path, "provenance", f"{shown['name']}:{shown['version']}", "--json"))
+    run = as_json(tollgate(demo_ws_path, "provenance", shown["run_id"], "--json"))
+    assert model["provenance"] == run["provenance"]
+    assert model["provenance"]["requested_by"] == shown["created_by"]
+    assert model["provenance"]["packages"]["scikit-learn"]
+
+    text = tollgate(demo_ws_path, "provenance", shown["run_id"]).stdout
+    assert f"run {shown['run_id']}" in text
+    for label in ("requested by", "code", "python", "packages", "environment.txt"):
+        assert label in text, label
+
+
+@pytest.mark.parametrize("ref, message", [("run-00000000-000000-000000", "does not exist"),
+                                          ("diabetes-regressor:99", "99"), ("a:b:c", "neither a run id")])
+def test_provenance_of_something_unknown_exits_2(demo_ws_path, ref, message):
+    proc = tollgate(demo_ws_path, "provenance", ref)
+    assert proc.returncode == 2 and message in proc.stderr.lower(), proc.stderr
+
+
+def test_check_dataset_exits_1_on_a_failing_file_and_registers_nothing(demo_ws_path, tmp_path):
+    before = as_json(tollgate(demo_ws_path, "datasets", "--json"))
+    bad = tmp_path / "no-bmi.csv"
+    diabetes_v1().drop(columns=["bmi"]).to_csv(bad, index=False)
+    proc = tollgate(demo_ws_path, "check-dataset", "diabetes", str(bad))
+    assert proc.returncode == 1, proc.stderr
+    assert "FAIL" in proc.stdout and "against diabetes:2" in proc.stdout and "bmi" in proc.stdout
+    assert "nothing was registered" in proc.stdout
+
+    good = tmp_path / "same.csv"
+    diabetes_v1().to_csv(good, index=False)
+    result = as_json(tollgate(demo_ws_path, "check-dataset", "diabetes", str(good), "--json"))
+    assert result["registered"] is False and result["check"]["baseline_version"] == 2
+    assert result["status"] in ("pass", "warn")
+    assert as_json(tollgate(demo_ws_path, "datasets", "--json")) == before
+
+
+def test_check_dataset_of_an_unknown_dataset_or_a_missing_file_exits_2(demo_ws_path, tmp_path):
+    good = tmp_path / "same.csv"
+    diabetes_v1().to_csv(good, index=False)
+    proc = tollgate(demo_ws_path, "check-dataset", "nowhere", str(good))
+    assert proc.returncode == 2 and "nowhere" in proc.stderr
+    proc = tollgate(demo_ws_path, "check-dataset", "diabetes", str(tmp_path / "missing.csv"))
+    assert proc.returncode == 2 and "missing.csv" in proc.stderr
+
+
+def test_a_failing_version_is_not_shown_or_trained_by_default(private_demo, tmp_path):
+    bad = tmp_path / "no-age.csv"
+    diabetes_v1().drop(columns=["age"]).to_csv(bad, index=False)
+    assert tollgate(private_demo, "register-dataset", "diabetes", str(bad)).returncode == 1
+    proc = tollgate(private_demo, "datasets", "diabetes")
+    assert proc.stdout.startswith("diabetes:2 ") and "diabetes:3 failed its data tests" in proc.stderr
+    proc = tollgate(private_demo, "retrain", "--estimator", "ridge", "--param", "alpha=1000", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["dataset_version"] == 2 and "training on diabetes:2" in proc.stderr
+    tollgate(private_demo, "cancel", json.loads(proc.stdout)["id"])

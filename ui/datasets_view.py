@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from services.entities import CheckStatus, DatasetVersion, DataTestResult
+from services.datatests import latest_passing
+from services.entities import CheckStatus, DatasetCheck, DatasetVersion, DataTestResult
 from services.errors import ServiceError
 from services.foreign_data import test_on_demand
 from services.telemetry import warning_of
@@ -23,6 +26,8 @@ SELECTED_NAME = "datasets.name"
 PENDING_SELECTION = "datasets.pending_selection"  # (name, version) to select on the next run
 UPLOAD_NONCE = "datasets.upload_nonce"            # bumped after a registration: fresh upload widgets
 UPLOAD_OUTCOME = "datasets.upload_outcome"        # (level, message) of the last registration
+UPLOAD_OPEN = "datasets.upload_open"              # the upload panel's expanded state (kept across reruns)
+CHECKED = "datasets.checked"                      # the last "check this file" result (DatasetCheck)
 NEW_DATASET = "➕ New dataset…"
 NOT_TESTED = "⚪ not tested"
 PREVIEW_ROWS = 100
@@ -38,8 +43,19 @@ CHECKS_EXPLAINED = (
     "**shift_mean** (how far the mean moved, in baseline standard deviations σ, as Microsoft's MLOpsPython "
     "reference does; also a std ratio) and **psi** (population stability index per feature: < 0.1 stable, "
     "0.1–0.25 moderate shift, > 0.25 significant). A failing version is kept so you can see why, "
-    "but training on it fails at the validation step."
+    "but it is never the default (for training, schedules or the pickers' latest) and training on it "
+    "fails at the validation step."
 )
+
+CHECK_MEANING = {
+    "rows": "enough rows to train on",
+    "type": "every value of the column is a number",
+    "missing": "share of empty cells in the column",
+    "schema": "the same columns and dtypes as the baseline",
+    "range": "values outside the baseline's min–max",
+    "shift_mean": "how far the mean moved, in baseline standard deviations (σ)",
+    "psi": "population stability index: < 0.1 stable, 0.1–0.25 moderate, > 0.25 significant shift",
+}
 
 
 # --- data shaping (no streamlit; tested directly) ------------------------------
@@ -63,10 +79,13 @@ def failures_first(tests: list[DataTestResult]) -> list[DataTestResult]:
 
 
 def tests_frame(tests: list[DataTestResult]) -> pd.DataFrame:
+    """One row per check, failures first: what it checks, and why it passed or failed (the detail,
+    the measured value and its limit)."""
     return pd.DataFrame([{
         "check": t.check, "column": t.column or "—", "status": badge(t.status), "detail": t.detail,
-        "value": fmt_metric(t.value), "threshold": fmt_metric(t.threshold),
-    } for t in failures_first(tests)], columns=["check", "column", "status", "detail", "value", "threshold"])
+        "value": fmt_metric(t.value), "threshold": fmt_metric(t.threshold), "what it checks": CHECK_MEANING.get(t.check, ""),
+    } for t in failures_first(tests)],
+        columns=["check", "column", "status", "detail", "value", "threshold", "what it checks"])
 
 
 def group_by_check(tests: list[DataTestResult]) -> str:
@@ -136,13 +155,37 @@ def histogram_figure(current: pd.Series, baseline: pd.Series | None, column: str
     return fig
 
 
-def register_upload(ws, name: str, filename: str, data: bytes, description: str, actor: str) -> DatasetVersion:
-    """Write the uploaded bytes to a temporary file and register them as the next version of ``name``.
-    ``InvalidInput`` (nothing registered) when the file cannot be parsed."""
+@contextmanager
+def _uploaded(filename: str, data: bytes) -> Iterator[Path]:
+    """The uploaded bytes as a temporary file named like the upload (removed afterwards)."""
     with tempfile.TemporaryDirectory(prefix="tollgate-upload-") as tmp:
         path = Path(tmp) / (Path(filename).name or "upload.csv")
         path.write_bytes(data)
+        yield path
+
+
+def register_upload(ws, name: str, filename: str, data: bytes, description: str, actor: str) -> DatasetVersion:
+    """Register the uploaded bytes as the next version of ``name``.
+    ``InvalidInput`` (nothing registered) when the file cannot be parsed."""
+    with _uploaded(filename, data) as path:
         return ws.datasets.register(name, path, actor=actor, description=description, original_name=filename)
+
+
+def check_upload(ws, name: str, filename: str, data: bytes) -> DatasetCheck:
+    """The data tests the uploaded bytes would get as the next version of ``name``; nothing is
+    registered. ``InvalidInput`` when the file cannot be parsed, ``NotFound`` for a new name."""
+    with _uploaded(filename, data) as path:
+        return ws.datasets.check(name, path, original_name=filename)
+
+
+def check_outcome(check: DatasetCheck) -> tuple[str, str]:
+    """('success' | 'warning' | 'error', message) for a file checked without registering it."""
+    status, line = verdict(list(check.tests), check.baseline_version)
+    against = (f"against {check.name}:{check.baseline_version}, the latest passing version"
+               if check.baseline_version else f"on its own (no version of {check.name} passed its tests)")
+    head = f"Checked the file ({check.rows:,} rows) as the next version of **{check.name}**, {against}"
+    level = {CheckStatus.FAIL: "error", CheckStatus.WARN: "warning"}.get(status, "success")
+    return level, f"{head} — {line}. Nothing was registered."
 
 
 def upload_outcome(dv: DatasetVersion, tests: list[DataTestResult]) -> tuple[str, str]:
@@ -205,16 +248,20 @@ def select_version(versions: list[DatasetVersion]) -> DatasetVersion:
     left, right = st.columns([1, 2])
     name = left.selectbox("Dataset", names, key=SELECTED_NAME)
     of_name = {v.version: v for v in versions if v.name == name}
-    numbers = [v.version for v in newest_first(of_name.values())]  # latest first: the default
+    numbers = [v.version for v in newest_first(of_name.values())]  # latest first
+    passing = latest_passing(of_name.values(), state.workspace().policy.target)
     version_key = f"datasets.version.{name}"
-    if st.session_state.get(version_key) not in numbers:
-        st.session_state.pop(version_key, None)
-    version = right.selectbox(
-        "Version", numbers, key=version_key,
-        format_func=lambda n: (f"v{n} · " + (f"{STATUS_ICON[of_name[n].tests_status]} data tests "
-                                             f"{of_name[n].tests_status.value} · {of_name[n].rows} rows · "
-                                             if of_name[n].tested else f"{NOT_TESTED} · {of_name[n].kind} · ")
-                               + f"{of_name[n].created_at:%Y-%m-%d %H:%M}" + (" · latest" if n == numbers[0] else "")))
+    if st.session_state.get(version_key) not in numbers:  # the default: the latest passing version
+        st.session_state[version_key] = passing.version if passing else numbers[0]
+
+    def label(n) -> str:
+        dv = of_name[n]
+        mark = (" · latest passing" if passing is not None and n == passing.version
+                else " · failed: not used by default" if dv.tested and dv.tests_status == CheckStatus.FAIL else "")
+        tests = (f"{STATUS_ICON[dv.tests_status]} data tests {dv.tests_status.value} · {dv.rows} rows · "
+                 if dv.tested else f"{NOT_TESTED} · {dv.kind} · ")
+        return f"v{n} · {tests}{dv.created_at:%Y-%m-%d %H:%M}{mark}"
+    version = right.selectbox("Version", numbers, key=version_key, format_func=label)
     return of_name[version]
 
 
@@ -284,8 +331,11 @@ def render_version(uri: str, dv: DatasetVersion, baseline: DatasetVersion | None
     else:
         (st.warning if status == CheckStatus.WARN else st.success)(line)
 
+    # ?column=NAME (a data check's link, e.g. from a review) opens that column's figures
+    focus = st.query_params.get("column")
+    focus = focus if focus in {c.name for c in dv.columns} else None
     tab_tests, tab_profile, tab_dist, tab_preview = st.tabs(
-        ["Data tests", "Schema & profile", "Distribution", "Preview"])
+        ["Data tests", "Schema & profile", "Distribution", "Preview"], default="Distribution" if focus else None)
     with tab_tests:
         render_tests(tests)
     with tab_profile:
@@ -294,7 +344,7 @@ def render_version(uri: str, dv: DatasetVersion, baseline: DatasetVersion | None
                                     for k in ("min", "max", "mean", "std")})
     with tab_dist:
         with guard():
-            render_distribution(uri, dv, tests)
+            render_distribution(uri, dv, tests, focus)
     with tab_preview:
         with guard():
             frame = state.dataset_frame(uri, dv.name, dv.version)
@@ -311,16 +361,17 @@ def render_tests(tests: list[DataTestResult]) -> None:
     st.caption(CHECKS_EXPLAINED)
 
 
-def render_distribution(uri: str, dv: DatasetVersion, tests: list[DataTestResult]) -> None:
+def render_distribution(uri: str, dv: DatasetVersion, tests: list[DataTestResult], focus: str | None = None) -> None:
     frame = state.dataset_frame(uri, dv.name, dv.version)
     base = state.dataset_frame(uri, dv.name, dv.baseline_version) if dv.baseline_version else None
     columns = numeric_columns(frame)
     if not columns:
         st.info("This version has no numeric column to plot.")
         return
-    default = most_shifted_column(columns, tests)
-    column = st.selectbox("Column", columns, index=columns.index(default), key=f"datasets.column.{dv.ref}",
-                          help="Preselected: the column with the largest PSI against the baseline.")
+    default = focus if focus in columns else most_shifted_column(columns, tests)
+    column = st.selectbox("Column", columns, index=columns.index(default), key=f"datasets.column.{dv.ref}.{focus}",
+                          help="Preselected: the column the link named, else the one with the largest PSI "
+                               "against the baseline.")
     has_base = base is not None and column in base and column in numeric_columns(base)
     fig = histogram_figure(frame[column], base[column] if has_base else None, column,
                            f"v{dv.version} (this version)", f"v{dv.baseline_version} (baseline)" if has_base else None)
@@ -340,7 +391,11 @@ def render_distribution(uri: str, dv: DatasetVersion, tests: list[DataTestResult
 def render_upload(names: list[str], expanded: bool) -> None:
     outcome = st.session_state.pop(UPLOAD_OUTCOME, None)
     nonce = st.session_state.setdefault(UPLOAD_NONCE, 0)
-    with st.expander("Upload a new version", expanded=expanded or outcome is not None, icon=":material/upload:"):
+    if expanded or outcome is not None:
+        st.session_state[UPLOAD_OPEN] = True
+    # keyed: its open state is the user's, not recomputed each run (it closed when a file was attached)
+    with st.expander("Upload a new version, or check a file", key=UPLOAD_OPEN, on_change="rerun",
+                     icon=":material/upload:"):
         if outcome:
             level, message = outcome
             getattr(st, level)(message)
@@ -356,11 +411,27 @@ def render_upload(names: list[str], expanded: bool) -> None:
         upload = st.file_uploader("CSV or Parquet file", type=["csv", "parquet"], key=f"datasets.upload_file.{nonce}")
         description = st.text_input("Description", key=f"datasets.upload_description.{nonce}",
                                     placeholder="What is new in this data? (where it came from, what changed)")
-        st.caption("The file is profiled and tested against the dataset's last good version. "
+        st.caption("The file is profiled and tested against the dataset's latest passing version. "
+                   "**Check** only tests it (nothing is stored); **Register** adds it as the next version. "
                    "A file that cannot be read is rejected and nothing is registered.")
-        clicked = st.button("Register version", type="primary", key="datasets.upload_submit",
-                            disabled=upload is None or not name)
+        register_col, check_col = st.columns([1, 3])
+        clicked = register_col.button("Register version", type="primary", key="datasets.upload_submit",
+                                      disabled=upload is None or not name)
+        checking = check_col.button("Check this file", key="datasets.upload_check", icon=":material/rule:",
+                                    disabled=upload is None or target == NEW_DATASET,
+                                    help="Run the data tests against the latest passing version without "
+                                         "registering anything (an existing dataset only).")
         role_hint("register_dataset")
+        if checking and upload is not None:
+            try:
+                st.session_state[CHECKED] = check_upload(state.workspace(), name, upload.name, upload.getvalue())
+            except ServiceError as e:
+                st.session_state.pop(CHECKED, None)
+                show_error(e)
+                st.caption("Nothing was checked or registered.")
+        checked = st.session_state.get(CHECKED)
+        if checked is not None and upload is not None and checked.source == upload.name and checked.name == name:
+            render_check(checked)
         if clicked and upload is not None and name:
             try:
                 dv = register_upload(state.workspace(), name, upload.name, upload.getvalue(), description,
@@ -370,7 +441,15 @@ def render_upload(names: list[str], expanded: bool) -> None:
                 st.caption("Nothing was registered.")
             else:
                 state.after_write()
+                st.session_state.pop(CHECKED, None)
                 st.session_state[UPLOAD_OUTCOME] = upload_outcome(dv, state.data_tests(state.uri(), dv.name, dv.version))
                 st.session_state[PENDING_SELECTION] = (dv.name, dv.version)
                 st.session_state[UPLOAD_NONCE] = nonce + 1
                 st.rerun()
+
+
+def render_check(check: DatasetCheck) -> None:
+    level, message = check_outcome(check)
+    getattr(st, level)(message)
+    st.text(f"File: {check.source}")
+    render_tests(list(check.tests))

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import streamlit as st
 
 from services.entities import LogLine
-from services.telemetry import WINDOW_CHOICES
+from services.telemetry import WINDOW_CHOICES, parse_since
 
 from . import state
 from .monitoring_view import adopt_query_params, endpoint_names, show_partial
@@ -25,6 +25,24 @@ KEY = "logs.{}"
 
 
 # --- data shaping (no streamlit) ------------------------------------------------------
+
+def covering_range(age: timedelta) -> str:
+    """The shortest time range that still holds something ``age`` old (for a link to its logs)."""
+    return next((c for c in WINDOW_CHOICES if parse_since(c) > age + timedelta(minutes=1)), ALL_TIME)
+
+
+def adopt_search_params() -> None:
+    """``?q=TEXT&range=6h`` (the Request lookup's "All logs" link) fill the search and the range,
+    once per new value (then they are the user's)."""
+    params = {k: st.query_params.get(k) for k in ("q", "range")}
+    if params == st.session_state.get(KEY.format("search_seen")):
+        return
+    st.session_state[KEY.format("search_seen")] = params
+    if params["q"]:
+        st.session_state[KEY.format("text")] = params["q"][:500]
+    if params["range"] in RANGES and params["range"] != CUSTOM:
+        st.session_state[KEY.format("range")] = params["range"]
+
 
 def log_text(lines: list[LogLine], with_source: bool) -> str:
     """One line per line, oldest first; ``[source]`` in front when several sources are mixed."""
@@ -68,12 +86,14 @@ def render() -> None:
         st.info("No online endpoint exists yet, so there are no logs.")
         return
     adopt_query_params(names, KEY.format("endpoint"), None, KEY.format("params_seen"))
+    adopt_search_params()
+    st.session_state.setdefault(KEY.format("range"), DEFAULT_RANGE)
     c1, c2, c3, c4 = st.columns([2, 2, 2, 1])
     endpoint = c1.selectbox("Endpoint", names, key=KEY.format("endpoint"))
     sources = state.log_sources(uri, endpoint)
     source = c2.selectbox("Source", [ALL, *sources], key=KEY.format("source"),
                           help="A deployment's console log, or the gateway's (keys, routing, errors)")
-    choice = c3.selectbox("Time range", RANGES, index=RANGES.index(DEFAULT_RANGE), key=KEY.format("range"))
+    choice = c3.selectbox("Time range", RANGES, key=KEY.format("range"))
     tail = c4.selectbox("Last lines", TAILS, index=TAILS.index(DEFAULT_TAIL), key=KEY.format("tail"))
     text = st.text_input("Search", key=KEY.format("text"), max_chars=500,
                          placeholder="plain text, case-insensitive — e.g. a request id, ERROR, Traceback")

@@ -6,6 +6,7 @@ Monitoring); the id typed in is written back to the URL, so the address can be s
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import streamlit as st
 
@@ -14,7 +15,7 @@ from services.errors import NotFound, ServiceError
 
 from . import state
 from .endpoints_view import model_short
-from .logs_view import log_text
+from .logs_view import covering_range, log_text
 from .monitoring_view import show_partial
 from .widgets import show_error
 
@@ -161,5 +162,7 @@ def render_detail(detail: RequestDetail, policy_model: str) -> None:
     else:
         st.caption("No log line carries this id: the deployment logs a request only when it is served, and the "
                    "gateway only when it refuses or fails one. The Logs page shows everything around that time.")
-    st.page_link("pages/logs.py", label=f"All logs of {r.endpoint}", icon=":material/article:",
-                 query_params={"endpoint": r.endpoint})
+    age = datetime.now(timezone.utc) - r.ts
+    st.page_link("pages/logs.py", label=f"All logs of {r.endpoint} mentioning this request",
+                 icon=":material/article:",
+                 query_params={"endpoint": r.endpoint, "q": r.request_id, "range": covering_range(age)})

@@ -22,6 +22,7 @@ from services.policy import Policy
 
 from . import state
 from .chrome import role_hint
+from .provenance_view import provenance_block
 from .widgets import BETTER, NEUTRAL, WORSE, fmt_metric, guard, show_error
 
 # one colour per model in every chart; green/red stay reserved for better/worse
@@ -533,6 +534,8 @@ def version_card(mv: ModelVersion) -> None:
         description_editor(mv)
         tags_editor(mv)
         archive_controls(mv)
+    st.markdown("**Provenance** (copied from the run that trained it)")
+    provenance_block(mv.provenance, mv.run_id, key=f"models.{mv.ref}")
 
 
 def description_editor(mv: ModelVersion) -> None:

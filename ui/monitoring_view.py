@@ -9,7 +9,8 @@ seconds; the auto-refresh re-runs only the part below the pickers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Callable
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -19,13 +20,13 @@ from plotly.subplots import make_subplots
 from services.entities import AuditRecord, Endpoint, EndpointHealth, ErrorGroup, HealthStatus, RequestRecord, \
     TimeWindow, VersionStats
 from services.policy import Policy
-from services.telemetry import WINDOW_CHOICES, partial_warnings, window as make_window
+from services.telemetry import WINDOW_CHOICES, parse_since, partial_warnings, window as make_window
 
 from . import state
 from .endpoints_view import model_short
 from .widgets import guard
 
-DEFAULT_WINDOW = "1h"
+DEFAULT_WINDOW = "1h"  # when the window picker is cleared (it opens on opening_window)
 REFRESH_S = 10
 AUDIT_LIMIT = 5000
 LOOKUP_PAGE = "pages/request_lookup.py"
@@ -319,6 +320,16 @@ def adopt_query_params(names: list[str], endpoint_key: str = ENDPOINT_KEY, windo
         st.session_state[window_key] = params["window"]
 
 
+def opening_window(health_minutes: float, has_requests: Callable[[str], bool]) -> str:
+    """The window Monitoring opens on: the one its health line judges (the smallest choice that
+    covers ``[health] window_minutes``), or, when no request arrived in it, the shortest longer
+    one with requests, so it never opens on an empty chart while there is data; the health
+    window again when no window has any."""
+    covering = [c for c in WINDOW_CHOICES if parse_since(c) >= timedelta(minutes=health_minutes)]
+    covering = covering or [WINDOW_CHOICES[-1]]
+    return next((c for c in covering if has_requests(c)), covering[0])
+
+
 def render() -> None:
     ws, uri = state.workspace(), state.uri()
     policy = ws.policy
@@ -336,7 +347,11 @@ def render() -> None:
     adopt_query_params(names)
     c1, c2, c3 = st.columns([2, 3, 2], vertical_alignment="bottom")
     endpoint = c1.selectbox("Endpoint", names, key=ENDPOINT_KEY)
-    since = c2.segmented_control("Window", WINDOW_CHOICES, default=DEFAULT_WINDOW, key=WINDOW_KEY) or DEFAULT_WINDOW
+    if WINDOW_KEY not in st.session_state:  # first open (a link's ?window= sets it first)
+        with guard():
+            st.session_state[WINDOW_KEY] = opening_window(
+                policy.health.window_minutes, lambda since: bool(state.telemetry_stats(uri, since, endpoint)))
+    since = c2.segmented_control("Window", WINDOW_CHOICES, key=WINDOW_KEY) or DEFAULT_WINDOW
     auto = c3.toggle(f"Auto-refresh every {REFRESH_S} s", key=REFRESH_KEY, value=False)
     body = st.fragment(run_every=REFRESH_S)(render_body) if auto else render_body
     body(uri, policy, endpoints[endpoint], since)

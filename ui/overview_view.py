@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 import streamlit as st
 
+from services.datatests import latest_passing
 from services.entities import CheckStatus, DatasetVersion, Endpoint, ModelVersion, Run, RunFilter, RunStatus
 from services.errors import NotFound
 from services.policy import Policy
@@ -234,11 +235,15 @@ def render_health(uri: str, endpoint: Endpoint, window_minutes: int) -> None:
 
 
 def render_data_alerts(uri: str) -> None:
-    for dv in latest_failing_datasets(state.dataset_versions(uri)):
+    versions = state.dataset_versions(uri)
+    target = state.workspace().policy.target
+    for dv in latest_failing_datasets(versions):
         failed = [t for t in state.data_tests(uri, dv.name, dv.version) if t.status == CheckStatus.FAIL]
+        passing = latest_passing([v for v in versions if v.name == dv.name], target, labelled=True)
+        instead = (f"runs and schedules train on **{passing.ref}**, the latest passing version, "
+                   if passing else "nothing can be trained on it by default ")
         st.warning(f"The latest data, **{dv.ref}**, failed its data tests ({group_by_check(failed)}): "
-                   "training on it fails at the validation step until a corrected version is uploaded.",
-                   icon=":material/warning:")
+                   f"{instead}until a corrected version is uploaded.", icon=":material/warning:")
 
 
 def render_production(ws, champion: ModelVersion | None) -> None:

@@ -18,6 +18,7 @@ from services.entities import (AuditRecord, CheckStatus, Comparison, DataTestRes
                                ReleaseState, SmokeTestResult, Stage)
 from services.errors import NotFound
 from services.policy import Policy
+from services.versions import newest_first, order_key
 from services.release.plans import WORDS as STAGE_TEXT, dep_label, traffic_text, warm_previous
 
 from . import rollout_view, state
@@ -62,9 +63,10 @@ def board_versions(versions: list[ModelVersion], states: list[ReleaseState],
     """Versions on the board: every one with a release state, and registered candidates
     newer than the champion (not archived), newest first."""
     released = {(s.model_name, s.model_version) for s in states}
-    shown = [v for v in versions if (v.name, v.version) in released
-             or (not v.archived and (champion is None or v.version > champion.version))]
-    return sorted(shown, key=lambda v: -v.version)
+    newer = (lambda v: True) if champion is None else \
+        (lambda v: order_key(v.version, v.created_at) > order_key(champion.version, champion.created_at))
+    shown = [v for v in versions if (v.name, v.version) in released or (not v.archived and newer(v))]
+    return newest_first(shown)   # Azure versions may be text: numbers first, then by creation time
 
 
 def board_frame(versions: list[ModelVersion], states: dict[int, ReleaseState]) -> pd.DataFrame:

@@ -1,5 +1,5 @@
-"""The Runs page's pieces: filters and table, one run's details, the comparison of
-several runs, the retraining form, and the live watch of a run in progress.
+"""The Runs page's pieces: filters and table, one run's details, the retraining form, and
+the live watch of a run in progress (several runs compared: ``ui.runs_compare``).
 
 Selection: the multiselect ``PICK`` (mirrored in the URL as ``?run=ID``) is the source of
 truth; the table's row checkboxes are kept in sync with it both ways, so runs can be
@@ -19,6 +19,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from services import training
+from services.datatests import latest_passing
 from services.entities import (CheckStatus, Condition, GateDecision, MetricPoint, Run, RunFilter, RunStatus,
                                TrainingSpec)
 from services.errors import InvalidInput, ServiceError
@@ -27,8 +28,9 @@ from services.telemetry import mark_frame, warning_of
 
 from . import state
 from .chrome import role_hint
+from .provenance_view import provenance_block
 from .steps_view import render_steps
-from .widgets import BETTER, NEUTRAL, STATUS_ICON, fmt_duration, fmt_metric, guard, show_error
+from .widgets import NEUTRAL, STATUS_ICON, fmt_duration, fmt_metric, guard, show_error
 
 # session-state keys of this page
 PICK = "run"                       # run ids to inspect; also the URL query parameter (?run=ID, repeatable)
@@ -382,6 +384,8 @@ def run_details(ws_uri: str, run: Run) -> None:
         gate_block(run.gate, run.status)
         st.markdown("**Lineage**")
         lineage(run)
+        st.markdown("**Provenance** — who asked for the run, the code and environment it trained with")
+        provenance_block(run.provenance, run.id, key=f"runs.{run.id}")
     with history:
         with guard():
             history_charts(run, state.metric_history(ws_uri, run.id))
@@ -554,165 +558,6 @@ def cancel_control(run: Run, where: str) -> None:
             st.rerun()
 
 
-# --- several runs ---------------------------------------------------------------
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _metric_keys(runs: list[Run]) -> list[str]:
-    keys = {k for r in runs for k in r.metrics}
-    return [k for k in MAIN_METRICS if k in keys] + sorted(keys - set(MAIN_METRICS))
-
-
-def comparison_frame(runs: list[Run]) -> pd.DataFrame:
-    """Runs as columns, attributes as rows (all text, formatted); the index says what each row is."""
-    columns: dict[str, list[str]] = {}
-    param_keys = sorted({k for r in runs for k in r.params})
-    metric_keys = _metric_keys(runs)
-    index = (["status", "estimator", "data", "experiment", "created", "duration"]
-             + [f"param · {k}" for k in param_keys] + [f"metric · {k}" for k in metric_keys]
-             + ["gate", "registered"])
-    for r in runs:
-        columns[run_label(r)] = (
-            [r.status.value, r.estimator, f"{r.dataset}:{r.dataset_version}", r.experiment, fmt_time(r.created_at),
-             fmt_duration(r.duration_s)]
-            + [str(r.params[k]) if k in r.params else "—" for k in param_keys]
-            + [fmt_metric(r.metrics.get(k), 5) for k in metric_keys]
-            + ["—" if r.gate is None else ("pass" if r.gate.passed else "fail"),
-               f"{r.model_name}:{r.model_version}" if r.model_version else "—"])
-    return pd.DataFrame(columns, index=index)
-
-
-def best_runs(runs: list[Run], policy) -> dict[str, str]:
-    """For each held-out metric, the label of the best run (by the policy's direction). Training
-    metrics are left out: a better fit on the training rows is not a better model."""
-    best = {}
-    for key in _metric_keys(runs):
-        if key.startswith("train_"):
-            continue
-        scored = [(r.metrics[key], run_label(r)) for r in runs if r.metrics.get(key) is not None]
-        if len(scored) > 1:
-            pick = min if policy.direction(key) == "lower" else max
-            best[f"metric · {key}"] = pick(scored)[1]
-    return best
-
-
-ALWAYS_DIFFERENT = ("created", "duration")  # not worth a highlight
-
-
-def styled_comparison(frame: pd.DataFrame, best: dict[str, str]):
-    differ = "background-color: #fff8c5; color: #1f2328"
-
-    def style_row(row: pd.Series) -> list[str]:
-        varies = row.name not in ALWAYS_DIFFERENT and row.nunique() > 1
-        styles = []
-        for label in row.index:
-            css = differ if varies else ""
-            if best.get(row.name) == label:
-                css += f"; font-weight: 700; color: {BETTER}"
-            styles.append(css)
-        return styles
-    return frame.style.apply(style_row, axis=1)
-
-
-def parallel_coordinates(runs: list[Run]) -> go.Figure | None:
-    scored = [r for r in runs if r.metrics.get("rmse") is not None]
-    if len(scored) < 2:
-        return None
-    dims = []
-
-    def categorical(label: str, values: list[str]) -> dict:
-        cats = sorted(set(values))
-        return dict(label=label, values=[cats.index(v) for v in values], tickvals=list(range(len(cats))),
-                    ticktext=cats)
-    estimators = [r.estimator for r in scored]
-    if len(set(estimators)) > 1:
-        dims.append(categorical("estimator", estimators))
-    data = [f"{r.dataset}:{r.dataset_version}" for r in scored]
-    if len(set(data)) > 1:
-        dims.append(categorical("data", data))
-    shared = set.intersection(*(set(r.params) for r in scored))
-    for key in sorted(shared):
-        values = [r.params[key] for r in scored]
-        if all(_is_number(v) for v in values) and len(set(values)) > 1:
-            dims.append(dict(label=key, values=values))
-    for key in MAIN_METRICS:
-        if all(r.metrics.get(key) is not None for r in scored):
-            dims.append(dict(label=key, values=[r.metrics[key] for r in scored]))
-    fig = go.Figure(go.Parcoords(
-        line=dict(color=[r.metrics["rmse"] for r in scored], colorscale="RdYlGn", reversescale=True,
-                  showscale=True, colorbar=dict(title="rmse")),
-        dimensions=dims))
-    fig.update_layout(height=360, margin=dict(l=100, r=40, t=50, b=20))
-    return fig
-
-
-def scatter_axes(runs: list[Run]) -> list[str]:
-    """Metrics every run has, then numeric parameters at least two runs have."""
-    metrics = [k for k in _metric_keys(runs) if all(r.metrics.get(k) is not None for r in runs)]
-    params = sorted({k for r in runs for k, v in r.params.items() if _is_number(v)
-                     and sum(_is_number(s.params.get(k)) for s in runs) > 1})
-    return metrics + [f"param · {k}" for k in params]
-
-
-def scatter_default_x(runs: list[Run], axes: list[str], y: str) -> str:
-    """A parameter every run has and that varies, else the metric most telling against ``y``."""
-    for axis in axes:
-        key = axis.removeprefix("param · ")
-        if axis != key and all(_is_number(r.params.get(key)) for r in runs) and len({r.params[key] for r in runs}) > 1:
-            return axis
-    return next((a for a in ("r2", "mae", "rmse") if a in axes and a != y), next(a for a in axes if a != y))
-
-
-def scatter_figure(runs: list[Run], x: str, y: str) -> go.Figure:
-    def value(run: Run, axis: str):
-        if axis.startswith("param · "):
-            v = run.params.get(axis.removeprefix("param · "))
-            return v if _is_number(v) else None
-        return run.metrics.get(axis)
-    df = pd.DataFrame([{"label": run_label(r, 16), "run": r.display_name, "id": r.id, "estimator": r.estimator,
-                        x: value(r, x), y: value(r, y)} for r in runs]).dropna(subset=[x, y])
-    fig = px.scatter(df, x=x, y=y, text="label", color="estimator", hover_name="run", hover_data={"id": True,
-                                                                                                  "label": False})
-    fig.update_traces(textposition="top center", marker=dict(size=12))
-    for axis, update in ((x, fig.update_xaxes), (y, fig.update_yaxes)):  # room for the labels at the edges
-        low, high = df[axis].min(), df[axis].max()
-        pad = (high - low) * 0.15 or abs(high) * 0.1 or 1
-        update(range=[low - pad, high + pad])
-    fig.update_layout(height=420, margin=dict(l=10, r=10, t=30, b=10), legend_title_text="estimator")
-    return fig
-
-
-def run_comparison(runs: list[Run]) -> None:
-    policy = state.workspace().policy
-    if len(runs) > MAX_COMPARED:
-        st.caption(f"Comparing the first {MAX_COMPARED} of the {len(runs)} selected runs.")
-        runs = runs[:MAX_COMPARED]
-    st.subheader(f"Comparing {len(runs)} runs")
-    st.caption("Rows that differ are highlighted; the best value of each metric is in bold green.")
-    frame = comparison_frame(runs)
-    st.dataframe(styled_comparison(frame, best_runs(runs, policy)), width="stretch", height=38 + 35 * len(frame),
-                 column_config={"_index": st.column_config.TextColumn(width="medium"),
-                                **{label: st.column_config.TextColumn(width="medium") for label in frame.columns}})
-
-    fig = parallel_coordinates(runs)
-    if fig is not None:
-        st.markdown("**Parameters and metrics** — one line per run, coloured by RMSE (green = lower)")
-        st.plotly_chart(fig, width="stretch", key="runs.parcoords")
-    else:
-        st.caption("Fewer than two of these runs have an RMSE: nothing to draw across parameters.")
-
-    axes = scatter_axes(runs)
-    if len(axes) >= 2:
-        st.markdown("**Scatter**")
-        c1, c2 = st.columns(2)
-        y = c1.selectbox("Y axis", axes, index=axes.index("rmse") if "rmse" in axes else 0, key="runs.scatter_y")
-        x_default = scatter_default_x(runs, axes, y)
-        x = c2.selectbox("X axis", axes, index=axes.index(x_default), key="runs.scatter_x")
-        st.plotly_chart(scatter_figure(runs, x, y), width="stretch", key="runs.scatter")
-
-
 # --- starting a run and watching it -----------------------------------------------
 
 def _param_input(estimator: str, key: str, default: Any) -> Any:
@@ -737,18 +582,21 @@ def retrain_form(ws_uri: str, expanded: bool = False) -> None:
             st.info("There is no dataset to train on yet. Register one first.")
             st.page_link("pages/datasets.py", label="Go to Datasets", icon=":material/dataset:")
             return
-        latest = {}
-        for v in versions:  # newest first
-            latest.setdefault(v.name, v.version)
+        target = state.workspace().policy.target
         by_ref = {v.ref: v for v in versions}
+        trainable = {name: latest_passing([v for v in versions if v.name == name], target, labelled=True)
+                     for name in dict.fromkeys(v.name for v in versions)}  # what submit trains without a version
+        usable = [dv.ref for dv in trainable.values() if dv is not None]
         c1, c2 = st.columns(2)
-        usable = [v.ref for v in versions if v.tests_status != CheckStatus.FAIL]
-        ref = c1.selectbox(
-            "Training data", list(by_ref), key="runs.new.dataset",
-            index=list(by_ref).index(usable[0]) if usable else 0,
-            format_func=lambda r: f"{r}{' (latest)' if latest[by_ref[r].name] == by_ref[r].version else ''} · "
-                                  f"{by_ref[r].rows:,} rows · data tests {STATUS_ICON[by_ref[r].tests_status]} "
-                                  f"{by_ref[r].tests_status.value}")
+
+        def label(r: str) -> str:
+            dv = by_ref[r]
+            passing = trainable[dv.name]
+            mark = " (latest passing)" if passing is not None and passing.version == dv.version else ""
+            return (f"{r}{mark} · {dv.rows:,} rows · data tests {STATUS_ICON[dv.tests_status]} "
+                    f"{dv.tests_status.value}")
+        ref = c1.selectbox("Training data", list(by_ref), key="runs.new.dataset",
+                           index=list(by_ref).index(usable[0]) if usable else 0, format_func=label)
         estimator = c2.selectbox("Estimator", training.estimators(), format_func=estimator_label,
                                  key="runs.new.estimator")
         chosen = by_ref[ref]

@@ -248,7 +248,7 @@ def add_form(ws_uri: str) -> None:
             return
         ds_col, cron_col = st.columns([1, 1])
         dataset = ds_col.selectbox("Dataset", names, key=ADD_DATASET,
-                                   help="Each run trains on the dataset's latest version with labels.")
+                                   help="Each run trains on the dataset's latest version with labels that passed its data tests.")
         cron = cron_col.text_input("Cron expression (UTC)", key=ADD_CRON, value="0 2 * * *",
                                    help="minute hour day-of-month month day-of-week, e.g. */15 * * * *")
         try:

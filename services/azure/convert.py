@@ -16,7 +16,15 @@ keys, and the mutable parts in ``tags``:
 * job: ``properties`` ``tollgate.estimator``, ``.params`` (JSON), ``.dataset``; the
   MLflow run of the job has the metrics, start/end times and the tags
   ``tollgate.step``, ``tollgate.gate`` (JSON), ``tollgate.model`` (``name:version``),
-  ``tollgate.error``.
+  ``tollgate.error``;
+* provenance (``job_provenance``): who asked is ``tollgate.created_by`` (else Azure's own
+  ``systemData.createdBy``), what fired it ``tollgate.trigger`` or the schedule's
+  ``tollgate.schedule``; the code version is what Azure ML records itself — the git
+  properties azure-ai-ml adds at submission (``mlflow.source.git.commit``,
+  ``azureml.git.dirty``) — and ``tollgate.code_sha256`` (the code asset's content hash);
+  the environment is the job's Azure ML environment and the tags ``pipeline.train`` logs
+  (``tollgate.python``, ``tollgate.packages``). A model version keeps a copy in its
+  properties (``tollgate.provenance.*``).
 """
 from __future__ import annotations
 
@@ -24,8 +32,9 @@ import json
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
+from .. import provenance
 from ..entities import (CheckStatus, ColumnProfile, DatasetVersion, DataTestResult, GateDecision, MetricPoint,
-                        ModelVersion, Run, RunStatus)
+                        ModelVersion, Provenance, Run, RunStatus)
 from ..errors import InvalidInput
 from ..versions import Version, parse_version
 from .mlflow_rest import loads_or, mlflow_metrics, mlflow_params, mlflow_tags
@@ -180,11 +189,15 @@ def aliases_of(container_tags: Mapping[str, str] | None) -> dict[Version, tuple[
     return {v: tuple(sorted(a)) for v, a in out.items()}
 
 
+PROVENANCE = P + provenance.PREFIX
+
+
 def model_properties(*, estimator: str, metrics: Mapping[str, float], run_id: str | None,
-                     dataset: str | None, dataset_version: int | None, created_by: str) -> dict[str, str]:
+                     dataset: str | None, dataset_version: int | None, created_by: str,
+                     origin: Provenance | None = None) -> dict[str, str]:
     return {P + "estimator": estimator, P + "metrics": json.dumps(dict(metrics)),
             P + "run_id": run_id or "", P + "dataset": f"{dataset}:{dataset_version}" if dataset else "",
-            P + "created_by": created_by}
+            P + "created_by": created_by, **(provenance.to_tags(origin, PROVENANCE) if origin else {})}
 
 
 def model_version(model: Any, aliases: tuple[str, ...] = (), archived: bool = False) -> ModelVersion:
@@ -200,7 +213,7 @@ def model_version(model: Any, aliases: tuple[str, ...] = (), archived: bool = Fa
         run_id=props.get(P + "run_id") or getattr(model, "job_name", None) or None,
         dataset=dataset, dataset_version=dataset_version,
         tags=dict(getattr(model, "tags", None) or {}), aliases=tuple(aliases), archived=bool(archived),
-        uri=str(getattr(model, "path", "") or ""),
+        uri=str(getattr(model, "path", "") or ""), provenance=provenance.from_tags(props, PROVENANCE),
         stage=str(getattr(model, "stage", None) or ""), model_type=str(getattr(model, "type", None) or ""),
     )
 
@@ -239,8 +252,42 @@ def job_run(job: Any, mlflow_run: dict | None) -> Run:
         error=tags.get(P + "error") or ("the job was canceled" if status == RunStatus.CANCELED else None),
         step=tags.get(P + "step") or None,
         gate=GateDecision.from_dict(gate) if isinstance(gate, dict) else None,
-        model_name=model_name, model_version=model_version_,
+        model_name=model_name, model_version=model_version_, provenance=job_provenance(job, tags, by),
     )
+
+
+# the git properties azure-ai-ml adds to a job it submits from a git repository
+# (azure.ai.ml.constants._common.GitProperties)
+GIT_COMMIT, GIT_DIRTY = "mlflow.source.git.commit", "azureml.git.dirty"
+
+
+def job_provenance(job: Any, mlflow_tags: Mapping[str, str], created_by: str) -> Provenance:
+    """What Azure ML and the training script recorded about a job's origin (see the module docstring)."""
+    props = dict(getattr(job, "properties", None) or {})
+    trigger = props.get(P + "trigger")
+    if not trigger and props.get(P + "schedule"):
+        trigger = provenance.schedule_trigger(props[P + "schedule"])
+    dirty = props.get(GIT_DIRTY)
+    packages = loads_or(mlflow_tags.get(P + "packages"), {})
+    return Provenance(
+        requested_by=props.get(P + "created_by") or created_by, trigger=trigger,
+        code_commit=props.get(GIT_COMMIT) or None, code_dirty=None if dirty is None else str(dirty).lower() == "true",
+        code_sha256=props.get(P + "code_sha256") or None, python=mlflow_tags.get(P + "python") or None,
+        packages=packages if isinstance(packages, dict) else {},
+        environment=environment_name(getattr(job, "environment", None)) or mlflow_tags.get(P + "environment") or None)
+
+
+def environment_name(value: Any) -> str | None:
+    """An Azure ML environment as people name it: ``tollgate-sklearn:1`` (from an ARM id or ``azureml:…``)."""
+    if getattr(value, "name", None) and getattr(value, "version", None):  # an Environment entity
+        return f"{value.name}:{value.version}"
+    text = str(getattr(value, "id", None) or value or "")
+    if not text:
+        return None
+    if "/environments/" in text:
+        name, _, rest = text.split("/environments/", 1)[1].partition("/versions/")
+        return f"{name}:{rest}" if rest else name
+    return text.removeprefix("azureml:")
 
 
 def _number(text: Any) -> Any:

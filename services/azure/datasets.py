@@ -32,8 +32,8 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from .. import versions
-from ..datatests import LABELS_TAG, NO_LABELS, profile, read_table, run_data_tests
-from ..entities import CheckStatus, DatasetVersion, DataTestResult
+from ..datatests import LABELS_TAG, NO_LABELS, baseline_of, latest_passing, profile, read_table, run_data_tests
+from ..entities import CheckStatus, DatasetCheck, DatasetVersion, DataTestResult
 from ..errors import Conflict, InvalidInput, NotFound, ServiceError
 from ..naming import check_name
 from ..permissions import authorize, canonical
@@ -225,6 +225,9 @@ class AzureDatasets:
     def get(self, name: str, version: int | None = None) -> DatasetVersion:
         return convert.dataset_version(self._get_data(name, version))
 
+    def latest_passing(self, name: str, *, labelled: bool = False) -> DatasetVersion | None:
+        return latest_passing(self.versions(name), self.policy.target, labelled=labelled)
+
     def data_tests(self, name: str, version: int) -> list[DataTestResult]:
         return convert.data_tests(self._get_data(name, version))
 
@@ -264,9 +267,7 @@ class AzureDatasets:
         check_name(name)
         source = Path(source)
         original = original_name or source.name
-        if not source.is_file():
-            raise InvalidInput(f"{original}: no such file", hint="Choose an existing CSV or Parquet file.")
-        frame, fmt = read_table(source, original)  # InvalidInput before anything is written
+        frame, fmt = _read(source, original)  # InvalidInput before anything is written
         data = source.read_bytes()
         sha = hashlib.sha256(data).hexdigest()
         cols = profile(frame)
@@ -275,11 +276,7 @@ class AzureDatasets:
             tags[LABELS_TAG] = NO_LABELS
 
         existing = [convert.dataset_version(d) for d in self._data_versions(name)]
-        candidates = [v for v in existing if v.tested and not v.unreadable and v.tests_status != CheckStatus.FAIL]
-        prev = next((v for v in candidates if v.tags.get(LABELS_TAG) != NO_LABELS),
-                    candidates[0] if candidates else None)
-        baseline = self.load(prev.name, prev.version) if prev else None
-        tests = run_data_tests(frame, baseline, self.policy.data_tests, target=self.policy.target)
+        prev, tests = self._tested(frame, existing)
         status = CheckStatus.worst(t.status for t in tests)
         props = convert.dataset_properties(rows=len(frame), fmt=fmt, source=original, sha256=sha,
                                            baseline=prev.version if prev else None, tests_status=status,
@@ -302,6 +299,22 @@ class AzureDatasets:
                        after={"rows": len(frame), "tests": status.value, "source": original})
         return dv
 
+    def check(self, name: str, source: Path, *, original_name: str | None = None) -> DatasetCheck:
+        """What ``register`` would test, against the same baseline; nothing is uploaded or written."""
+        existing = self.versions(name)  # NotFound for an unknown dataset
+        source = Path(source)
+        original = original_name or source.name
+        frame, fmt = _read(source, original)
+        prev, tests = self._tested(frame, existing)
+        return DatasetCheck(name=name, source=original, format=fmt, rows=len(frame), columns=profile(frame),
+                            baseline_version=prev.version if prev else None, tests=tuple(tests))
+
+    def _tested(self, frame: pd.DataFrame, existing: list[DatasetVersion]):
+        """(baseline, data tests) of ``frame`` as the next version after ``existing``."""
+        prev = baseline_of(existing, self.policy.target)
+        baseline = self.load(prev.name, prev.version) if prev else None
+        return prev, run_data_tests(frame, baseline, self.policy.data_tests, target=self.policy.target)
+
     def _put_version(self, name: str, version: int, uri: str, description: str,
                      tags: dict, props: dict) -> Any:
         from azure.ai.ml.constants import AssetTypes
@@ -322,6 +335,12 @@ class AzureDatasets:
 
 def _version(version: Any, what: str) -> versions.Version:
     return versions.parse_version(version, f"{what} version")
+
+
+def _read(source: Path, original: str) -> tuple[pd.DataFrame, str]:
+    if not source.is_file():
+        raise InvalidInput(f"{original}: no such file", hint="Choose an existing CSV or Parquet file.")
+    return read_table(source, original)
 
 
 def frame_bytes(frame: pd.DataFrame) -> bytes:

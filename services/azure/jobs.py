@@ -18,7 +18,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -26,13 +25,14 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from ..datatests import has_labels, no_labels_message
+from pipeline import provenance as recorded
+
 from ..entities import MetricPoint, Run, RunFilter, RunStatus, TrainingSpec
-from ..errors import Conflict, InvalidInput, NotFound
+from ..errors import Conflict, NotFound
 from ..permissions import authorize, canonical
 from ..policy import Policy
-from ..training import full_params
 from ..telemetry import mark, warning_of
+from ..training import full_params, output_file, training_data
 from . import convert, history, paging
 from .config import AzureSettings
 from .datasets import AzureDatasets, BlobStore
@@ -41,7 +41,7 @@ from .mlflow_rest import MlflowRest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CODE_NAME = "tollgate-pipeline"
-CODE_FILES = ("pipeline/__init__.py", "pipeline/train.py", "pipeline/tracking.py")
+ARTIFACT_STORE = "workspaceartifactstore"  # where Azure ML keeps a job's ./outputs (ExperimentRun/dcid.NAME/)
 LOG_FILES = ("user_logs/std_log.txt", "azureml-logs/70_driver_log.txt", "logs/azureml/executionlogs.txt")
 POLL_S = 5.0
 
@@ -57,6 +57,7 @@ class AzureJobs:
         self.cache = cache
         self.settings, self.policy, self.arm, self.audit, self.sleep = settings, policy, arm, audit, sleep
         self._code_version: str | None = None
+        self._code_sha256: str | None = None
         self._tracking_uri: str | None = None
 
     @property
@@ -193,14 +194,28 @@ class AzureJobs:
             text = "\n".join(text.splitlines()[-tail:])
         return text
 
+    def artifact(self, run_id: str, name: str) -> bytes:
+        """From the job's default artifact store, where Azure ML uploads its ``./outputs``
+        (``workspaceartifactstore``, ``ExperimentRun/dcid.NAME/outputs/``: what
+        ``ml_client.jobs.download`` reads)."""
+        output_file(name)
+        self._job(run_id)
+        uri = self.blobs.uri(f"ExperimentRun/dcid.{run_id}/outputs/{name}", ARTIFACT_STORE)
+        try:
+            return self.blobs.download(uri)
+        except NotFound:
+            raise NotFound(f"run {run_id} has no output {name!r}",
+                           hint="The training script writes it to ./outputs; runs from before it did, or "
+                                "jobs that never started, have none.") from None
+
     # --- writes ---------------------------------------------------------------------
 
     def _ensure_code(self) -> str:
         """Upload the training code once per content hash; the code asset's ARM id."""
         if self._code_version is None:
-            files = {rel: (PROJECT_ROOT / rel).read_bytes() for rel in CODE_FILES}
-            digest = hashlib.sha256(b"".join(rel.encode() + b"\0" + data for rel, data in files.items()))
-            version = digest.hexdigest()[:12]
+            files = {rel: (PROJECT_ROOT / rel).read_bytes() for rel in recorded.training_code(PROJECT_ROOT)}
+            self._code_sha256 = recorded.code_sha256(PROJECT_ROOT)
+            version = self._code_sha256[:12]
             base = f"tollgate/code/{version}"
             for rel, data in files.items():
                 self.blobs.upload(f"{base}/{rel}", data)
@@ -217,16 +232,26 @@ class AzureJobs:
 
     def command_job(self, estimator: str, params: dict, dataset, *, name: str | None = None,
                     display_name: str | None = None, experiment: str | None = None, created_by: str,
-                    register: bool = True, properties: dict | None = None):
+                    register: bool = True, properties: dict | None = None, trigger: str | None = None):
         """The retraining command job (``azure.ai.ml.command``): ``python -m pipeline.train`` on the
         settings' compute and environment with ``dataset`` (a ``DatasetVersion``) as its
         ``uri_file`` input and the code asset of ``pipeline/``. ``submit`` sends it; a schedule
-        (``services.azure.schedules``) creates one at each occurrence."""
+        (``services.azure.schedules``) creates one at each occurrence.
+
+        Provenance: ``tollgate.created_by`` (who asked), ``tollgate.trigger`` (what fired it) and
+        ``tollgate.code_sha256`` (the training code's content hash, also the code asset's version)
+        are its properties; azure-ai-ml adds the git ones itself when the console runs in a git
+        repository (``mlflow.source.git.commit``, ``azureml.git.dirty``…); the environment is the
+        job's own; ``pipeline.train`` logs the Python and package versions as MLflow tags."""
         from azure.ai.ml import Input, command
         args = " ".join(f"--param {k}={v}" for k, v in params.items())
+        code = self._ensure_code()
+        origin = {convert.P + "code_sha256": self._code_sha256}
+        if trigger:
+            origin[convert.P + "trigger"] = trigger
         return command(
             name=name, display_name=display_name, experiment_name=experiment or self.settings.experiment,
-            code=self._ensure_code(),
+            code=code,
             command=(f"python -m pipeline.train --data ${{{{inputs.data}}}} --estimator {estimator} {args} "
                      f"--target {self.policy.target} --test-fraction {self.policy.test_fraction} "
                      f"--seed {self.policy.split_seed} --output ./outputs"),
@@ -234,21 +259,20 @@ class AzureJobs:
             environment=self.settings.environment, compute=self.settings.compute,
             properties={convert.P + "estimator": estimator, convert.P + "params": json.dumps(params),
                         convert.P + "dataset": dataset.ref, convert.P + "created_by": canonical(created_by),
-                        convert.P + "register": str(bool(register)).lower(), **(properties or {})},
+                        convert.P + "register": str(bool(register)).lower(), **origin, **(properties or {})},
             tags={"tollgate": "retrain"},
         )
 
     def submit(self, spec: TrainingSpec, actor: str) -> Run:
         role = authorize(self.policy, actor, "submit_run")
         params = full_params(spec.estimator, spec.params)
-        dataset = self.datasets.get(spec.dataset, spec.dataset_version)  # NotFound if unknown
-        if not has_labels(dataset, self.policy.target):
-            raise InvalidInput(no_labels_message(dataset.ref, self.policy.target))
+        dataset = training_data(self.datasets, spec, self.policy.target)
         given = {k: params[k] for k in spec.params}
         run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         display = spec.display_name or (spec.estimator + "".join(f" {k}={v}" for k, v in given.items()))
         job = self.command_job(spec.estimator, params, dataset, name=run_id, display_name=display,
-                               experiment=spec.experiment, created_by=actor, register=spec.register)
+                               experiment=spec.experiment, created_by=actor, register=spec.register,
+                               trigger=spec.trigger)
         try:
             with azure_call(f"submit a training job on compute {self.settings.compute!r}"):
                 created = self.ml.jobs.create_or_update(job)

@@ -28,6 +28,7 @@ from ..errors import InvalidInput, NotFound
 from ..naming import check_name
 from ..permissions import authorize
 from ..policy import Policy
+from ..provenance import check_tags
 from ..release_rules import check_archive
 from ..telemetry import mark, warning_of
 from . import convert, paging
@@ -255,6 +256,7 @@ class AzureModels:
 
     def set_tags(self, name: str, version: int, tags: Mapping[str, str | None], actor: str) -> ModelVersion:
         role = authorize(self.policy, actor, "edit_model")
+        check_tags(tags)  # one rule on both backends, though here the provenance is in immutable properties
         mv = self.get(name, version)
         for key in tags:
             if not key or len(key) > 128:

@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from .. import schedules as rules
-from ..datatests import has_labels
+from ..datatests import no_passing_version
 from ..entities import DatasetTrigger, Firing, Schedule, SchedulerStatus
 from ..errors import InvalidInput, NotFound
 from ..permissions import SYSTEM_ACTOR, canonical
@@ -198,13 +198,13 @@ class AzureSchedules:
         return rules.resolve_recipe(self.models, self.jobs, self.policy, estimator, params)
 
     def _trainable(self, dataset: str):
-        """The newest version of ``dataset`` with labels (what the schedule will train)."""
-        versions = self.datasets.versions(dataset)  # NotFound for an unknown dataset
-        for dv in versions:
-            if has_labels(dv, self.policy.target):
-                return dv
-        raise InvalidInput(f"no version of {dataset} has the label column {self.policy.target!r}: "
-                           "a schedule could not train on it", hint="Register a version with labels first.")
+        """The latest passing version of ``dataset`` with labels (what the schedule will train)."""
+        dv = self.datasets.latest_passing(dataset, labelled=True)  # NotFound for an unknown dataset
+        if dv is None:
+            raise InvalidInput(no_passing_version(dataset, self.policy.target, labelled=True)
+                               + ": a schedule could not train on it",
+                               hint="Register a version with labels that passes its data tests first.")
+        return dv
 
     def _schedule(self, sid: int, expr: str, version, estimator: str, params: dict, enabled: bool, tags: dict):
         from azure.ai.ml.constants import TimeZone

@@ -10,8 +10,8 @@ from typing import Mapping
 
 import pandas as pd
 
-from ..datatests import LABELS_TAG, NO_LABELS, check_table, profile_of, summarize_file
-from ..entities import CheckStatus, ColumnProfile, DatasetVersion, DataTestResult
+from ..datatests import LABELS_TAG, NO_LABELS, check_table, latest_passing, profile_of, summarize_file
+from ..entities import CheckStatus, ColumnProfile, DatasetCheck, DatasetVersion, DataTestResult
 from ..errors import InvalidInput, NotFound
 from ..naming import check_name
 from ..permissions import authorize, canonical
@@ -74,6 +74,9 @@ class LocalDatasets:
                            hint=f"Versions of {name}: {', '.join(map(str, known))}.")
         return _to_version(row, self.root)
 
+    def latest_passing(self, name: str, *, labelled: bool = False) -> DatasetVersion | None:
+        return latest_passing(self.versions(name), self.policy.target, labelled=labelled)
+
     def data_tests(self, name: str, version: int) -> list[DataTestResult]:
         version = self.get(name, version).version
         rows = self.db.query("SELECT * FROM data_tests WHERE name = ? AND version = ? ORDER BY seq",
@@ -116,11 +119,11 @@ class LocalDatasets:
                 # registration that keeps losing that race tests under the lock the last time.
                 under_lock = attempt == MAX_BASELINE_RETRIES
                 prev = _baseline(self.db.conn, name)
-                tests = None if under_lock else self._data_tests(summary, stored, prev)
+                tests = None if under_lock else self._data_tests(summary, stored, "parquet", prev)
                 with self.db.write() as conn:
                     current = _baseline(conn, name)
                     if under_lock:
-                        prev, tests = current, self._data_tests(summary, stored, current)
+                        prev, tests = current, self._data_tests(summary, stored, "parquet", current)
                     elif _version_of(current) != _version_of(prev):
                         continue  # a version registered meanwhile is the baseline now: test against it
                     status = CheckStatus.worst(t.status for t in tests)
@@ -151,16 +154,33 @@ class LocalDatasets:
             raise
         return self.get(name, version)
 
-    def _data_tests(self, summary: TableSummary, stored: Path, prev) -> list[DataTestResult]:
-        """The new version's checks, against ``prev`` (its baseline) when there is one: the baseline
-        read a column at a time, the new data's PSI counts from its staged Parquet copy."""
+    def check(self, name: str, source: Path, *, original_name: str | None = None) -> DatasetCheck:
+        """What ``register`` would test, against the same baseline, reading ``source`` where it is:
+        nothing is copied into the workspace and nothing is written."""
+        self.versions(name)  # NotFound for an unknown dataset
+        source = Path(source)
+        original = original_name or source.name
+        if not source.is_file():
+            raise InvalidInput(f"{original}: no such file", hint="Choose an existing CSV or Parquet file.")
+        summary, fmt = summarize_file(source, original)  # InvalidInput if it cannot be read
+        prev = _baseline(self.db.conn, name)
+        with readable(original, fmt):
+            tests = self._data_tests(summary, source, fmt, prev)
+        return DatasetCheck(name=name, source=original, format=fmt, rows=summary.rows,
+                            columns=profile_of(summary), baseline_version=_version_of(prev), tests=tuple(tests))
+
+    def _data_tests(self, summary: TableSummary, data: Path, fmt: str, prev) -> list[DataTestResult]:
+        """The new data's checks, against ``prev`` (its baseline) when there is one: the baseline
+        read a column at a time, the new data's PSI counts read again from ``data`` (its staged
+        Parquet copy when registering, the file itself when only checking)."""
         baseline = None
         if prev is not None:
             baseline = baseline_columns(self.root / prev["path"] / "data.parquet",
                                         lambda col, _: col in summary.columns and summary.columns[col].numeric)
+        dtypes = summary.dtypes() if fmt == "csv" else None
 
         def count(bins):
-            return count_bins(iter_chunks(stored, "parquet", columns=list(bins)), bins) if bins else {}
+            return count_bins(iter_chunks(data, fmt, dtypes=dtypes, columns=list(bins)), bins) if bins else {}
         return check_table(summary, baseline, self.policy.data_tests, self.policy.target, count)
 
 

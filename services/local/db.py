@@ -301,11 +301,19 @@ MIGRATIONS: list[str] = [
     """,
     # 7: the champion a version was approved against (a promote warns when another serves by then),
     # and the smoke test's latency measurement (new and live deployment, p50/p95)
-    """
-    ALTER TABLE releases ADD COLUMN approved_against TEXT;
-    ALTER TABLE smoke_tests ADD COLUMN latency_json TEXT;
-    """,
+    lambda conn: (_add_column(conn, "releases", "approved_against", "TEXT"),
+                  _add_column(conn, "smoke_tests", "latency_json", "TEXT")),
+    # 8: a run's provenance (who asked, code version, environment), JSON
+    lambda conn: _add_column(conn, "runs", "provenance_json", "TEXT"),
 ]
+
+
+def _add_column(conn: sqlite3.Connection, table: str, column: str, decl: str) -> None:
+    """``ALTER TABLE … ADD COLUMN`` unless the column is there (SQLite has no IF NOT EXISTS for
+    it): a migration that a branch numbered differently may already have applied."""
+    if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
 
 SCHEMA_VERSION = len(MIGRATIONS)
 DEFAULT_LOCK_TIMEOUT_S = 30.0

@@ -16,11 +16,11 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..datatests import has_labels, no_labels_message
-from ..entities import Condition, GateDecision, MetricPoint, Run, RunFilter, RunStatus, TrainingSpec
+from .. import provenance
+from ..entities import Condition, GateDecision, MetricPoint, Provenance, Run, RunFilter, RunStatus, TrainingSpec
 from ..errors import Conflict, InvalidInput, NotFound
 from ..permissions import authorize, canonical
-from ..training import full_params
+from ..training import full_params, output_file, training_data
 from ..run_search import condition
 from . import audit
 from .datasets import LocalDatasets
@@ -37,7 +37,8 @@ _children: dict[int, subprocess.Popen] = {}
 # The columns a Run is made of, read as plain tuples (``sqlite3.Row`` lookups by name cost
 # more than the rest of a row's conversion).
 RUN_COLUMNS = ("id, experiment, display_name, status, estimator, params_json, metrics_json, dataset, dataset_version,"
-               " created_at, created_by, started_at, ended_at, error, step, gate_json, model_name, model_version")
+               " created_at, created_by, started_at, ended_at, error, step, gate_json, model_name, model_version,"
+               " provenance_json")
 _STATUS = {s.value: s for s in RunStatus}
 _ts = datetime.fromisoformat
 
@@ -46,7 +47,7 @@ def _to_run(row: tuple) -> Run:
     """One run from a ``RUN_COLUMNS`` tuple. Each listing parses only the rows it returns (a page,
     not the table): no cache of parsed gates, which at 100,000 runs never hit (docs/benchmarks.md)."""
     (run_id, experiment, display_name, status, estimator, params, metrics, dataset, dataset_version, created_at,
-     created_by, started_at, ended_at, error, step, gate, model_name, model_version) = row
+     created_by, started_at, ended_at, error, step, gate, model_name, model_version, origin) = row
     return Run(
         id=run_id, experiment=experiment, display_name=display_name, status=_STATUS[status], estimator=estimator,
         params=json.loads(params), metrics=json.loads(metrics), dataset=dataset, dataset_version=dataset_version,
@@ -54,6 +55,7 @@ def _to_run(row: tuple) -> Run:
         ended_at=ended_at and _ts(ended_at), error=error, step=step,
         gate=GateDecision.from_dict(json.loads(gate)) if gate else None,
         model_name=model_name, model_version=model_version,
+        provenance=provenance.from_dict(json.loads(origin)) if origin else None,
     )
 
 
@@ -159,6 +161,15 @@ class LocalJobs:
         rows = self.db.query(sql + " ORDER BY key, step, ts", params)
         return [MetricPoint(r["key"], r["step"], r["value"], parse_ts(r["ts"])) for r in rows]
 
+    def artifact(self, run_id: str, name: str) -> bytes:
+        self.get(run_id)
+        path = self.run_dir(run_id) / "outputs" / output_file(name)
+        if not path.is_file():
+            raise NotFound(f"run {run_id} has no output {name!r}",
+                           hint="A run records its outputs while it trains; runs from before a file was "
+                                "recorded do not have it.")
+        return path.read_bytes()
+
     def log(self, run_id: str, tail: int | None = None) -> str:
         self.get(run_id)
         path = self.run_dir(run_id) / "log.txt"
@@ -174,22 +185,20 @@ class LocalJobs:
     def submit(self, spec: TrainingSpec, actor: str) -> Run:
         role = authorize(self.policy, actor, "submit_run")
         params = full_params(spec.estimator, spec.params)
-        dataset = self.datasets.get(spec.dataset, spec.dataset_version)  # NotFound if unknown
-        if not has_labels(dataset, self.policy.target):
-            raise InvalidInput(no_labels_message(dataset.ref, self.policy.target),
-                               hint="It is a feature-only dataset (e.g. inputs collected by an endpoint): "
-                                    "register a version with the target column, or train on another version.")
+        dataset = training_data(self.datasets, spec, self.policy.target)
         given = {k: params[k] for k in spec.params}
         run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         display = spec.display_name or (spec.estimator + "".join(f" {k}={v}" for k, v in given.items()))
         run_dir = self.run_dir(run_id)
         run_dir.mkdir(parents=True)
         with self.db.write() as c:
+            requested = Provenance(requested_by=canonical(actor), trigger=spec.trigger)
             c.execute("INSERT INTO runs (id, experiment, display_name, status, estimator, params_json, dataset,"
-                      " dataset_version, created_at, created_by, register, step) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                      " dataset_version, created_at, created_by, register, step, provenance_json)"
+                      " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                       (run_id, spec.experiment, display, RunStatus.QUEUED.value, spec.estimator,
                        json.dumps(params), dataset.name, dataset.version, utcnow(), canonical(actor),
-                       int(spec.register), "queued"))
+                       int(spec.register), "queued", json.dumps(provenance.to_dict(requested))))
             audit.record(c, actor, "run.submit", run_id, role=role,
                          after={"estimator": spec.estimator, "params": params, "dataset": dataset.ref})
         log = open(run_dir / "log.txt", "ab")

@@ -16,6 +16,7 @@ from ..errors import InvalidInput, NotFound
 from ..naming import check_name
 from ..permissions import authorize, canonical
 from ..policy import Policy
+from ..provenance import PREFIX, check_tags, split_tags
 from ..release_rules import check_archive
 from . import audit
 from .db import Database, utcnow
@@ -45,11 +46,13 @@ class LocalModels:
         arithmetic per row: listing 20,000 versions spent half its time there)."""
         (name, version, created_at, created_by, description, estimator, metrics, run_id, dataset,
          dataset_version, path, tags, archived) = row
+        tags, origin = split_tags(json.loads(tags)) if tags != "{}" else ({}, None)
         return ModelVersion(
             name=name, version=version, created_at=datetime.fromisoformat(created_at), created_by=created_by,
             description=description, estimator=estimator, metrics=json.loads(metrics), run_id=run_id,
-            dataset=dataset, dataset_version=dataset_version, tags=json.loads(tags) if tags != "{}" else {},
+            dataset=dataset, dataset_version=dataset_version, tags=tags,
             aliases=aliases.get((name, version), ()), archived=bool(archived), uri=self._prefix + path,
+            provenance=origin,
         )
 
     def _rows(self, sql: str, params: tuple = ()) -> list[tuple]:
@@ -164,6 +167,7 @@ class LocalModels:
 
     def set_tags(self, name: str, version: int, tags: Mapping[str, str | None], actor: str) -> ModelVersion:
         role = authorize(self.policy, actor, "edit_model")
+        check_tags(tags)
         mv = self.get(name, version)
         new = dict(mv.tags)
         for key, value in tags.items():
@@ -174,8 +178,11 @@ class LocalModels:
             else:
                 new[key] = str(value)
         with self.db.write() as c:
+            raw = json.loads(c.execute("SELECT tags_json FROM models WHERE name = ? AND version = ?",
+                                       (name, mv.version)).fetchone()[0])
+            stored = {**new, **{k: v for k, v in raw.items() if k.startswith(PREFIX)}}  # the provenance stays
             c.execute("UPDATE models SET tags_json = ? WHERE name = ? AND version = ?",
-                      (json.dumps(new), name, mv.version))
+                      (json.dumps(stored), name, mv.version))
             audit.record(c, actor, "model.tags", mv.ref, role=role, before=dict(mv.tags), after=new)
         return self.get(name, version)
 

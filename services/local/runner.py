@@ -17,10 +17,12 @@ import time
 import traceback
 from pathlib import Path
 
+from pipeline import provenance as recorded
 from pipeline import train as pipeline
 from pipeline.tracking import read_metrics
 
-from ..entities import CheckStatus, RunStatus
+from .. import provenance
+from ..entities import CheckStatus, Provenance, Run, RunStatus
 from ..evaluation import score_pair
 from .db import utcnow
 from .models import ALIAS_CHAMPION
@@ -81,6 +83,21 @@ class Runner:
         while not stop.wait(0.5):
             self.ingest_metrics()
 
+    # --- provenance: the code and environment this process trains with --------
+
+    def record_provenance(self, run: Run) -> Provenance:
+        """Who asked (recorded by the submit), the training code's version and the environment,
+        into the run's row; the full ``pip freeze`` list as the output ``environment.txt``."""
+        asked = run.provenance or Provenance(requested_by=run.created_by)
+        recorded.write_environment(self.out)
+        origin = provenance.collected(asked.requested_by, asked.trigger, recorded.code_version(),
+                                      recorded.environment(), environment=recorded.ENVIRONMENT_FILE)
+        self.update(provenance_json=json.dumps(provenance.to_dict(origin)))
+        say(f"provenance: requested by {origin.requested_by}" + (f" ({origin.trigger})" if origin.trigger else "")
+            + f"; code {origin.code_version}; python {origin.python}; "
+            + ", ".join(f"{k} {v}" for k, v in origin.packages.items()))
+        return origin
+
     # --- the pipeline ---------------------------------------------------------
 
     def wait_for_slot(self) -> None:
@@ -105,6 +122,7 @@ class Runner:
         say(f"run {run.id}: {run.estimator} on {run.dataset}:{run.dataset_version}, waiting for a slot")
         self.wait_for_slot()
         say(f"running (pid {os.getpid()})")
+        origin = self.record_provenance(run)
 
         self.step("validate data")
         dv = self.ws.datasets.get(run.dataset, run.dataset_version)
@@ -156,7 +174,8 @@ class Runner:
                     metrics=json.loads((self.out / "metrics.json").read_text()), run_id=run.id,
                     dataset=dv.name, dataset_version=dv.version, created_by=run.created_by,
                     description=f"{run.display_name} on {dv.ref}",
-                    tags={"estimator": run.estimator, "stage": "champion" if first else "candidate"},
+                    tags={"estimator": run.estimator, "stage": "champion" if first else "candidate",
+                          **provenance.to_tags(origin)},
                     conn=c)
                 if first:  # the first model to pass becomes the champion
                     c.execute("INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?)",

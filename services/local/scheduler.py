@@ -40,8 +40,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .. import provenance
 from .. import schedules as rules
-from ..entities import Firing, SchedulerStatus, TrainingSpec
+from ..entities import CheckStatus, Firing, SchedulerStatus, TrainingSpec
 from ..errors import BackendUnavailable, ServiceError
 from ..permissions import SYSTEM_ACTOR
 from . import audit
@@ -206,13 +207,15 @@ class Scheduler:
         with self.db.write() as c:
             t = c.execute("SELECT * FROM dataset_triggers WHERE dataset = ? AND enabled = 1 AND since_version < ?",
                           (dataset, version)).fetchone()
-            d = c.execute("SELECT profile_json FROM datasets WHERE name = ? AND version = ?",
+            d = c.execute("SELECT profile_json, tests_status FROM datasets WHERE name = ? AND version = ?",
                           (dataset, version)).fetchone()
             if t is None or d is None:
                 return None
             labelled = any(col.get("name") == self.policy.target for col in json.loads(d["profile_json"]))
             error = None if labelled else (f"not retrained: {dataset}:{version} has no {self.policy.target!r} "
                                            "column (feature-only data, e.g. inputs collected by an endpoint)")
+            if d["tests_status"] == CheckStatus.FAIL.value:  # never trained on by default (DatasetStore.latest_passing)
+                error = f"not retrained: {dataset}:{version} failed its data tests"
             try:
                 cur = c.execute("INSERT INTO firings (kind, dataset, dataset_version, estimator, params_json,"
                                 " claimed_at, claimed_pid, error) VALUES ('dataset', ?, ?, ?, ?, ?, ?, ?)",
@@ -235,8 +238,8 @@ class Scheduler:
             version = firing.dataset_version if firing.kind == "dataset" else self.training_version(firing.dataset)
             run = self.jobs.submit(TrainingSpec(
                 dataset=firing.dataset, dataset_version=version, estimator=firing.estimator,
-                params=dict(firing.params), experiment=self.policy.experiment, display_name=self.run_name(firing)),
-                SYSTEM_ACTOR)
+                params=dict(firing.params), experiment=self.policy.experiment, display_name=self.run_name(firing),
+                trigger=self.trigger(firing)), SYSTEM_ACTOR)
         except ServiceError as e:
             return self.complete(firing, None, None, f"{e}" + (f" ({e.hint})" if e.hint else ""))
         except Exception as e:  # noqa: BLE001 — recorded on the firing; the scheduler goes on
@@ -286,11 +289,17 @@ class Scheduler:
         return done
 
     def training_version(self, dataset: str) -> int | None:
-        """The newest version of ``dataset`` with the target column (what a scheduled run trains on)."""
-        for dv in self.datasets.versions(dataset):
-            if dv.column(self.policy.target) is not None:
-                return dv.version
-        return None  # let submit say what is wrong with the latest
+        """The latest passing version of ``dataset`` with the target column (what a scheduled run
+        trains on); None lets submit say why there is none."""
+        dv = self.datasets.latest_passing(dataset, labelled=True)
+        return dv.version if dv else None
+
+    @staticmethod
+    def trigger(firing: Firing) -> str:
+        """What started the run, for its provenance."""
+        if firing.kind == "schedule":
+            return provenance.schedule_trigger(firing.schedule_id, rules.due_text(firing.due_at))
+        return provenance.dataset_trigger(f"{firing.dataset}:{firing.dataset_version}")
 
     @staticmethod
     def run_name(firing: Firing) -> str:

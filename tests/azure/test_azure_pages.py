@@ -135,3 +135,16 @@ def test_registry_pages_need_few_requests(replay_env, page):
     """Cold (fresh workspace, empty caches): a bounded number of requests, none per row."""
     _, cold, _ = _render(page)
     assert 0 < cold <= COLD_BUDGET, cold
+
+
+def test_models_and_runs_show_the_provenance_azure_ml_recorded(replay_env):
+    versions = {r["name"]: r["properties"]["properties"] for r in
+                json.loads((FIXTURES / "arm" / "models.json").read_text()) if "/versions/" in r["id"]}
+    at, _, _ = _render("models")
+    shown = next(d.value for d in at.dataframe if list(d.value.columns) == ["", "value"])
+    rows = dict(zip(shown[""], shown["value"]))
+    props = versions[str(at.selectbox(key="models.selected.diabetes-regressor").value)]
+    assert rows["Requested by"] == props["tollgate.provenance.requested_by"]
+    assert rows["Code"].startswith("git " + props["tollgate.provenance.code_commit"][:12])
+    assert rows["Python"] == props["tollgate.provenance.python"]
+    assert any("package list" in b.proto.label for b in at.get("download_button"))

@@ -181,6 +181,8 @@ class AzureBackend:
         "test_filter_by_creation_time_in_any_timezone": TRAINING + " (it filters the runs it trained)",
         "test_runs_beyond_max_concurrent_wait_queued_for_a_slot": PROCESSES,
         "test_a_killed_job_process_is_reconciled_to_failed_and_frees_its_slot": PROCESSES,
+        "test_a_run_records_the_training_code_and_packages_it_ran_with":
+            "the replayed jobs were recorded with an earlier version of the training code",
     }
 
     def __init__(self, base: Path):

@@ -286,3 +286,76 @@ def test_a_version_that_is_not_a_number_is_invalid_input(workspace, tmp_path):
                  lambda: workspace.datasets.data_tests("diabetes", "two")):
         with pytest.raises(InvalidInput):
             call()
+
+
+# --- the latest passing version, and checking a file without registering it -----------------
+
+def test_a_failing_version_is_registered_but_never_the_latest_passing(with_baseline, workspace):
+    assert workspace.datasets.latest_passing("diabetes").version == 1
+    broken, _ = with_baseline(diabetes().drop(columns=["age"]))
+    assert broken.tests_status == CheckStatus.FAIL
+    assert workspace.datasets.get("diabetes").version == 2, "still registered and readable as the newest"
+    assert workspace.datasets.latest_passing("diabetes").version == 1
+    assert workspace.datasets.latest_passing("diabetes", labelled=True).version == 1
+
+
+def test_latest_passing_with_labels_skips_a_feature_only_version(with_baseline, workspace):
+    features, _ = with_baseline(diabetes().drop(columns=["target"]))
+    assert features.tests_status != CheckStatus.FAIL
+    assert workspace.datasets.latest_passing("diabetes").version == features.version
+    assert workspace.datasets.latest_passing("diabetes", labelled=True).version == 1
+
+
+def test_latest_passing_is_none_when_every_version_failed_and_not_found_for_an_unknown_name(workspace, tmp_path):
+    workspace.datasets.register("tiny", write_csv(tmp_path, diabetes().head(3), "tiny.csv"), actor=LEAD)
+    assert workspace.datasets.get("tiny").tests_status == CheckStatus.FAIL
+    assert workspace.datasets.latest_passing("tiny") is None
+    with pytest.raises(NotFound):
+        workspace.datasets.latest_passing("no-such-dataset")
+
+
+def test_check_tests_a_file_against_the_latest_passing_version_and_writes_nothing(with_baseline, workspace,
+                                                                                 tmp_path):
+    with_baseline(diabetes().drop(columns=["age"]))  # v2 fails: not the baseline
+    versions = [v.ref for v in workspace.datasets.all_versions()]
+    audit = len(workspace.audit.audit())
+
+    shifted = diabetes()
+    shifted["bmi"] = shifted["bmi"] + 3 * shifted["bmi"].std()
+    check = workspace.datasets.check("diabetes", write_csv(tmp_path, shifted, "shifted.csv"))
+    assert (check.name, check.source, check.format, check.rows) == ("diabetes", "shifted.csv", "csv", len(shifted))
+    assert check.baseline_version == 1
+    assert check.status == CheckStatus.FAIL
+    [shift] = results_for(list(check.tests), "shift_mean", "bmi")
+    assert shift.status == CheckStatus.FAIL and shift.value == pytest.approx(3.0, abs=0.01)
+    assert {c.name for c in check.columns} == set(shifted.columns)
+
+    same = workspace.datasets.check("diabetes", write_csv(tmp_path, diabetes(), "same.csv"))
+    assert same.status == CheckStatus.PASS and same.baseline_version == 1
+
+    assert [v.ref for v in workspace.datasets.all_versions()] == versions, "nothing registered"
+    assert len(workspace.audit.audit()) == audit, "nothing audited"
+
+
+def test_check_of_a_parquet_file_gives_what_registering_it_gives(with_baseline, workspace, tmp_path):
+    frame = diabetes()
+    frame.loc[[5, 6], "s1"] = np.nan
+    path = tmp_path / "next.parquet"
+    frame.to_parquet(path)
+    check = workspace.datasets.check("diabetes", path)
+    dv = workspace.datasets.register("diabetes", path, actor=LEAD)
+    registered = workspace.datasets.data_tests(dv.name, dv.version)
+    assert check.format == "parquet"
+    assert [(t.check, t.column, t.status) for t in check.tests] == [(t.check, t.column, t.status) for t in registered]
+
+
+def test_check_refuses_an_unknown_dataset_and_an_unreadable_file(workspace, tmp_path):
+    good = write_csv(tmp_path, diabetes(), "good.csv")
+    with pytest.raises(NotFound):
+        workspace.datasets.check("no-such-dataset", good)
+    workspace.datasets.register("diabetes", good, actor=LEAD)
+    with pytest.raises(InvalidInput):
+        workspace.datasets.check("diabetes", write_text(tmp_path, "bad.csv", b"\x00\x01\x02 not a table"))
+    with pytest.raises(InvalidInput):
+        workspace.datasets.check("diabetes", tmp_path / "missing.csv")
+    assert [v.version for v in workspace.datasets.versions("diabetes")] == [1]

@@ -220,6 +220,22 @@ def test_feature_only_versions_are_recorded_as_skipped_not_trained(ws, tmp_path)
     ws.schedules.set_trigger("diabetes", False, LEAD)
 
 
+def test_a_version_that_fails_its_data_tests_is_recorded_as_skipped_not_trained(ws, tmp_path):
+    ws.schedules.set_trigger("diabetes", True, LEAD, **RECIPE)
+    path = tmp_path / "no-bmi.csv"
+    diabetes_v2().drop(columns=["bmi"]).to_csv(path, index=False)
+    dv = ws.datasets.register("diabetes", path, description="a broken export", actor=LEAD)
+    assert dv.tests_status.value == "fail"
+    runs_before = len(ws.jobs.list())
+    assert Scheduler.of(ws).tick() == []
+    firing = ws.schedules.firings(1, dataset="diabetes")[0]
+    assert (firing.dataset_version, firing.run_id) == (dv.version, None)
+    assert "failed its data tests" in firing.error
+    assert len(ws.jobs.list()) == runs_before
+    assert ws.releases.audit(1)[0].action == "trigger.skip"
+    ws.schedules.set_trigger("diabetes", False, LEAD)
+
+
 # --- the real process: kill -9 and restart ---------------------------------------------------------
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from streamlit.proto.Block_pb2 import Block
 from streamlit.testing.v1 import AppTest
 
 from services.entities import CheckStatus, DataTestResult
@@ -39,6 +40,18 @@ def upload(at: AppTest, filename: str, data: bytes, dataset: str = "diabetes") -
     at.button(key="datasets.upload_submit").click().run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def tab_default(node) -> int | None:
+    """The index of the tab a page opens on (the first tab container under ``node``)."""
+    proto = getattr(node, "proto", None)
+    if isinstance(proto, Block) and proto.WhichOneof("type") == "tab_container":
+        return proto.tab_container.default_tab_index
+    for child in getattr(node, "children", {}).values():
+        found = tab_default(child)
+        if found is not None:
+            return found
+    return None
 
 
 def alerts(at: AppTest, kind: str) -> str:
@@ -168,3 +181,67 @@ def test_a_link_selects_the_dataset_version(demo_env):
     at.switch_page("pages/datasets.py").run()
     assert not at.exception
     assert any(h.value == "diabetes:1" for h in at.subheader)
+
+
+# --- checking a file, the latest passing version, links to a check's figures ---------------
+
+def test_check_this_file_shows_its_tests_and_registers_nothing(demo_env, demo_ws):
+    before = [v.ref for v in demo_ws.datasets.all_versions()]
+    frame = demo_ws.datasets.load("diabetes", 2)
+    frame["bmi"] = frame["bmi"] + 3 * frame["bmi"].std()
+    at = datasets_page()
+    at.selectbox(key="datasets.upload_target").select("diabetes").run()
+    at.file_uploader[0].set_value(("shifted *bold*.csv", frame.to_csv(index=False).encode(), "text/csv"))
+    at.run()
+    at.button(key="datasets.upload_check").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    baseline = demo_ws.datasets.latest_passing("diabetes").version
+    message = alerts(at, "error")
+    assert "as the next version of **diabetes**" in message and "Nothing was registered" in message
+    assert f"against diabetes:{baseline}, the latest passing version" in message
+    assert "shift_mean [bmi" in message
+    assert any(t.value == "File: shifted *bold*.csv" for t in at.text), "the file name as plain text"
+    checked = next(d.value for d in at.dataframe if "what it checks" in d.value.columns and
+                   ((d.value["check"] == "shift_mean") & (d.value["column"] == "bmi")).any())
+    row = checked[(checked["check"] == "shift_mean") & (checked["column"] == "bmi")].iloc[0]
+    assert "❌" in row["status"] and "σ" in row["what it checks"]
+    assert [v.ref for v in demo_ws.datasets.all_versions()] == before
+
+
+def test_a_failing_version_is_listed_but_not_the_default(demo_template, tmp_path, monkeypatch):
+    from services.local.workspace import LocalWorkspace
+    from tests.conftest import copy_workspace
+    root = copy_workspace(demo_template, tmp_path / "ws")
+    ws = LocalWorkspace(root)
+    broken = ws.datasets.load("diabetes", 2).drop(columns=["age"])
+    path = tmp_path / "no-age.csv"
+    broken.to_csv(path, index=False)
+    assert ws.datasets.register("diabetes", path, actor=LEAD).tests_status == CheckStatus.FAIL
+    ws.close()
+    monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{root}")
+    at = datasets_page()
+    picker = selectbox(at, "Version")
+    assert picker.value == 2, "the latest passing version, not the failing v3"
+    assert "latest passing" in picker.format_func(2)
+    assert "failed: not used by default" in picker.format_func(3)
+    assert any(h.value == "diabetes:2" for h in at.subheader)
+
+
+def test_a_link_to_a_column_opens_its_distribution(demo_env):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"dataset": "diabetes", "version": "2", "column": "s3"})
+    at.switch_page("pages/datasets.py").run()
+    assert not at.exception
+    column = next(s for s in at.selectbox if s.label == "Column")
+    assert column.value == "s3"
+    assert [t.label for t in at.tabs][tab_default(at.main)] == "Distribution"
+
+
+def test_the_upload_panel_stays_open_after_a_registration_and_another_file(demo_env, demo_ws, v2_csv):
+    at = upload(datasets_page(), "again.csv", v2_csv)
+    assert at.session_state[dv_view.UPLOAD_OPEN] is True
+    at.file_uploader[0].set_value(("second.csv", v2_csv, "text/csv"))
+    at.run()
+    assert not at.exception
+    assert at.session_state[dv_view.UPLOAD_OPEN] is True, "attaching a second file keeps the panel open"
+    assert at.expander[0].proto.expanded

@@ -276,3 +276,24 @@ def test_metric_deltas_follow_each_metrics_direction(demo_ws):
     assert {d.verdict for d in view.metric_deltas(better, demo_ws.policy)} == {"better"}
     alone = view.metric_deltas(worse, demo_ws.policy, with_champion=False)
     assert all(d.champion is None and d.verdict is None for d in alone)
+
+
+def test_a_version_shows_the_provenance_of_the_run_that_trained_it(demo_env, demo_ws):
+    mv = demo_ws.models.get(NAME, 3)
+    at = review(models_page(), 3)
+    shown = next(d.value for d in at.dataframe if list(d.value.columns) == ["", "value"])
+    rows = dict(zip(shown[""], shown["value"]))
+    assert rows["Requested by"] == mv.provenance.requested_by
+    assert rows["Code"].startswith(mv.provenance.code_version)
+    assert f"numpy {mv.provenance.packages['numpy']}" in rows["Packages"]
+    assert any("package list" in b.proto.label for b in at.get("download_button"))
+
+
+def test_the_tag_editor_cannot_touch_the_provenance(demo_env, demo_ws):
+    ref = f"{NAME}:2"
+    at = review(models_page(), 2)
+    at.text_input(key=f"models.tag_key.{ref}").input("provenance.requested_by")
+    at.text_input(key=f"models.tag_value.{ref}").input("someone-else")
+    act(at.button(key=f"models.set_tag.{ref}").click())
+    assert "provenance tags are recorded by the training run" in texts(at.error)
+    assert demo_ws.models.get(NAME, 2).provenance.requested_by != "someone-else"

@@ -103,8 +103,10 @@ def page_links(at: AppTest) -> list:
 
 # --- Monitoring ---------------------------------------------------------------------
 
+ONE_HOUR = {"window": "1h"}  # the seeded traffic spans 40 minutes (and one request 2 hours ago)
+
 def test_monitoring_per_version_table_equals_what_was_written(env):
-    at = open_page("pages/monitoring.py")
+    at = open_page("pages/monitoring.py", ONE_HOUR)
     assert at.selectbox(key=mv.ENDPOINT_KEY).value == "production"
     table = frame_with(at, "requests")
     rows = {(r["deployment"], r["model version"]): r for _, r in table.iterrows()}
@@ -123,7 +125,7 @@ def test_monitoring_per_version_table_equals_what_was_written(env):
 
 
 def test_monitoring_figure_has_a_trace_per_version_and_the_promote_marker(env):
-    at = open_page("pages/monitoring.py")
+    at = open_page("pages/monitoring.py", ONE_HOUR)
     main = next(f for f in figures(at) if len(f["data"]) > 3)
     names = {t.get("name") for t in main["data"] if t.get("showlegend", True) is not False}
     assert {"v1", "v2", "no model", "release events"} <= names
@@ -145,7 +147,7 @@ def test_monitoring_figure_has_a_trace_per_version_and_the_promote_marker(env):
 
 
 def test_monitoring_status_mix_and_top_errors_link_to_lookup(env):
-    at = open_page("pages/monitoring.py")
+    at = open_page("pages/monitoring.py", ONE_HOUR)
     status = next(f for f in figures(at) if f["layout"].get("barmode") == "stack")
     per_code: dict[str, int] = {}
     for t in status["data"]:
@@ -162,7 +164,7 @@ def test_monitoring_status_mix_and_top_errors_link_to_lookup(env):
 
 
 def test_monitoring_window_6h_includes_the_old_request(env):
-    at = open_page("pages/monitoring.py")
+    at = open_page("pages/monitoring.py", ONE_HOUR)
     at.button_group(key=mv.WINDOW_KEY).set_value("6h").run()
     table = frame_with(at, "requests")
     blue = table[table["deployment"] == "blue"].iloc[0]
@@ -182,17 +184,33 @@ def test_monitoring_empty_endpoint_says_what_to_do(env):
     at = open_page("pages/monitoring.py", {"endpoint": "staging"})
     assert at.selectbox(key=mv.ENDPOINT_KEY).value == "staging"
     info = texts(at, "info")
-    assert "No requests reached staging in the last 1h" in info
+    assert "No requests reached staging in the last 15m" in info, "no window has any: the health window"
     assert "tollgate.py simulate --env staging" in info
     assert not at.get("plotly_chart")
 
 
 def test_monitoring_auto_refresh_is_off_by_default(env):
-    at = open_page("pages/monitoring.py")
+    at = open_page("pages/monitoring.py", ONE_HOUR)
     assert at.toggle(key=mv.REFRESH_KEY).value is False
     at.toggle(key=mv.REFRESH_KEY).set_value(True).run()
     assert not at.exception
     assert frame_with(at, "requests")["requests"].sum() == sum(c["requests"] for c in env.counts.values())
+
+
+def test_monitoring_opens_on_the_window_its_health_line_describes(env):
+    at = open_page("pages/monitoring.py")
+    assert at.button_group(key=mv.WINDOW_KEY).value == "15m"  # [health] window_minutes = 15
+    assert "last 15 min" in texts(at, "markdown")
+    assert at.get("plotly_chart"), "production had requests in the last 15 minutes: a chart, not a message"
+
+
+def test_monitoring_opens_on_the_shortest_window_with_requests():
+    has = {"6h", "24h", "7d", "30d"}  # e.g. a burst three hours ago
+    assert mv.opening_window(15, has.__contains__) == "6h"
+    assert mv.opening_window(15, lambda since: True) == "15m"
+    assert mv.opening_window(20, lambda since: True) == "1h", "the smallest window covering the health window"
+    assert mv.opening_window(15, lambda since: False) == "15m", "no data anywhere: the health window"
+    assert mv.opening_window(60 * 24 * 90, lambda since: False) == "30d"
 
 
 # --- Logs ----------------------------------------------------------------------------
@@ -272,6 +290,30 @@ def test_lookup_from_the_query_param_shows_payloads_and_log_lines(env):
     assert json.loads(response) == {"predictions": [env.sample_prediction]}
     logs = next(c for c in codes if "request_id=" in c)
     assert f"request_id={env.sample_id}" in logs and "[green]" in logs
+
+
+def test_all_logs_from_a_request_searches_for_its_id(env):
+    at = open_page("pages/request_lookup.py", {"request_id": env.sample_id})
+    [link] = [p for p in page_links(at) if p.page.endswith("logs")]
+    params = dict(part.split("=", 1) for part in link.query_string.split("&"))
+    assert params["q"] == env.sample_id and params["endpoint"] == "production"
+    assert params["range"] in ("15m", "1h"), "the shortest range holding a request of the last 20 minutes"
+
+    logs = open_page("pages/logs.py", params)
+    assert logs.text_input(key=logs_view.KEY.format("text")).value == env.sample_id
+    assert logs.selectbox(key=logs_view.KEY.format("range")).value == params["range"]
+    shown = next(c.value for c in logs.code if env.sample_id in c.value).splitlines()
+    assert shown and all(env.sample_id in line for line in shown)
+    logs.text_input(key=logs_view.KEY.format("text")).input("").run()
+    assert logs.text_input(key=logs_view.KEY.format("text")).value == "", "then the search is the user's"
+
+
+def test_covering_range_is_the_shortest_that_holds_the_age():
+    from datetime import timedelta
+    assert logs_view.covering_range(timedelta(minutes=3)) == "15m"
+    assert logs_view.covering_range(timedelta(minutes=20)) == "1h"
+    assert logs_view.covering_range(timedelta(hours=2)) == "6h"
+    assert logs_view.covering_range(timedelta(days=45)) == logs_view.ALL_TIME
 
 
 def test_lookup_typed_shows_the_error(env):

@@ -168,3 +168,18 @@ def test_a_damaged_telemetry_file_fails_only_the_health_line(demo_template, tmp_
     assert "Endpoint `production`" in page and "Latest runs" in "\n".join(s.value for s in at.subheader)
     errors = [e.value for e in at.error]
     assert any(str(root / "telemetry.db") in e and "Move it aside" in e for e in errors), errors
+
+
+def test_a_failing_latest_dataset_names_the_version_trained_instead(demo_template, tmp_path, monkeypatch):
+    from services.local.workspace import LocalWorkspace
+    root = copy_workspace(demo_template, tmp_path / "ws")
+    ws = LocalWorkspace(root)
+    path = tmp_path / "no-bmi.csv"
+    ws.datasets.load("diabetes", 2).drop(columns=["bmi"]).to_csv(path, index=False)
+    assert ws.datasets.register("diabetes", path, actor="lead@contoso.com").version == 3
+    ws.close()
+    monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{root}")
+    at = overview()
+    [alert] = [w.value for w in at.warning if "diabetes:3" in w.value]
+    assert "schema [bmi]" in alert
+    assert "runs and schedules train on **diabetes:2**, the latest passing version" in alert

@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from services.demo import DEMO_USER
 from services.entities import RunFilter, RunStatus, TrainingSpec
+from ui import runs_compare
 from ui import runs_view as view
 from ui import state
 
@@ -37,7 +38,7 @@ def failed_run(demo_ws, tmp_path_factory):
     path = tmp_path_factory.mktemp("broken") / "broken.csv"
     frame.to_csv(path, index=False)
     demo_ws.datasets.register("broken", path, description="20 % of bmi missing", actor=LEAD)
-    run = demo_ws.jobs.submit(TrainingSpec(dataset="broken", estimator="ridge"), LEAD)
+    run = demo_ws.jobs.submit(TrainingSpec(dataset="broken", dataset_version=1, estimator="ridge"), LEAD)
     run = demo_ws.jobs.wait(run.id, timeout_s=120)
     assert run.status == RunStatus.FAILED
     return run
@@ -226,13 +227,13 @@ def test_two_selected_runs_are_compared(demo_env, demo_ws):
 
 def test_comparison_marks_differences_and_the_best_value(demo_ws):
     runs = [r for r in demo_ws.jobs.list() if r.status == RunStatus.COMPLETED][:3]
-    frame = view.comparison_frame(runs)
-    best = view.best_runs(runs, demo_ws.policy)
+    frame = runs_compare.comparison_frame(runs)
+    best = runs_compare.best_runs(runs, demo_ws.policy)
     lowest = min(runs, key=lambda r: r.metrics["rmse"])
     highest_r2 = max(runs, key=lambda r: r.metrics["r2"])
     assert best["metric · rmse"] == view.run_label(lowest)
     assert best["metric · r2"] == view.run_label(highest_r2)
-    html = view.styled_comparison(frame, best).to_html()
+    html = runs_compare.styled_comparison(frame, best).to_html()
     assert "#fff8c5" in html  # differing rows are highlighted
 
 
@@ -325,3 +326,53 @@ def test_window_and_filters_build_the_service_query():
         estimators=("gbr",), metrics=metrics, params=params, limit=500)
     assert view.Filters(window=0).run_filter() == RunFilter(limit=view.PAGE_SIZE)
     assert view.Filters(window=0, page=2).run_filter() == RunFilter(limit=view.PAGE_SIZE, offset=2 * view.PAGE_SIZE)
+
+
+def test_a_run_shows_who_asked_its_code_version_and_environment(demo_env, demo_ws):
+    gbr = demo_run(demo_ws.jobs.list(), "gbr")
+    at = pick(runs_page(), gbr.id)
+    shown = next(d.value for d in at.dataframe if list(d.value.columns) == ["", "value"])
+    rows = dict(zip(shown[""], shown["value"]))
+    assert rows["Requested by"] == gbr.provenance.requested_by == DEMO_USER
+    assert rows["Code"].startswith(gbr.provenance.code_version)
+    assert rows["Python"] == gbr.provenance.python
+    assert f"scikit-learn {gbr.provenance.packages['scikit-learn']}" in rows["Packages"]
+    [download] = [b for b in at.get("download_button") if "package list" in b.proto.label]
+
+
+def test_comparison_of_different_estimators_has_their_hyperparameters_as_axes(demo_ws):
+    runs = [r for r in demo_ws.jobs.list() if r.created_by == DEMO_USER]
+    assert {r.estimator for r in runs} >= {"ridge", "gbr", "random_forest"}
+    dims = {d["label"]: d for d in runs_compare.parallel_coordinates(runs).to_plotly_json()["data"][0]["dimensions"]}
+    assert {"alpha", "n_estimators", "max_depth"} <= set(dims), "each estimator's own parameters"
+    scored = [r for r in runs if r.metrics.get("rmse") is not None]
+    alpha = dims["alpha"]
+    assert "not set" in alpha["ticktext"]
+    not_set = alpha["tickvals"][list(alpha["ticktext"]).index("not set")]
+    for run, value in zip(scored, alpha["values"]):
+        assert value == (run.params["alpha"] if "alpha" in run.params else not_set)
+
+
+def test_a_scatter_says_which_runs_it_leaves_out_and_why(demo_env, demo_ws):
+    runs = [r for r in demo_ws.jobs.list() if r.created_by == DEMO_USER]
+    left_out = dict((r.id, why) for r, why in runs_compare.scatter_left_out(runs, "param · alpha", "rmse"))
+    assert set(left_out) == {r.id for r in runs if "alpha" not in r.params}
+    assert all(why == "no alpha parameter" for why in left_out.values())
+
+    at = pick(runs_page(), *[r.id for r in runs])
+    at.selectbox(key="runs.scatter_x").set_value("param · alpha").run()
+    scatter = next(s for s in chart_specs(at) if s["data"][0]["type"] == "scatter")
+    drawn = {i for trace in scatter["data"] for i in trace["hovertext"]}
+    assert drawn == {r.display_name for r in runs if "alpha" in r.params}
+    listed = next(d.value for d in at.dataframe if "why" in d.value.columns)
+    assert sorted(listed["why"]) == sorted(left_out.values())
+    assert any(f"Not drawn ({len(left_out)} of {len(runs)} runs)" in c.value for c in at.caption)
+
+
+def test_the_retraining_form_defaults_to_the_latest_passing_version(demo_env, demo_ws, failed_run):
+    at = runs_page()
+    picker = at.selectbox(key="runs.new.dataset")
+    assert "broken:1" in picker.options[0], "the newest dataset version is listed first"
+    assert picker.value == "diabetes:2", "but the default is the latest passing one with labels"
+    assert "(latest passing)" in picker.format_func("diabetes:2")
+    assert "(latest passing)" not in picker.format_func("broken:1")
