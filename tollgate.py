@@ -20,7 +20,7 @@ from services.permissions import SYSTEM_ACTOR, canonical
 from services.run_search import parse_condition
 
 from cli import canary, delivery, monitoring, release
-from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
+from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, safe_terminal, table
 
 
 def parse_ref(text: str) -> tuple[str, int | None]:
@@ -280,6 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with safe_terminal():
+        return run(argv)
+
+
+def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
     args.actor = getattr(args, "actor", None) or os.environ.get("TOLLGATE_AS") or "cli-user"

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
+import sys
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Iterator
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
 
@@ -58,3 +61,41 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+
+
+# what a terminal acts on instead of showing: C0 controls but newline and tab (ESC starts the
+# ANSI sequences that recolour, move the cursor, retitle the window or write hyperlinks), a
+# carriage return not ending a line (it overwrites what was printed), DEL, C1 controls, and the
+# bidirectional overrides that make text read other than it is
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]|\r(?!\n)")
+
+
+def terminal_text(text: str) -> str:
+    """``text`` safe to print: each control character shown escaped (``\\x1b``), never acted on."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class _SafeStream:
+    """A text stream whose writes go through ``terminal_text``; the rest is the wrapped stream's."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(terminal_text(text))
+        return len(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextmanager
+def safe_terminal() -> Iterator[None]:
+    """Within it, everything the CLI prints (names, comments, identities, log lines, error messages
+    echoing input) reaches the terminal as text: one place, whatever the command."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _SafeStream(sys.stdout), _SafeStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved

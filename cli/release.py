@@ -15,12 +15,12 @@ print their steps on stderr as they end, with the time each took.
 """
 from __future__ import annotations
 
-import csv
 import json
 import sys
 
 from services.entities import Plan
 from services.errors import InvalidInput
+from services.export import write_csv
 from services.release import step_text
 
 from .output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
@@ -216,12 +216,10 @@ def cmd_traffic(ws, args) -> int:
 def cmd_audit(ws, args) -> int:
     records = ws.releases.audit(args.limit)
     if args.csv:
-        w = csv.writer(sys.stdout)
-        w.writerow(["id", "at", "actor", "role", "action", "target", "before", "after", "comment"])
-        for r in records:
-            w.writerow([r.id, r.at.isoformat(), r.actor, r.role, r.action, r.target,
-                        json.dumps(r.before) if r.before is not None else "",
-                        json.dumps(r.after) if r.after is not None else "", r.comment])
+        write_csv(sys.stdout, ["id", "at", "actor", "role", "action", "target", "before", "after", "comment"],
+                  ([r.id, r.at.isoformat(), r.actor, r.role, r.action, r.target,
+                    json.dumps(r.before) if r.before is not None else "",
+                    json.dumps(r.after) if r.after is not None else "", r.comment] for r in records))
         return EXIT_OK
     rows = [{"at": r.at, "actor": r.actor, "role": r.role, "action": r.action, "target": r.target,
              "comment": r.comment or None} for r in records]

@@ -7,6 +7,7 @@ from services.policy import Policy, grant_directory_roles
 from services.permissions import PERMISSIONS, SYSTEM_ACTOR, VERBS, canonical, may, roles_needed
 
 from . import state
+from .widgets import code
 
 DEFAULT_ACTOR = "local-user"      # no role: may read everything, change nothing
 SOMEONE_ELSE = "someone else…"
@@ -19,7 +20,7 @@ def sidebar() -> None:
     ws = state.workspace()
     with st.sidebar:
         kind = "Local workspace" if ws.info.kind == "local" else "Azure ML workspace"
-        st.caption(f"**{kind}**  \n`{ws.info.description}`")
+        st.caption(f"**{kind}**  \n{code(ws.info.description)}")
         if sign_in_configured():
             signed_in_identity(ws.policy)
         else:
@@ -59,7 +60,7 @@ def signed_in_identity(policy: Policy) -> None:
     grant_directory_roles(identity, token_roles(policy, st.user))
     st.session_state[state.ACTOR] = identity
     roles = policy.roles_of(identity)
-    st.markdown(f"**Signed in** as `{identity}`")
+    st.markdown(f"**Signed in** as {code(identity)}")
     st.caption(f"Roles: **{', '.join(roles)}**" if roles else "No role: read-only.")
     st.button("Sign out", icon=":material/logout:", on_click=st.logout, width="stretch")
 
@@ -72,8 +73,7 @@ def refusal(policy: Policy, actor: str, action: str) -> str | None:
     verb = VERBS[action]
     then = ("ask someone who has it" if sign_in_configured()
             else "pick another identity in the sidebar")
-    who = actor.replace("`", "'")
-    return f"To {verb} you need the role {roles_needed(action)}: `{who}` will be refused — {then}."
+    return f"To {verb} you need the role {roles_needed(action)}: {code(actor)} will be refused — {then}."
 
 
 def role_hint(action: str) -> None:
@@ -126,7 +126,7 @@ def identity_picker(policy: Policy) -> None:
         st.caption(f"Roles: **{', '.join(roles)}** — "
                    + (f"may {', '.join(allowed)}." if allowed else "may read everything and change nothing."))
     else:
-        st.caption(f"`{actor}` has no role in the policy: read-only.")
+        st.caption(f"{code(actor)} has no role in the policy: read-only.")
     st.caption(":material/info: **No sign-in configured** — pick who you are; the choice goes into the "
                "audit trail. Roles come from `[roles]` in the policy file. For Microsoft sign-in, add "
                "`[auth]` to `.streamlit/secrets.toml` (README: Use with Azure).")

@@ -13,7 +13,7 @@ from services.errors import ServiceError
 
 from . import state
 from .chrome import role_hint
-from .widgets import STATUS_ICON, badge, fmt_metric, guard, show_error
+from .widgets import STATUS_ICON, badge, code, escaped, fmt_metric, guard, show_error
 
 # session-state keys of this page
 SELECTED_NAME = "datasets.name"
@@ -208,7 +208,7 @@ def select_version(versions: list[DatasetVersion]) -> DatasetVersion:
 def render_version(uri: str, dv: DatasetVersion, baseline: DatasetVersion | None) -> None:
     st.subheader(dv.ref)
     if dv.description:
-        st.caption(f"{dv.description} · source `{dv.source}` · by {dv.created_by}")
+        st.caption(f"{escaped(dv.description)} · source {code(dv.source)} · by {escaped(dv.created_by)}")
     tests = state.data_tests(uri, dv.name, dv.version)
 
     missing = sum(c.missing for c in dv.columns)
@@ -229,9 +229,9 @@ def render_version(uri: str, dv: DatasetVersion, baseline: DatasetVersion | None
 
     status, line = verdict(tests, dv.baseline_version)
     if status == CheckStatus.FAIL:
-        st.error(f"{line}. Training on this version fails at its validation step.")
+        st.error(f"{escaped(line)}. Training on this version fails at its validation step.")
     else:
-        (st.warning if status == CheckStatus.WARN else st.success)(line)
+        (st.warning if status == CheckStatus.WARN else st.success)(escaped(line))
 
     tab_tests, tab_profile, tab_dist, tab_preview = st.tabs(
         ["Data tests", "Schema & profile", "Distribution", "Preview"])
@@ -276,14 +276,14 @@ def render_distribution(uri: str, dv: DatasetVersion, tests: list[DataTestResult
     st.plotly_chart(fig, width="stretch", key=f"datasets.hist.{dv.ref}.{column}")
     about = [t for t in tests if t.column == column and t.check in ("range", "shift_mean", "psi")]
     if about:
-        st.caption(" · ".join(f"{STATUS_ICON[t.status]} **{t.check}**: {t.detail}" for t in about))
+        st.caption(" · ".join(f"{STATUS_ICON[t.status]} **{t.check}**: {escaped(t.detail)}" for t in about))
     elif base is None:
         st.caption("First version: there is no baseline to compare with.")
     elif not has_base:
-        st.caption(f"`{column}` is not a numeric column of the baseline v{dv.baseline_version}.")
+        st.caption(f"{code(column)} is not a numeric column of the baseline v{dv.baseline_version}.")
     skipped = [c for c in frame.columns if c not in columns]
     if skipped:
-        st.caption(f"Not numeric, so not plotted: {', '.join(skipped)}.")
+        st.caption(f"Not numeric, so not plotted: {escaped(', '.join(skipped))}.")
 
 
 def render_upload(names: list[str], expanded: bool) -> None:

@@ -21,7 +21,7 @@ from services.policy import Policy
 
 from . import state
 from .chrome import role_hint
-from .widgets import BETTER, NEUTRAL, WORSE, fmt_metric, guard, show_error
+from .widgets import BETTER, NEUTRAL, WORSE, code, escaped, fmt_metric, guard, show_error
 
 # one colour per model in every chart; green/red stay reserved for better/worse
 CANDIDATE_COLOR, CHAMPION_COLOR = "#0969da", "#bc4c00"
@@ -476,7 +476,7 @@ def version_card(mv: ModelVersion) -> None:
         badges.append(":orange-badge[:material/trophy: champion]")
     badges += [f":blue-badge[alias: {a}]" for a in mv.aliases if a != "champion"]
     if mv.tags.get("stage"):
-        badges.append(f":violet-badge[stage: {mv.tags['stage']}]")
+        badges.append(f":violet-badge[stage: {escaped(mv.tags['stage'])}]")
     if mv.archived:
         badges.append(":gray-badge[archived]")
     if badges:
@@ -498,9 +498,9 @@ def version_card(mv: ModelVersion) -> None:
             st.page_link("pages/datasets.py", label=f"Dataset {mv.dataset}:{mv.dataset_version}",
                          icon=":material/dataset:",
                          query_params={"dataset": mv.dataset, "version": str(mv.dataset_version)})
-        st.markdown(f"Estimator **{mv.estimator}** · created by **{mv.created_by}** on "
+        st.markdown(f"Estimator **{escaped(mv.estimator)}** · created by **{escaped(mv.created_by)}** on "
                     f"{mv.created_at:%Y-%m-%d %H:%M} UTC")
-        st.caption(f"Artifacts: `{mv.uri}`")
+        st.caption(f"Artifacts: {code(mv.uri)}")
     with edits:
         role_hint("edit_model")
         description_editor(mv)

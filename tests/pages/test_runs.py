@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from services.demo import DEMO_USER
 from services.entities import RunFilter, RunStatus, TrainingSpec
+from tests.pages.helpers import as_read
 from ui import runs_view as view
 from ui import state
 
@@ -69,8 +70,8 @@ def pick(at: AppTest, *run_ids: str) -> AppTest:
 
 
 def texts(at: AppTest) -> str:
-    return "\n".join(str(e.value) for kind in ("markdown", "caption", "info", "success", "warning", "error")
-                     for e in getattr(at, kind))
+    return as_read("\n".join(str(e.value) for kind in ("markdown", "caption", "info", "success", "warning", "error")
+                             for e in getattr(at, kind)))
 
 
 def chart_specs(at: AppTest) -> list[dict]:
