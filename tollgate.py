@@ -287,13 +287,16 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
-    args.actor = getattr(args, "actor", None) or os.environ.get("TOLLGATE_AS") or "cli-user"
+    named = getattr(args, "actor", None) or os.environ.get("TOLLGATE_AS")
+    args.actor = named or "cli-user"
     if canonical(args.actor) == SYSTEM_ACTOR:
         print(f"error: {SYSTEM_ACTOR} is reserved for Tollgate itself", file=sys.stderr)
         return EXIT_ERROR
     try:
         ws = open_workspace(getattr(args, "workspace", None))
         try:
+            if not named:   # a policy binding the identity to the OS user names who acts (services enforce it)
+                args.actor = ws.policy.auth.bound_identity() or args.actor
             return args.func(ws, args)
         finally:
             ws.close()

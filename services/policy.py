@@ -5,6 +5,7 @@ defaults fill whatever a file leaves out.
 """
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,6 +166,32 @@ class AuthPolicy:
     app roles in the user's ID token (``roles`` claim): app role value -> Tollgate role."""
     provider: str = "microsoft"          # the [auth.<provider>] section of secrets.toml
     app_roles: Mapping[str, str] = field(default_factory=dict)
+    # Local mode: "picker" (anyone may say who they are: unauthenticated, for one person's machine)
+    # or "os-user" (the acting identity is the operating-system user running the process, mapped by
+    # os_users or derived as login@os_user_domain: for a shared machine; the services refuse any other)
+    local_identity: str = "picker"
+    os_users: Mapping[str, str] = field(default_factory=dict)    # OS login -> identity
+    os_user_domain: str = ""
+
+    def bound_identity(self) -> str | None:
+        """The identity every local action is taken as when the policy binds it to the OS user; None
+        when the picker (or ``--as``) names it."""
+        if self.local_identity != "os-user":
+            return None
+        login = os_login()
+        mapped = {k.lower(): v for k, v in self.os_users.items()}.get(login.lower())
+        return (mapped or (f"{login}@{self.os_user_domain}" if self.os_user_domain else login)).strip().lower()
+
+
+def os_login() -> str:
+    """The login of the user this process runs as, from the OS's account database (not from
+    ``$USER`` / ``$LOGNAME``, which anyone can set)."""
+    try:
+        import pwd
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):   # Windows, or a uid without an account entry
+        import getpass
+        return getpass.getuser()
 
 
 # Roles a directory vouched for: granted when a user signs in with a verified ID token whose
@@ -246,7 +273,7 @@ KNOWN_KEYS = {
     "health": None,       # checked by HealthPolicy's fields
     "drift": None,        # checked by DriftPolicy's fields
     "roles": None,        # identities are free-form; parse_roles checks the role names
-    "auth": {"provider", "app_roles"},
+    "auth": {"provider", "app_roles", "local_identity", "os_users", "os_user_domain"},
     "notifications": {"webhooks", "console_url", "max_attempts", "backoff_s", "timeout_s"},
     "canary": None,       # checked by CanaryPolicy's fields (parse_canary)
     "telemetry": {"raw_days", "minute_days", "hour_days", "capture_fraction", "capture"},
@@ -495,4 +522,12 @@ def parse_auth(table: Mapping[str, Any], source: str) -> AuthPolicy:
     if unknown:
         raise InvalidInput(f"{source}: [auth] app_roles: unknown role(s) {', '.join(map(str, unknown))}; "
                            f"known: {', '.join(ROLES)}")
-    return AuthPolicy(provider=str(table.get("provider", "microsoft")), app_roles=dict(app_roles))
+    local_identity = table.get("local_identity", "picker")
+    if local_identity not in ("picker", "os-user"):
+        raise InvalidInput(f"{source}: [auth] local_identity must be \"picker\" or \"os-user\", not {local_identity!r}")
+    os_users = table.get("os_users", {})
+    if not isinstance(os_users, dict) or not all(isinstance(v, str) and v.strip() for v in os_users.values()):
+        raise InvalidInput(f"{source}: [auth.os_users] must map OS logins to identities (login = \"e-mail\")")
+    return AuthPolicy(provider=str(table.get("provider", "microsoft")), app_roles=dict(app_roles),
+                      local_identity=local_identity, os_users=dict(os_users),
+                      os_user_domain=str(table.get("os_user_domain", "")).strip().lstrip("@"))

@@ -84,6 +84,17 @@ def role_hint(action: str) -> None:
         st.caption(f":material/lock: {why}")
 
 
+def os_user_identity(policy: Policy, identity: str) -> None:
+    """``[auth] local_identity = "os-user"`` (a shared machine): no picker, the console acts as the
+    operating-system user running it, as the services require."""
+    st.session_state[state.ACTOR] = identity
+    st.markdown(f"**Acting as** {code(identity)}")
+    roles = policy.roles_of(identity)
+    st.caption((f"Roles: **{', '.join(roles)}**. " if roles else "No role: read-only. ")
+               + ":material/lock: The policy binds the identity to the operating-system user running the "
+                 "console (`[auth] local_identity`).")
+
+
 def role_label(policy: Policy, identity: str) -> str:
     roles = policy.roles_of(identity)
     return f"{identity} — {', '.join(roles) if roles else 'no role (read-only)'}"
@@ -97,6 +108,10 @@ def allowed_actions(roles: tuple[str, ...]) -> list[str]:
 def identity_picker(policy: Policy) -> None:
     """Local mode has no sign-in: the user picks an identity of the policy's ``[roles]``
     (or types another); it is what the services authorize and the audit trail records."""
+    bound = policy.auth.bound_identity()
+    if bound is not None:
+        os_user_identity(policy, bound)
+        return
     identities = sorted(policy.roles)
     options = [DEFAULT_ACTOR, *(i for i in identities if i != DEFAULT_ACTOR), SOMEONE_ELSE]
     current = st.session_state.get(state.ACTOR) or DEFAULT_ACTOR

@@ -20,6 +20,7 @@ from pathlib import Path
 from pipeline import train as pipeline
 from pipeline.tracking import read_metrics
 
+from .paths import private_files
 from ..entities import CheckStatus, RunStatus
 from ..evaluation import score_pair
 from .db import utcnow
@@ -173,6 +174,7 @@ class Runner:
 
 
 def main(argv: list[str] | None = None) -> int:
+    private_files()   # its logs, spools and pid files: the workspace user's alone
     ap = argparse.ArgumentParser()
     ap.add_argument("--workspace", required=True)
     ap.add_argument("--run-id", required=True)

@@ -40,6 +40,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .paths import private_files
 from .. import schedules as rules
 from ..entities import Firing, SchedulerStatus, TrainingSpec
 from ..errors import BackendUnavailable, ServiceError
@@ -347,6 +348,7 @@ def run_forever(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    private_files()   # its logs, spools and pid files: the workspace user's alone
     ap = argparse.ArgumentParser(description="Fire the retraining schedules and dataset triggers of a local workspace.")
     ap.add_argument("--workspace", required=True)
     args = ap.parse_args(argv)
