@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from services.entities import CheckStatus, DataTestResult
 from services.errors import InvalidInput
+from tests.pages.helpers import as_read
 from ui import datasets_view as dv_view
 from ui import state
 
@@ -42,7 +43,7 @@ def upload(at: AppTest, filename: str, data: bytes, dataset: str = "diabetes") -
 
 
 def alerts(at: AppTest, kind: str) -> str:
-    return "\n".join(a.value for a in getattr(at, kind))
+    return as_read("\n".join(a.value for a in getattr(at, kind)))
 
 
 @pytest.fixture

@@ -167,5 +167,5 @@ def test_a_damaged_telemetry_file_fails_only_the_health_line(demo_template, tmp_
     at = overview()
     page = texts(at)
     assert "Endpoint `production`" in page and "Latest runs" in "\n".join(s.value for s in at.subheader)
-    errors = [e.value for e in at.error]
+    errors = [as_read(e.value) for e in at.error]
     assert any(str(root / "telemetry.db") in e and "Move it aside" in e for e in errors), errors
