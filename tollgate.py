@@ -20,14 +20,14 @@ from services.permissions import SYSTEM_ACTOR, canonical
 from services.run_search import parse_condition
 
 from cli import canary, delivery, monitoring, release
-from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, safe_terminal, table
+from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, safe_terminal, table, whole_number
 
 
 def parse_ref(text: str) -> tuple[str, int | None]:
     name, _, version = text.partition(":")
     if version and not version.isdigit():
         raise argparse.ArgumentTypeError(f"expected NAME[:VERSION], got {text!r}")
-    return name, int(version) if version else None
+    return name, whole_number(version) if version else None
 
 
 def parse_param(text: str) -> tuple[str, str]:
@@ -237,11 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeatable, all must hold: a final metric compared, e.g. 'rmse<55' or 'r2 >= 0.4'")
     p.add_argument("--param", action="append", metavar="CONDITION",
                    help="repeatable, all must hold: a parameter compared, e.g. 'alpha=1' or 'n_estimators>=200'")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--offset", type=int, help="skip this many of the newest matching runs (paging)")
+    p.add_argument("--limit", type=whole_number)
+    p.add_argument("--offset", type=whole_number, help="skip this many of the newest matching runs (paging)")
     p = add("log", cmd_log, "print a run's log")
     p.add_argument("run_id")
-    p.add_argument("--tail", type=int)
+    p.add_argument("--tail", type=whole_number)
     p = add("cancel", cmd_cancel, "cancel a queued or running run")
     p.add_argument("run_id")
     p = add("models", cmd_models, "list registered model versions")
@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="wait for the run and print its result")
     p = add("gate", cmd_gate, "quality gate of a model version against the champion (exit 0 pass, 1 fail, 2 error)")
     p.add_argument("--model", required=True)
-    p.add_argument("--version", required=True, type=int)
+    p.add_argument("--version", required=True, type=whole_number)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = ("CI outputs (docs/ci-cd.md): prints the Azure DevOps logging command\n"
                 "  ##vso[task.setvariable variable=deployModel;isOutput=true]yes|no\n"

@@ -1,6 +1,7 @@
 """Output helpers shared by the CLI's command modules."""
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -11,6 +12,19 @@ from enum import Enum
 from typing import Any, Iterator
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
+LARGEST = 2**63 - 1   # SQLite's INTEGER, and far beyond any version, id, limit or count
+
+
+def whole_number(text: str) -> int:
+    """An argparse type: a whole number 0 … 2^63−1 (a version, an id, a limit, a count); anything
+    else is a usage error (exit 2 naming the option), never an overflow deep in a store."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= LARGEST:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (0 … {LARGEST})")
+    return value
 
 
 def plain(obj: Any) -> Any:

@@ -23,7 +23,7 @@ from services.errors import InvalidInput
 from services.export import write_csv
 from services.release import step_text
 
-from .output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
+from .output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table, whole_number
 
 
 def register(add) -> None:
@@ -39,7 +39,7 @@ def register(add) -> None:
                              ("promote", cmd_promote, "promote an approved version to production (qa)")]:
         p = add(name, func, help)
         p.add_argument("--model", required=True)
-        p.add_argument("--version", required=True, type=int)
+        p.add_argument("--version", required=True, type=whole_number)
         if name == "deploy":
             p.add_argument("--env", default="staging")
         if name == "promote":
@@ -61,7 +61,7 @@ def register(add) -> None:
     p.add_argument("--comment", default="")
     _dry_run(p)
     p = add("audit", cmd_audit, "the audit trail, newest first")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=whole_number)
     p.add_argument("--csv", action="store_true", help="write CSV to stdout")
 
 

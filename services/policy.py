@@ -5,6 +5,7 @@ defaults fill whatever a file leaves out.
 """
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -208,6 +209,25 @@ def grant_directory_roles(identity: str, roles: tuple[str, ...]) -> None:
     _DIRECTORY_ROLES[(identity or "").strip().lower()] = tuple(roles)
 
 
+# [training.bounds]: what a training run may ask for. A parameter's bound is "max" or [min, max];
+# at the top of the table it holds for every estimator that has the parameter, in a sub-table
+# ([training.bounds.gbr]) for that estimator only. Unbounded, n_estimators=1000000000 runs for days.
+DEFAULT_TRAINING_BOUNDS: Mapping[str, tuple[float, float]] = {
+    "n_estimators": (1, 2000), "max_depth": (1, 64), "max_iter": (1, 100_000), "min_samples_leaf": (1, 10_000),
+    "learning_rate": (1e-6, 1.0), "subsample": (0.01, 1.0), "alpha": (0.0, 1e6),
+}
+
+
+@dataclass(frozen=True)
+class TrainingPolicy:
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_TRAINING_BOUNDS))
+    per_estimator: Mapping[str, Mapping[str, tuple[float, float]]] = field(default_factory=dict)
+
+    def bounds_of(self, estimator: str) -> dict[str, tuple[float, float]]:
+        """Parameter -> (min, max) for ``estimator``."""
+        return {**self.bounds, **self.per_estimator.get(estimator, {})}
+
+
 @dataclass(frozen=True)
 class Policy:
     model_name: str = "diabetes-regressor"
@@ -232,6 +252,7 @@ class Policy:
     notifications: NotificationPolicy = field(default_factory=NotificationPolicy)
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
     telemetry: TelemetryPolicy = field(default_factory=TelemetryPolicy)
+    training: TrainingPolicy = field(default_factory=TrainingPolicy)
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # identity -> roles
     auth: AuthPolicy = field(default_factory=AuthPolicy)
     source: str = "built-in defaults"
@@ -277,6 +298,7 @@ KNOWN_KEYS = {
     "notifications": {"webhooks", "console_url", "max_attempts", "backoff_s", "timeout_s"},
     "canary": None,       # checked by CanaryPolicy's fields (parse_canary)
     "telemetry": {"raw_days", "minute_days", "hour_days", "capture_fraction", "capture"},
+    "training": {"bounds"},
 }
 
 
@@ -322,6 +344,7 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         drift = DriftPolicy(**raw.get("drift", {}))
         roles = parse_roles(raw.get("roles", {}), source)
         auth = parse_auth(raw.get("auth", {}), source)
+        training = parse_training(raw.get("training", {}), source)
         notifications = parse_notifications(raw.get("notifications", {}), source)
         canary = parse_canary(raw.get("canary", {}), source)
         latency_gate = parse_latency_gate(gate, source)
@@ -364,6 +387,7 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         telemetry=telemetry,
         roles=roles,
         auth=auth,
+        training=training,
         source=source,
         raw=raw,
     )
@@ -511,6 +535,32 @@ def parse_telemetry(table: Mapping[str, Any], source: str) -> TelemetryPolicy:
             raise InvalidInput(f"{where}.{key} must be between 0 and 1, got {value}")
     return TelemetryPolicy(**days, capture_fraction=fractions["capture_fraction"],
                            capture={name: fractions[f"capture.{name}"] for name in capture})
+
+
+def parse_training(table: Mapping[str, Any], source: str) -> TrainingPolicy:
+    """``[training.bounds]``: ``param = max`` or ``param = [min, max]``, for every estimator, and
+    ``[training.bounds.ESTIMATOR]`` for one; the built-in bounds hold where the policy says nothing."""
+    def bound(where: str, value: Any) -> tuple[float, float]:
+        param = where.rpartition(".")[2]
+        floor = DEFAULT_TRAINING_BOUNDS.get(param, (0, 0))[0]   # "max_depth = 10" keeps max_depth ≥ 1
+        lo, hi = (floor, value) if not isinstance(value, list) else (tuple(value) if len(value) == 2 else (None, None))
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi)) \
+                or lo > hi:
+            raise InvalidInput(f"{source}: [training.bounds] {where} must be a number (the maximum) or "
+                               f"[minimum, maximum], not {value!r}")
+        return lo, hi
+
+    raw = table.get("bounds", {})
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{source}: [training] bounds must be a table ([training.bounds])")
+    common = dict(DEFAULT_TRAINING_BOUNDS)
+    per: dict[str, dict[str, tuple[float, float]]] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            per[key] = {p: bound(f"{key}.{p}", v) for p, v in value.items()}
+        else:
+            common[key] = bound(key, value)
+    return TrainingPolicy(bounds=common, per_estimator=per)
 
 
 def parse_auth(table: Mapping[str, Any], source: str) -> AuthPolicy:

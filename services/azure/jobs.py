@@ -227,7 +227,7 @@ class AzureJobs:
 
     def submit(self, spec: TrainingSpec, actor: str) -> Run:
         role = authorize(self.policy, actor, "submit_run")
-        params = full_params(spec.estimator, spec.params)
+        params = full_params(spec.estimator, spec.params, self.policy.training)
         dataset = self.datasets.get(spec.dataset, spec.dataset_version)  # NotFound if unknown
         if not has_labels(dataset, self.policy.target):
             raise InvalidInput(no_labels_message(dataset.ref, self.policy.target))

@@ -15,6 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 from services.demo import DEMO_USER
 from services.entities import RunFilter, RunStatus, TrainingSpec
+from services.local.workspace import LocalWorkspace
+from tests.contract.helpers import SLOW, allowing_slow
 from tests.pages.helpers import as_read
 from ui import runs_view as view
 from ui import state
@@ -281,8 +283,9 @@ def test_retraining_run_starts_is_watched_and_completes(demo_env, demo_ws):
 
 
 def test_a_running_run_can_be_canceled_after_confirming(demo_env, demo_ws):
-    run = demo_ws.jobs.submit(TrainingSpec(dataset="diabetes", estimator="gbr",
-                                           params={"n_estimators": 50000}, experiment="ui-test"), LEAD)
+    slow = LocalWorkspace(demo_ws.root, policy=allowing_slow(demo_ws.policy))   # beyond [training.bounds]
+    run = slow.jobs.submit(TrainingSpec(dataset="diabetes", experiment="ui-test", **SLOW), LEAD)
+    slow.close()
     try:
         at = runs_page()
         at.session_state[view.WATCH] = run.id
