@@ -539,14 +539,14 @@ def tags_editor(mv: ModelVersion) -> None:
                 with guard():
                     state.workspace().models.set_tags(mv.name, mv.version, {tag_key.strip(): tag_value},
                                                       actor=state.actor())
-                    flash_and_rerun(f"Set tag `{tag_key.strip()}` on {mv.ref}.")
+                    flash_and_rerun(f"Set tag {code(tag_key.strip())} on {mv.ref}.")
     if mv.tags:
         key_col, button_col = st.columns([5, 1.3], vertical_alignment="bottom")
         doomed = key_col.selectbox("Remove a tag", list(mv.tags), key=f"models.remove_key.{mv.ref}")
         if button_col.button("Remove", key=f"models.remove_tag.{mv.ref}"):
             with guard():
                 state.workspace().models.set_tags(mv.name, mv.version, {doomed: None}, actor=state.actor())
-                flash_and_rerun(f"Removed tag `{doomed}` from {mv.ref}.")
+                flash_and_rerun(f"Removed tag {code(doomed)} from {mv.ref}.")
 
 
 def archive_controls(mv: ModelVersion) -> None:

@@ -201,7 +201,7 @@ def render() -> None:
     st.title("Releases")
     actor = state.actor()
     roles = policy.roles_of(actor)
-    st.caption(f"Model `{policy.model_name}` · policy `{policy.source}` · acting as {code(actor)} "
+    st.caption(f"Model `{policy.model_name}` · policy {code(policy.source)} · acting as {code(actor)} "
                f"({', '.join(roles) or 'no role: read-only'})")
     flash()
 
