@@ -208,7 +208,7 @@ def select_version(versions: list[DatasetVersion]) -> DatasetVersion:
 def render_version(uri: str, dv: DatasetVersion, baseline: DatasetVersion | None) -> None:
     st.subheader(dv.ref)
     if dv.description:
-        st.caption(f"{escaped(dv.description)} · source {code(dv.source)} · by {escaped(dv.created_by)}")
+        st.caption(f"{escaped(dv.description)} · source {code(dv.source)} · by {code(dv.created_by)}")
     tests = state.data_tests(uri, dv.name, dv.version)
 
     missing = sum(c.missing for c in dv.columns)

@@ -498,7 +498,7 @@ def version_card(mv: ModelVersion) -> None:
             st.page_link("pages/datasets.py", label=f"Dataset {mv.dataset}:{mv.dataset_version}",
                          icon=":material/dataset:",
                          query_params={"dataset": mv.dataset, "version": str(mv.dataset_version)})
-        st.markdown(f"Estimator **{escaped(mv.estimator)}** · created by **{escaped(mv.created_by)}** on "
+        st.markdown(f"Estimator **{escaped(mv.estimator)}** · created by {code(mv.created_by)} on "
                     f"{mv.created_at:%Y-%m-%d %H:%M} UTC")
         st.caption(f"Artifacts: {code(mv.uri)}")
     with edits:

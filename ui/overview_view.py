@@ -256,7 +256,7 @@ def render_production(ws, champion: ModelVersion | None) -> None:
         lineage = f"`{champion.dataset}:{champion.dataset_version}`" if champion.dataset else "unknown data"
         run = f" by run `{champion.run_id}`" if champion.run_id else ""
         st.caption(f"Trained on {lineage}{run} · registered {champion.created_at:%Y-%m-%d %H:%M} UTC "
-                   f"by {escaped(champion.created_by)}")
+                   f"by {code(champion.created_by)}")
         endpoint_note("production",
                       "Served by the `champion` alias: no online endpoint exists yet in this workspace.")
 

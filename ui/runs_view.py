@@ -343,7 +343,7 @@ def run_details(ws_uri: str, run: Run) -> None:
         with guard():
             run = state.workspace().jobs.get(run.id)
     st.subheader(f"{STATUS_ICON[run.status]} {escaped(run.display_name)}")
-    st.caption(f"{code(run.id)} · experiment **{escaped(run.experiment)}** · started by {escaped(run.created_by)} · "
+    st.caption(f"{code(run.id)} · experiment **{escaped(run.experiment)}** · started by {code(run.created_by)} · "
                f"created {fmt_time(run.created_at)}")
     outcome_banner(run)
     if not run.status.is_terminal:
