@@ -21,7 +21,7 @@ from services.run_search import parse_condition
 from services.versions import parse_version
 
 from cli import canary, delivery, lineage, monitoring, release
-from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
+from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, safe_terminal, table, whole_number
 
 
 def parse_ref(text: str) -> tuple[str, int | str | None]:
@@ -278,11 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeatable, all must hold: a final metric compared, e.g. 'rmse<55' or 'r2 >= 0.4'")
     p.add_argument("--param", action="append", metavar="CONDITION",
                    help="repeatable, all must hold: a parameter compared, e.g. 'alpha=1' or 'n_estimators>=200'")
-    p.add_argument("--limit", type=int)
-    p.add_argument("--offset", type=int, help="skip this many of the newest matching runs (paging)")
+    p.add_argument("--limit", type=whole_number)
+    p.add_argument("--offset", type=whole_number, help="skip this many of the newest matching runs (paging)")
     p = add("log", cmd_log, "print a run's log")
     p.add_argument("run_id")
-    p.add_argument("--tail", type=int)
+    p.add_argument("--tail", type=whole_number)
     p = add("cancel", cmd_cancel, "cancel a queued or running run")
     p.add_argument("run_id")
     p = add("models", cmd_models, "list registered model versions")
@@ -328,15 +328,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    with safe_terminal():
+        return run(argv)
+
+
+def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
-    args.actor = getattr(args, "actor", None) or os.environ.get("TOLLGATE_AS") or "cli-user"
+    named = getattr(args, "actor", None) or os.environ.get("TOLLGATE_AS")
+    args.actor = named or "cli-user"
     if canonical(args.actor) == SYSTEM_ACTOR:
         print(f"error: {SYSTEM_ACTOR} is reserved for Tollgate itself", file=sys.stderr)
         return EXIT_ERROR
     try:
         ws = open_workspace(getattr(args, "workspace", None))
         try:
+            if not named:   # a policy binding the identity to the OS user names who acts (services enforce it)
+                args.actor = ws.policy.auth.bound_identity() or args.actor
             return args.func(ws, args)
         finally:
             ws.close()

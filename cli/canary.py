@@ -26,7 +26,7 @@ from services.entities import SUPERVISED_ROLLOUTS
 from services.errors import InvalidInput, Unsupported
 from services.release import agent
 
-from .output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, plain, table
+from .output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, plain, table, whole_number
 from .release import show_plan, steps_to_stderr
 
 def register(add) -> None:
@@ -41,7 +41,7 @@ def register(add) -> None:
             common.add_argument(name, dest="actor" if name == "--as" else "workspace", default=argparse.SUPPRESS)
     s = sub.add_parser("start", parents=[common], help="promote an approved version in steps ([canary] in the policy)")
     s.add_argument("--model", required=True)
-    s.add_argument("--version", required=True, type=int)
+    s.add_argument("--version", required=True, type=whole_number)
     s.add_argument("--comment", default="")
     s.add_argument("--wait", action="store_true", help="follow the rollout to its end (exit 0 succeeded, 1 rolled back)")
     s.add_argument("--timeout", type=float, default=3600.0, metavar="SECONDS", help="with --wait (default 3600)")
@@ -57,7 +57,7 @@ def register(add) -> None:
         s.add_argument("--comment", default="")
 
     p = add("notifications", cmd_notifications, "recent notification events and their webhook deliveries")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=whole_number, default=20)
 
     p = add("agent", cmd_agent, "advance canary rollouts and deliver notifications (Azure; locally the supervisor "
                                 "does it)")

@@ -19,7 +19,7 @@ from services.entities import SCHEDULER_PROCESS
 from services.errors import InvalidInput, ServiceError, Unsupported
 from services.schedules import parse_assignments, recipe_text
 
-from .output import EXIT_OK, emit, table
+from .output import EXIT_OK, emit, table, whole_number
 
 # The gate's answer in the two CI systems' documented formats (docs/ci-cd.md).
 AZURE_OUTPUT = "##vso[task.setvariable variable=deployModel;isOutput=true]{}"
@@ -52,11 +52,11 @@ def register(add) -> None:
     """Add this module's subcommands (``add(name, func, help)`` returns the subparser)."""
     p = add("schedules", cmd_schedules,
             "retraining schedules and dataset triggers: next fire times, last firings, the scheduler")
-    p.add_argument("--firings", type=int, default=10, metavar="N", help="recent firings shown (default 10)")
+    p.add_argument("--firings", type=whole_number, default=10, metavar="N", help="recent firings shown (default 10)")
 
     p = add("schedule", cmd_schedule, "add, enable, disable or remove a retraining schedule (ml_lead or admin)")
     p.add_argument("action", choices=["add", "enable", "disable", "remove"])
-    p.add_argument("id", nargs="?", type=int, metavar="ID", help="the schedule (enable, disable, remove)")
+    p.add_argument("id", nargs="?", type=whole_number, metavar="ID", help="the schedule (enable, disable, remove)")
     p.add_argument("--dataset", metavar="NAME", help="add: the dataset to retrain on (its latest version)")
     p.add_argument("--cron", metavar="EXPR", help='add: five fields in UTC, e.g. "*/5 * * * *"')
     _recipe_options(p)

@@ -15,7 +15,7 @@ from services.errors import BackendUnavailable, InvalidInput
 from services.simulator import UP_HINT, simulate
 from services.telemetry import between, endpoints_health, parse_since, window
 
-from .output import EXIT_OK, emit, plain, table
+from .output import EXIT_OK, emit, plain, table, whole_number
 
 
 def register(add) -> None:
@@ -27,8 +27,8 @@ def register(add) -> None:
     p.add_argument("--error-rate", type=float, default=0.0, metavar="FRACTION",
                    help="share of bad requests (wrong feature count, strings, null/NaN, malformed JSON, "
                         "empty body, no 'data' key, wrong key), e.g. 0.02")
-    p.add_argument("--seed", type=int, help="the same seed sends the same requests")
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight at most (default 8)")
+    p.add_argument("--seed", type=whole_number, help="the same seed sends the same requests")
+    p.add_argument("--concurrency", type=whole_number, default=8, help="requests in flight at most (default 8)")
 
     p = add("telemetry", cmd_telemetry,
             "requests, failures, latency per model version and deployment, and endpoint health")
@@ -45,7 +45,7 @@ def register(add) -> None:
     p.add_argument("--deployment", metavar="NAME", help="one source: a deployment name or 'gateway'")
     p.add_argument("--grep", metavar="TEXT", help="plain text, case-insensitive (never a pattern)")
     p.add_argument("--since", help="only lines of the last 10m, 1h, 2d, …")
-    p.add_argument("--tail", type=int, default=200, help="the last N matching lines (default 200)")
+    p.add_argument("--tail", type=whole_number, default=200, help="the last N matching lines (default 200)")
 
 
 def _time(text: str) -> datetime:

@@ -15,15 +15,15 @@ print their steps on stderr as they end, with the time each took.
 """
 from __future__ import annotations
 
-import csv
 import json
 import sys
 
 from services.entities import Plan
 from services.errors import InvalidInput
+from services.export import write_csv
 from services.release import step_text
 
-from .output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table
+from .output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table, whole_number
 
 
 def register(add) -> None:
@@ -39,7 +39,7 @@ def register(add) -> None:
                              ("promote", cmd_promote, "promote an approved version to production (qa)")]:
         p = add(name, func, help)
         p.add_argument("--model", required=True)
-        p.add_argument("--version", required=True, type=int)
+        p.add_argument("--version", required=True, type=whole_number)
         if name == "deploy":
             p.add_argument("--env", default="staging")
         if name == "promote":
@@ -61,7 +61,7 @@ def register(add) -> None:
     p.add_argument("--comment", default="")
     _dry_run(p)
     p = add("audit", cmd_audit, "the audit trail, newest first")
-    p.add_argument("--limit", type=int)
+    p.add_argument("--limit", type=whole_number)
     p.add_argument("--csv", action="store_true", help="write CSV to stdout")
 
 
@@ -224,12 +224,10 @@ def cmd_traffic(ws, args) -> int:
 def cmd_audit(ws, args) -> int:
     records = ws.releases.audit(args.limit)
     if args.csv:
-        w = csv.writer(sys.stdout)
-        w.writerow(["id", "at", "actor", "role", "action", "target", "before", "after", "comment"])
-        for r in records:
-            w.writerow([r.id, r.at.isoformat(), r.actor, r.role, r.action, r.target,
-                        json.dumps(r.before) if r.before is not None else "",
-                        json.dumps(r.after) if r.after is not None else "", r.comment])
+        write_csv(sys.stdout, ["id", "at", "actor", "role", "action", "target", "before", "after", "comment"],
+                  ([r.id, r.at.isoformat(), r.actor, r.role, r.action, r.target,
+                    json.dumps(r.before) if r.before is not None else "",
+                    json.dumps(r.after) if r.after is not None else "", r.comment] for r in records))
         return EXIT_OK
     rows = [{"at": r.at, "actor": r.actor, "role": r.role, "action": r.action, "target": r.target,
              "comment": r.comment or None} for r in records]

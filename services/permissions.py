@@ -101,6 +101,9 @@ def may(policy: Policy, actor: str | None, action: str) -> bool:
     services decide with ``authorize``)."""
     if canonical(actor) == SYSTEM_ACTOR:
         return True
+    bound = policy.auth.bound_identity()
+    if bound is not None and canonical(actor) != bound:
+        return False
     return bool(set(policy.roles_of(actor or "")) & PERMISSIONS[action])
 
 
@@ -118,6 +121,11 @@ def authorize(policy: Policy, actor: str | None, action: str) -> str:
         return SYSTEM_ROLE
     if not canonical(actor):
         raise Forbidden("no identity given", hint="Pick who you are (console sidebar) or pass --as EMAIL.")
+    bound = policy.auth.bound_identity()
+    if bound is not None and canonical(actor) != bound:
+        raise Forbidden(f"{actor} is not who runs this process: the policy binds the acting identity to the "
+                        f"operating-system user, here {bound}",
+                        hint="Act as yourself (leave out --as / TOLLGATE_AS), or log in as that user.")
     allowed = PERMISSIONS[action]
     roles = policy.roles_of(actor)
     for role in ("admin", *sorted(allowed)):

@@ -5,6 +5,8 @@ defaults fill whatever a file leaves out.
 """
 from __future__ import annotations
 
+import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,6 +167,32 @@ class AuthPolicy:
     app roles in the user's ID token (``roles`` claim): app role value -> Tollgate role."""
     provider: str = "microsoft"          # the [auth.<provider>] section of secrets.toml
     app_roles: Mapping[str, str] = field(default_factory=dict)
+    # Local mode: "picker" (anyone may say who they are: unauthenticated, for one person's machine)
+    # or "os-user" (the acting identity is the operating-system user running the process, mapped by
+    # os_users or derived as login@os_user_domain: for a shared machine; the services refuse any other)
+    local_identity: str = "picker"
+    os_users: Mapping[str, str] = field(default_factory=dict)    # OS login -> identity
+    os_user_domain: str = ""
+
+    def bound_identity(self) -> str | None:
+        """The identity every local action is taken as when the policy binds it to the OS user; None
+        when the picker (or ``--as``) names it."""
+        if self.local_identity != "os-user":
+            return None
+        login = os_login()
+        mapped = {k.lower(): v for k, v in self.os_users.items()}.get(login.lower())
+        return (mapped or (f"{login}@{self.os_user_domain}" if self.os_user_domain else login)).strip().lower()
+
+
+def os_login() -> str:
+    """The login of the user this process runs as, from the OS's account database (not from
+    ``$USER`` / ``$LOGNAME``, which anyone can set)."""
+    try:
+        import pwd
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except (ImportError, KeyError):   # Windows, or a uid without an account entry
+        import getpass
+        return getpass.getuser()
 
 
 # Roles a directory vouched for: granted when a user signs in with a verified ID token whose
@@ -179,6 +207,25 @@ def grant_directory_roles(identity: str, roles: tuple[str, ...]) -> None:
     if unknown:
         raise InvalidInput(f"unknown role(s) {', '.join(unknown)}; known: {', '.join(ROLES)}")
     _DIRECTORY_ROLES[(identity or "").strip().lower()] = tuple(roles)
+
+
+# [training.bounds]: what a training run may ask for. A parameter's bound is "max" or [min, max];
+# at the top of the table it holds for every estimator that has the parameter, in a sub-table
+# ([training.bounds.gbr]) for that estimator only. Unbounded, n_estimators=1000000000 runs for days.
+DEFAULT_TRAINING_BOUNDS: Mapping[str, tuple[float, float]] = {
+    "n_estimators": (1, 2000), "max_depth": (1, 64), "max_iter": (1, 100_000), "min_samples_leaf": (1, 10_000),
+    "learning_rate": (1e-6, 1.0), "subsample": (0.01, 1.0), "alpha": (0.0, 1e6),
+}
+
+
+@dataclass(frozen=True)
+class TrainingPolicy:
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_TRAINING_BOUNDS))
+    per_estimator: Mapping[str, Mapping[str, tuple[float, float]]] = field(default_factory=dict)
+
+    def bounds_of(self, estimator: str) -> dict[str, tuple[float, float]]:
+        """Parameter -> (min, max) for ``estimator``."""
+        return {**self.bounds, **self.per_estimator.get(estimator, {})}
 
 
 @dataclass(frozen=True)
@@ -205,6 +252,7 @@ class Policy:
     notifications: NotificationPolicy = field(default_factory=NotificationPolicy)
     canary: CanaryPolicy = field(default_factory=CanaryPolicy)
     telemetry: TelemetryPolicy = field(default_factory=TelemetryPolicy)
+    training: TrainingPolicy = field(default_factory=TrainingPolicy)
     roles: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # identity -> roles
     auth: AuthPolicy = field(default_factory=AuthPolicy)
     source: str = "built-in defaults"
@@ -246,10 +294,11 @@ KNOWN_KEYS = {
     "health": None,       # checked by HealthPolicy's fields
     "drift": None,        # checked by DriftPolicy's fields
     "roles": None,        # identities are free-form; parse_roles checks the role names
-    "auth": {"provider", "app_roles"},
+    "auth": {"provider", "app_roles", "local_identity", "os_users", "os_user_domain"},
     "notifications": {"webhooks", "console_url", "max_attempts", "backoff_s", "timeout_s"},
     "canary": None,       # checked by CanaryPolicy's fields (parse_canary)
     "telemetry": {"raw_days", "minute_days", "hour_days", "capture_fraction", "capture"},
+    "training": {"bounds"},
 }
 
 
@@ -295,6 +344,7 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         drift = DriftPolicy(**raw.get("drift", {}))
         roles = parse_roles(raw.get("roles", {}), source)
         auth = parse_auth(raw.get("auth", {}), source)
+        training = parse_training(raw.get("training", {}), source)
         notifications = parse_notifications(raw.get("notifications", {}), source)
         canary = parse_canary(raw.get("canary", {}), source)
         latency_gate = parse_latency_gate(gate, source)
@@ -337,6 +387,7 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         telemetry=telemetry,
         roles=roles,
         auth=auth,
+        training=training,
         source=source,
         raw=raw,
     )
@@ -486,6 +537,32 @@ def parse_telemetry(table: Mapping[str, Any], source: str) -> TelemetryPolicy:
                            capture={name: fractions[f"capture.{name}"] for name in capture})
 
 
+def parse_training(table: Mapping[str, Any], source: str) -> TrainingPolicy:
+    """``[training.bounds]``: ``param = max`` or ``param = [min, max]``, for every estimator, and
+    ``[training.bounds.ESTIMATOR]`` for one; the built-in bounds hold where the policy says nothing."""
+    def bound(where: str, value: Any) -> tuple[float, float]:
+        param = where.rpartition(".")[2]
+        floor = DEFAULT_TRAINING_BOUNDS.get(param, (0, 0))[0]   # "max_depth = 10" keeps max_depth ≥ 1
+        lo, hi = (floor, value) if not isinstance(value, list) else (tuple(value) if len(value) == 2 else (None, None))
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (lo, hi)) \
+                or lo > hi:
+            raise InvalidInput(f"{source}: [training.bounds] {where} must be a number (the maximum) or "
+                               f"[minimum, maximum], not {value!r}")
+        return lo, hi
+
+    raw = table.get("bounds", {})
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{source}: [training] bounds must be a table ([training.bounds])")
+    common = dict(DEFAULT_TRAINING_BOUNDS)
+    per: dict[str, dict[str, tuple[float, float]]] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            per[key] = {p: bound(f"{key}.{p}", v) for p, v in value.items()}
+        else:
+            common[key] = bound(key, value)
+    return TrainingPolicy(bounds=common, per_estimator=per)
+
+
 def parse_auth(table: Mapping[str, Any], source: str) -> AuthPolicy:
     """``[auth]``: ``provider`` and ``app_roles = {"Tollgate.QA" = "qa", ...}``."""
     app_roles = table.get("app_roles", {})
@@ -495,4 +572,12 @@ def parse_auth(table: Mapping[str, Any], source: str) -> AuthPolicy:
     if unknown:
         raise InvalidInput(f"{source}: [auth] app_roles: unknown role(s) {', '.join(map(str, unknown))}; "
                            f"known: {', '.join(ROLES)}")
-    return AuthPolicy(provider=str(table.get("provider", "microsoft")), app_roles=dict(app_roles))
+    local_identity = table.get("local_identity", "picker")
+    if local_identity not in ("picker", "os-user"):
+        raise InvalidInput(f"{source}: [auth] local_identity must be \"picker\" or \"os-user\", not {local_identity!r}")
+    os_users = table.get("os_users", {})
+    if not isinstance(os_users, dict) or not all(isinstance(v, str) and v.strip() for v in os_users.values()):
+        raise InvalidInput(f"{source}: [auth.os_users] must map OS logins to identities (login = \"e-mail\")")
+    return AuthPolicy(provider=str(table.get("provider", "microsoft")), app_roles=dict(app_roles),
+                      local_identity=local_identity, os_users=dict(os_users),
+                      os_user_domain=str(table.get("os_user_domain", "")).strip().lstrip("@"))

@@ -112,14 +112,15 @@ def resolve_recipe(models, jobs, policy: Policy, estimator: str | None,
                 except NotFound:
                     pass
     estimator = estimator or DEFAULT_ESTIMATOR
-    return estimator, check_recipe(estimator, params)
+    return estimator, check_recipe(estimator, params, policy)
 
 
-def check_recipe(estimator: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+def check_recipe(estimator: str, params: Mapping[str, Any] | None, policy: Policy) -> dict[str, Any]:
     """The parameters as given, each cast to its type; ``InvalidInput`` for an unknown
-    estimator or parameter (checked when the schedule is saved, not when it fires)."""
+    estimator or parameter, or one out of the policy's bounds (checked when the schedule is
+    saved, not when it fires)."""
     params = dict(params or {})
-    full = full_params(estimator, params)
+    full = full_params(estimator, params, policy.training)
     return {k: full[k] for k in params}
 
 

@@ -32,7 +32,10 @@ def parse_since(text: str) -> timedelta:
     m = _SINCE.match(str(text))
     if not m:
         raise InvalidInput(f"not a duration: {text!r}", hint="Use a number and a unit: 15m, 1h, 24h, 7d.")
-    return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()])
+    seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2).lower()]
+    if seconds > timedelta.max.total_seconds() / 2:   # timedelta (and any window) ends long before
+        raise InvalidInput(f"duration {text!r} is too long", hint="Use at most a few years, e.g. 30d.")
+    return timedelta(seconds=seconds)
 
 
 def bin_seconds_for(span: timedelta) -> int:

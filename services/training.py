@@ -7,6 +7,7 @@ place above it that reads its catalogue, so pages never import the pipeline.
 from __future__ import annotations
 
 import re
+import math
 from typing import Any, Mapping
 
 from pipeline.train import ESTIMATORS as _CATALOGUE
@@ -15,6 +16,7 @@ from pipeline.train import PipelineError, coerce_params
 from .datatests import has_labels, no_labels_message, no_passing_version
 from .entities import DatasetVersion, TrainingSpec
 from .errors import InvalidInput
+from .policy import TrainingPolicy
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -29,14 +31,29 @@ def default_params(estimator: str) -> dict[str, Any]:
     return dict(_CATALOGUE[_known(estimator)][1])
 
 
-def full_params(estimator: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def full_params(estimator: str, params: Mapping[str, Any] | None = None,
+                policy: TrainingPolicy | None = None) -> dict[str, Any]:
     """The defaults overlaid with ``params``, each cast to its type; ``InvalidInput`` for an
-    unknown estimator, an unknown parameter or a value of the wrong type."""
+    unknown estimator, an unknown parameter, a value of the wrong type, a number that is not
+    finite, or one outside the policy's ``[training.bounds]`` (checked when a run is submitted or a
+    schedule saved, on every backend, before anything starts)."""
     _known(estimator)
     try:
-        return coerce_params(estimator, dict(params or {}))
+        full = coerce_params(estimator, dict(params or {}))
     except PipelineError as e:
         raise InvalidInput(str(e)) from None
+    bounds = (policy or TrainingPolicy()).bounds_of(estimator)
+    for key in dict(params or {}):   # what the run asks for; the pipeline's own defaults are its choice
+        value = full[key]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"parameter {key}={value!r} is not a finite number")
+        if key in bounds and isinstance(value, (int, float)) and not isinstance(value, bool):
+            lo, hi = bounds[key]
+            if not lo <= value <= hi:
+                raise InvalidInput(f"parameter {key}={value} of {estimator} is out of bounds: {lo:g} … {hi:g}",
+                                   hint="The policy's [training.bounds] sets what a run may ask for "
+                                        "(tollgate.toml); ask an admin to raise it if you need more.")
+    return full
 
 
 def _known(estimator: str) -> str:

@@ -7,6 +7,7 @@ from services.policy import Policy, grant_directory_roles
 from services.permissions import PERMISSIONS, SYSTEM_ACTOR, VERBS, canonical, may, roles_needed
 
 from . import state
+from .widgets import code
 
 DEFAULT_ACTOR = "local-user"      # no role: may read everything, change nothing
 SOMEONE_ELSE = "someone else…"
@@ -19,7 +20,7 @@ def sidebar() -> None:
     ws = state.workspace()
     with st.sidebar:
         kind = "Local workspace" if ws.info.kind == "local" else "Azure ML workspace"
-        st.caption(f"**{kind}**  \n`{ws.info.description}`")
+        st.caption(f"**{kind}**  \n{code(ws.info.description)}")
         if sign_in_configured():
             signed_in_identity(ws.policy)
         else:
@@ -59,7 +60,7 @@ def signed_in_identity(policy: Policy) -> None:
     grant_directory_roles(identity, token_roles(policy, st.user))
     st.session_state[state.ACTOR] = identity
     roles = policy.roles_of(identity)
-    st.markdown(f"**Signed in** as `{identity}`")
+    st.markdown(f"**Signed in** as {code(identity)}")
     st.caption(f"Roles: **{', '.join(roles)}**" if roles else "No role: read-only.")
     st.button("Sign out", icon=":material/logout:", on_click=st.logout, width="stretch")
 
@@ -72,8 +73,7 @@ def refusal(policy: Policy, actor: str, action: str) -> str | None:
     verb = VERBS[action]
     then = ("ask someone who has it" if sign_in_configured()
             else "pick another identity in the sidebar")
-    who = actor.replace("`", "'")
-    return f"To {verb} you need the role {roles_needed(action)}: `{who}` will be refused — {then}."
+    return f"To {verb} you need the role {roles_needed(action)}: {code(actor)} will be refused — {then}."
 
 
 def role_hint(action: str) -> None:
@@ -82,6 +82,17 @@ def role_hint(action: str) -> None:
     why = refusal(state.workspace().policy, state.actor(), action)
     if why:
         st.caption(f":material/lock: {why}")
+
+
+def os_user_identity(policy: Policy, identity: str) -> None:
+    """``[auth] local_identity = "os-user"`` (a shared machine): no picker, the console acts as the
+    operating-system user running it, as the services require."""
+    st.session_state[state.ACTOR] = identity
+    st.markdown(f"**Acting as** {code(identity)}")
+    roles = policy.roles_of(identity)
+    st.caption((f"Roles: **{', '.join(roles)}**. " if roles else "No role: read-only. ")
+               + ":material/lock: The policy binds the identity to the operating-system user running the "
+                 "console (`[auth] local_identity`).")
 
 
 def role_label(policy: Policy, identity: str) -> str:
@@ -97,6 +108,10 @@ def allowed_actions(roles: tuple[str, ...]) -> list[str]:
 def identity_picker(policy: Policy) -> None:
     """Local mode has no sign-in: the user picks an identity of the policy's ``[roles]``
     (or types another); it is what the services authorize and the audit trail records."""
+    bound = policy.auth.bound_identity()
+    if bound is not None:
+        os_user_identity(policy, bound)
+        return
     identities = sorted(policy.roles)
     options = [DEFAULT_ACTOR, *(i for i in identities if i != DEFAULT_ACTOR), SOMEONE_ELSE]
     current = st.session_state.get(state.ACTOR) or DEFAULT_ACTOR
@@ -126,7 +141,7 @@ def identity_picker(policy: Policy) -> None:
         st.caption(f"Roles: **{', '.join(roles)}** — "
                    + (f"may {', '.join(allowed)}." if allowed else "may read everything and change nothing."))
     else:
-        st.caption(f"`{actor}` has no role in the policy: read-only.")
+        st.caption(f"{code(actor)} has no role in the policy: read-only.")
     st.caption(":material/info: **No sign-in configured** — pick who you are; the choice goes into the "
                "audit trail. Roles come from `[roles]` in the policy file. For Microsoft sign-in, add "
                "`[auth]` to `.streamlit/secrets.toml` (README: Use with Azure).")

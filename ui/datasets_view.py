@@ -19,7 +19,7 @@ from services.versions import newest_first
 
 from . import state
 from .chrome import role_hint
-from .widgets import STATUS_ICON, badge, fmt_metric, guard, show_error
+from .widgets import STATUS_ICON, badge, code, escaped, fmt_metric, guard, show_error
 
 # session-state keys of this page
 SELECTED_NAME = "datasets.name"
@@ -209,7 +209,7 @@ def render() -> None:
                "version before anyone trains on it.")
     versions = state.dataset_versions(uri)
     if warning_of(versions):  # a listing that stopped early: what was read is shown, and said to be partial
-        st.warning(warning_of(versions), icon=":material/warning:")
+        st.warning(escaped(warning_of(versions)), icon=":material/warning:")
     if not versions:
         st.info("No datasets yet. Upload a CSV or Parquet file below to register the first version, "
                 "or load the demo data from the Overview page.", icon=":material/info:")
@@ -267,11 +267,12 @@ def select_version(versions: list[DatasetVersion]) -> DatasetVersion:
 
 def render_foreign(dv: DatasetVersion) -> None:
     """A version Tollgate never tested: what Azure says of it, and whether its data can be read."""
-    st.info(f"Registered outside Tollgate, by {dv.created_by or 'someone'} on {dv.created_at:%Y-%m-%d %H:%M} UTC: "
+    by = code(dv.created_by) if dv.created_by else "someone"
+    st.info(f"Registered outside Tollgate, by {by} on {dv.created_at:%Y-%m-%d %H:%M} UTC: "
             "never profiled nor tested, so it has no data tests yet.", icon=":material/info:")
     st.text(f"type: {dv.kind}\npath: {dv.uri}")
     if dv.unreadable:
-        st.warning(f"Tollgate cannot read this version's data: {dv.unreadable}.", icon=":material/block:")
+        st.warning(f"Tollgate cannot read this version's data: {escaped(dv.unreadable)}.", icon=":material/block:")
 
 
 def render_test_on_demand(dv: DatasetVersion) -> None:
@@ -295,7 +296,7 @@ def render_test_on_demand(dv: DatasetVersion) -> None:
 def render_version(uri: str, dv: DatasetVersion, baseline: DatasetVersion | None) -> None:
     st.subheader(dv.ref)
     if dv.description:
-        st.caption(f"{dv.description} · source `{dv.source}` · by {dv.created_by}")
+        st.caption(f"{escaped(dv.description)} · source {code(dv.source)} · by {code(dv.created_by)}")
     if not dv.tested or dv.unreadable:
         render_foreign(dv)
         if dv.unreadable:
@@ -327,9 +328,9 @@ def render_version(uri: str, dv: DatasetVersion, baseline: DatasetVersion | None
 
     status, line = verdict(tests, dv.baseline_version)
     if status == CheckStatus.FAIL:
-        st.error(f"{line}. Training on this version fails at its validation step.")
+        st.error(f"{escaped(line)}. Training on this version fails at its validation step.")
     else:
-        (st.warning if status == CheckStatus.WARN else st.success)(line)
+        (st.warning if status == CheckStatus.WARN else st.success)(escaped(line))
 
     # ?column=NAME (a data check's link, e.g. from a review) opens that column's figures
     focus = st.query_params.get("column")
@@ -378,14 +379,14 @@ def render_distribution(uri: str, dv: DatasetVersion, tests: list[DataTestResult
     st.plotly_chart(fig, width="stretch", key=f"datasets.hist.{dv.ref}.{column}")
     about = [t for t in tests if t.column == column and t.check in ("range", "shift_mean", "psi")]
     if about:
-        st.caption(" · ".join(f"{STATUS_ICON[t.status]} **{t.check}**: {t.detail}" for t in about))
+        st.caption(" · ".join(f"{STATUS_ICON[t.status]} **{t.check}**: {escaped(t.detail)}" for t in about))
     elif base is None:
         st.caption("First version: there is no baseline to compare with.")
     elif not has_base:
-        st.caption(f"`{column}` is not a numeric column of the baseline v{dv.baseline_version}.")
+        st.caption(f"{code(column)} is not a numeric column of the baseline v{dv.baseline_version}.")
     skipped = [c for c in frame.columns if c not in columns]
     if skipped:
-        st.caption(f"Not numeric, so not plotted: {', '.join(skipped)}.")
+        st.caption(f"Not numeric, so not plotted: {escaped(', '.join(skipped))}.")
 
 
 def render_upload(names: list[str], expanded: bool) -> None:

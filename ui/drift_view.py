@@ -22,7 +22,7 @@ from services.telemetry import WINDOW_CHOICES, window as make_window
 from . import state
 from .chrome import refusal
 from .monitoring_view import NO_MODEL, adopt_query_params, endpoint_names, label, show_partial
-from .widgets import guard, show_error
+from .widgets import code, escaped, guard, show_error
 
 DEFAULT_WINDOW = "24h"
 ALL_VERSIONS = ""
@@ -171,9 +171,9 @@ def render_report(report: DriftReport, policy: Policy) -> None:
     who = f"{label(report.model, policy.model_name)} ({report.model})" if report.model and report.model != NO_MODEL \
         else "all versions"
     st.markdown(f"#### {who} :{colour}-badge[{text}]")
-    st.markdown(report.summary)
+    st.markdown(escaped(report.summary))
     if report.missing_features:
-        st.warning(f"The collected inputs lack the feature(s) {', '.join(report.missing_features)} the model "
+        st.warning(f"The collected inputs lack the feature(s) {escaped(', '.join(report.missing_features))} the model "
                    "was trained on: they are not compared.", icon="⚠️")
     if not report.features:
         return
@@ -218,9 +218,9 @@ def _confirm(endpoint: str, since: str, model: str | None, rows: int) -> None:
                          help="A name apart from the training datasets, so that their latest version stays "
                               "trainable").strip()
     roles = policy.roles_of(actor)
-    st.markdown(f"Acting as `{actor}` ({', '.join(roles) or 'no role'}). **What will happen:**")
+    st.markdown(f"Acting as {code(actor)} ({', '.join(roles) or 'no role'}). **What will happen:**")
     st.markdown("\n".join(f"- {line}" for line in register_lines(endpoint, since, model, rows, policy.target,
-                                                                 name or "…")))
+                                                                 escaped(name) or "…")))
     why = refusal(policy, actor, REGISTER)
     if why:
         st.warning(why, icon="🔒")

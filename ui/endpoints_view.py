@@ -21,7 +21,7 @@ from services.scoring import send_request
 from . import state
 from .chrome import role_hint
 from .plan_dialog import Request, ask, confirmation_dialog, flash
-from .widgets import guard, show_error
+from .widgets import code, escaped, guard, show_error
 
 STATE_ICON = {"healthy": "🟢", "starting": "🟡", "unhealthy": "🔴", "failed": "🔴", "stopped": "⚫"}
 COLOURS = {"blue": "#2f6fde", "green": "#2da44e"}
@@ -122,7 +122,7 @@ def render() -> None:
     top_l.title("Endpoints")
     if top_r.button("Refresh", icon=":material/refresh:", key="endpoints.refresh", width="stretch"):
         state.after_write()
-    st.caption(f"Online endpoints of `{ws.info.description}` · health, traffic, keys, a test request, logs")
+    st.caption(f"Online endpoints of {code(ws.info.description)} · health, traffic, keys, a test request, logs")
     flash()
     endpoints = state.endpoints(uri)
     order = [policy.endpoints.production, policy.endpoints.staging]
@@ -300,11 +300,11 @@ def render_result(r: ScoreResult, policy_model: str) -> None:
     cols[1].metric("Latency", f"{r.latency_ms:.1f} ms", help="Round trip from the console through the gateway")
     cols[2].metric("Answered by", r.deployment or "—", help="The deployment the gateway routed to")
     cols[3].metric("Model", model_short(r.model, policy_model), help=r.model or None)
-    st.caption(f"Request id `{r.request_id}` — look it up in the telemetry" if r.request_id else "No request id")
+    st.caption(f"Request id {code(r.request_id)} — look it up in the telemetry" if r.request_id else "No request id")
     if 200 <= r.status < 300:
         st.success("Prediction returned", icon="✅")
     else:
-        st.error(f"HTTP {r.status}: {error_message(r.body)}", icon="🚫")
+        st.error(f"HTTP {r.status}: {escaped(error_message(r.body))}", icon="🚫")
     if isinstance(r.body, (dict, list)):
         st.json(r.body)
     else:

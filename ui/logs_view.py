@@ -13,7 +13,7 @@ from services.telemetry import WINDOW_CHOICES, parse_since
 
 from . import state
 from .monitoring_view import adopt_query_params, endpoint_names, show_partial
-from .widgets import guard
+from .widgets import escaped, guard
 
 ALL = "all sources"
 ALL_TIME, CUSTOM = "all time", "custom…"
@@ -60,7 +60,7 @@ def range_words(choice: str, start: datetime | None, end: datetime | None) -> st
 
 def nothing_found(endpoint: str, source: str | None, text: str, when: str, sources: list[str]) -> str:
     where = f"the {source} log" if source else f"any log of {endpoint} ({', '.join(sources)})"
-    what = f"containing “{text}”" if text else ""
+    what = f"containing “{escaped(text)}”" if text else ""
     checks = ["the search is plain text, case-insensitive: no wildcards or patterns (`*`, `%`, `.*` match "
               "themselves)" if text else None,
               "a longer time range, or **all time**",

@@ -17,7 +17,7 @@ from . import state
 from .endpoints_view import model_short
 from .logs_view import covering_range, log_text
 from .monitoring_view import show_partial
-from .widgets import show_error
+from .widgets import code, escaped, show_error
 
 INPUT = "lookup.request_id"
 _SEEN = "lookup.param_seen"
@@ -66,12 +66,11 @@ def status_words(status: int) -> tuple[str, str]:
 
 
 def not_found_text(request_id: str, workspace: str) -> str:
-    shown = request_id.replace("`", "'")  # inside a code span
-    return (f"**No request with id `{shown}` in this workspace's telemetry.** Check:\n"
+    return (f"**No request with id {code(request_id)} in this workspace's telemetry.** Check:\n"
             f"- it is the `x-request-id` (also `x-ms-request-id`) header of the endpoint's response, copied whole "
             f"({len(request_id)} characters here; the endpoints' ids are 36-character UUIDs unless the client "
             f"sent its own);\n"
-            f"- the request went to an endpoint of this workspace (`{workspace}`): each workspace keeps its own "
+            f"- the request went to an endpoint of this workspace ({code(workspace)}): each workspace keeps its own "
             f"telemetry;\n"
             f"- it reached the gateway: a client-side timeout, a DNS or connection error never gets an id;\n"
             f"- it is very recent: requests are recorded within a second, so try again.")
@@ -124,8 +123,8 @@ def render() -> None:
 def render_detail(detail: RequestDetail, policy_model: str) -> None:
     r = detail.record
     words, level = status_words(r.status)
-    shown = r.request_id.replace("`", "'")  # inside a code span
-    getattr(st, level)(f"**{words}** — `{shown}` to **{r.endpoint}** at {r.ts:%Y-%m-%d %H:%M:%S} UTC",
+    getattr(st, level)(f"**{words}** — {code(r.request_id)} to **{escaped(r.endpoint)}** "
+                       f"at {r.ts:%Y-%m-%d %H:%M:%S} UTC",
                        icon={"success": "✅", "warning": "⚠️", "error": "❌"}[level])
     cols = st.columns(5)
     cols[0].metric("Status", r.status if r.status else "no answer", border=True)
@@ -137,14 +136,13 @@ def render_detail(detail: RequestDetail, policy_model: str) -> None:
                    border=True)
     extras = []
     if r.client_request_id and r.client_request_id != r.request_id:
-        client = r.client_request_id.replace("`", "'")  # inside a code span: shown as text
-        extras.append(f"the client's own id `{client}` (x-ms-client-request-id; clients may reuse it)")
+        extras.append(f"the client's own id {code(r.client_request_id)} (x-ms-client-request-id; clients may reuse it)")
     if r.upload_ms is not None:
         extras.append(f"upload of the request body {r.upload_ms:,.1f} ms (not part of the latency)")
     if extras:
         st.caption(" · ".join(extras))
     if r.error:
-        st.error(f"**Error:** {r.error}", icon="🚫")
+        st.error(f"**Error:** {escaped(r.error)}", icon="🚫")
     if not r.payload_captured:
         st.caption("The payloads of this request were not kept: `[telemetry] capture_fraction` keeps those of "
                    "a share of the successful requests (every failure and client error is kept).")

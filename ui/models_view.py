@@ -23,7 +23,7 @@ from services.policy import Policy
 from . import state
 from .chrome import role_hint
 from .provenance_view import provenance_block
-from .widgets import BETTER, NEUTRAL, WORSE, fmt_metric, guard, show_error
+from .widgets import BETTER, NEUTRAL, WORSE, code, escaped, fmt_metric, guard, show_error
 
 # one colour per model in every chart; green/red stay reserved for better/worse
 CANDIDATE_COLOR, CHAMPION_COLOR = "#0969da", "#bc4c00"
@@ -501,7 +501,7 @@ def version_card(mv: ModelVersion) -> None:
         badges.append(":orange-badge[:material/trophy: champion]")
     badges += [f":blue-badge[alias: {a}]" for a in mv.aliases if a != "champion"]
     if mv.tags.get("stage"):
-        badges.append(f":violet-badge[stage: {mv.tags['stage']}]")
+        badges.append(f":violet-badge[stage: {escaped(mv.tags['stage'])}]")
     if mv.archived:
         badges.append(":gray-badge[archived]")
     if badges:
@@ -526,9 +526,9 @@ def version_card(mv: ModelVersion) -> None:
             st.page_link("pages/datasets.py", label=f"Dataset {mv.dataset}:{mv.dataset_version}",
                          icon=":material/dataset:",
                          query_params={"dataset": mv.dataset, "version": str(mv.dataset_version)})
-        st.markdown(f"Estimator **{mv.estimator}** · created by **{mv.created_by}** on "
+        st.markdown(f"Estimator **{escaped(mv.estimator)}** · created by {code(mv.created_by)} on "
                     f"{mv.created_at:%Y-%m-%d %H:%M} UTC")
-        st.caption(f"Artifacts: `{mv.uri}`")
+        st.caption(f"Artifacts: {code(mv.uri)}")
     with edits:
         role_hint("edit_model")
         description_editor(mv)
@@ -569,14 +569,14 @@ def tags_editor(mv: ModelVersion) -> None:
                 with guard():
                     state.workspace().models.set_tags(mv.name, mv.version, {tag_key.strip(): tag_value},
                                                       actor=state.actor())
-                    flash_and_rerun(f"Set tag `{tag_key.strip()}` on {mv.ref}.")
+                    flash_and_rerun(f"Set tag {code(tag_key.strip())} on {mv.ref}.")
     if mv.tags:
         key_col, button_col = st.columns([5, 1.3], vertical_alignment="bottom")
         doomed = key_col.selectbox("Remove a tag", list(mv.tags), key=f"models.remove_key.{mv.ref}")
         if button_col.button("Remove", key=f"models.remove_tag.{mv.ref}"):
             with guard():
                 state.workspace().models.set_tags(mv.name, mv.version, {doomed: None}, actor=state.actor())
-                flash_and_rerun(f"Removed tag `{doomed}` from {mv.ref}.")
+                flash_and_rerun(f"Removed tag {code(doomed)} from {mv.ref}.")
 
 
 def archive_controls(mv: ModelVersion) -> None:

@@ -19,7 +19,7 @@ from services.versions import newest_first, order_key
 from . import state
 from .datasets_view import group_by_check
 from .monitoring_view import NOT_DEPLOYED, health_badge
-from .widgets import BETTER, NEUTRAL, WORSE, badge, fmt_duration, fmt_metric, guard
+from .widgets import BETTER, NEUTRAL, WORSE, badge, code, fmt_duration, fmt_metric, guard
 
 CANDIDATE_LIMIT = 5
 LATEST_RUNS = 8
@@ -143,7 +143,7 @@ def render() -> None:
     uri = state.uri()
     st.title("Overview")
     where = "Local workspace" if ws.info.kind == "local" else "Azure ML workspace"
-    st.caption(f"{where} `{ws.info.description}` · policy `{ws.policy.source}` · "
+    st.caption(f"{where} {code(ws.info.description)} · policy {code(ws.policy.source)} · "
                f"model `{ws.policy.model_name}`")
 
     if not state.dataset_versions(uri):
@@ -264,7 +264,7 @@ def render_production(ws, champion: ModelVersion | None) -> None:
         lineage = f"`{champion.dataset}:{champion.dataset_version}`" if champion.dataset else "unknown data"
         run = f" by run `{champion.run_id}`" if champion.run_id else ""
         st.caption(f"Trained on {lineage}{run} · registered {champion.created_at:%Y-%m-%d %H:%M} UTC "
-                   f"by {champion.created_by}")
+                   f"by {code(champion.created_by)}")
         endpoint_note("production",
                       "Served by the `champion` alias: no online endpoint exists yet in this workspace.")
 

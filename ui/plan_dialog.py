@@ -21,7 +21,7 @@ from services.release.plans import traffic_text
 
 from . import state
 from .progress import run_with_steps
-from .widgets import show_error
+from .widgets import code, escaped, show_error
 
 PENDING = "tollgate.pending_action"   # the Request awaiting confirmation (one dialog at a time)
 PLANNED = "tollgate.pending_plan"     # (Request, Plan): the plan shown for it, computed once
@@ -35,11 +35,6 @@ CANARY_CONTROL = ("pause", "resume", "abort")
 
 def who_may(action: str) -> str:
     return " or ".join(sorted(PERMISSIONS[action]))
-
-
-def escaped(text: str) -> str:
-    """Shown as text, never read as markdown (names and comments are people's text)."""
-    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~$@:" else ch for ch in text)
 
 
 # --- requests: a button asks for an action; the workflow plans it ------------------
@@ -105,13 +100,14 @@ def perform(ws, plan: Plan, actor: str, comment: str = "", progress=None) -> Out
                              f"its health probe and smoke test passed.")
     if a == "smoke_test":
         result = rel.smoke_test(plan.env, actor, plan.deployment, progress=progress)
-        return Outcome(result.passed, f"Smoke test of {plan.ref} on {plan.env}/{plan.deployment}: {result.summary}.")
+        return Outcome(result.passed, f"Smoke test of {plan.ref} on {plan.env}/{plan.deployment}: "
+                                      f"{escaped(result.summary)}.")
     if a == "approve":
         rel.approve(plan.model_name, plan.model_version, actor, comment, plan=plan)
-        return Outcome(True, f"{plan.ref} is approved by `{actor}`; QA can promote it now.")
+        return Outcome(True, f"{plan.ref} is approved by {code(actor)}; QA can promote it now.")
     if a == "reject":
         rel.reject(plan.model_name, plan.model_version, actor, comment, plan=plan)
-        return Outcome(True, f"{plan.ref} is rejected by `{actor}`.")
+        return Outcome(True, f"{plan.ref} is rejected by {code(actor)}.")
     if a in ("promote", "canary"):
         ep = rel.promote(plan.model_name, plan.model_version, actor, comment, plan=plan, progress=progress)
         if a == "canary":
@@ -174,12 +170,12 @@ def _confirm(request: Request) -> None:
             return
         st.session_state[PLANNED] = planned
     plan = planned[1]
-    st.markdown(f"Acting as `{actor}` ({', '.join(roles) or 'no role'}). **What will change:**")
+    st.markdown(f"Acting as {code(actor)} ({', '.join(roles) or 'no role'}). **What will change:**")
     render_plan(plan)
     needed = permission_of(plan)
     if not set(roles) & PERMISSIONS[needed]:
         st.warning(f"To {VERBS[needed]} you need the role {who_may(needed)}; the service will refuse "
-                   f"`{actor}`. Pick another identity in the sidebar.", icon="🔒")
+                   f"{code(actor)}. Pick another identity in the sidebar.", icon="🔒")
     comment = ""
     if plan.comment != "none":
         comment = st.text_area("Comment" + (" (required: say why)" if plan.comment == "required" else " (optional)"),

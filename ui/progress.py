@@ -15,6 +15,8 @@ from typing import Callable, TypeVar
 from services.entities import ProgressStep
 from services.release import step_text
 
+from .widgets import code, escaped
+
 T = TypeVar("T")
 POLL_S = 0.2
 
@@ -41,11 +43,11 @@ def run_with_steps(work: Callable[[Callable[[ProgressStep], None]], T], status, 
                 running = None
         if done:
             return future.result()
-        now = f" — {running.label}" + (f": {running.detail}" if running and running.detail else "") if running else ""
+        now = escaped(f" — {running.label}" + (f": {running.detail}" if running.detail else "")) if running else ""
         status.update(label=f"{title}… {time.monotonic() - started:.0f} s{now}", expanded=True)
         time.sleep(POLL_S)
 
 
 def step_line(step: ProgressStep) -> str:
     """A finished step for the page: the CLI's line, in a code span so that no text is read as markdown."""
-    return f"`{step_text(step)}`"
+    return code(step_text(step))

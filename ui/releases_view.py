@@ -17,13 +17,14 @@ import streamlit as st
 from services.entities import (AuditRecord, CheckStatus, Comparison, DataTestResult, Endpoint, ModelVersion,
                                ReleaseState, SmokeTestResult, Stage)
 from services.errors import NotFound
+from services.export import csv_bytes
 from services.policy import Policy
 from services.versions import newest_first, order_key
 from services.release.plans import WORDS as STAGE_TEXT, dep_label, traffic_text, warm_previous
 
 from . import rollout_view, state
 from .plan_dialog import Request, ask, confirmation_dialog, flash, who_may
-from .widgets import BETTER, NEUTRAL, WORSE, badge, fmt_metric, guard
+from .widgets import BETTER, NEUTRAL, WORSE, badge, code, escaped, fmt_metric, guard
 
 AUDIT_LIMIT = 5000           # newest events loaded for the table (the CSV holds what is shown)
 
@@ -191,7 +192,7 @@ def audit_csv(frame: pd.DataFrame) -> bytes:
     """The audit table as CSV (times in UTC, ISO 8601), what the download button serves."""
     out = frame.copy()
     out["time"] = [t.isoformat() if isinstance(t, datetime) else t for t in out["time"]]
-    return out.to_csv(index=False).encode("utf-8")
+    return csv_bytes(list(out.columns), out.itertuples(index=False, name=None))
 
 
 # --- rendering ----------------------------------------------------------------
@@ -202,7 +203,7 @@ def render() -> None:
     st.title("Releases")
     actor = state.actor()
     roles = policy.roles_of(actor)
-    st.caption(f"Model `{policy.model_name}` · policy `{policy.source}` · acting as `{actor}` "
+    st.caption(f"Model `{policy.model_name}` · policy {code(policy.source)} · acting as {code(actor)} "
                f"({', '.join(roles) or 'no role: read-only'})")
     flash()
 
@@ -307,11 +308,11 @@ def render_version(ws, uri: str, mv: ModelVersion, release: ReleaseState, champi
 def render_stepper(release: ReleaseState) -> None:
     marks = journey(release.stage)
     notes = {
-        "staging": f"deployed by `{release.deployed_by}`" if release.deployed_by else "",
+        "staging": f"deployed by {code(release.deployed_by)}" if release.deployed_by else "",
         "awaiting approval": (f"smoke test #{release.smoke_test_id} passed"
                               if REACHED[release.stage] >= 1 else ""),
-        "approved": (f"{'rejected' if release.stage == Stage.REJECTED else 'approved'} by `{release.decided_by}`"
-                     + (f": “{release.decision_comment}”" if release.decision_comment else "")
+        "approved": (f"{'rejected' if release.stage == Stage.REJECTED else 'approved'} by {code(release.decided_by)}"
+                     + (f": “{escaped(release.decision_comment)}”" if release.decision_comment else "")
                      if release.decided_by else ""),
         "production": {Stage.PRODUCTION: "serving", Stage.RETIRED: "replaced by a newer version",
                        Stage.ROLLED_BACK: "rolled back"}.get(release.stage, ""),
@@ -418,9 +419,9 @@ def render_smoke(uri: str, mv: ModelVersion, release: ReleaseState) -> None:
         if result is None:
             st.caption("Never smoke-tested: it runs as part of a deploy to staging.")
             return
-        (st.success if result.passed else st.error)(result.summary, icon="✅" if result.passed else "❌")
+        (st.success if result.passed else st.error)(escaped(result.summary), icon="✅" if result.passed else "❌")
         st.caption(f"#{result.id} on `{result.endpoint}/{result.deployment}` · {result.at:%Y-%m-%d %H:%M} UTC "
-                   f"· by `{result.actor}`")
+                   f"· by {code(result.actor)}")
         st.dataframe(smoke_cases_frame(result), hide_index=True, width="stretch", column_config={
             "passed": st.column_config.TextColumn("passed", width="small"),
             "expected": st.column_config.NumberColumn(format="%.4f", help="the registered model's prediction offline"),

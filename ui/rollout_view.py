@@ -21,6 +21,7 @@ from services.errors import ServiceError
 
 from . import state
 from .plan_dialog import Request, ask
+from .widgets import code, escaped
 
 REFRESH_S = 2.0
 STATE_TEXT = {cn.RUNNING: "🟡 running", cn.PAUSED: "⏸️ paused", cn.SUCCEEDED: "🟢 succeeded",
@@ -109,7 +110,7 @@ def _live_panel(ws) -> None:
 def _rollout_body(ws, r: cn.Rollout) -> None:
     st.markdown(f"**{r.model_ref}** on `{r.endpoint}` — {STATE_TEXT[r.state]}, {r.step_label}; stable "
                 f"**{r.stable_model}** ({r.stable_deployment}). Started {r.started_at:%Y-%m-%d %H:%M:%S} UTC "
-                f"by `{r.started_by}`.")
+                f"by {code(r.started_by)}.")
     done = len(r.history) + (1 if r.state == cn.SUCCEEDED and len(r.history) < len(r.steps) else 0)
     st.progress(min(1.0, done / len(r.steps)),
                 text=" → ".join(f"**{s} %**" if i == r.step_index and r.active else f"{s} %"
@@ -121,13 +122,14 @@ def _rollout_body(ws, r: cn.Rollout) -> None:
             st.progress(step_elapsed(r), text=f"this step: {r.traffic} % of traffic; analysis "
                                               + (f"in {left:.0f} s" if left else "now (waiting for enough traffic)"))
         if r.reason:
-            st.info(r.reason, icon="⏸️")
+            st.info(escaped(r.reason), icon="⏸️")
         try:
             live = cn.live_analysis(ws, r) if ws.telemetry is not None else None
         except ServiceError:
             live = None
     elif r.reason:
-        (st.error if r.state == cn.ROLLED_BACK else st.warning if r.state == cn.ABORTED else st.success)(r.reason)
+        show = st.error if r.state == cn.ROLLED_BACK else st.warning if r.state == cn.ABORTED else st.success
+        show(escaped(r.reason))
     st.dataframe(step_rows(r, live), hide_index=True, width="stretch")
 
 

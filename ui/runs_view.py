@@ -30,7 +30,7 @@ from . import state
 from .chrome import role_hint
 from .provenance_view import provenance_block
 from .steps_view import render_steps
-from .widgets import NEUTRAL, STATUS_ICON, fmt_duration, fmt_metric, guard, show_error
+from .widgets import NEUTRAL, STATUS_ICON, code, escaped, fmt_duration, fmt_metric, guard, show_error
 
 # session-state keys of this page
 PICK = "run"                       # run ids to inspect; also the URL query parameter (?run=ID, repeatable)
@@ -119,7 +119,7 @@ def partial_notice(frame: pd.DataFrame) -> None:
     """What the listing could not read (jobs the SDK cannot parse, a page that failed), beside the rest."""
     warning = warning_of(frame)
     if warning:
-        st.warning(warning, icon=":material/warning:")
+        st.warning(escaped(warning), icon=":material/warning:")
 
 
 @st.cache_data(ttl=state.READ_TTL, show_spinner=False)
@@ -354,8 +354,8 @@ def run_details(ws_uri: str, run: Run) -> None:
     if not run.status.is_terminal:  # the cached copy may be seconds old
         with guard():
             run = state.workspace().jobs.get(run.id)
-    st.subheader(f"{STATUS_ICON[run.status]} {run.display_name}")
-    st.caption(f"`{run.id}` · experiment **{run.experiment}** · started by {run.created_by} · "
+    st.subheader(f"{STATUS_ICON[run.status]} {escaped(run.display_name)}")
+    st.caption(f"{code(run.id)} · experiment **{escaped(run.experiment)}** · started by {code(run.created_by)} · "
                f"created {fmt_time(run.created_at)}")
     outcome_banner(run)
     if not run.status.is_terminal:
@@ -403,10 +403,12 @@ def facts(items: dict[str, str]) -> None:
 
 def outcome_banner(run: Run) -> None:
     if run.status == RunStatus.FAILED:
-        st.error(f"**Failed during “{run.step or 'an unknown step'}”:** {run.error or 'no reason recorded'}",
+        st.error(f"**Failed during “{escaped(run.step or 'an unknown step')}”:** "
+                 f"{escaped(run.error or 'no reason recorded')}",
                  icon="❌")
     elif run.status == RunStatus.CANCELED:
-        st.warning(f"**Canceled** during “{run.step or '—'}”" + (f": {run.error}" if run.error else "."),
+        st.warning(f"**Canceled** during “{escaped(run.step or '—')}”"
+                   + (f": {escaped(run.error)}" if run.error else "."),
                    icon="⛔")
     elif run.status == RunStatus.COMPLETED:
         if run.model_version:
@@ -419,7 +421,7 @@ def outcome_banner(run: Run) -> None:
             st.success(f"Completed in {fmt_duration(run.duration_s)}; no model was registered "
                        "(registration was not requested).", icon="✅")
     else:
-        st.info(f"**{run.status.value.capitalize()}**, current step: {run.step or 'waiting'}.", icon="🔄")
+        st.info(f"**{run.status.value.capitalize()}**, current step: {escaped(run.step or 'waiting')}.", icon="🔄")
 
 
 def metrics_table(metrics: dict, ended: bool = True) -> None:
@@ -540,7 +542,8 @@ def cancel_control(run: Run, where: str) -> None:
                   on_click=lambda: st.session_state.__setitem__(CONFIRM_CANCEL, run.id))
         return
     with st.container(border=True):
-        st.warning(f"Cancel **{run.display_name}** (`{run.id}`)? Its process is stopped now: it will not be "
+        st.warning(f"Cancel **{escaped(run.display_name)}** ({code(run.id)})? Its process is stopped now: "
+                   "it will not be "
                    "evaluated or registered. This cannot be undone.", icon="⚠️")
         yes, no = st.columns(2)
         no.button("Keep it running", key=f"runs.cancel_no.{where}",
@@ -668,9 +671,10 @@ def _watch_body(run_id: str, polling: bool) -> None:
         state.after_write()  # the table and counts must show the final state too
         st.rerun()           # the whole page, so that this view stops polling
     with st.container(border=True, key="runs.watch_box"):
-        st.markdown(f"#### {STATUS_ICON[run.status]} {run.display_name}")
-        st.caption(f"`{run.id}` · {estimator_label(run.estimator)} on {run.dataset}:{run.dataset_version} · "
-                   f"experiment {run.experiment}")
+        st.markdown(f"#### {STATUS_ICON[run.status]} {escaped(run.display_name)}")
+        st.caption(f"{code(run.id)} · {escaped(estimator_label(run.estimator))} on "
+                   f"{run.dataset}:{run.dataset_version} · "
+                   f"experiment {escaped(run.experiment)}")
         if run.status.is_terminal:
             outcome_banner(run)
             if run.status == RunStatus.COMPLETED:

@@ -18,7 +18,7 @@ from services.schedules import describe_missed, next_times, parse_assignments, p
 
 from . import state
 from .chrome import refusal, role_hint
-from .widgets import fmt_duration, show_error
+from .widgets import code, escaped, fmt_duration, show_error
 
 READ_TTL = 5               # firings appear without a write of this session: keep the page near live
 FIRINGS_SHOWN = 50
@@ -161,7 +161,7 @@ def scheduler_banner(status: SchedulerStatus) -> None:
 
 def who(policy, actor: str) -> None:
     if refusal(policy, actor, "edit_schedules") is None:
-        st.caption(f"Acting as `{actor}` ({', '.join(policy.roles_of(actor))}): you may add, pause, resume and "
+        st.caption(f"Acting as {code(actor)} ({', '.join(policy.roles_of(actor))}): you may add, pause, resume and "
                    "remove schedules and turn triggers on or off.")
     else:
         role_hint("edit_schedules")
@@ -204,8 +204,8 @@ def close_remove_dialog() -> None:
 
 @st.dialog("Remove this schedule?", on_dismiss=close_remove_dialog)
 def confirm_remove(s: Schedule) -> None:
-    st.markdown(f"Removing **schedule #{s.id}** — retrain `{s.dataset}` with "
-                f"`{recipe_text(s.estimator, s.params)}` at `{s.cron}` (UTC):\n"
+    st.markdown(f"Removing **schedule #{s.id}** — retrain {code(s.dataset)} with "
+                f"{code(recipe_text(s.estimator, s.params))} at {code(s.cron)} (UTC):\n"
                 f"- it never fires again" + (f" (next would have been {when(s.next_fire_at[0])})" if s.next_fire_at
                                               else "") + ";\n"
                 "- its past firings and their runs stay in the history and the audit trail;\n"
@@ -255,7 +255,7 @@ def add_form(ws_uri: str) -> None:
             upcoming = next_times(parse_cron(cron), datetime.now(timezone.utc), 3)
             st.caption("Next: " + " · ".join(when(t) for t in upcoming))
         except ServiceError as e:
-            st.caption(f":red[{e}] — {e.hint}")
+            st.caption(f":red[{escaped(e)}] — {escaped(e.hint or '')}")
         try:
             estimator, params = recipe_inputs(ADD_ESTIMATOR, ADD_PARAMS)
         except ServiceError as e:
@@ -269,7 +269,8 @@ def add_form(ws_uri: str) -> None:
             except ServiceError as e:
                 show_error(e)
             else:
-                done(f"Added schedule #{s.id}: {s.dataset} with {recipe_text(s.estimator, s.params)} at `{s.cron}` "
+                done(f"Added schedule #{s.id}: {s.dataset} with {code(recipe_text(s.estimator, s.params))} "
+                     f"at {code(s.cron)} "
                      + (f"— next run {when(s.next_fire_at[0])}." if s.next_fire_at else "(paused)."))
 
 

@@ -8,7 +8,7 @@ from services.entities import Run
 from services.telemetry import warning_of
 
 from . import state
-from .widgets import STATUS_ICON, fmt_duration, guard
+from .widgets import STATUS_ICON, escaped, fmt_duration, guard
 
 
 @st.cache_data(ttl=state.READ_TTL, show_spinner=False)
@@ -33,7 +33,7 @@ def render_steps(ws_uri: str, run: Run) -> None:
         steps = run_steps(ws_uri, run.id)
         warning = warning_of(steps)
         if warning:
-            st.warning(warning, icon=":material/warning:")
+            st.warning(escaped(warning), icon=":material/warning:")  # names what Azure sent
         if not steps:
             st.caption("No steps: a command job, or a pipeline that has not started any yet.")
             return

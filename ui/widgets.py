@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -19,8 +20,31 @@ STATUS_ICON = {
 BETTER, WORSE, NEUTRAL = "#1a7f37", "#cf222e", "#6e7781"
 
 
+# what CommonMark, GitHub's extensions and Streamlit's own (``:red[…]``, ``:material/…:``,
+# ``$…$``) read as markup; a backslash before any ASCII punctuation makes it a plain character
+_MARKUP = frozenset("\\`*_{}[]()#+-.!|<>~$@:=&\"'^%")
+
+
+def escaped(text: object) -> str:
+    """People's text (comments, descriptions, tags, identities, error messages echoing input) for a
+    markdown string, a caption, a message box or a label: shown as text, never read as markdown or
+    HTML (no link, no image fetched, no heading, no colour). Line breaks stay line breaks."""
+    return "".join("\\" + ch if ch in _MARKUP else ch for ch in str(text)).replace("\n", "  \n")
+
+
+def code(text: object) -> str:
+    """People's text as an inline code span (identities, ids, paths): literal inside, and a
+    backtick in it cannot close the span (CommonMark: the fence is longer than any run inside)."""
+    text = " ".join(str(text).splitlines())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def show_error(error: ServiceError) -> None:
-    st.error(f"{error}" + (f"\n\n**What to do:** {error.hint}" if error.hint else ""), icon="🚫")
+    """A refusal or failure: its message echoes people's input, so all of it is text."""
+    st.error(escaped(error) + (f"\n\n**What to do:** {escaped(error.hint)}" if error.hint else ""), icon="🚫")
 
 
 @contextmanager

@@ -42,6 +42,19 @@ class LocalAudit:
         with self.db.write() as conn:
             record(conn, actor, action, target, role=role, before=before, after=after, comment=comment)
 
+    def record_once(self, actor: str, action: str, target: str, *, role: str, after: Mapping[str, Any],
+                    comment: str = "", usual: bool = False) -> bool:
+        """``record`` unless the latest ``action`` record already says ``after`` (a state noticed
+        each time a process starts is audited when it changes, not at every start); a ``usual``
+        state is recorded only as a change back from another. Reading first: an unchanged state
+        never takes the write lock."""
+        last = self.db.query("SELECT after_json FROM events WHERE action = ? ORDER BY id DESC LIMIT 1", (action,))
+        if (not last and usual) or (last and last[0]["after_json"]
+                                    and json.loads(last[0]["after_json"]) == dict(after)):
+            return False
+        self.record(actor, action, target, role=role, after=after, comment=comment)
+        return True
+
     def audit(self, limit: int | None = None) -> list[AuditRecord]:
         sql = "SELECT * FROM events ORDER BY id DESC"
         rows = self.db.query(sql + " LIMIT ?", (limit,)) if limit else self.db.query(sql)

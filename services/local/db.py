@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, InvalidInput
 
 # Each entry migrates from version i to i+1. Append, never edit.
 MIGRATIONS: list[str] = [
@@ -346,6 +346,15 @@ def parse_ts(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text) if text else None
 
 
+@contextmanager
+def _numbers_in_range() -> Iterator[None]:
+    """A number no row can hold (a version of 20 digits) is bad input, not a crash."""
+    try:
+        yield
+    except OverflowError:
+        raise InvalidInput("a number is out of range (at most 2^63−1)") from None
+
+
 class Database:
     """One SQLite file; a connection per thread (Streamlit serves sessions from threads)."""
 
@@ -381,10 +390,12 @@ class Database:
         return conn
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
-        return self.conn.execute(sql, params).fetchall()
+        with _numbers_in_range():
+            return self.conn.execute(sql, params).fetchall()
 
     def one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
-        return self.conn.execute(sql, params).fetchone()
+        with _numbers_in_range():
+            return self.conn.execute(sql, params).fetchone()
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:

@@ -48,6 +48,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .paths import private_files
 from .db import Database
 from .logfmt import format_line
 from ..policy import load_policy
@@ -453,6 +454,7 @@ def log(level: str, message: str, request_id: bytes | str | None = None) -> None
 
 
 def main(argv: list[str] | None = None) -> None:
+    private_files()   # its logs, spools and pid files: the workspace user's alone
     ap = argparse.ArgumentParser()
     ap.add_argument("--workspace", required=True)
     ap.add_argument("--endpoint", required=True)

@@ -18,6 +18,7 @@ import shlex
 
 from azureml_inference_server_http import amlserver, log_config
 
+from .paths import private_files
 from .logfmt import REQUEST_ID_SUFFIX
 
 LOOPBACK = "127.0.0.1"
@@ -42,6 +43,7 @@ def _tag_request_id(format_):
 
 
 def main() -> None:
+    private_files()   # its logs, spools and pid files: the workspace user's alone
     amlserver.DEFAULT_HOST = LOOPBACK  # read by amlserver.run() when it starts gunicorn
     os.environ["GUNICORN_CMD_ARGS"] = f"--access-logformat {shlex.quote(ACCESS_LOG_FORMAT)}"
     # The server's logging.json names this formatter class; gunicorn workers fork from this process.

@@ -23,6 +23,7 @@ from pipeline.tracking import read_metrics
 
 from .. import provenance
 from ..entities import CheckStatus, Provenance, Run, RunStatus
+from .paths import private_files
 from ..evaluation import score_pair
 from .db import utcnow
 from .models import ALIAS_CHAMPION
@@ -192,6 +193,7 @@ class Runner:
 
 
 def main(argv: list[str] | None = None) -> int:
+    private_files()   # its logs, spools and pid files: the workspace user's alone
     ap = argparse.ArgumentParser()
     ap.add_argument("--workspace", required=True)
     ap.add_argument("--run-id", required=True)

@@ -41,6 +41,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import provenance
+from .paths import private_files
 from .. import schedules as rules
 from ..entities import CheckStatus, Firing, SchedulerStatus, TrainingSpec
 from ..errors import BackendUnavailable, ServiceError
@@ -356,6 +357,7 @@ def run_forever(root: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    private_files()   # its logs, spools and pid files: the workspace user's alone
     ap = argparse.ArgumentParser(description="Fire the retraining schedules and dataset triggers of a local workspace.")
     ap.add_argument("--workspace", required=True)
     args = ap.parse_args(argv)

@@ -1,9 +1,12 @@
 """The local workspace: one folder with ``tollgate.db`` and the artifacts."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from ..entities import ENDPOINT_PROCESSES, GATEWAY_LOG, SCHEDULER_PROCESS, SUPERVISED_ROLLOUTS, WorkspaceInfo
+from ..errors import ServiceError
+from ..permissions import SYSTEM_ACTOR
 from ..policy import Policy, load_policy
 from ..release import ReleaseWorkflow
 from .audit import LocalAudit
@@ -15,6 +18,7 @@ from .jobs import LocalJobs
 from .ledger import LocalLedger
 from .models import LocalModels
 from .outbox import LocalNotifications
+from .paths import make_private
 from .release_driver import LocalEndpointDriver
 from .schedules import LocalSchedules
 from .logs import LocalLogs
@@ -31,12 +35,14 @@ class LocalWorkspace:
 
     def __init__(self, root: Path, policy: Policy | None = None):
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private(self.root)
         self.policy = policy or load_policy(self.root)
         self.db = Database(self.root / DB_FILE)
         self.info = WorkspaceInfo(uri=f"local://{self.root}", kind="local", description=str(self.root),
                                   capabilities=CAPABILITIES)
         self.audit = LocalAudit(self.db)
+        if policy is None:
+            self._audit_folder_policy()
         self.datasets = LocalDatasets(self.db, self.root, self.policy)
         self.models = LocalModels(self.db, self.root, self.policy)
         self.jobs = LocalJobs(self.db, self.root, self.datasets, self.policy)
@@ -49,6 +55,22 @@ class LocalWorkspace:
         self.logs = LocalLogs(self.root)
         self.telemetry = LocalTelemetry(self.root, self.logs)
         self.schedules = LocalSchedules(self.db, self.root, self.policy, self.datasets, self.models, self.jobs)
+
+    def _audit_folder_policy(self) -> None:
+        """A ``tollgate.toml`` in the workspace folder replaces the project's policy (roles, gate,
+        canary…) for this workspace: kept (a workspace per team or per model needs its own rules),
+        but never silently: the audit trail says when it takes effect and each time it changes
+        (by its SHA-256), and when the workspace goes back to the project's file."""
+        source = Path(self.policy.source)
+        here = source.parent == self.root and source.is_file()
+        after = ({"policy": str(source), "sha256": hashlib.sha256(source.read_bytes()).hexdigest()} if here
+                 else {"policy": self.policy.source})
+        try:
+            self.audit.record_once(SYSTEM_ACTOR, "policy.in_effect", str(self.root), role="system", after=after,
+                                   comment=("the workspace folder's tollgate.toml replaces the project's policy"
+                                            if here else "back to the project's policy"), usual=not here)
+        except ServiceError:   # a workspace locked by a writer: the next start says it
+            pass
 
     def close(self) -> None:
         self.db.close()

@@ -12,10 +12,10 @@ from services.entities import Condition, RunFilter, RunStatus
 from services.errors import Conflict, InvalidInput, NotFound
 from services.run_search import matches, parse_condition
 
-from .helpers import ADMIN, LEAD, ROLES_TOML, SLOW, diabetes, eventually, spec, wait_status, write_csv
+from .helpers import ADMIN, LEAD, ROLES_TOML, SLOW, allowing_slow, diabetes, eventually, spec, wait_status, write_csv
 
 EXPERIMENT = "contract-jobs"
-SINGLE_SLOT = "[jobs]\nmax_concurrent = 1\n" + ROLES_TOML
+SINGLE_SLOT = "[jobs]\nmax_concurrent = 1\n[training.bounds]\nn_estimators = 100000\n" + ROLES_TOML  # SLOW runs
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +131,10 @@ def test_register_false_evaluates_but_never_registers(demo, finished):
     ("ridge", {"alpha": -1}),
     ("gbr", {"n_estimators": "1.5"}),
     ("gbr", {"n_estimators": 1.5}),
+    ("gbr", {"n_estimators": 1_000_000_000}),         # beyond the built-in [training.bounds]
+    ("random_forest", {"max_depth": 100_000}),
+    ("ridge", {"alpha": float("nan")}),
+    ("lasso", {"alpha": float("inf")}),
 ])
 def test_bad_estimator_or_parameter_is_invalid_input_and_creates_no_run(demo, estimator, params):
     before = len(demo.jobs.list())
@@ -138,6 +142,17 @@ def test_bad_estimator_or_parameter_is_invalid_input_and_creates_no_run(demo, es
         demo.jobs.submit(spec(estimator=estimator, params=params), LEAD)
     assert (estimator if estimator == "xgboost" else next(iter(params))) in str(err.value)
     assert len(demo.jobs.list()) == before
+
+
+def test_the_policy_bounds_what_a_run_may_ask_for(backend):
+    ws = backend.demo(ROLES_TOML + "\n[training.bounds]\nn_estimators = 50\n[training.bounds.gbr]\nmax_depth = [2, 4]\n")
+    before = len(ws.jobs.list())
+    for estimator, params in (("gbr", {"n_estimators": 51}), ("random_forest", {"n_estimators": 51}),
+                              ("gbr", {"max_depth": 5})):
+        with pytest.raises(InvalidInput, match="out of bounds") as err:
+            ws.jobs.submit(spec(estimator=estimator, params=params), LEAD)
+        assert next(iter(params)) in str(err.value) and "[training.bounds]" in err.value.hint
+    assert len(ws.jobs.list()) == before
 
 
 @pytest.mark.parametrize("dataset, version", [("nope", None), ("diabetes", 99)])
@@ -167,7 +182,8 @@ def test_training_on_data_that_fails_its_tests_fails_with_the_reason(demo, tmp_p
 # --- cancel, kill, queue ------------------------------------------------------------------
 
 def test_cancel_a_running_run_stops_its_process(backend, demo):
-    run = demo.jobs.submit(spec(version=2, experiment="contract-cancel", **SLOW), LEAD)
+    run = backend.with_policy(demo, allowing_slow(demo.policy)).jobs.submit(
+        spec(version=2, experiment="contract-cancel", **SLOW), LEAD)
     eventually(lambda: demo.jobs.get(run.id).step == "train", 60, "the run to start training")
     assert demo.jobs.wait(run.id, timeout_s=0.5).status == RunStatus.RUNNING, "wait returns at its timeout"
 
@@ -180,7 +196,8 @@ def test_cancel_a_running_run_stops_its_process(backend, demo):
 
 
 def test_cancel_a_queued_run(backend, demo):
-    run = demo.jobs.submit(spec(version=2, experiment="contract-cancel", **SLOW), LEAD)
+    run = backend.with_policy(demo, allowing_slow(demo.policy)).jobs.submit(
+        spec(version=2, experiment="contract-cancel", **SLOW), LEAD)
     assert run.status == RunStatus.QUEUED
     canceled = demo.jobs.cancel(run.id, LEAD)
     assert canceled.status == RunStatus.CANCELED

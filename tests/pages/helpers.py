@@ -1,6 +1,7 @@
 """What the page tests share: open a page as someone, act, read what it says."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -32,4 +33,10 @@ def act(target) -> AppTest:
 def texts(at: AppTest, *kinds: str) -> str:
     """The text of the elements of these kinds (default: every kind that carries a message)."""
     kinds = kinds or ("markdown", "caption", "info", "success", "warning", "error")
-    return "\n".join(str(e.value) for kind in kinds for e in getattr(at, kind))
+    return as_read("\n".join(str(e.value) for kind in kinds for e in getattr(at, kind)))
+
+
+def as_read(markdown: str) -> str:
+    """What a reader sees of people's text in an element: its markdown escapes taken out
+    (``ui.widgets.escaped`` puts a backslash before each markup character)."""
+    return re.sub(r"\\(.)", r"\1", markdown)

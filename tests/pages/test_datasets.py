@@ -9,6 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from services.entities import CheckStatus, DataTestResult
 from services.errors import InvalidInput
+from tests.pages.helpers import as_read
 from ui import datasets_view as dv_view
 from ui import state
 
@@ -55,7 +56,7 @@ def tab_default(node) -> int | None:
 
 
 def alerts(at: AppTest, kind: str) -> str:
-    return "\n".join(a.value for a in getattr(at, kind))
+    return as_read("\n".join(a.value for a in getattr(at, kind)))
 
 
 @pytest.fixture

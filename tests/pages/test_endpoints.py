@@ -17,6 +17,7 @@ from services.entities import Deployment, Endpoint
 from services.local.workspace import LocalWorkspace
 from services.permissions import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
+from tests.pages.helpers import as_read
 from tests.release.conftest import wait_for_exit
 from ui import chrome, endpoints_view as ev, plan_dialog, state
 
@@ -46,7 +47,7 @@ def open_page(actor: str | None = None) -> AppTest:
 
 
 def errors(at: AppTest) -> str:
-    return "\n".join(e.value for e in at.error)
+    return as_read("\n".join(e.value for e in at.error))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from services.local.evaluation import LocalEvaluator
 from tests.conftest import copy_workspace
-from tests.pages.helpers import act, open_page
+from tests.pages.helpers import act, as_read, open_page
 from ui import models_view as view
 from ui.widgets import fmt_metric
 
@@ -46,7 +46,7 @@ def comparison_table(at: AppTest) -> pd.DataFrame:
 
 
 def texts(elements) -> str:
-    return "\n".join(e.value for e in elements)
+    return as_read("\n".join(e.value for e in elements))
 
 
 # --- rendering ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from services.local.workspace import LocalWorkspace
 from services.telemetry import window
 from tests.conftest import copy_workspace
 from tests.contract.helpers import snapshot
+from tests.pages.helpers import as_read
 from tests.pages.monitoring_data import PROMOTER, ROW, V1, V2, Seeded, seed_drift, seed_monitoring
 from ui import drift_view as dv, logs_view, lookup_view, monitoring_view as mv, state
 
@@ -79,7 +80,7 @@ def open_page(page: str, query: dict | None = None, actor: str | None = None) ->
 
 
 def texts(at: AppTest, kind: str) -> str:
-    return "\n".join(str(e.value) for e in getattr(at, kind))
+    return as_read("\n".join(str(e.value) for e in getattr(at, kind)))
 
 
 def frame_with(at: AppTest, column: str) -> pd.DataFrame:

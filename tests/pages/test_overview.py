@@ -12,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from services.permissions import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
+from tests.pages.helpers import as_read
 from ui import overview_view as ov
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -25,7 +26,7 @@ def overview(timeout: float = 60) -> AppTest:
 
 
 def texts(at: AppTest) -> str:
-    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info])
+    return as_read("\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]))
 
 
 def test_demo_overview_shows_champion_candidates_and_runs(demo_env, demo_ws):
@@ -166,7 +167,7 @@ def test_a_damaged_telemetry_file_fails_only_the_health_line(demo_template, tmp_
     at = overview()
     page = texts(at)
     assert "Endpoint `production`" in page and "Latest runs" in "\n".join(s.value for s in at.subheader)
-    errors = [e.value for e in at.error]
+    errors = [as_read(e.value) for e in at.error]
     assert any(str(root / "telemetry.db") in e and "Move it aside" in e for e in errors), errors
 
 

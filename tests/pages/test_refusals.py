@@ -12,8 +12,9 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from services.entities import RunStatus, TrainingSpec
+from services.local.workspace import LocalWorkspace
 from services.permissions import roles_needed
-from tests.contract.helpers import SLOW, snapshot, wait_status
+from tests.contract.helpers import SLOW, allowing_slow, snapshot, wait_status
 from tests.pages.helpers import act, open_page, texts
 from ui import models_view, runs_view, schedules_view
 
@@ -30,7 +31,9 @@ def fresh_reads():
 @pytest.fixture(scope="module")
 def world(demo_ws):
     """What the buttons act on: a running run (to cancel), an archived version (to restore), a schedule."""
-    run = demo_ws.jobs.submit(TrainingSpec(dataset="diabetes", experiment="refusals", **SLOW), LEAD)
+    slow = LocalWorkspace(demo_ws.root, policy=allowing_slow(demo_ws.policy))
+    run = slow.jobs.submit(TrainingSpec(dataset="diabetes", experiment="refusals", **SLOW), LEAD)
+    slow.close()
     demo_ws.models.archive(MODEL, 4, LEAD)
     schedule = demo_ws.schedules.add("diabetes", "0 3 * * *", LEAD, estimator="ridge")
     wait_status(demo_ws, run.id, RunStatus.RUNNING)  # a status that does not change while the walk runs

@@ -18,6 +18,7 @@ from services.errors import Conflict, Forbidden, InvalidInput
 from services.local.workspace import LocalWorkspace
 from services.permissions import SYSTEM_ACTOR
 from tests.conftest import copy_workspace
+from tests.pages.helpers import as_read
 from ui import plan_dialog as pd_, releases_view as rv, state
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -45,7 +46,7 @@ def act_as(at: AppTest, actor: str) -> None:
 
 def texts(at: AppTest, kind: str) -> str:
     """The elements' text, with markdown escapes taken out (plan lines are escaped: shown as text)."""
-    return re.sub(r"\\(.)", r"\1", "\n".join(str(e.value) for e in getattr(at, kind)))
+    return as_read("\n".join(str(e.value) for e in getattr(at, kind)))
 
 
 def best_candidate(ws) -> ModelVersion:

@@ -16,6 +16,9 @@ from streamlit.testing.v1 import AppTest
 from services.demo import DEMO_USER
 from services.entities import RunFilter, RunStatus, TrainingSpec
 from ui import runs_compare
+from services.local.workspace import LocalWorkspace
+from tests.contract.helpers import SLOW, allowing_slow
+from tests.pages.helpers import as_read
 from ui import runs_view as view
 from ui import state
 
@@ -70,8 +73,8 @@ def pick(at: AppTest, *run_ids: str) -> AppTest:
 
 
 def texts(at: AppTest) -> str:
-    return "\n".join(str(e.value) for kind in ("markdown", "caption", "info", "success", "warning", "error")
-                     for e in getattr(at, kind))
+    return as_read("\n".join(str(e.value) for kind in ("markdown", "caption", "info", "success", "warning", "error")
+                             for e in getattr(at, kind)))
 
 
 def chart_specs(at: AppTest) -> list[dict]:
@@ -165,7 +168,7 @@ def test_date_and_dataset_filters_go_to_the_service(demo_env, demo_ws, failed_ru
 def test_one_selected_run_shows_details_chart_and_log(demo_env, demo_ws):
     gbr = demo_run(demo_ws.jobs.list(), "gbr")
     at = pick(runs_page(), gbr.id)
-    assert at.subheader[0].value.endswith(gbr.display_name)
+    assert as_read(at.subheader[0].value).endswith(gbr.display_name)
     page = texts(at)
     assert f"registered as **{gbr.model_name}:{gbr.model_version}**" in page
     assert "**Passed**" in page and gbr.gate.champion in page
@@ -194,14 +197,14 @@ def test_one_selected_run_shows_details_chart_and_log(demo_env, demo_ws):
 def test_a_failed_run_shows_its_reason_prominently(demo_env, failed_run):
     at = pick(runs_page(), failed_run.id)
     assert "Failed during" in at.error[0].value and "missing" in at.error[0].value
-    assert failed_run.error in at.error[0].value
+    assert failed_run.error in as_read(at.error[0].value)
 
 
 def test_a_link_naming_runs_selects_them_and_the_url_follows_the_selection(demo_env, demo_ws):
     lasso, gbr = (demo_run(demo_ws.jobs.list(), e) for e in ("lasso", "gbr"))
     at = runs_page({"run": lasso.id})  # as the Models page links to the run that trained a version
     assert at.multiselect(key=view.PICK).value == [lasso.id]
-    assert at.subheader[0].value.endswith(lasso.display_name)
+    assert as_read(at.subheader[0].value).endswith(lasso.display_name)
     pick(at, lasso.id, gbr.id)
     assert at.query_params["run"] == [lasso.id, gbr.id]
     pick(at)
@@ -275,14 +278,15 @@ def test_retraining_run_starts_is_watched_and_completes(demo_env, demo_ws):
     assert any(m.label == "rmse" and m.value == f"{ended.metrics['rmse']:.5g}" for m in at.metric)
 
     at.button(key="runs.watch_show").click().run()
-    assert at.subheader[0].value.endswith("ridge alpha=0.5")
+    assert as_read(at.subheader[0].value).endswith("ridge alpha=0.5")
     at.button(key="runs.watch_dismiss").click().run()
     assert view.WATCH not in at.session_state
 
 
 def test_a_running_run_can_be_canceled_after_confirming(demo_env, demo_ws):
-    run = demo_ws.jobs.submit(TrainingSpec(dataset="diabetes", estimator="gbr",
-                                           params={"n_estimators": 50000}, experiment="ui-test"), LEAD)
+    slow = LocalWorkspace(demo_ws.root, policy=allowing_slow(demo_ws.policy))   # beyond [training.bounds]
+    run = slow.jobs.submit(TrainingSpec(dataset="diabetes", experiment="ui-test", **SLOW), LEAD)
+    slow.close()
     try:
         at = runs_page()
         at.session_state[view.WATCH] = run.id

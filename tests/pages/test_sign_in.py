@@ -78,3 +78,18 @@ def test_app_roles_must_map_to_tollgate_roles():
     policy = parse_policy('[auth]\napp_roles = { "Tollgate.QA" = "qa" }')
     assert chrome.token_roles(policy, {"roles": "Tollgate.QA"}) == ("qa",)
     assert chrome.token_roles(policy, {"roles": ["Other"]}) == ()
+
+
+def test_bound_to_the_os_user_the_picker_is_off_and_the_os_user_acts(demo_template, tmp_path, monkeypatch):
+    from services.policy import os_login
+    path = copy_workspace(demo_template, tmp_path / "ws")
+    (path / "tollgate.toml").write_text(f'[auth]\nlocal_identity = "os-user"\n[auth.os_users]\n'
+                                        f'"{os_login()}" = "me@contoso.com"\n[roles]\n"me@contoso.com" = "qa"\n')
+    monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{path}")
+    at = AppTest.from_string("from ui import chrome\nchrome.sidebar()", default_timeout=30)
+    at.session_state[state.ACTOR] = "admin@contoso.com"      # what a previous pick or a link left
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.sidebar.selectbox and not at.sidebar.text_input      # nothing to pick, nothing to type
+    assert at.session_state[state.ACTOR] == "me@contoso.com"
+    assert any("me@contoso.com" in m.value for m in at.sidebar.markdown)
