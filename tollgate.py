@@ -29,7 +29,7 @@ def parse_ref(text: str) -> tuple[str, int | str | None]:
     name, sep, version = text.partition(":")
     if not name or (sep and not version.strip()):
         raise argparse.ArgumentTypeError(f"expected NAME[:VERSION], got {text!r}")
-    return name, parse_version(version) if version else None
+    return name, version_arg(version) if version else None
 
 
 def version_arg(text: str) -> int | str:

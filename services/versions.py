@@ -17,6 +17,7 @@ from .errors import InvalidInput
 
 Version = Union[int, str]
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_NUMBER = 2**63 - 1   # what SQLite stores as an integer
 T = TypeVar("T")
 
 
@@ -24,12 +25,17 @@ def parse_version(value: Any, what: str = "version") -> Version:
     """``"3"`` → ``3``; ``"foo"`` → ``"foo"``; an ``int`` stays; empty or ``None`` → ``InvalidInput``."""
     if isinstance(value, bool):
         raise InvalidInput(f"{what} must be a whole number or a version name, got {value!r}")
-    if isinstance(value, int):
-        return value
-    text = "" if value is None else str(value).strip()
-    if not text:
-        raise InvalidInput(f"{what} is empty", hint="Give a version number (e.g. 3) or the version's name.")
-    return int(text) if text.isdigit() else text
+    number = value if isinstance(value, int) else None
+    if number is None:
+        text = "" if value is None else str(value).strip()
+        if not text:
+            raise InvalidInput(f"{what} is empty", hint="Give a version number (e.g. 3) or the version's name.")
+        if not text.isdigit():
+            return text
+        number = int(text)
+    if not 0 <= number <= MAX_NUMBER:
+        raise InvalidInput(f"{what} {number} is out of range (0 … {MAX_NUMBER})")
+    return number
 
 
 def order_key(version: Version, created_at: datetime | None = None) -> tuple:

@@ -12,12 +12,12 @@ import tollgate
 BIG = "99999999999999999999"
 BAD = [  # (command, what stderr must say)
     (f"gate --model diabetes-regressor --version {BIG}", "out of range"),
-    ("gate --model diabetes-regressor --version abc", "not a whole number"),
+    ("gate --model diabetes-regressor --version abc", "must be a whole number, got 'abc'"),
     (f"audit --limit {BIG}", "out of range"), ("audit --limit 1e23", "not a whole number"),
     ("audit --limit -5", "out of range"),
     (f"deploy --model diabetes-regressor --version {BIG} --env staging --dry-run", "out of range"),
     (f"approve --model diabetes-regressor --version {BIG} --comment c", "out of range"),
-    (f"datasets diabetes:{BIG}", "out of range"), ("datasets diabetes:abc", "NAME[:VERSION]"),
+    (f"datasets diabetes:{BIG}", "out of range"), ("datasets diabetes:abc", "must be a whole number, got 'abc'"),
     (f"retrain --dataset diabetes:{BIG}", "out of range"),
     (f"schedule enable {BIG}", "out of range"), ("schedule add --dataset diabetes --cron 'bad cron'", "cron"),
     (f"telemetry --env production --since {BIG}d", "too long"), ("telemetry --env production --since soon", "soon"),

@@ -205,7 +205,7 @@ def test_a_damaged_telemetry_file_fails_only_the_telemetry_views(tmp_path):
         ws.telemetry.stats(window("1h"))
     assert str(tmp_path / "telemetry.db") in str(e.value) and "Move it aside" in e.value.hint
     ws.close()
-    cli = [sys.executable, "tollgate.py", "--workspace", f"local://{tmp_path}"]
+    cli = [sys.executable, "tollgate.py", "--workspace", f"local://{tmp_path}", "--as", "admin@contoso.com"]
     for command in (["status"], ["endpoint", "--env", "production"], ["up"], ["down"]):
         done = subprocess.run([*cli, *command], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "Traceback" not in done.stderr, (command, done.stderr)

@@ -17,6 +17,7 @@ from services.azure.replay.fixtures import FIXTURE_SETS
 from services.azure.workspace import open_azure
 from services.errors import BackendUnavailable
 from services.telemetry import warning_of
+from tests.pages.helpers import as_read
 from tests.azure.conftest import console_on
 
 REAL = FIXTURE_SETS["real"]
@@ -112,7 +113,7 @@ def test_runs_page_names_the_skipped_job_and_shows_the_rest(real_copy):
     data["resources"].append(placeholder_job())
     (real_copy / "arm" / "jobs.json").write_text(json.dumps(data))
     at = open_page("runs")
-    assert any("example_job" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any("example_job" in as_read(w.value) for w in at.warning), [w.value for w in at.warning]
     shown = "\n".join(df.value.to_string() for df in at.dataframe)
     assert "test_dataset_display_name1" in shown or "test_334734506738" in shown
 
@@ -137,4 +138,4 @@ def test_the_datasets_page_shows_the_rest_examples_partial_result(real_copy):
     state._workspace(f"azure+replay://{real_copy}").replay.add("GET", r"/data/test_777353693968/versions$",
                                                                 rest_example("DataVersionBase-list.json"))
     at = open_page("datasets")
-    assert any("test_777353693968" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any("test_777353693968" in as_read(w.value) for w in at.warning), [w.value for w in at.warning]

@@ -80,6 +80,9 @@ def test_monitoring_to_request_lookup_to_logs(page, seeded, tmp_path_factory):
     page.get_by_test_id("stSidebarNav").get_by_role("link", name="Monitoring").click()
     expect(main.get_by_role("heading", level=1)).to_have_text("Monitoring")
     wait_rendered(page)
+    # it opens on the health line's 15 minutes; the seeded 500s are 20–40 minutes old
+    main.get_by_text("1h", exact=True).first.click()
+    wait_rendered(page)
     expect(main).to_contain_text("Per model version")
     charts = main.locator(".js-plotly-plot")
     expect(charts.first).to_be_visible()

@@ -9,7 +9,7 @@ from services.entities import CheckStatus
 from services.errors import InvalidInput, NotFound
 from services.permissions import canonical
 
-from .helpers import LEAD, SLOW, diabetes, spec, write_csv
+from .helpers import LEAD, SLOW, allowing_slow, diabetes, spec, write_csv
 
 
 def _cancel(ws, run_id: str) -> None:
@@ -62,8 +62,8 @@ def test_the_full_package_list_is_an_output_of_the_run(demo):
             demo.jobs.artifact(run.id, name)
 
 
-def test_submit_records_who_asked_and_what_fired_it_at_once(demo):
-    run = demo.jobs.submit(spec(version=2, experiment="contract-provenance", trigger="new dataset version diabetes:2",
+def test_submit_records_who_asked_and_what_fired_it_at_once(backend, demo):
+    run = backend.with_policy(demo, allowing_slow(demo.policy)).jobs.submit(spec(version=2, experiment="contract-provenance", trigger="new dataset version diabetes:2",
                                 **SLOW), LEAD)
     try:
         for seen in (run, demo.jobs.get(run.id)):
@@ -83,10 +83,11 @@ def test_provenance_tags_cannot_be_edited(demo):
     assert edited.provenance == mv.provenance, "editing other tags keeps the provenance"
 
 
-def test_a_run_without_a_version_trains_the_latest_passing_one(demo, tmp_path):
+def test_a_run_without_a_version_trains_the_latest_passing_one(backend, demo, tmp_path):
     broken = demo.datasets.register("diabetes", write_csv(tmp_path, diabetes().drop(columns=["bmi"])), actor=LEAD)
     assert broken.tests_status == CheckStatus.FAIL
-    run = demo.jobs.submit(spec(version=None, experiment="contract-provenance", **SLOW), LEAD)
+    run = backend.with_policy(demo, allowing_slow(demo.policy)).jobs.submit(
+        spec(version=None, experiment="contract-provenance", **SLOW), LEAD)
     try:
         assert (run.dataset, run.dataset_version) == ("diabetes", 2), "not the failing newest version"
     finally:
