@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -355,6 +356,19 @@ def _numbers_in_range() -> Iterator[None]:
         raise InvalidInput("a number is out of range (at most 2^63−1)") from None
 
 
+def _switch_to_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """Put the file in WAL mode once. The switch needs the file to itself and SQLite answers "locked" at
+    once, without its busy handler, while another connection opens it too: retry until the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as e:
+            if not _is_locked(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 class Database:
     """One SQLite file; a connection per thread (Streamlit serves sessions from threads)."""
 
@@ -371,8 +385,7 @@ class Database:
             conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":  # switching needs the lock: once
-                conn.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(conn, timeout_s)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.OperationalError as e:
