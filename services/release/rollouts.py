@@ -21,7 +21,7 @@ from typing import Any
 from .. import canary as cn
 from .. import release_rules as rules
 from ..entities import Endpoint, ModelVersion, Plan, ReleaseState, Stage
-from ..errors import Conflict
+from ..errors import Conflict, NotFound
 from ..permissions import SYSTEM_ACTOR, SYSTEM_ROLE, authorize
 from . import plans
 from .progress import Listener, Progress
@@ -46,14 +46,23 @@ class Rollouts:
 
     def rollout(self, env: str | None = None) -> cn.Rollout | None:
         """The active rollout of ``env`` (production by default), else its latest one, else None."""
-        env = env or self.policy.endpoints.production
+        env = self._rollout_env(env)
         return self._active_rollout(env) or next(iter(self.ledger.rollouts(env, limit=1)), None)
+
+    def _rollout_env(self, env: str | None) -> str:
+        """Rollouts run on the endpoints the policy names; any other name is a typo, not "no rollout"."""
+        names = (self.policy.endpoints.production, self.policy.endpoints.staging)
+        if env is None:
+            return names[0]
+        if env not in names:
+            raise NotFound(f"endpoint {env!r} does not exist", hint=f"Rollouts run on {' or '.join(names)}.")
+        return env
 
     def _active_rollout(self, env: str) -> cn.Rollout | None:
         return next(iter(self.ledger.rollouts(env, active=True, limit=1)), None)
 
     def _require_rollout(self, env: str) -> cn.Rollout:
-        r = self._active_rollout(env)
+        r = self._active_rollout(self._rollout_env(env))
         if r is None:
             raise Conflict(f"no canary rollout is running on {env}",
                            hint="Start one: python tollgate.py canary start --model NAME --version N.")
