@@ -14,6 +14,8 @@ left out rather than made up.
 """
 from __future__ import annotations
 
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -124,8 +126,12 @@ def compute(task: str, y_true, y_pred, probabilities=None, classes: Sequence | N
             continue
         if m.needs_probabilities and proba is None:
             continue
-        try:
-            out[m.name] = m.compute(y_true, proba if m.needs_probabilities else y_pred, classes, task)
-        except ValueError:   # e.g. ROC AUC when the rows hold one class only: undefined, not zero
-            continue
+        with warnings.catch_warnings():   # an undefined metric is left out below, not warned about
+            warnings.simplefilter("ignore")
+            try:
+                value = m.compute(y_true, proba if m.needs_probabilities else y_pred, classes, task)
+            except ValueError:
+                continue
+        if math.isfinite(value):   # ROC AUC of rows holding one class only is NaN: undefined, not zero
+            out[m.name] = value
     return out
