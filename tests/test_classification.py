@@ -206,3 +206,44 @@ def test_deployed_classifier_passes_its_smoke_test_and_parity_catches_a_probabil
     assert not any(c.passed for c in cases[:5]) and "differs from the offline label" in cases[0].detail
     cases = smoke.run_cases(Altered(drop), "staging", deployment, given, tolerance)
     assert not any(c.passed for c in cases[:5]) and "has no probabilities" in cases[0].detail
+
+
+def test_the_review_charts_are_drawn_from_the_comparison(bc):
+    from sklearn.metrics import confusion_matrix
+    from ui.classification_view import calibration_figure, confusion_figure, precision_recall_figure, roc_figure
+    ws, _, _ = bc
+    c = ws.evaluation.compare(MODEL, 2)
+    fig = confusion_figure(c)
+    heatmaps = [t for t in fig.data if t.type == "heatmap"]
+    assert [t.name for t in heatmaps] == ["candidate v2", "champion v1"]
+    for trace, pred in zip(heatmaps, (c.candidate_pred, c.champion_pred)):
+        np.testing.assert_array_equal(trace.z, confusion_matrix(c.actual, pred, labels=list(c.classes)))
+    roc = roc_figure(c)
+    assert [t.name for t in roc.data] == [f"candidate v2 (AUC {c.candidate_metrics['roc_auc']:.3f})",
+                                          f"champion v1 (AUC {c.champion_metrics['roc_auc']:.3f})", "chance"]
+    assert [t.name.split(" (")[0] for t in precision_recall_figure(c).data] == ["candidate v2", "champion v1"]
+    calibration = calibration_figure(c)
+    assert [t.name for t in calibration.data] == ["candidate v2", "champion v1", "perfectly calibrated"]
+    assert sum(calibration.data[0].customdata) == len(c.actual)
+    alone = confusion_figure(c, with_champion=False)
+    assert [t.name for t in alone.data] == ["candidate v2"]
+
+
+def test_the_models_page_reviews_a_classifier_with_its_metrics_and_charts(bc, monkeypatch):
+    import streamlit as st
+    from tests.pages.helpers import act, open_page
+    from ui import models_view
+    ws, _, _ = bc
+    monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{ws.root}")
+    st.cache_data.clear()
+    at = open_page("pages/models.py", LEAD)
+    at.selectbox(key=models_view.selected_key(MODEL)).set_value(2)
+    at = act(at)
+    expected = ws.evaluation.compare(MODEL, 2)
+    tiles = {m.label.split(" ·")[0]: m.value for m in at.metric}
+    assert {"f1", "roc_auc", "log_loss", "balanced_accuracy"} <= set(tiles)
+    table = next(d.value for d in at.dataframe if "gate rule" in d.value.columns).set_index("metric")
+    assert table.loc["f1", "candidate"] == pytest.approx(expected.candidate_metrics["f1"])
+    assert table.loc["log_loss", "better when"] == "lower" and table.loc["roc_auc", "gate check"] == "pass"
+    assert len(at.get("plotly_chart")) == 4   # confusion matrices, ROC, precision-recall, calibration
+    assert not at.exception and not at.error
