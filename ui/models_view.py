@@ -446,7 +446,8 @@ def comparison_section(mv: ModelVersion, champion: ModelVersion | None, policy: 
            if against_champion else "."))
 
     deltas = metric_deltas(comparison, policy, with_champion=against_champion)
-    cols = st.columns(len(deltas))
+    per_row = 4   # a classifier has seven metrics: in one row their values would not fit
+    cols = [col for start in range(0, len(deltas), per_row) for col in st.columns(per_row)][:len(deltas)]
     for col, d in zip(cols, deltas):
         col.metric(
             f"{d.metric} · {d.direction} is better", fmt_metric(d.candidate), delta_text(d), border=True,
