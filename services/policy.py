@@ -317,6 +317,15 @@ def _check_keys(raw: Mapping[str, Any], source: str) -> None:
                                f"known: {', '.join(sorted(KNOWN_KEYS[table]))}")
 
 
+def _checked_table(value: Any, known: set[str], where: str) -> None:
+    """Refuses ``value`` unless it is a table holding only ``known`` keys (one of a list of tables)."""
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where} must be a table")
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise InvalidInput(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
 def _number(table: Mapping[str, Any], key: str, kind: type, default, where: str):
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
@@ -422,12 +431,7 @@ def parse_gate_rules(gate: Mapping[str, Any], task: str, source: str) -> tuple[s
     rules = []
     for i, raw in enumerate(gate["rules"], 1):
         where = f"[[gate.rules]] #{i}"
-        if not isinstance(raw, dict):
-            raise InvalidInput(f"{source}: {where} must be a table")
-        unknown = sorted(set(raw) - RULE_KEYS)
-        if unknown:
-            raise InvalidInput(f"{source}: {where}: unknown key(s) {', '.join(unknown)}; "
-                               f"known: {', '.join(sorted(RULE_KEYS))}")
+        _checked_table(raw, RULE_KEYS, f"{source}: {where}")
         name = of_task(raw.get("metric"), f"{where} metric")
         direction = metric(name).direction
         if raw.get("direction", direction) != direction:
@@ -466,12 +470,7 @@ def parse_notifications(table: Mapping[str, Any], source: str) -> NotificationPo
         raise InvalidInput(f"{where}.webhooks must be a list of tables ([[notifications.webhooks]])")
     webhooks, names = [], set()
     for i, hook in enumerate(hooks, 1):
-        if not isinstance(hook, dict):
-            raise InvalidInput(f"{where}.webhooks[{i}] must be a table")
-        unknown = sorted(set(hook) - WEBHOOK_KEYS)
-        if unknown:
-            raise InvalidInput(f"{where}.webhooks[{i}]: unknown key(s) {', '.join(unknown)}; "
-                               f"known: {', '.join(sorted(WEBHOOK_KEYS))}")
+        _checked_table(hook, WEBHOOK_KEYS, f"{where}.webhooks[{i}]")
         fmt = hook.get("format", "generic")
         if fmt not in WEBHOOK_FORMATS:
             raise InvalidInput(f"{where}.webhooks[{i}]: format must be one of {', '.join(WEBHOOK_FORMATS)}, got {fmt!r}")

@@ -108,6 +108,9 @@ def test_a_regressor_is_refused_for_a_classification_task(bc):
     with pytest.raises(InvalidInput, match="does not serve the task 'binary'") as err:
         ws.jobs.submit(TrainingSpec(dataset="breast-cancer", dataset_version=1, estimator="ridge"), LEAD)
     assert "logistic_regression" in err.value.hint
+    with pytest.raises(InvalidInput, match=r"parameter C=1000000000.0 of logistic_regression is out of bounds"):
+        ws.jobs.submit(TrainingSpec(dataset="breast-cancer", dataset_version=1, estimator="logistic_regression",
+                                    params={"C": 1e9}), LEAD)
 
 
 def test_compare_scores_both_classifiers_on_the_same_rows(bc):

@@ -95,6 +95,17 @@ def _curve_title(comparison: Comparison, name: str) -> str:
     return f"{name} (one-vs-rest, micro-average)"
 
 
+def _unit_square(fig: go.Figure, title: str, x_title: str, y_title: str, diagonal: str | None = None) -> go.Figure:
+    """A curve chart on [0, 1] x [0, 1], with the dashed diagonal named ``diagonal`` when given."""
+    if diagonal:
+        fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name=diagonal, hoverinfo="skip",
+                                 line=dict(color=NEUTRAL, dash="dash", width=1)))
+    fig.update_layout(title=title, xaxis_title=x_title, yaxis_title=y_title, **LAYOUT)
+    fig.update_xaxes(range=[0, 1])
+    fig.update_yaxes(range=[0, 1.02])
+    return fig
+
+
 def roc_figure(comparison: Comparison, *, with_champion: bool = True) -> go.Figure:
     from sklearn.metrics import auc, roc_curve
     fig = go.Figure()
@@ -105,13 +116,8 @@ def roc_figure(comparison: Comparison, *, with_champion: bool = True) -> go.Figu
                                  line=dict(color=m.color, width=2),
                                  hovertemplate="false positive rate %{x:.3f}<br>true positive rate %{y:.3f}"
                                                "<extra>" + m.label + "</extra>"))
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", hoverinfo="skip",
-                             line=dict(color=NEUTRAL, dash="dash", width=1)))
-    fig.update_layout(title=_curve_title(comparison, "ROC curve"), xaxis_title="false positive rate",
-                      yaxis_title="true positive rate", **LAYOUT)
-    fig.update_xaxes(range=[0, 1])
-    fig.update_yaxes(range=[0, 1.02])
-    return fig
+    return _unit_square(fig, _curve_title(comparison, "ROC curve"), "false positive rate", "true positive rate",
+                        diagonal="chance")
 
 
 def precision_recall_figure(comparison: Comparison, *, with_champion: bool = True) -> go.Figure:
@@ -129,11 +135,7 @@ def precision_recall_figure(comparison: Comparison, *, with_champion: bool = Tru
     if base is not None:   # what a model that knows nothing scores: the positives' share
         fig.add_hline(y=base, line=dict(color=NEUTRAL, dash="dash", width=1),
                       annotation_text=f"chance ({base:.2f})", annotation_position="bottom left")
-    fig.update_layout(title=_curve_title(comparison, "Precision-recall"), xaxis_title="recall",
-                      yaxis_title="precision", **LAYOUT)
-    fig.update_xaxes(range=[0, 1])
-    fig.update_yaxes(range=[0, 1.02])
-    return fig
+    return _unit_square(fig, _curve_title(comparison, "Precision-recall"), "recall", "precision")
 
 
 def calibration_figure(comparison: Comparison, *, with_champion: bool = True, bins: int = 10) -> go.Figure:
@@ -153,13 +155,8 @@ def calibration_figure(comparison: Comparison, *, with_champion: bool = True, bi
             line=dict(color=m.color, width=2), marker=dict(size=[6 + 14 * c / max(counts) for c in counts]),
             hovertemplate="mean predicted %{x:.3f}<br>observed positive %{y:.3f}<br>%{customdata} rows"
                           "<extra>" + m.label + "</extra>"))
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated", hoverinfo="skip",
-                             line=dict(color=NEUTRAL, dash="dash", width=1)))
-    fig.update_layout(title=_curve_title(comparison, "Calibration"), xaxis_title="mean predicted probability",
-                      yaxis_title="share of rows positive", **LAYOUT)
-    fig.update_xaxes(range=[0, 1])
-    fig.update_yaxes(range=[0, 1.02])
-    return fig
+    return _unit_square(fig, _curve_title(comparison, "Calibration"), "mean predicted probability",
+                        "share of rows positive", diagonal="perfectly calibrated")
 
 
 def classification_charts(comparison: Comparison, *, with_champion: bool) -> None:
