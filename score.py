@@ -7,7 +7,10 @@ as written by ``pipeline/train.py``).
 
 Request:  ``{"data": [[f1, ..., f10], ...]}`` (rows in the model's feature
 order) or ``{"data": [{"age": ..., "sex": ..., ...}, ...]}`` (rows by name).
-Response: ``{"predictions": [...]}``. Anything else gets a 400 whose message
+Response: ``{"predictions": [...]}``: a regressor's values, a classifier's labels (its
+``model.json`` says ``"task": "binary"`` or ``"multiclass"``); a classifier with
+``predict_proba`` adds ``"probabilities": [[p, ...], ...]`` (a row per input row, a column
+per class) and ``"classes": [...]`` (the column order: ``model.classes_``). Anything else gets a 400 whose message
 names the problem; the server keeps serving. Every error body has one shape,
 the same as the Tollgate gateway's: ``{"error": {"code": "BadRequest", "message": "..."}}``
 (``code``: the HTTP status's reason phrase without spaces).
@@ -35,6 +38,8 @@ MAX_MAGNITUDE = 1e15       # |feature| beyond this is no measurement (and overfl
 
 model = None
 features: list[str] = []
+task = "regression"
+with_probabilities = False   # a classifier with predict_proba
 
 
 def _model_dir() -> Path:
@@ -48,11 +53,15 @@ def _model_dir() -> Path:
 
 
 def init() -> None:
-    global model, features
+    global model, features, task, with_probabilities
     folder = _model_dir()
     model = joblib.load(folder / "model.pkl")
-    features = json.loads((folder / "model.json").read_text())["features"]
-    print(f"score.py: loaded {type(model).__name__} from {folder} with {len(features)} features", flush=True)
+    described = json.loads((folder / "model.json").read_text())
+    features = described["features"]
+    task = described.get("task", "regression")
+    # scikit-learn declares probabilities by the method's presence (available_if)
+    with_probabilities = task != "regression" and hasattr(model, "predict_proba")
+    print(f"score.py: loaded {type(model).__name__} ({task}) from {folder} with {len(features)} features", flush=True)
 
 
 class BadRequest(ValueError):
@@ -141,9 +150,24 @@ def run(raw: str):
         frame = parse(raw)
     except BadRequest as e:
         return error(400, str(e))
+    if task != "regression":
+        return classify(frame)
     predictions = [float(p) for p in model.predict(frame)]
     broken = [i for i, p in enumerate(predictions) if not math.isfinite(p)]
     if broken:  # never answer with Infinity/NaN: not JSON, and not a prediction
         print(f"score.py: non-finite prediction for row(s) {broken[:10]}", flush=True)
         return error(500, f"the model's prediction for row {broken[0]} is not a finite number")
     return {"predictions": predictions}
+
+
+def classify(frame: pd.DataFrame):
+    """A classifier's labels and, with predict_proba, its probabilities in ``classes`` order."""
+    answer = {"predictions": np.asarray(model.predict(frame)).tolist()}
+    if with_probabilities:
+        probabilities = np.asarray(model.predict_proba(frame), dtype=float)
+        if not np.isfinite(probabilities).all():
+            row = int(np.argwhere(~np.isfinite(probabilities))[0][0])
+            print(f"score.py: non-finite probability for row {row}", flush=True)
+            return error(500, f"the model's probabilities for row {row} are not finite numbers")
+        answer.update(probabilities=probabilities.tolist(), classes=np.asarray(model.classes_).tolist())
+    return answer

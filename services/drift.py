@@ -310,7 +310,7 @@ def training_reference(ws, model_ref: str) -> TrainingReference:
     if target in frame.columns:
         from pipeline.train import split  # imports scikit-learn: only when a reference is needed
         X_train = split(frame, target, float(meta.get("test_fraction", policy.test_fraction)),
-                        int(meta.get("split_seed", policy.split_seed)))[0]
+                        int(meta.get("split_seed", policy.split_seed)), meta.get("task", "regression"))[0]
         return TrainingReference(X_train[features].reset_index(drop=True), tuple(features), dataset,
                                  f"the training split of {dataset} ({len(X_train)} rows)")
     return TrainingReference(frame[features].reset_index(drop=True), tuple(features), dataset,

@@ -282,10 +282,17 @@ class Comparison:
     candidate_metrics: Mapping[str, float]
     champion_metrics: Mapping[str, float]
     gate: GateDecision
-    # rows of the evaluation split: actual, candidate, champion (None without a champion)
+    # rows of the evaluation split: actual, candidate, champion (None without a champion); a
+    # classifier's labels are its predictions
     actual: tuple[float, ...] = ()
     candidate_pred: tuple[float, ...] = ()
     champion_pred: tuple[float, ...] | None = None
+    task: str = "regression"           # regression | binary | multiclass (services.metrics)
+    # a classifier's: the class labels, and each model's probabilities per row in that order
+    # (None: the model has no predict_proba)
+    classes: tuple[float, ...] = ()
+    candidate_proba: tuple[tuple[float, ...], ...] | None = None
+    champion_proba: tuple[tuple[float, ...], ...] | None = None
 
 
 # --- endpoints, releases, telemetry (implemented by later issues) -------------

@@ -1,5 +1,8 @@
 """The quality gate: candidate vs champion metrics under the policy's rules.
 
+A rule names one of the task's metrics (``services.metrics``, checked when the policy is loaded)
+and takes its direction from it.
+
 Pure and backend-independent, so the console, the CLI and every backend decide
 the same way from the same numbers.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from .entities import GateCheck, GateDecision
+from .metrics import metric
 from .policy import Policy
 
 
@@ -26,8 +30,11 @@ def decide(candidate: Mapping[str, float], champion: Mapping[str, float] | None,
         cand = candidate.get(rule.metric)
         champ = champion.get(rule.metric) if champion else None
         if cand is None:
-            checks.append(GateCheck(rule.metric, rule.direction, None, champ, False,
-                                    f"{rule.metric}: the candidate has no value"))
+            why = "the candidate has no value"
+            if (found := metric(rule.metric)) is not None and found.needs_probabilities:
+                why += " (it is computed from class probabilities: the model has no predict_proba, " \
+                       "or the evaluation rows hold one class only)"
+            checks.append(GateCheck(rule.metric, rule.direction, None, champ, False, f"{rule.metric}: {why}"))
             continue
         problems = []
         if rule.min is not None and cand < rule.min:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import InvalidInput
+from .metrics import DEFAULT_GATE, TASKS, metric, metrics_of
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 POLICY_FILE = "tollgate.toml"
@@ -21,7 +22,7 @@ POLICY_FILE = "tollgate.toml"
 @dataclass(frozen=True)
 class GateRule:
     metric: str
-    direction: str = "lower"            # which way is better
+    direction: str = "lower"            # which way is better: the metric's (services.metrics)
     max_regression: float | None = 0.0  # relative, vs the champion
     min: float | None = None            # absolute bounds on the candidate
     max: float | None = None
@@ -214,7 +215,7 @@ def grant_directory_roles(identity: str, roles: tuple[str, ...]) -> None:
 # ([training.bounds.gbr]) for that estimator only. Unbounded, n_estimators=1000000000 runs for days.
 DEFAULT_TRAINING_BOUNDS: Mapping[str, tuple[float, float]] = {
     "n_estimators": (1, 2000), "max_depth": (1, 64), "max_iter": (1, 100_000), "min_samples_leaf": (1, 10_000),
-    "learning_rate": (1e-6, 1.0), "subsample": (0.01, 1.0), "alpha": (0.0, 1e6),
+    "learning_rate": (1e-6, 1.0), "subsample": (0.01, 1.0), "alpha": (0.0, 1e6), "C": (1e-6, 1e6),
 }
 
 
@@ -228,19 +229,23 @@ class TrainingPolicy:
         return {**self.bounds, **self.per_estimator.get(estimator, {})}
 
 
+def default_gate(task: str) -> tuple[str, tuple[GateRule, ...]]:
+    """The metric a candidate must improve and the rules of a policy that names none, for ``task``."""
+    primary, rules = DEFAULT_GATE[task]
+    return primary, tuple(GateRule(name, metric(name).direction, allowed, min=floor)
+                          for name, allowed, floor in rules)
+
+
 @dataclass(frozen=True)
 class Policy:
     model_name: str = "diabetes-regressor"
     target: str = "target"
     experiment: str = "diabetes-retrain"
+    task: str = "regression"             # regression | binary | multiclass: the metrics, estimators, gate
     test_fraction: float = 0.2
     split_seed: int = 42
-    require_improvement: str | None = "rmse"
-    gate_rules: tuple[GateRule, ...] = (
-        GateRule("rmse", "lower", 0.0),
-        GateRule("mae", "lower", 0.02),
-        GateRule("r2", "higher", 0.02, min=0.3),
-    )
+    require_improvement: str | None = default_gate("regression")[0]
+    gate_rules: tuple[GateRule, ...] = default_gate("regression")[1]
     data_tests: DataTestPolicy = field(default_factory=DataTestPolicy)
     max_concurrent_jobs: int = 2
     endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)
@@ -259,11 +264,9 @@ class Policy:
     raw: Mapping[str, Any] = field(default_factory=dict)
 
     def direction(self, metric: str) -> str:
-        """'lower' or 'higher' is better, for display and comparison."""
-        for rule in self.gate_rules:
-            if rule.metric == metric:
-                return rule.direction
-        return "higher" if metric in ("r2", "accuracy", "auc", "f1") else "lower"
+        """'lower' or 'higher' is better, for display and comparison: the metric's own."""
+        from .metrics import direction
+        return direction(metric)
 
     def roles_of(self, identity: str) -> tuple[str, ...]:
         """``[roles]`` of the identity, plus what its signed-in token's app roles grant."""
@@ -283,7 +286,7 @@ def load_policy(*search: Path) -> Policy:
 # The keys each table may hold; a misspelt key would otherwise silently leave a default in force.
 # ([data_tests] and [[gate.rules]] are checked by their dataclasses.)
 KNOWN_KEYS = {
-    "project": {"model_name", "target", "experiment"},
+    "project": {"model_name", "target", "experiment", "task"},
     "evaluation": {"test_fraction", "split_seed"},
     "gate": {"require_improvement", "rules", "max_p95_regression", "p95_allowance_ms"},
     "release": {"approve_comment_required"},
@@ -314,6 +317,15 @@ def _check_keys(raw: Mapping[str, Any], source: str) -> None:
                                f"known: {', '.join(sorted(KNOWN_KEYS[table]))}")
 
 
+def _checked_table(value: Any, known: set[str], where: str) -> None:
+    """Refuses ``value`` unless it is a table holding only ``known`` keys (one of a list of tables)."""
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where} must be a table")
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise InvalidInput(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+
+
 def _number(table: Mapping[str, Any], key: str, kind: type, default, where: str):
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
@@ -332,11 +344,11 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
     evaluation = raw.get("evaluation", {})
     gate = raw.get("gate", {})
     defaults = Policy()
+    task = project.get("task", defaults.task)
+    if task not in TASKS:
+        raise InvalidInput(f"{source}: [project] task must be one of {', '.join(TASKS)}, got {task!r}")
+    primary, rules = parse_gate_rules(gate, task, source)
     try:
-        rules = tuple(GateRule(**r) for r in gate["rules"]) if "rules" in gate else defaults.gate_rules
-        for r in rules:
-            if r.direction not in ("lower", "higher"):
-                raise InvalidInput(f"{source}: gate rule {r.metric!r}: direction must be 'lower' or 'higher'")
         data_tests = DataTestPolicy(**raw.get("data_tests", {}))
         endpoints = EndpointPolicy(**raw.get("endpoints", {}))
         smoke = SmokePolicy(**raw.get("smoke_test", {}))
@@ -370,9 +382,10 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         model_name=project.get("model_name", defaults.model_name),
         target=project.get("target", defaults.target),
         experiment=project.get("experiment", defaults.experiment),
+        task=task,
         test_fraction=fraction,
         split_seed=_number(evaluation, "split_seed", int, defaults.split_seed, f"{source}: evaluation"),
-        require_improvement=gate.get("require_improvement", defaults.require_improvement) or None,
+        require_improvement=primary,
         gate_rules=rules,
         data_tests=data_tests,
         max_concurrent_jobs=max_concurrent,
@@ -391,6 +404,45 @@ def parse_policy(text: str, source: str = "<text>") -> Policy:
         source=source,
         raw=raw,
     )
+
+
+RULE_KEYS = {"metric", "direction", "max_regression", "min", "max"}
+
+
+def parse_gate_rules(gate: Mapping[str, Any], task: str, source: str) -> tuple[str | None, tuple[GateRule, ...]]:
+    """``[gate] require_improvement`` and ``[[gate.rules]]`` for ``task``: each rule names a metric of the
+    task (rmse on a classifier, f1 on a regressor are refused, naming the file and the key); its direction
+    is the metric's (a rule may repeat it, not contradict it). None given: the task's defaults."""
+    primary, defaults = default_gate(task)
+    known = [m.name for m in metrics_of(task)]
+
+    def of_task(name: Any, key: str) -> str:
+        if not isinstance(name, str) or name not in known:
+            raise InvalidInput(f"{source}: {key} = {name!r} is not a metric of the task {task!r} ([project] task)",
+                               hint=f"Its metrics: {', '.join(known)}.")
+        return name
+
+    if "require_improvement" in gate:
+        primary = gate["require_improvement"] and of_task(gate["require_improvement"], "[gate] require_improvement")
+    if "rules" not in gate:
+        return primary or None, defaults
+    if not isinstance(gate["rules"], list):
+        raise InvalidInput(f"{source}: [gate] rules must be a list of tables ([[gate.rules]])")
+    rules = []
+    for i, raw in enumerate(gate["rules"], 1):
+        where = f"[[gate.rules]] #{i}"
+        _checked_table(raw, RULE_KEYS, f"{source}: {where}")
+        name = of_task(raw.get("metric"), f"{where} metric")
+        direction = metric(name).direction
+        if raw.get("direction", direction) != direction:
+            raise InvalidInput(f"{source}: {where} ({name}): direction = {raw['direction']!r}, but for {name} "
+                               f"{direction} is better", hint="Leave direction out: it comes from the metric.")
+        bounds = {key: _number(raw, key, float, None, f"{source}: {where}")
+                  for key in ("max_regression", "min", "max") if raw.get(key) is not None}
+        if bounds.get("max_regression", 0.0) < 0:
+            raise InvalidInput(f"{source}: {where} ({name}): max_regression must not be negative")
+        rules.append(GateRule(name, direction, **bounds))
+    return primary or None, tuple(rules)
 
 
 def parse_roles(table: Mapping[str, Any], source: str) -> dict[str, tuple[str, ...]]:
@@ -418,12 +470,7 @@ def parse_notifications(table: Mapping[str, Any], source: str) -> NotificationPo
         raise InvalidInput(f"{where}.webhooks must be a list of tables ([[notifications.webhooks]])")
     webhooks, names = [], set()
     for i, hook in enumerate(hooks, 1):
-        if not isinstance(hook, dict):
-            raise InvalidInput(f"{where}.webhooks[{i}] must be a table")
-        unknown = sorted(set(hook) - WEBHOOK_KEYS)
-        if unknown:
-            raise InvalidInput(f"{where}.webhooks[{i}]: unknown key(s) {', '.join(unknown)}; "
-                               f"known: {', '.join(sorted(WEBHOOK_KEYS))}")
+        _checked_table(hook, WEBHOOK_KEYS, f"{where}.webhooks[{i}]")
         fmt = hook.get("format", "generic")
         if fmt not in WEBHOOK_FORMATS:
             raise InvalidInput(f"{where}.webhooks[{i}]: format must be one of {', '.join(WEBHOOK_FORMATS)}, got {fmt!r}")

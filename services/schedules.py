@@ -20,7 +20,7 @@ from croniter import CroniterBadDateError, CroniterError, croniter
 from .errors import InvalidInput, NotFound
 from .policy import Policy
 from .permissions import authorize
-from .training import full_params
+from .training import default_estimator, full_params
 
 CRON_HINT = ("Five fields in UTC: minute hour day-of-month month day-of-week, e.g. '*/5 * * * *' "
              "(every 5 minutes) or '0 2 * * 1-5' (02:00 UTC on weekdays).")
@@ -92,16 +92,13 @@ def describe_missed(skipped: int) -> str:
 
 # --- the training recipe ---------------------------------------------------------
 
-DEFAULT_ESTIMATOR = "ridge"
-
-
 def resolve_recipe(models, jobs, policy: Policy, estimator: str | None,
                    params: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
     """The estimator and checked parameters a schedule or trigger trains. Neither given: the
     champion's (retrain what serves, on new data: its run's parameters when the run is known),
-    ridge without a champion."""
+    the task's first estimator (ridge for a regression) without a champion."""
     if not estimator and not params:
-        estimator, params = DEFAULT_ESTIMATOR, {}
+        estimator, params = default_estimator(policy.task), {}
         champion = models.champion(policy.model_name)
         if champion is not None:
             estimator = champion.estimator
@@ -111,7 +108,7 @@ def resolve_recipe(models, jobs, policy: Policy, estimator: str | None,
                     estimator, params = run.estimator, dict(run.params)
                 except NotFound:
                     pass
-    estimator = estimator or DEFAULT_ESTIMATOR
+    estimator = estimator or default_estimator(policy.task)
     return estimator, check_recipe(estimator, params, policy)
 
 
@@ -120,7 +117,7 @@ def check_recipe(estimator: str, params: Mapping[str, Any] | None, policy: Polic
     estimator or parameter, or one out of the policy's bounds (checked when the schedule is
     saved, not when it fires)."""
     params = dict(params or {})
-    full = full_params(estimator, params, policy.training)
+    full = full_params(estimator, params, policy.training, policy.task)
     return {k: full[k] for k in params}
 
 

@@ -11,7 +11,7 @@ import math
 from typing import Any, Mapping
 
 from pipeline.train import ESTIMATORS as _CATALOGUE
-from pipeline.train import PipelineError, coerce_params
+from pipeline.train import PipelineError, coerce_params, estimators_for
 
 from .datatests import has_labels, no_labels_message, no_passing_version
 from .entities import DatasetVersion, TrainingSpec
@@ -21,23 +21,32 @@ from .policy import TrainingPolicy
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def estimators() -> tuple[str, ...]:
-    """The estimator names, in the pipeline's order (``ridge`` first)."""
-    return tuple(_CATALOGUE)
+def estimators(task: str | None = None) -> tuple[str, ...]:
+    """The estimator names, in the pipeline's order (``ridge`` first); those serving ``task`` when given."""
+    return tuple(_CATALOGUE) if task is None else estimators_for(task)
+
+
+def default_estimator(task: str) -> str:
+    """What a schedule trains when nothing says otherwise: the task's first estimator."""
+    return estimators_for(task)[0]
 
 
 def default_params(estimator: str) -> dict[str, Any]:
     """The estimator's parameters with their defaults (their types are the parameters' types)."""
-    return dict(_CATALOGUE[_known(estimator)][1])
+    return dict(_CATALOGUE[_known(estimator)].defaults)
 
 
 def full_params(estimator: str, params: Mapping[str, Any] | None = None,
-                policy: TrainingPolicy | None = None) -> dict[str, Any]:
+                policy: TrainingPolicy | None = None, task: str = "regression") -> dict[str, Any]:
     """The defaults overlaid with ``params``, each cast to its type; ``InvalidInput`` for an
-    unknown estimator, an unknown parameter, a value of the wrong type, a number that is not
-    finite, or one outside the policy's ``[training.bounds]`` (checked when a run is submitted or a
-    schedule saved, on every backend, before anything starts)."""
+    unknown estimator or one that does not serve ``task`` (a regressor for a classifier), an
+    unknown parameter, a value of the wrong type, a number that is not finite, or one outside the
+    policy's ``[training.bounds]`` (checked when a run is submitted or a schedule saved, on every
+    backend, before anything starts)."""
     _known(estimator)
+    if task not in _CATALOGUE[estimator].tasks:
+        raise InvalidInput(f"estimator {estimator!r} does not serve the task {task!r} of this project",
+                           hint=f"Choose one of: {', '.join(estimators_for(task))} ([project] task in tollgate.toml).")
     try:
         full = coerce_params(estimator, dict(params or {}))
     except PipelineError as e:
@@ -88,4 +97,4 @@ def output_file(name: str) -> str:
     return name
 
 
-__all__ = ["estimators", "default_params", "full_params", "training_data", "output_file"]
+__all__ = ["estimators", "default_estimator", "default_params", "full_params", "training_data", "output_file"]

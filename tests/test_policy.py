@@ -59,10 +59,38 @@ def test_require_improvement_can_be_switched_off():
     assert parse_policy('[gate]\nrequire_improvement = ""\n').require_improvement is None
 
 
-def test_direction_comes_from_the_rules_then_from_the_metric_name():
-    policy = parse_policy('[[gate.rules]]\nmetric = "latency"\ndirection = "lower"\n')
-    assert policy.direction("latency") == "lower"
-    assert policy.direction("r2") == "higher" and policy.direction("mape") == "lower"
+def test_a_rules_direction_is_its_metrics():
+    policy = parse_policy('[[gate.rules]]\nmetric = "r2"\n[[gate.rules]]\nmetric = "mae"\ndirection = "lower"\n')
+    assert [(r.metric, r.direction) for r in policy.gate_rules] == [("r2", "higher"), ("mae", "lower")]
+    assert policy.direction("r2") == "higher" and policy.direction("train_r2") == "higher"
+    assert policy.direction("f1") == "higher" and policy.direction("log_loss") == "lower"
+    assert policy.direction("mape") == "lower"   # a metric Tollgate does not know: lower, as a loss
+
+
+def test_the_task_is_regression_unless_the_file_says_otherwise():
+    assert Policy().task == parse_policy("").task == load_policy().task == "regression"
+    binary = parse_policy('[project]\ntask = "binary"\n')
+    assert binary.task == "binary" and binary.require_improvement == "f1"
+    assert [r.metric for r in binary.gate_rules] == ["f1", "accuracy", "balanced_accuracy"]
+    assert all(r.direction == "higher" for r in binary.gate_rules)
+
+
+@pytest.mark.parametrize("text, mentions", [
+    ('[project]\ntask = "classification"\n', "[project] task"),
+    ('[project]\ntask = "binary"\n[[gate.rules]]\nmetric = "f1"\n[[gate.rules]]\nmetric = "rmse"\n',
+     "[[gate.rules]] #2 metric = 'rmse' is not a metric of the task 'binary'"),
+    ('[project]\ntask = "multiclass"\n[gate]\nrequire_improvement = "r2"\n',
+     "[gate] require_improvement = 'r2' is not a metric of the task 'multiclass'"),
+    ('[[gate.rules]]\nmetric = "f1"\n', "[[gate.rules]] #1 metric = 'f1' is not a metric of the task 'regression'"),
+    ('[[gate.rules]]\nmetric = "latency"\n', "'latency' is not a metric"),
+    ('[project]\ntask = "binary"\n[[gate.rules]]\nmetric = "log_loss"\ndirection = "higher"\n',
+     "for log_loss lower is better"),
+    ('[project]\ntask = "binary"\n[[gate.rules]]\nmetric = "f1"\nmin = "high"\n', "min"),
+])
+def test_a_gate_rule_the_task_cannot_have_is_refused_naming_file_and_key(text, mentions):
+    with pytest.raises(InvalidInput) as err:
+        parse_policy(text, source="ws/tollgate.toml")
+    assert str(err.value).startswith("ws/tollgate.toml: ") and mentions in str(err.value)
 
 
 @pytest.mark.parametrize("text, mentions", [

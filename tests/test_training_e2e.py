@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.train import regression_metrics, split
+from pipeline.metrics import compute
+from pipeline.train import split
 from services.demo import diabetes_v1, diabetes_v2
 from services.entities import CheckStatus, RunStatus, TrainingSpec
 
@@ -49,7 +50,7 @@ def test_from_data_to_a_gated_champion_and_a_challenger(empty_ws, tmp_path):
                                  policy.split_seed)
     pred = model.predict(X_test)
     assert pred.shape == (len(X_test),) and np.isfinite(pred).all()
-    for key, value in regression_metrics(y_test, pred).items():
+    for key, value in compute("regression", y_test, pred).items():
         assert first.metrics[key] == pytest.approx(value), key
 
     # new data, a challenger: gated against the champion on the new data's held-out rows

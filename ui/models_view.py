@@ -18,15 +18,15 @@ from services.entities import Comparison, GateDecision, ModelVersion
 from services.errors import ServiceError
 from services.evidence import missing_evidence
 from services.gate import relative_change
+from services.metrics import is_classification
 from services.policy import Policy
 
 from . import state
 from .chrome import role_hint
 from .provenance_view import provenance_block
-from .widgets import BETTER, NEUTRAL, WORSE, code, escaped, fmt_metric, guard, show_error
-
-# one colour per model in every chart; green/red stay reserved for better/worse
-CANDIDATE_COLOR, CHAMPION_COLOR = "#0969da", "#bc4c00"
+from .classification_view import classification_charts
+from .widgets import (BETTER, CANDIDATE_COLOR, CHAMPION_COLOR, NEUTRAL, WORSE, code, escaped, fmt_metric, guard,
+                      show_error)
 
 
 # --- versions -------------------------------------------------------------------
@@ -446,7 +446,8 @@ def comparison_section(mv: ModelVersion, champion: ModelVersion | None, policy: 
            if against_champion else "."))
 
     deltas = metric_deltas(comparison, policy, with_champion=against_champion)
-    cols = st.columns(len(deltas))
+    per_row = 4   # a classifier has seven metrics: in one row their values would not fit
+    cols = [col for start in range(0, len(deltas), per_row) for col in st.columns(per_row)][:len(deltas)]
     for col, d in zip(cols, deltas):
         col.metric(
             f"{d.metric} · {d.direction} is better", fmt_metric(d.candidate), delta_text(d), border=True,
@@ -460,6 +461,9 @@ def comparison_section(mv: ModelVersion, champion: ModelVersion | None, policy: 
     frame = deltas_frame(deltas, gate, policy, candidate_label="candidate" if gate else f"v{mv.version}")
     st.dataframe(style_deltas(frame, deltas), hide_index=True, width="stretch")
 
+    if is_classification(comparison.task):
+        classification_charts(comparison, with_champion=against_champion)
+        return
     left, right = st.columns(2)
     left.plotly_chart(predicted_vs_actual_figure(comparison, with_champion=against_champion),
                       width="stretch", key="models.chart.pred")

@@ -44,7 +44,10 @@ MAIN_METRICS = ("rmse", "mae", "r2")
 MAX_COMPARED = 25
 STEPS = ("queued", "starting", "validate data", "train", "evaluate", "register", "done")
 ESTIMATOR_LABELS = {"ridge": "Ridge regression", "lasso": "Lasso regression",
-                    "gbr": "Gradient boosting", "random_forest": "Random forest"}
+                    "gbr": "Gradient boosting", "random_forest": "Random forest",
+                    "logistic_regression": "Logistic regression",
+                    "gradient_boosting_classifier": "Gradient boosting classifier",
+                    "random_forest_classifier": "Random forest classifier"}
 PARAM_HELP = {
     "alpha": "Regularisation strength (≥ 0): larger values give a simpler, smoother model.",
     "max_iter": "Maximum number of optimiser iterations.",
@@ -54,6 +57,7 @@ PARAM_HELP = {
     "subsample": "Fraction of the training rows each tree sees (0 < x ≤ 1).",
     "min_samples_leaf": "Minimum number of rows in a leaf.",
     "random_state": "Seed, so that the run can be reproduced exactly.",
+    "C": "Inverse regularisation strength (> 0): smaller values give a simpler model.",
 }
 TABLE_COLUMNS = ["status", "name", "estimator", "dataset", "rmse", "mae", "r2", "gate", "model", "created",
                  "duration_s", "experiment", "created_by", "id"]
@@ -600,7 +604,7 @@ def retrain_form(ws_uri: str, expanded: bool = False) -> None:
                     f"{dv.tests_status.value}")
         ref = c1.selectbox("Training data", list(by_ref), key="runs.new.dataset",
                            index=list(by_ref).index(usable[0]) if usable else 0, format_func=label)
-        estimator = c2.selectbox("Estimator", training.estimators(), format_func=estimator_label,
+        estimator = c2.selectbox("Estimator", training.estimators(state.workspace().policy.task), format_func=estimator_label,
                                  key="runs.new.estimator")
         chosen = by_ref[ref]
         if chosen.tests_status == CheckStatus.FAIL:

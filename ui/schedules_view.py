@@ -230,7 +230,7 @@ def confirm_remove(s: Schedule) -> None:
 
 def recipe_inputs(estimator_key: str, params_key: str) -> tuple[str | None, dict | None]:
     est_col, params_col = st.columns([1, 2])
-    estimator = est_col.selectbox("Estimator", [CHAMPION, *training.estimators()], key=estimator_key,
+    estimator = est_col.selectbox("Estimator", [CHAMPION, *training.estimators(state.workspace().policy.task)], key=estimator_key,
                                   help="The champion's recipe: its estimator and parameters, copied when saved.")
     text = params_col.text_input("Parameters", key=params_key, placeholder="e.g. alpha=0.5, max_iter=2000",
                                  help="KEY=VALUE, separated by commas; unset ones take the estimator's defaults.")

@@ -18,6 +18,8 @@ STATUS_ICON = {
 }
 # better / worse colours used for metric deltas everywhere
 BETTER, WORSE, NEUTRAL = "#1a7f37", "#cf222e", "#6e7781"
+# one colour per model in every chart; green/red stay reserved for better/worse
+CANDIDATE_COLOR, CHAMPION_COLOR = "#0969da", "#bc4c00"
 
 
 # what CommonMark, GitHub's extensions and Streamlit's own (``:red[…]``, ``:material/…:``,

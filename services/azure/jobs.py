@@ -254,7 +254,7 @@ class AzureJobs:
             code=code,
             command=(f"python -m pipeline.train --data ${{{{inputs.data}}}} --estimator {estimator} {args} "
                      f"--target {self.policy.target} --test-fraction {self.policy.test_fraction} "
-                     f"--seed {self.policy.split_seed} --output ./outputs"),
+                     f"--seed {self.policy.split_seed} --task {self.policy.task} --output ./outputs"),
             inputs={"data": Input(type="uri_file", path=f"azureml:{dataset.name}:{dataset.version}")},
             environment=self.settings.environment, compute=self.settings.compute,
             properties={convert.P + "estimator": estimator, convert.P + "params": json.dumps(params),
@@ -265,7 +265,7 @@ class AzureJobs:
 
     def submit(self, spec: TrainingSpec, actor: str) -> Run:
         role = authorize(self.policy, actor, "submit_run")
-        params = full_params(spec.estimator, spec.params, self.policy.training)
+        params = full_params(spec.estimator, spec.params, self.policy.training, self.policy.task)
         dataset = training_data(self.datasets, spec, self.policy.target)
         given = {k: params[k] for k in spec.params}
         run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"

@@ -60,8 +60,11 @@ def evaluation_path(policy: Policy, name: str, version: int, champion_version: i
     ("dataset:version") under ``policy``'s split is kept (datastore path)."""
     import hashlib
     import json
-    split = json.dumps({"format": EVALUATION_FORMAT, "target": policy.target,
-                        "test_fraction": policy.test_fraction, "seed": policy.split_seed}, sort_keys=True)
+    described = {"format": EVALUATION_FORMAT, "target": policy.target,
+                 "test_fraction": policy.test_fraction, "seed": policy.split_seed}
+    if policy.task != "regression":   # a classifier's split is stratified: another split, another file
+        described["task"] = policy.task
+    split = json.dumps(described, sort_keys=True)
     digest = hashlib.sha256(split.encode()).hexdigest()[:12]
     vs = f"v{champion_version}" if champion_version is not None else "none"
     dataset, _, dataset_version = evaluated_on.rpartition(":")
@@ -69,14 +72,18 @@ def evaluation_path(policy: Policy, name: str, version: int, champion_version: i
 
 
 def evaluation_record(comparison: Comparison) -> bytes:
-    """What is kept of a comparison: the held-out rows' actual values and both predictions."""
+    """What is kept of a comparison: the held-out rows' actual values and both predictions (a
+    classifier's: labels, and the classes with both models' probabilities)."""
     import json
-    return json.dumps({"format": EVALUATION_FORMAT, "candidate": comparison.candidate.ref,
-                       "champion": comparison.champion.ref if comparison.champion else None,
-                       "evaluated_on": comparison.evaluated_on, "actual": list(comparison.actual),
-                       "candidate_pred": list(comparison.candidate_pred),
-                       "champion_pred": list(comparison.champion_pred) if comparison.champion_pred is not None
-                       else None}, separators=(",", ":")).encode()
+    record = {"format": EVALUATION_FORMAT, "candidate": comparison.candidate.ref,
+              "champion": comparison.champion.ref if comparison.champion else None,
+              "evaluated_on": comparison.evaluated_on, "actual": list(comparison.actual),
+              "candidate_pred": list(comparison.candidate_pred),
+              "champion_pred": list(comparison.champion_pred) if comparison.champion_pred is not None else None}
+    if comparison.classes:
+        record.update(classes=list(comparison.classes), candidate_proba=comparison.candidate_proba,
+                      champion_proba=comparison.champion_proba)
+    return json.dumps(record, separators=(",", ":")).encode()
 
 
 class AzureEvaluator:
@@ -120,22 +127,31 @@ class AzureEvaluator:
     def _rescored(self, kept: dict, candidate, champion, evaluated_on: str) -> Comparison:
         """The comparison from kept predictions: metrics and gate as ``services.evaluation.score_pair``."""
         import numpy as np
-        from pipeline.train import regression_metrics
+        from ..evaluation import proba_rows, task_metrics
         from ..gate import decide
+        task = self.policy.task
+        classes = tuple(kept.get("classes") or ())
+
+        def proba(key: str):
+            return np.asarray(kept[key], dtype=float) if kept.get(key) is not None else None
+
         actual = np.asarray(kept["actual"], dtype=float)
         cand_pred = np.asarray(kept["candidate_pred"], dtype=float)
-        cand_metrics = regression_metrics(actual, cand_pred)
-        champ_pred, champ_metrics = None, {}
+        cand_proba = proba("candidate_proba")
+        cand_metrics = task_metrics(task, actual, cand_pred, cand_proba, classes)
+        champ_pred, champ_proba, champ_metrics = None, None, {}
         if champion is not None and kept.get("champion_pred") is not None:
-            champ_pred = np.asarray(kept["champion_pred"], dtype=float)
-            champ_metrics = regression_metrics(actual, champ_pred)
+            champ_pred, champ_proba = np.asarray(kept["champion_pred"], dtype=float), proba("champion_proba")
+            champ_metrics = task_metrics(task, actual, champ_pred, champ_proba, classes)
         compared = champion is not None and champion.ref != candidate.ref
         gate = decide(cand_metrics, champ_metrics if compared else None, self.policy,
                       champion_ref=champion.ref if champion else None, evaluated_on=evaluated_on)
         return Comparison(candidate=candidate, champion=champion, evaluated_on=evaluated_on,
                           candidate_metrics=cand_metrics, champion_metrics=champ_metrics, gate=gate,
                           actual=tuple(actual.tolist()), candidate_pred=tuple(cand_pred.tolist()),
-                          champion_pred=tuple(champ_pred.tolist()) if champ_pred is not None else None)
+                          champion_pred=tuple(champ_pred.tolist()) if champ_pred is not None else None,
+                          task=task, classes=classes, candidate_proba=proba_rows(cand_proba),
+                          champion_proba=proba_rows(champ_proba))
 
     def compare(self, name: str, version: int, champion_version: int | None = None) -> Comparison:
         candidate = self.models.get(name, version)

@@ -184,7 +184,7 @@ class LocalJobs:
 
     def submit(self, spec: TrainingSpec, actor: str) -> Run:
         role = authorize(self.policy, actor, "submit_run")
-        params = full_params(spec.estimator, spec.params, self.policy.training)
+        params = full_params(spec.estimator, spec.params, self.policy.training, self.policy.task)
         dataset = training_data(self.datasets, spec, self.policy.target)
         given = {k: params[k] for k in spec.params}
         run_id = f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"

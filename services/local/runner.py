@@ -140,7 +140,8 @@ class Runner:
         tail.start()
         try:
             pipeline.run(Path(dv.uri) / "data.parquet", run.estimator, dict(run.params), self.out,
-                         target=policy.target, test_fraction=policy.test_fraction, seed=policy.split_seed)
+                         target=policy.target, test_fraction=policy.test_fraction, seed=policy.split_seed,
+                         task=policy.task)
         except pipeline.PipelineError as e:
             raise StepFailed(str(e)) from None
         finally:

@@ -3,8 +3,10 @@
 Named cases from the version's held-out evaluation rows, sent as a client sends them,
 pinned to the deployment under test: the HTTP status, the response schema
 (``{"predictions": [number]}``) and *prediction parity* with the registered model's
-offline predictions (``[smoke_test] tolerance``); plus a malformed request that must get
-a 4xx. When the fitted model cannot be loaded here, the cases check the answers and say
+offline predictions (``[smoke_test] tolerance``); for a classifier the label must be the
+same exactly and, when the model has ``predict_proba``, each class's probability
+(``"probabilities"`` in ``"classes"`` order) within the tolerance; plus a malformed request
+that must get a 4xx. When the fitted model cannot be loaded here, the cases check the answers and say
 that parity was not checked.
 
 Then **latency**: ``[smoke_test] latency_requests`` requests to the new deployment and as
@@ -16,21 +18,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping, NamedTuple
 
 from ..entities import LatencyEvidence, ModelVersion, SmokeCase
 from ..errors import ServiceError
-from ..evaluation import evaluation_split, predict
+from ..evaluation import class_labels, evaluation_split, predict, predict_proba
+from ..metrics import is_classification
 from ..policy import Policy
 from .ports import EndpointDriver
 
 MALFORMED = '{"data": [[1, 2, 3]]}'
 
 
+class Case(NamedTuple):
+    name: str
+    row: list[float]                                  # the features, in the model's order
+    expected: float | None                            # the offline prediction (a classifier's label)
+    probabilities: Mapping[float, float] | None = None  # a classifier's offline probability per class
+
+
 @dataclass(frozen=True)
 class Inputs:
-    cases: tuple[tuple[str, list[float], float | None], ...]   # (name, feature row, offline prediction)
-    note: str | None = None                                      # why parity is not checked, if it is not
+    cases: tuple[Case, ...]
+    note: str | None = None                           # why parity is not checked, if it is not
+    labels: bool = False                              # a classifier's: predictions are labels, equal or not
 
 
 def inputs(models, datasets, policy: Policy, mv: ModelVersion) -> Inputs:
@@ -38,22 +49,45 @@ def inputs(models, datasets, policy: Policy, mv: ModelVersion) -> Inputs:
     frame = datasets.load(mv.dataset, mv.dataset_version)
     X, _ = evaluation_split(frame, policy)
     sample = X.head(policy.smoke.cases)
+    probabilities: list[Mapping[float, float] | None] = [None] * len(sample)
     try:
         model = models.load(mv.name, mv.version)
         names = getattr(model, "feature_names_in_", None)   # scikit-learn's record of its columns
         features = [str(f) for f in names] if names is not None else list(sample.columns)
         offline: list[float | None] = [float(v) for v in predict(model, sample, mv.ref)]
+        classes = class_labels(policy.task, (), model)
+        proba = predict_proba(model, sample, mv.ref, classes)
+        if proba is not None:
+            probabilities = [dict(zip(classes, row)) for row in proba.tolist()]
         note = None
     except ServiceError as e:
         features, offline, note = list(sample.columns), [None] * len(sample), f"parity not checked: {e}"
-    cases = tuple((f"held-out row {idx}", [float(row[f]) for f in features], expected)
-                  for (idx, row), expected in zip(sample.iterrows(), offline))
-    return Inputs(cases, note)
+    cases = tuple(Case(f"held-out row {idx}", [float(row[f]) for f in features], expected, per_class)
+                  for (idx, row), expected, per_class in zip(sample.iterrows(), offline, probabilities))
+    return Inputs(cases, note, labels=is_classification(policy.task))
+
+
+def probability_mismatch(body: Mapping, expected: Mapping[float, float], tolerance: float) -> str | None:
+    """Why the answer's ``probabilities`` (in its ``classes`` order) differ from ``expected``, or None."""
+    rows, classes = body.get("probabilities"), body.get("classes")
+    if not (isinstance(rows, list) and len(rows) == 1 and isinstance(rows[0], list) and isinstance(classes, list)
+            and len(rows[0]) == len(classes)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (*rows[0], *classes))):
+        return (f"response has no probabilities of the shape {{'probabilities': [[number per class]], "
+                f"'classes': [label, ...]}}: {body!r:.200}")
+    got = {float(c): float(p) for c, p in zip(classes, rows[0])}
+    if set(got) != set(expected):
+        return f"classes {sorted(got)} differ from the model's {sorted(expected)}"
+    worst = max(expected, key=lambda c: abs(got[c] - expected[c]))
+    gap = abs(got[worst] - expected[worst])
+    if gap > tolerance * max(1.0, abs(expected[worst])):
+        return f"probability of class {worst:g} differs from the offline one by {gap:.6g} (tolerance {tolerance:g})"
+    return None
 
 
 def run_cases(driver: EndpointDriver, env: str, deployment: str, given: Inputs, tolerance: float) -> list[SmokeCase]:
     cases: list[SmokeCase] = []
-    for name, row, expected in given.cases:
+    for name, row, expected, probabilities in given.cases:
         res = driver.invoke(env, {"data": [row]}, deployment=deployment)
         if res.status != 200:
             cases.append(SmokeCase(name, False, res.status, expected, None, f"HTTP {res.status}: {res.body}"))
@@ -67,10 +101,17 @@ def run_cases(driver: EndpointDriver, env: str, deployment: str, given: Inputs, 
         if expected is None:
             cases.append(SmokeCase(name, True, res.status, None, got, f"answered; {given.note}"))
             continue
-        ok = bool(abs(got - expected) <= tolerance * max(1.0, abs(expected)))
-        cases.append(SmokeCase(name, ok, res.status, expected, got,
-                               "matches the offline prediction" if ok else
-                               f"differs from the offline prediction by {abs(got - expected):.6g}"))
+        if not given.labels:
+            ok = bool(abs(got - expected) <= tolerance * max(1.0, abs(expected)))
+            detail = ("matches the offline prediction" if ok else
+                      f"differs from the offline prediction by {abs(got - expected):.6g}")
+        else:
+            mismatch = (f"label {got:g} differs from the offline label {expected:g}" if got != expected else
+                        probabilities is not None and probability_mismatch(res.body, probabilities, tolerance))
+            ok = not mismatch
+            detail = mismatch or ("label and probabilities match the offline ones" if probabilities is not None
+                                  else "label matches the offline one")
+        cases.append(SmokeCase(name, ok, res.status, expected, got, detail))
     bad = driver.invoke(env, MALFORMED, deployment=deployment)
     cases.append(SmokeCase("wrong number of features → 4xx", 400 <= bad.status < 500, bad.status, None, None,
                            f"HTTP {bad.status}: {bad.body}"))

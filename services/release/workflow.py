@@ -440,7 +440,7 @@ class ReleaseWorkflow(Planning, Rollouts):
         cases = smoke.run_cases(self.driver, env, deployment, given, self.policy.smoke.tolerance)
         latency = None
         if all(c.passed for c in cases):                 # a version that answers wrongly is not timed
-            latency = smoke.measure_latency(self.driver, env, deployment, live, [row for _, row, _ in given.cases],
+            latency = smoke.measure_latency(self.driver, env, deployment, live, [case.row for case in given.cases],
                                             self.policy, judge=judge)
         passed, summary = smoke.summary(cases, latency, given.note)
         return self.ledger.save_smoke(env, deployment, mv, actor, role, passed=passed, summary=summary,

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.train import regression_metrics, split
+from pipeline.metrics import compute
+from pipeline.train import split
 from services.errors import NotFound
 from services.policy import GateRule, Policy
 
@@ -41,8 +42,8 @@ def test_candidate_and_champion_are_scored_on_the_same_held_out_rows(demo, gbr):
     assert len(c.candidate_pred) == len(c.champion_pred) == len(actual)
     assert not np.allclose(c.candidate_pred, c.champion_pred), "two different models"
 
-    assert c.candidate_metrics == pytest.approx(regression_metrics(c.actual, c.candidate_pred))
-    assert c.champion_metrics == pytest.approx(regression_metrics(c.actual, c.champion_pred))
+    assert c.candidate_metrics == pytest.approx(compute("regression", c.actual, c.candidate_pred))
+    assert c.champion_metrics == pytest.approx(compute("regression", c.actual, c.champion_pred))
     assert set(c.candidate_metrics) >= {"rmse", "mae", "r2"}
 
 
