@@ -222,6 +222,7 @@ DEFAULT_TRAINING_BOUNDS: Mapping[str, tuple[float, float]] = {
 class TrainingPolicy:
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_TRAINING_BOUNDS))
     per_estimator: Mapping[str, Mapping[str, tuple[float, float]]] = field(default_factory=dict)
+    wait_timeout_s: float = 3600.0     # `retrain --wait` gives up waiting (the run goes on) after this long
 
     def bounds_of(self, estimator: str) -> dict[str, tuple[float, float]]:
         """Parameter -> (min, max) for ``estimator``."""
@@ -298,7 +299,7 @@ KNOWN_KEYS = {
     "notifications": {"webhooks", "console_url", "max_attempts", "backoff_s", "timeout_s"},
     "canary": None,       # checked by CanaryPolicy's fields (parse_canary)
     "telemetry": {"raw_days", "minute_days", "hour_days", "capture_fraction", "capture"},
-    "training": {"bounds"},
+    "training": {"bounds", "wait_timeout_s"},
 }
 
 
@@ -560,7 +561,11 @@ def parse_training(table: Mapping[str, Any], source: str) -> TrainingPolicy:
             per[key] = {p: bound(f"{key}.{p}", v) for p, v in value.items()}
         else:
             common[key] = bound(key, value)
-    return TrainingPolicy(bounds=common, per_estimator=per)
+    wait = _number(table, "wait_timeout_s", float, TrainingPolicy.wait_timeout_s, f"{source}: training")
+    if not 0 < wait <= 7 * 86400:
+        raise InvalidInput(f"{source}: training.wait_timeout_s must be more than 0 and at most a week "
+                           f"(604800), got {wait:g}")
+    return TrainingPolicy(bounds=common, per_estimator=per, wait_timeout_s=wait)
 
 
 def parse_auth(table: Mapping[str, Any], source: str) -> AuthPolicy:
