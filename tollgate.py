@@ -17,8 +17,9 @@ from pathlib import Path
 
 from services import ServiceError, open_workspace
 from services.errors import InvalidInput
-from services.entities import CheckStatus, RunFilter, RunStatus, TrainingSpec
+from services.entities import AUTO_STAGE, CheckStatus, RunFilter, RunStatus, TrainingSpec
 from services.permissions import SYSTEM_ACTOR, canonical
+from services.release import auto_stage
 from services.run_search import parse_condition
 from services.versions import parse_version
 
@@ -202,6 +203,9 @@ def cmd_retrain(ws, args) -> int:
         if chosen is not None and chosen.version != newest.version:
             print(f"note: training on {chosen.ref}, the latest version with labels that passed its data tests "
                   f"(not {newest.ref}, data tests {newest.tests_status.value})", file=sys.stderr)
+    cannot = auto_stage.unavailable(ws.info, ws.policy)
+    if cannot:
+        print(f"warning: {cannot}", file=sys.stderr)
     run = ws.jobs.submit(TrainingSpec(dataset=name, dataset_version=version, estimator=args.estimator,
                                       params=dict(args.param), experiment=args.experiment or ws.policy.experiment,
                                       register=not args.no_register), args.actor)
@@ -231,6 +235,9 @@ def cmd_retrain(ws, args) -> int:
         lines += [f"  - {r}" for r in run.gate.reasons]
     if run.model_version:
         lines.append(f"registered {run.model_name}:{run.model_version}")
+        if ws.policy.release.auto_stage and ws.info.can(AUTO_STAGE):   # the runner may have staged it
+            stage = ws.releases.state(run.model_name, run.model_version).stage
+            lines.append(f"release stage: {stage.value.replace('_', ' ')} ([release] auto_stage)")
     emit(args, run, "\n".join(lines))
     return EXIT_OK if run.status == RunStatus.COMPLETED else EXIT_NO
 
