@@ -46,7 +46,7 @@ def unavailable(info: WorkspaceInfo, policy: Policy) -> str | None:
         return None
     return (f"[release] auto_stage is on ({policy.source}), but the {info.kind} workspace cannot auto-stage: "
             f"retraining there does not register model versions yet, so nothing is deployed to staging by "
-            f"itself; deploy a registered version with `tollgate.py deploy` (or the Releases page)")
+            f"itself; deploy a registered version with tollgate.py deploy or from the Releases page")
 
 
 def stage_candidate(releases, mv: ModelVersion, run_id: str, *, progress: Listener | None = None) -> AutoStage:
