@@ -4,7 +4,8 @@
     python tollgate.py [--workspace URI] [--json] COMMAND ...
 
 Exit codes: 0 success; 1 the thing asked about did not pass (a gate, a data
-test, a failed run); 2 an error (unknown model, bad input, backend unavailable).
+test, a failed run); 2 an error (unknown model, bad input, backend unavailable);
+3 a wait ran out of time (``retrain --wait --timeout``) and the run goes on.
 """
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ import time
 from pathlib import Path
 
 from services import ServiceError, open_workspace
-from services.entities import CheckStatus, RunFilter, RunStatus, TrainingSpec
+from services.errors import InvalidInput
+from services.entities import AUTO_STAGE, CheckStatus, RunFilter, RunStatus, TrainingSpec
 from services.permissions import SYSTEM_ACTOR, canonical
+from services.release import auto_stage
 from services.run_search import parse_condition
 from services.versions import parse_version
 
-from cli import canary, delivery, lineage, monitoring, release
-from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, safe_terminal, table, whole_number
+from cli import canary, delivery, junit, lineage, monitoring, release
+from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, EXIT_TIMEOUT, emit, safe_terminal, seconds, table, whole_number
 
 
 def parse_ref(text: str) -> tuple[str, int | str | None]:
@@ -183,6 +186,10 @@ def cmd_check_dataset(ws, args) -> int:
 
 
 def cmd_retrain(ws, args) -> int:
+    if args.timeout is not None and not args.wait:
+        raise InvalidInput("--timeout bounds a wait: it needs --wait", hint="tollgate.py retrain --wait --timeout 600")
+    timeout = args.timeout or ws.policy.training.wait_timeout_s
+    deadline = time.monotonic() + timeout      # from the command's start: it bounds a pipeline's step
     if args.dataset:
         name, version = args.dataset
     else:
@@ -196,6 +203,9 @@ def cmd_retrain(ws, args) -> int:
         if chosen is not None and chosen.version != newest.version:
             print(f"note: training on {chosen.ref}, the latest version with labels that passed its data tests "
                   f"(not {newest.ref}, data tests {newest.tests_status.value})", file=sys.stderr)
+    cannot = auto_stage.unavailable(ws.info, ws.policy)
+    if cannot:
+        print(f"warning: {cannot}", file=sys.stderr)
     run = ws.jobs.submit(TrainingSpec(dataset=name, dataset_version=version, estimator=args.estimator,
                                       params=dict(args.param), experiment=args.experiment or ws.policy.experiment,
                                       register=not args.no_register), args.actor)
@@ -203,10 +213,13 @@ def cmd_retrain(ws, args) -> int:
         emit(args, run, f"submitted {run.id} ({run.display_name} on {run.dataset}:{run.dataset_version})")
         return EXIT_OK
     log = sys.stderr if args.json else sys.stdout
-    print(f"submitted {run.id}; waiting…", file=log, flush=True)
+    print(f"submitted {run.id}; waiting (at most {timeout:g} s)…", file=log, flush=True)
     last_step = None
     while not run.status.is_terminal:
-        time.sleep(0.5)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return still_running(args, run, timeout)
+        time.sleep(min(0.5, left))
         run = ws.jobs.get(run.id)
         if run.step != last_step:
             print(f"  step: {run.step}", file=log, flush=True)
@@ -222,15 +235,30 @@ def cmd_retrain(ws, args) -> int:
         lines += [f"  - {r}" for r in run.gate.reasons]
     if run.model_version:
         lines.append(f"registered {run.model_name}:{run.model_version}")
+        if ws.policy.release.auto_stage and ws.info.can(AUTO_STAGE):   # the runner may have staged it
+            stage = ws.releases.state(run.model_name, run.model_version).stage
+            lines.append(f"release stage: {stage.value.replace('_', ' ')} ([release] auto_stage)")
     emit(args, run, "\n".join(lines))
     return EXIT_OK if run.status == RunStatus.COMPLETED else EXIT_NO
+
+
+def still_running(args, run, timeout: float) -> int:
+    """``retrain --wait`` out of time: what still runs and how to follow it; the run goes on."""
+    print(f"timeout: {run.id} is still {run.status.value} (step: {run.step or '-'}) after {timeout:g} s; "
+          f"it was not canceled", file=sys.stderr)
+    print(f"hint: follow it with  tollgate.py runs --limit 5  and  tollgate.py log {run.id} --tail 50 ; "
+          f"stop it with  tollgate.py cancel {run.id}", file=sys.stderr)
+    emit(args, run)
+    return EXIT_TIMEOUT
 
 
 def cmd_gate(ws, args) -> int:
     """The gate, for people and pipelines: besides the verdict it prints the Azure DevOps output
     variable ``deployModel`` (yes/no) and appends ``deploy_model=true|false`` to $GITHUB_OUTPUT.
     On an error (exit 2) neither is written: the step fails instead (docs/ci-cd.md)."""
-    comparison = ws.evaluation.compare(args.model, args.version)
+    with junit.report(args.junit, "gate") as suite:
+        comparison = ws.evaluation.compare(args.model, args.version)
+        junit.gate_cases(suite, comparison.gate, comparison.candidate.ref, ws.policy.require_improvement)
     gate = comparison.gate
     data = {"model": comparison.candidate.ref, "champion": comparison.champion.ref if comparison.champion else None,
             "evaluated_on": comparison.evaluated_on, "passed": gate.passed, "reasons": list(gate.reasons),
@@ -257,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="who is acting (recorded in the audit trail)")
 
     ap = argparse.ArgumentParser(prog="tollgate.py", description=__doc__.split("\n\n")[0], parents=[common],
-                                 epilog="Exit codes: 0 ok, 1 did not pass (gate, data tests, failed run), 2 error.")
+                                 epilog="Exit codes: 0 ok, 1 did not pass (gate, data tests, failed run), 2 error, "
+                                        "3 a wait timed out (retrain --wait --timeout; the run goes on).")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name, func, help):
@@ -306,9 +335,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment")
     p.add_argument("--no-register", action="store_true", help="evaluate only; never register")
     p.add_argument("--wait", action="store_true", help="wait for the run and print its result")
+    p.add_argument("--timeout", type=seconds, metavar="SECONDS",
+                   help=f"with --wait: stop waiting after this long and exit {EXIT_TIMEOUT}, the run going on "
+                        "(default: [training] wait_timeout_s of the policy, 3600)")
     p = add("gate", cmd_gate, "quality gate of a model version against the champion (exit 0 pass, 1 fail, 2 error)")
     p.add_argument("--model", required=True)
     p.add_argument("--version", required=True, type=version_arg)
+    junit.add_option(p)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = ("CI outputs (docs/ci-cd.md): prints the Azure DevOps logging command\n"
                 "  ##vso[task.setvariable variable=deployModel;isOutput=true]yes|no\n"

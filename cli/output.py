@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any, Iterator
 
 EXIT_OK, EXIT_NO, EXIT_ERROR = 0, 1, 2
+EXIT_TIMEOUT = 3      # waited as long as asked (`--timeout`) and the thing still runs: not canceled
 LARGEST = 2**63 - 1   # SQLite's INTEGER, and far beyond any version, id, limit or count
 
 
@@ -24,6 +25,17 @@ def whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if not 0 <= value <= LARGEST:
         raise argparse.ArgumentTypeError(f"{text} is out of range (0 … {LARGEST})")
+    return value
+
+
+def seconds(text: str) -> float:
+    """An argparse type: a number of seconds, more than 0 and at most a week (a wait's bound)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"{text} is out of range (more than 0, at most 604800 s: a week)")
     return value
 
 

@@ -23,6 +23,7 @@ from services.errors import InvalidInput
 from services.export import write_csv
 from services.release import step_text
 
+from . import junit
 from .output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table, whole_number
 
 
@@ -42,6 +43,7 @@ def register(add) -> None:
         p.add_argument("--version", required=True, type=whole_number)
         if name == "deploy":
             p.add_argument("--env", default="staging")
+            junit.add_option(p)
         if name == "promote":
             p.add_argument("--strategy", choices=["blue_green", "canary"],
                            help="default: [canary] strategy in the policy (blue_green)")
@@ -51,6 +53,7 @@ def register(add) -> None:
     p = add("smoke-test", cmd_smoke_test, "run the smoke test against an endpoint (exit 1 if it fails)")
     p.add_argument("--env", required=True)
     p.add_argument("--deployment")
+    junit.add_option(p)
     p = add("rollback", cmd_rollback, "give the traffic back to the previous champion (warm; a comment is required)")
     p.add_argument("--env", default="production")
     p.add_argument("--comment", default="")
@@ -152,9 +155,17 @@ def cmd_endpoint(ws, args) -> int:
 
 
 def cmd_deploy(ws, args) -> int:
-    if args.dry_run:
-        return show_plan(args, ws.releases.plan_deploy(args.model, args.version, args.env))
-    ep = ws.releases.deploy(args.model, args.version, args.env, args.actor, progress=steps_to_stderr)
+    with junit.report(args.junit, "deploy") as suite:
+        if args.dry_run:
+            plan = ws.releases.plan_deploy(args.model, args.version, args.env)
+            junit.plan_case(suite, plan)
+            return show_plan(args, plan)
+        to_report = junit.step_listener(suite)
+
+        def progress(step) -> None:
+            steps_to_stderr(step)
+            to_report(step)
+        ep = ws.releases.deploy(args.model, args.version, args.env, args.actor, progress=progress)
     state = ws.releases.state(args.model, args.version)
     emit(args, {"endpoint": endpoint_data(ep), "stage": state.stage},
          endpoint_text(ep) + f"\n{state.ref}: {state.stage.value.replace('_', ' ')}")
@@ -162,7 +173,9 @@ def cmd_deploy(ws, args) -> int:
 
 
 def cmd_smoke_test(ws, args) -> int:
-    result = ws.releases.smoke_test(args.env, args.actor, deployment=args.deployment)
+    with junit.report(args.junit, "smoke-test") as suite:
+        result = ws.releases.smoke_test(args.env, args.actor, deployment=args.deployment)
+        junit.smoke_cases(suite, result)
     lines = [f"smoke test of {result.model_name}:{result.model_version} on {result.endpoint}/"
              f"{result.deployment}: {'PASS' if result.passed else 'FAIL'} ({result.summary})"]
     lines += [f"  {'ok ' if c.passed else 'BAD'} {c.name}: {c.detail}" for c in result.cases]

@@ -512,6 +512,8 @@ GATEWAY_LOG = "gateway_log"                 # an endpoint gateway's own log (End
 SCHEDULER_PROCESS = "scheduler_process"     # schedules fire from a local process: start/stop/tick it
 SUPERVISED_ROLLOUTS = "supervised_rollouts"  # a supervisor advances canaries and delivers notifications;
                                             # without it, `canary start --wait` or `tollgate.py agent` does
+AUTO_STAGE = "auto_stage"                   # what completes a training run and registers its version can
+                                            # deploy it to staging by itself ([release] auto_stage)
 
 
 @dataclass(frozen=True)

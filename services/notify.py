@@ -39,6 +39,7 @@ from .policy import NOTIFY_EVENTS, NotificationPolicy, Webhook
 
 TITLES = {
     "candidate_ready": "Candidate ready",
+    "auto_stage_failed": "Not deployed to staging automatically",
     "approval_requested": "Approval requested",
     "promoted": "Promoted to production",
     "rolled_back": "Rolled back",

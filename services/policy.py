@@ -75,8 +75,13 @@ class LatencyGate:
 
 @dataclass(frozen=True)
 class ReleasePolicy:
-    """``[release]``: what the release workflow asks of people (reject and rollback always need a comment)."""
+    """``[release]``: what the release workflow asks of people (reject and rollback always need a comment),
+    and what Tollgate does by itself: ``auto_stage`` deploys a candidate a training run registered behind
+    the gate to staging (smoke test included), where it awaits approval; it waits up to
+    ``auto_stage_wait_s`` for a release operation holding staging, then skips (``services.release.auto_stage``)."""
     approve_comment_required: bool = False
+    auto_stage: bool = False
+    auto_stage_wait_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -118,8 +123,8 @@ class TelemetryPolicy:
 
 
 # What a webhook can subscribe to (``services.notify`` builds the messages).
-NOTIFY_EVENTS = ("candidate_ready", "approval_requested", "promoted", "rolled_back", "endpoint_degraded",
-                 "endpoint_recovered", "canary_step", "canary_paused", "canary_aborted")
+NOTIFY_EVENTS = ("candidate_ready", "auto_stage_failed", "approval_requested", "promoted", "rolled_back",
+                 "endpoint_degraded", "endpoint_recovered", "canary_step", "canary_paused", "canary_aborted")
 WEBHOOK_FORMATS = ("generic", "teams", "slack")
 
 
@@ -223,6 +228,7 @@ DEFAULT_TRAINING_BOUNDS: Mapping[str, tuple[float, float]] = {
 class TrainingPolicy:
     bounds: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_TRAINING_BOUNDS))
     per_estimator: Mapping[str, Mapping[str, tuple[float, float]]] = field(default_factory=dict)
+    wait_timeout_s: float = 3600.0     # `retrain --wait` gives up waiting (the run goes on) after this long
 
     def bounds_of(self, estimator: str) -> dict[str, tuple[float, float]]:
         """Parameter -> (min, max) for ``estimator``."""
@@ -289,7 +295,7 @@ KNOWN_KEYS = {
     "project": {"model_name", "target", "experiment", "task"},
     "evaluation": {"test_fraction", "split_seed"},
     "gate": {"require_improvement", "rules", "max_p95_regression", "p95_allowance_ms"},
-    "release": {"approve_comment_required"},
+    "release": {"approve_comment_required", "auto_stage", "auto_stage_wait_s"},
     "data_tests": None,
     "jobs": {"max_concurrent"},
     "endpoints": None,    # checked by EndpointPolicy's fields
@@ -301,7 +307,7 @@ KNOWN_KEYS = {
     "notifications": {"webhooks", "console_url", "max_attempts", "backoff_s", "timeout_s"},
     "canary": None,       # checked by CanaryPolicy's fields (parse_canary)
     "telemetry": {"raw_days", "minute_days", "hour_days", "capture_fraction", "capture"},
-    "training": {"bounds"},
+    "training": {"bounds", "wait_timeout_s"},
 }
 
 
@@ -558,10 +564,14 @@ def parse_latency_gate(gate: Mapping[str, Any], source: str) -> LatencyGate:
 
 
 def parse_release(table: Mapping[str, Any], source: str) -> ReleasePolicy:
-    value = table.get("approve_comment_required", False)
-    if not isinstance(value, bool):
-        raise InvalidInput(f"{source}: release.approve_comment_required must be true or false, got {value!r}")
-    return ReleasePolicy(approve_comment_required=value)
+    switches = {key: table.get(key, getattr(ReleasePolicy, key)) for key in ("approve_comment_required", "auto_stage")}
+    for key, value in switches.items():
+        if not isinstance(value, bool):
+            raise InvalidInput(f"{source}: release.{key} must be true or false, got {value!r}")
+    wait = _number(table, "auto_stage_wait_s", float, ReleasePolicy.auto_stage_wait_s, f"{source}: release")
+    if not 0 <= wait <= 86400:
+        raise InvalidInput(f"{source}: release.auto_stage_wait_s must be between 0 and 86400 (a day), got {wait:g}")
+    return ReleasePolicy(**switches, auto_stage_wait_s=wait)
 def parse_telemetry(table: Mapping[str, Any], source: str) -> TelemetryPolicy:
     """``[telemetry]``: retention in days (raw rows <= per-minute <= hourly aggregates) and the
     capture fraction of payloads, with ``[telemetry.capture]`` per endpoint."""
@@ -607,7 +617,11 @@ def parse_training(table: Mapping[str, Any], source: str) -> TrainingPolicy:
             per[key] = {p: bound(f"{key}.{p}", v) for p, v in value.items()}
         else:
             common[key] = bound(key, value)
-    return TrainingPolicy(bounds=common, per_estimator=per)
+    wait = _number(table, "wait_timeout_s", float, TrainingPolicy.wait_timeout_s, f"{source}: training")
+    if not 0 < wait <= 7 * 86400:
+        raise InvalidInput(f"{source}: training.wait_timeout_s must be more than 0 and at most a week "
+                           f"(604800), got {wait:g}")
+    return TrainingPolicy(bounds=common, per_estimator=per, wait_timeout_s=wait)
 
 
 def parse_auth(table: Mapping[str, Any], source: str) -> AuthPolicy:

@@ -14,12 +14,13 @@ from services.datatests import latest_passing
 from services.entities import CheckStatus, DatasetVersion, Endpoint, ModelVersion, Run, RunFilter, RunStatus
 from services.errors import NotFound
 from services.policy import Policy
+from services.release import auto_stage
 from services.versions import newest_first, order_key
 
 from . import state
 from .datasets_view import group_by_check
 from .monitoring_view import NOT_DEPLOYED, health_badge
-from .widgets import BETTER, NEUTRAL, WORSE, badge, code, fmt_duration, fmt_metric, guard
+from .widgets import BETTER, NEUTRAL, WORSE, badge, code, escaped, fmt_duration, fmt_metric, guard
 
 CANDIDATE_LIMIT = 5
 LATEST_RUNS = 8
@@ -145,6 +146,9 @@ def render() -> None:
     where = "Local workspace" if ws.info.kind == "local" else "Azure ML workspace"
     st.caption(f"{where} {code(ws.info.description)} · policy {code(ws.policy.source)} · "
                f"model `{ws.policy.model_name}`")
+    cannot = auto_stage.unavailable(ws.info, ws.policy)
+    if cannot:
+        st.warning(escaped(cannot), icon=":material/warning:")
 
     if not state.dataset_versions(uri):
         render_welcome()

@@ -42,7 +42,7 @@ CONFIRM_CANCEL = "runs.confirm_cancel"
 POLL_S = 1.0                       # how often the live view re-reads a run in progress
 MAIN_METRICS = ("rmse", "mae", "r2")
 MAX_COMPARED = 25
-STEPS = ("queued", "starting", "validate data", "train", "evaluate", "register", "done")
+STEPS = ("queued", "starting", "validate data", "train", "evaluate", "register", "deploy to staging", "done")
 ESTIMATOR_LABELS = {"ridge": "Ridge regression", "lasso": "Lasso regression",
                     "gbr": "Gradient boosting", "random_forest": "Random forest",
                     "logistic_regression": "Logistic regression",

@@ -22,6 +22,8 @@ from pipeline import train as pipeline
 from pipeline.tracking import read_metrics
 
 from .. import provenance
+from ..release import step_text
+from ..release.auto_stage import stage_candidate
 from ..entities import CheckStatus, Provenance, Run, RunStatus
 from .paths import private_files
 from ..evaluation import score_pair
@@ -98,6 +100,22 @@ class Runner:
             + f"; code {origin.code_version}; python {origin.python}; "
             + ", ".join(f"{k} {v}" for k, v in origin.packages.items()))
         return origin
+
+    # --- auto-release to staging ([release] auto_stage) ------------------------
+
+    def auto_stage(self, mv) -> None:
+        """The new candidate to staging, smoke-tested, awaiting approval (``services.release.auto_stage``):
+        only while the endpoints run — an automatic step does not start what an operator stopped
+        (and seeding, which trains before ``up``, places its own candidate). Its outcome is the
+        version's, not the run's: the run completes whatever it is."""
+        if self.ws.endpoints.supervisor_pid() is None:
+            say(f"auto-stage: {mv.ref} not deployed to {self.ws.policy.endpoints.staging}: the local endpoints "
+                f"are not running (tollgate.py up starts them; then deploy it from the Releases page or the CLI)")
+            return
+        say("== step: deploy to staging")     # not self.step: the run's model is registered, a cancel now is late
+        self.update(step="deploy to staging")
+        result = stage_candidate(self.ws.releases, mv, self.run_id, progress=lambda s: say(f"  {step_text(s)}"))
+        say(f"auto-stage: {result.outcome}: {result.reason}")
 
     # --- the pipeline ---------------------------------------------------------
 
@@ -187,6 +205,8 @@ class Runner:
             say(f"registered {policy.model_name}:{version}" + (" as champion" if first else ""))
             if champion is None and not first:
                 say("another run became the champion while this one was evaluated: its gate had no champion to compare with")
+            if policy.release.auto_stage and not first:
+                self.auto_stage(self.ws.models.get(policy.model_name, version))
         elif not gate.passed:
             say("not registered: the candidate did not pass the gate")
         self.update(status=RunStatus.COMPLETED.value, ended_at=utcnow(), step="done")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ..entities import ENDPOINT_PROCESSES, GATEWAY_LOG, SCHEDULER_PROCESS, SUPERVISED_ROLLOUTS, WorkspaceInfo
+from ..entities import AUTO_STAGE, ENDPOINT_PROCESSES, GATEWAY_LOG, SCHEDULER_PROCESS, SUPERVISED_ROLLOUTS, \
+    WorkspaceInfo
 from ..errors import ServiceError
 from ..permissions import SYSTEM_ACTOR
 from ..policy import Policy, load_policy
@@ -25,7 +26,8 @@ from .logs import LocalLogs
 from .telemetry import LocalTelemetry
 
 DB_FILE = "tollgate.db"
-CAPABILITIES = frozenset({ENDPOINT_PROCESSES, GATEWAY_LOG, SCHEDULER_PROCESS, SUPERVISED_ROLLOUTS})
+# AUTO_STAGE: the runner that registers a run's version deploys it (services.local.runner)
+CAPABILITIES = frozenset({ENDPOINT_PROCESSES, GATEWAY_LOG, SCHEDULER_PROCESS, SUPERVISED_ROLLOUTS, AUTO_STAGE})
 
 
 class LocalWorkspace:

@@ -71,15 +71,16 @@ class ReleaseWorkflow(Planning, Rollouts):
     # --- the workflow ------------------------------------------------------------------------
 
     def deploy(self, name: str, version: int, env: str, actor: str, *, plan: Plan | None = None,
-               progress: Listener | None = None) -> Endpoint:
+               progress: Listener | None = None, wait_s: float = 0.0) -> Endpoint:
         """Blue/green to ``env`` (staging; production only for Tollgate itself): the version beside
         the current one at 0 %, health, smoke test pinned to it, then all the traffic; the previous
-        deployment stays warm."""
+        deployment stays warm. ``wait_s``: how long to wait for another operation holding the
+        endpoint (Tollgate's own auto-stage waits; a person is refused at once)."""
         authorize(self.policy, actor, "deploy")          # before reading anything
         mv = self.models.get(name, version)
         role = rules.check_deploy(self.policy, actor, env, mv, self.driver.names())
         steps = Progress(progress)
-        with self._operation(env, actor, "deploy", versions=(mv,)) as ep:
+        with self._operation(env, actor, "deploy", versions=(mv,), wait_s=wait_s) as ep:
             state = self.ledger.state(mv)
             p = plans.deploy(self.policy, ep, mv, state)
             self._same(plan, p)

@@ -12,6 +12,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from services.azure.replay import FIXTURES, ReplayTransport
+from tests.pages.helpers import as_read
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGES = sorted(p.stem for p in (Path(APP).parent / "pages").glob("*.py"))
@@ -59,6 +60,9 @@ def test_overview_datasets_runs_and_models_show_the_fixtures(replay_env):
 
     at, _, _ = _render("overview")
     assert "Azure ML workspace" in _text(at) and "diabetes-regressor:1" in _text(at)
+    # the project's policy turns [release] auto_stage on; Azure cannot do it yet, and says so
+    assert any("azure workspace cannot auto-stage" in as_read(w.value) for w in at.warning), \
+        [w.value for w in at.warning]
 
     at, _, _ = _render("runs")
     shown = _text(at)

@@ -27,15 +27,17 @@ def smoke_rows(ws, name: str, version: int) -> list[list[float]]:
 
 
 def register_flaky(ws, name: str, base_version: int, work: Path, failure_rate: float = 0.3,
-                   actor: str = "lead@contoso.com") -> int:
-    """Register a FlakyModel around ``name:base_version``'s estimator; returns the new version."""
+                   actor: str = "lead@contoso.com", spare_smoke: bool = True) -> int:
+    """Register a FlakyModel around ``name:base_version``'s estimator; returns the new version.
+    ``spare_smoke=False``: the smoke test's rows may fail too (all of them at ``failure_rate=1``)."""
     base = ws.models.get(name, base_version)
     src = Path(base.uri)
     folder = Path(work) / f"flaky-{name}-{base.version}"
     shutil.copytree(src, folder)
     estimator = joblib.load(folder / "model.pkl")
     rows = smoke_rows(ws, name, base.version)
-    salt = next(s for s in range(1000) if not any(FlakyModel(estimator, failure_rate, s, False).fails(r) for r in rows))
+    salt = next(s for s in range(1000) if not spare_smoke
+                or not any(FlakyModel(estimator, failure_rate, s, False).fails(r) for r in rows))
     joblib.dump(FlakyModel(estimator, failure_rate, salt), folder / "model.pkl")
     meta = json.loads((folder / "model.json").read_text())
     (folder / "model.json").write_text(json.dumps({**meta, "chaos": {"failure_rate": failure_rate, "salt": salt}}))

@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,31 @@ def test_the_pipeline_steps_run_in_order_against_a_local_workspace(github, azure
     assert (by_action["deploy"].actor, by_action["approve"].actor, by_action["promote"].actor) == (QA, LEAD, QA)
     assert by_action["approve"].comment == \
         "approved in the CI environment production: https://github.com/contoso/tollgate/actions/runs/4242"
+
+    # the JUnit reports the pipelines publish: one suite per command, every case passed
+    reports = {p.stem: ET.parse(p).getroot().find("testsuite") for p in (folder / "test-results").glob("*.xml")}
+    assert set(reports) == {"gate", "deploy", "smoke-test"}
+    names = {k: [c.get("name") for c in s.findall("testcase")] for k, s in reports.items()}
+    assert names["gate"] == [r.metric for r in ws.policy.gate_rules] + ["rmse improves on the champion"]
+    assert names["deploy"][:3] == [f"deployment green ({MODEL}:{version}) created at 0 %", "green healthy",
+                                   "smoke test of green"] or names["deploy"][:3] == [
+        f"deployment blue ({MODEL}:{version}) created at 0 %", "blue healthy", "smoke test of blue"]
+    smoke = ws.releases.smoke_tests(1)[0]   # every smoke test of a version sends the same named cases
+    assert names["smoke-test"] == [c.name for c in smoke.cases] + (["latency"] if smoke.latency else [])
+    for suite in reports.values():
+        assert (suite.get("failures"), suite.get("errors")) == ("0", "0") and int(suite.get("tests")) >= 3
+
+
+def test_the_pipelines_bound_the_wait_and_publish_junit_reports(github, azure):
+    gh = commands(github, "github")
+    retrain = next(c for c in gh if subcommand(c) == "retrain")
+    assert "--wait --timeout " in retrain
+    for step in ("gate", "deploy", "smoke-test"):
+        line = next(c for c in gh if subcommand(c) == step)
+        assert f"--junit test-results/{step}.xml" in line
+    published = [s for _, s in github_steps(github) if "action-junit-report" in s.get("uses", "")]
+    assert [s["if"] for s in published] == ["always()", "always()"]
+    assert all(s["with"]["report_paths"] == "test-results/*.xml" for s in published)
+    tasks = [s for _, job in azure_jobs(azure) for s in azure_steps(job) if s.get("task") == "PublishTestResults@2"]
+    assert [(t["condition"], t["inputs"]["testResultsFormat"], t["inputs"]["testResultsFiles"]) for t in tasks] == \
+        [("succeededOrFailed()", "JUnit", "test-results/*.xml")] * 2
