@@ -173,15 +173,15 @@ def test_on_azure_the_same_use_case_reads_the_registry_and_the_datastore():
         ws.close()
 
 
-def test_on_the_real_recordings_a_foreign_model_without_a_model_file_is_a_clear_error():
+def test_on_the_real_recordings_data_tollgate_cannot_read_is_a_clear_error():
     from services.azure.replay import FIXTURES
     from services.azure.workspace import open_replay
     ws = open_replay(FIXTURES / "real")
     try:
         mv = ws.models.versions("model_test_129743542416")[0]
         assert missing_evidence(mv)
-        with pytest.raises((InvalidInput, NotFound)) as e:
+        with pytest.raises(InvalidInput, match="cannot read dataset test_60801715751:1: a uri_folder") as e:
             evaluate_on(ws, mv.name, mv.version, "test_60801715751", 1, "target")
-        assert str(e.value) and e.value.hint
+        assert e.value.hint
     finally:
         ws.close()
