@@ -243,8 +243,12 @@ class OnlineReplay:
         return list(self._model(name, version)[0].predict(frame))
 
     def features_of(self, name: str, version: int) -> list[str]:
-        model, features = self._model(name, version)
-        return features
+        """From the version's ``model.json`` (the pickle only when there is none): a deployment
+        answered by ``predictor`` needs no loadable model file."""
+        meta = self.transport.blobs.read(self._model_blob_base(name, version) + "model.json")
+        if meta:
+            return json.loads(meta)["features"]
+        return self._model(name, version)[1]
 
     def _model(self, name: str, version: int):
         key = (name, version)
