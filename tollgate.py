@@ -16,8 +16,9 @@ import time
 from pathlib import Path
 
 from services import ServiceError, open_workspace
-from services.errors import InvalidInput
 from services.entities import AUTO_STAGE, CheckStatus, RunFilter, RunStatus, TrainingSpec
+from services.errors import InvalidInput
+from services.picked_evaluation import evaluate_on
 from services.permissions import SYSTEM_ACTOR, canonical
 from services.release import auto_stage
 from services.run_search import parse_condition
@@ -274,6 +275,34 @@ def cmd_gate(ws, args) -> int:
     return EXIT_OK if gate.passed else EXIT_NO
 
 
+def cmd_evaluate(ws, args) -> int:
+    """A model version and the champion on a dataset version and target column picked here (a
+    version registered outside Tollgate has no dataset to be evaluated on): a read, exit 0 whatever
+    the gate's checks say (they are for information); 2 for what cannot be evaluated."""
+    name, version = args.ref
+    if version is None:
+        raise InvalidInput("name the model version: NAME:VERSION")
+    dataset, dataset_version = args.dataset
+    if dataset_version is None:
+        raise InvalidInput("name the dataset version: --dataset NAME:VERSION")
+    c = evaluate_on(ws, name, version, dataset, dataset_version, args.target, champion_version=args.champion)
+    compared = c.champion is not None and c.champion.ref != c.candidate.ref
+    metrics = list(dict.fromkeys([*c.candidate_metrics, *c.champion_metrics]))
+    data = {"model": c.candidate.ref, "champion": c.champion.ref if compared else None,
+            "evaluated_on": c.evaluated_on, "rows": len(c.actual), "candidate_metrics": dict(c.candidate_metrics),
+            "champion_metrics": dict(c.champion_metrics) if compared else {},
+            "checks": c.gate.checks, "would_pass_gate": c.gate.passed}
+    columns = ["metric", c.candidate.ref] + ([c.champion.ref] if compared else [])
+    rows = [{"metric": m, c.candidate.ref: c.candidate_metrics.get(m),
+             **({c.champion.ref: c.champion_metrics.get(m)} if compared else {})} for m in metrics]
+    text = "\n".join([f"{c.candidate.ref}" + (f" vs champion {c.champion.ref}" if compared else "")
+                      + f" on {len(c.actual)} held-out rows of {c.evaluated_on}", table(rows, columns),
+                      f"gate checks (for information, nothing recorded): {'pass' if c.gate.passed else 'fail'}"]
+                     + [f"  - {check.reason}" for check in c.gate.checks])
+    emit(args, data, text)
+    return EXIT_OK
+
+
 # --- wiring -------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -351,6 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "Exit codes: 0 the gate passes (deploy); 1 it does not pass (do not deploy; not an error);\n"
                 "2 error (unknown model or version, bad input, backend unavailable): nothing is written\n"
                 "to the CI outputs and the reason is on stderr.")
+
+    p = add("evaluate", cmd_evaluate, "a model version and the champion on a dataset version and target column "
+                                      "you pick (for versions registered outside Tollgate); records nothing")
+    p.add_argument("ref", type=parse_ref, metavar="NAME:VERSION")
+    p.add_argument("--dataset", required=True, type=parse_ref, metavar="NAME:VERSION")
+    p.add_argument("--target", required=True, metavar="COLUMN", help="the column the model predicts")
+    p.add_argument("--champion", type=version_arg, metavar="VERSION", help="compare with this version instead")
 
     release.register(add)
     monitoring.register(add)

@@ -78,6 +78,7 @@ def endpoint_data(ep, keys: tuple[str, str] | None = None) -> dict:
     data = {"name": ep.name, "scoring_uri": ep.scoring_uri, "gateway_up": ep.gateway_up,
             "traffic": ep.traffic, "primary_key": ep.primary_key_masked, "secondary_key": ep.secondary_key_masked,
             "auth_mode": ep.auth_mode, "provisioning_state": ep.provisioning_state or None,
+            "provisioning_error": ep.provisioning_error or None,
             "deployments": [{"name": d.name, "model": d.model_source or d.model_ref, "state": d.state,
                              "traffic": d.traffic, "restarts": d.restarts, "last_error": d.last_error,
                              "provisioning_state": d.provisioning_state or None, "compute": d.compute or None,
@@ -90,11 +91,15 @@ def endpoint_data(ep, keys: tuple[str, str] | None = None) -> dict:
 
 def endpoint_text(ep) -> str:
     lines = [f"{ep.name}: {ep.scoring_uri or '(not running)'}"
-             + (f"  [{ep.provisioning_state}]" if ep.provisioning_state not in ("", "Succeeded") else "")]
-    lines += [f"  {d.name:6} {d.model_source or d.model_ref:28} {d.state:10} {d.traffic:3d}%"
-              + (f"  restarts={d.restarts}" if d.restarts else "")
-              + (f"  {d.provisioning_state}" if d.provisioning_state not in ("", "Succeeded") else "")
-              + (f"  {d.instance_count or ''}×{d.instance_type}" if d.instance_type else "") for d in ep.deployments]
+             + (f"  [{ep.provisioning_state}]" if ep.provisioning_state not in ("", "Succeeded") else "")
+             + (f"  why: {ep.provisioning_error}" if ep.provisioning_error else "")]
+    for d in ep.deployments:
+        lines.append(f"  {d.name:6} {d.model_source or d.model_ref:28} {d.state:10} {d.traffic:3d}%"
+                     + (f"  restarts={d.restarts}" if d.restarts else "")
+                     + (f"  {d.provisioning_state}" if d.provisioning_state not in ("", "Succeeded") else "")
+                     + (f"  {d.instance_count or ''}×{d.instance_type}" if d.instance_type else ""))
+        if d.last_error and d.state in ("failed", "unhealthy", "starting"):
+            lines.append(f"         why: {d.last_error}")
     return "\n".join(lines)
 
 

@@ -331,6 +331,7 @@ class Endpoint:
     gateway_up: bool = False
     provisioning_state: str = ""       # the cloud's own state (Creating, Updating, Failed, Deleting…)
     compute: str = ""                  # managed | kubernetes
+    provisioning_error: str = ""       # why provisioning failed, as the cloud says (when Failed)
 
     @property
     def traffic(self) -> dict[str, int]:

@@ -216,6 +216,12 @@ class EndpointService(Protocol):
     def masked_keys(self, name: str) -> tuple[str, str] | None:
         """Both keys masked (first and last four characters), for anyone; None when they cannot be read."""
 
+    def bearer(self, name: str) -> str:
+        """What a client sends as ``Authorization: Bearer`` to the endpoint, chosen by its
+        ``auth_mode``: the primary key (``key``), the endpoint's token (``aml_token``) or the signed-in
+        identity's token (``aad_token``). For services that score on someone's behalf after checking
+        their role (the simulator); never shown, never logged."""
+
     def invoke(self, name: str, payload: str | bytes | Mapping, *, deployment: str | None = None,
                key: str | None = None, timeout_s: float = 30) -> ScoreResult:
         """POST a payload to the scoring URI as a client would; ``deployment`` pins one

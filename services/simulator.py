@@ -2,15 +2,16 @@
 
 ``simulate(ws, "production", rps=20, duration_s=60, error_rate=0.02)`` sends
 ``round(rps * duration_s)`` requests over real HTTP to the endpoint's scoring URI
-with its key (``Authorization: Bearer``), one every ``1/rps`` seconds on a fixed
+with its key or token (``Authorization: Bearer``), one every ``1/rps`` seconds on a fixed
 schedule, at most ``concurrency`` in flight. Good requests are rows drawn from
 the training data of the model version the endpoint serves (its lineage), with
 a little noise; a fraction ``error_rate`` are the mistakes real clients make
 (``BAD_KINDS``), which the endpoint answers with 4xx. Used by
 ``tollgate.py simulate``, by tests and by canary analysis.
 
-The key is read by the product itself (like the console's Test panel, which
-sends with the primary key whoever is signed in); it never leaves this process.
+The credential is read by the product itself (like the console's Test panel, which
+sends with it whoever is signed in): the primary key, or the token the endpoint's auth
+mode asks for (``EndpointService.bearer``); it never leaves this process.
 Pass ``key=`` to send with another one.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import BackendUnavailable, Conflict, InvalidInput
-from .permissions import SYSTEM_ACTOR, authorize, invoke_action
+from .permissions import authorize, invoke_action
 
 UP_HINT = "start the endpoints with `python tollgate.py up`"
 MAX_RPS = 1000.0
@@ -240,13 +241,14 @@ def training_frame(ws, env: str):
 def simulate(ws, env: str, rps: float, duration_s: float, error_rate: float = 0.0, seed: int | None = None,
              on_progress: Callable[[Progress], None] | None = None, *, actor: str, key: str | None = None,
              concurrency: int = 8, timeout_s: float = 10.0, kinds: Sequence[str] = BAD_KINDS,
-             progress_interval_s: float = 1.0) -> SimulationResult:
+             progress_interval_s: float = 1.0, transport: httpx.AsyncBaseTransport | None = None) -> SimulationResult:
     """Send ``round(rps * duration_s)`` requests to endpoint ``env`` for ``actor`` and report what came back.
 
     Sending by hand is a change like any other (``services.scoring``): ``Forbidden`` naming the role
     needed unless ``actor`` may send to ``env``, and one audit record says what is about to be sent.
     ``BackendUnavailable`` if the endpoint is not running. If nothing answers for a second's
     worth of requests (at least 5 in a row), it stops early and says why in ``aborted``.
+    ``transport`` carries the requests instead of the network (the Azure replay's ``httpx_transport()``).
     """
     role = authorize(ws.policy, actor, invoke_action(ws.policy, env))
     if not (0 < rps <= MAX_RPS):
@@ -262,15 +264,15 @@ def simulate(ws, env: str, rps: float, duration_s: float, error_rate: float = 0.
         raise InvalidInput(f"unknown kind(s) of bad request: {', '.join(unknown)}", hint=f"Known: {', '.join(BAD_KINDS)}.")
     n = max(1, round(rps * duration_s))
     ep, frame, features = training_frame(ws, env)
-    if key is None:
-        key = ws.endpoints.keys(env, SYSTEM_ACTOR)[0]
+    if key is None:   # the primary key, or the token the endpoint's auth mode asks for
+        key = ws.endpoints.bearer(env)
     plan = TrafficMix(frame, features, random.Random(seed)).plan(n, error_rate, kinds)
     ws.audit.record(actor, "endpoint.simulate", env, role=role,
                     after={"requests": n, "rps": float(rps), "duration_s": float(duration_s),
                            "error_rate": float(error_rate), "seed": seed})
     started = datetime.now(timezone.utc)
     outcomes, aborted = asyncio.run(_send_all(ep.scoring_uri, key, plan, rps, concurrency, timeout_s,
-                                              on_progress, progress_interval_s))
+                                              on_progress, progress_interval_s, transport))
     ended = datetime.now(timezone.utc)
     outcomes.sort(key=lambda o: o.seq)
     latencies = np.array([o.latency_ms for o in outcomes if o.status], dtype=float)
@@ -290,7 +292,8 @@ def simulate(ws, env: str, rps: float, duration_s: float, error_rate: float = 0.
 
 
 async def _send_all(uri: str, key: str, plan: list[Planned], rps: float, concurrency: int, timeout_s: float,
-                    on_progress, progress_interval_s: float) -> tuple[list[Outcome], str | None]:
+                    on_progress, progress_interval_s: float,
+                    transport: httpx.AsyncBaseTransport | None = None) -> tuple[list[Outcome], str | None]:
     outcomes: list[Outcome] = []
     gate = asyncio.Semaphore(concurrency)
     wrong_key = "sim-wrong-" + uuid.uuid4().hex
@@ -334,7 +337,7 @@ async def _send_all(uri: str, key: str, plan: list[Planned], rps: float, concurr
             await asyncio.sleep(progress_interval_s)
             progress(t0)
 
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False) as client:
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, trust_env=False, transport=transport) as client:
         t0 = loop.time()
         reporter = asyncio.create_task(report(t0))
         tasks = []

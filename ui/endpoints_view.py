@@ -73,7 +73,7 @@ def incidents(ep: Endpoint) -> list[tuple[str, str]]:
         if down or d.restarts or d.last_error:
             what = (f"was restarted {d.restarts}× by the supervisor and is {d.state}" if d.restarts and not down
                     else f"is {d.state}")
-            error = f" — last error: {d.last_error}" if d.last_error else ""
+            error = f" — last error: {escaped(d.last_error)}" if d.last_error else ""
             out.append(("error" if down else "warning", f"**{d.name}** ({d.model_ref}) {what}{error}"))
     return out
 
@@ -173,8 +173,11 @@ def render_endpoint(uri: str, policy: Policy, ep: Endpoint) -> None:
                    help="Crashes of running deployments that the supervisor recovered from")
 
     if ep.provisioning_state and ep.provisioning_state.lower() != "succeeded":
-        st.warning(f"Azure reports this endpoint as {ep.provisioning_state} ({ep.compute or 'managed'} compute).",
-                   icon=":material/hourglass_top:")
+        failed = ep.provisioning_state.lower() == "failed"
+        reason = f" — {escaped(ep.provisioning_error)}" if ep.provisioning_error else ""
+        (st.error if failed else st.warning)(
+            f"Azure reports this endpoint as {escaped(ep.provisioning_state)} ({ep.compute or 'managed'} "
+            f"compute){reason}.", icon=":material/error:" if failed else ":material/hourglass_top:")
     for level, text in incidents(ep):
         (st.error if level == "error" else st.warning)(text, icon="🚨" if level == "error" else "⚠️")
 
@@ -213,9 +216,24 @@ def lazy_reads(ws) -> bool:
     return ws.info.kind != "local"
 
 
+TOKEN_AUTH = {
+    "aml_token": "This endpoint takes **Azure ML tokens** (auth mode `aml_token`), which expire: the console asks "
+                 "Azure for one whenever it sends (Test panel, smoke test, simulator). Clients get theirs with "
+                 "`az ml online-endpoint get-credentials`.",
+    "aad_token": "This endpoint takes **Microsoft Entra tokens** (auth mode `aad_token`): the console sends its "
+                 "signed-in identity's token for `https://ml.azure.com`. Clients send their own "
+                 "(`az account get-access-token --resource https://ml.azure.com`).",
+}
+
+
 def render_keys(policy: Policy, ep: Endpoint, lazy_uri: str | None = None) -> None:
     """The keys panel. A listing without masked keys (Azure: reading them is a request per
-    endpoint) gets them through a cached read when the panel is opened (``lazy_uri``)."""
+    endpoint) gets them through a cached read when the panel is opened (``lazy_uri``). An endpoint
+    that takes tokens has no keys: the panel says how it authenticates (no request)."""
+    if ep.auth_mode != "key":
+        st.markdown("**Credentials** · `Authorization: Bearer <token>`")
+        st.caption(TOKEN_AUTH.get(ep.auth_mode) or f"Auth mode {code(ep.auth_mode)}: Tollgate cannot send to it.")
+        return
     if lazy_uri is not None and not ep.primary_key_masked and ep.auth_mode == "key":
         box = st.expander("**Keys** · `Authorization: Bearer <key>`", key=f"endpoints.keys.box.{ep.name}",
                           on_change="rerun")

@@ -23,6 +23,7 @@ from services.policy import Policy
 
 from . import state
 from .chrome import role_hint
+from .picked_review import picked_comparison
 from .provenance_view import provenance_block
 from .classification_view import classification_charts
 from .widgets import (BETTER, CANDIDATE_COLOR, CHAMPION_COLOR, NEUTRAL, WORSE, code, escaped, fmt_metric, guard,
@@ -424,26 +425,34 @@ def comparison_section(mv: ModelVersion, champion: ModelVersion | None, policy: 
     elif mv.is_champion:
         st.info(f"**v{mv.version} is the champion** — nothing to compare it with. Below: how it scores on "
                 "the held-out rows of its own dataset. Pick another version to review it against the champion.")
-    if not mv.dataset:
+    if not mv.dataset:   # registered outside Tollgate: evaluated on data the reviewer picks, if asked
         evidence_notice(mv)
-        return
-    try:
-        with st.spinner(f"Scoring v{mv.version}" + (f" and champion v{champion.version}" if against_champion else "")
-                        + " on the same held-out rows…"):
-            comparison = state.comparison(state.uri(), mv.name, mv.version, champion.version if champion else None)
-    except ServiceError as e:
-        show_error(e)
-        st.caption("Without both models loaded there is no comparison and no gate decision; "
-                   "the version's details below are still available.")
-        return
+        comparison = picked_comparison(mv, champion, policy.target)
+        if comparison is None:
+            return
+    else:
+        try:
+            with st.spinner(f"Scoring v{mv.version}" + (f" and champion v{champion.version}" if against_champion
+                                                         else "") + " on the same held-out rows…"):
+                comparison = state.comparison(state.uri(), mv.name, mv.version, champion.version if champion else None)
+        except ServiceError as e:
+            show_error(e)
+            st.caption("Without both models loaded there is no comparison and no gate decision; "
+                       "the version's details below are still available.")
+            return
 
     rows = len(comparison.actual)
-    trained_on = f"{champion.dataset}:{champion.dataset_version}" if champion and champion.dataset else "unknown data"
-    st.markdown(
-        f"Evaluated on **{rows} held-out rows of `{comparison.evaluated_on}`** (the dataset v{mv.version} was trained on; "
-        f"{policy.test_fraction:.0%} test split, seed {policy.split_seed})"
-        + (f" — the same rows for both models. Champion v{champion.version} was trained on `{trained_on}`."
-           if against_champion else "."))
+    split = f"{policy.test_fraction:.0%} test split, seed {policy.split_seed}"
+    if not mv.dataset:
+        st.markdown(f"Evaluated on **{rows} held-out rows of {code(comparison.evaluated_on)}** (picked for this "
+                    f"review; {split})" + (" — the same rows for both models." if against_champion else "."))
+    else:
+        trained_on = f"{champion.dataset}:{champion.dataset_version}" if champion and champion.dataset else "unknown data"
+        st.markdown(
+            f"Evaluated on **{rows} held-out rows of `{comparison.evaluated_on}`** (the dataset v{mv.version} was "
+            f"trained on; {split})"
+            + (f" — the same rows for both models. Champion v{champion.version} was trained on `{trained_on}`."
+               if against_champion else "."))
 
     deltas = metric_deltas(comparison, policy, with_champion=against_champion)
     per_row = 4   # a classifier has seven metrics: in one row their values would not fit
@@ -455,9 +464,12 @@ def comparison_section(mv: ModelVersion, champion: ModelVersion | None, policy: 
             delta_description=None if d.champion is None else f"vs champion {fmt_metric(d.champion)}",
             help=f"Candidate v{mv.version}" + (f" against champion v{champion.version}" if against_champion else ""))
 
-    gate = None if mv.is_champion else comparison.gate
+    gate = None if mv.is_champion or not mv.dataset else comparison.gate
     if gate is not None:
         gate_banner(gate, mv, against_champion)
+    elif not mv.dataset:
+        st.caption("For information: no gate decision is made on data picked for a review. Releasing this "
+                   "version still needs the evidence Tollgate records (a training run on a dataset version).")
     frame = deltas_frame(deltas, gate, policy, candidate_label="candidate" if gate else f"v{mv.version}")
     st.dataframe(style_deltas(frame, deltas), hide_index=True, width="stretch")
 
@@ -479,8 +491,9 @@ def evidence_notice(mv: ModelVersion) -> None:
     missing = "\n".join(f"- {m}" for m in missing_evidence(mv))
     st.info(f"**v{mv.version} cannot be reviewed yet**: it was registered outside Tollgate, and its review "
             f"needs evidence that is not recorded:\n\n{missing}\n\nWithout the dataset version it was trained on "
-            "there are no held-out rows to score it on, so there is no comparison and no gate decision. "
-            "Its details below are still available.", icon=":material/info:")
+            "there are no held-out rows of its own to score it on, and no gate decision. You can evaluate it on a "
+            "dataset version you pick, against the champion; its details below are still available.",
+            icon=":material/info:")
 
 
 def gate_banner(gate: GateDecision, mv: ModelVersion, against_champion: bool) -> None:

@@ -11,8 +11,9 @@ Endpoints, deployments, traffic and keys are the managed online endpoints themse
 ``provisioningState``; who deployed it, its ``tollgate.deployed_by`` tag. Reads are kept a
 few seconds (a page polling an operation's progress does not poll ARM as often); every
 write through the release driver clears them. Scoring is a POST to ``scoring_uri`` with the
-key — never ``online_endpoints.invoke()``, which keeps the key and deployment header in a
-dict shared by later calls. Managed endpoints are always up: ``up``/``down`` and the
+credential the endpoint's auth mode asks for (key, Azure ML token or Microsoft Entra token:
+``services.azure.scoring_auth``) — never ``online_endpoints.invoke()``, which keeps the key and
+deployment header in a dict shared by later calls. Managed endpoints are always up: ``up``/``down`` and the
 gateway's log are not Azure's (``Unsupported``; not in the workspace's capabilities).
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 import uuid
 from typing import Any, Callable, Mapping
 
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import AzureError
 from azure.core.pipeline.policies import UserAgentPolicy
 from azure.core.rest import HttpRequest
 
@@ -32,7 +33,9 @@ from ..entities import Deployment, Endpoint, ScoreResult
 from ..errors import BackendUnavailable, Forbidden, InvalidInput, NotFound, Unsupported
 from ..permissions import authorize
 from . import online_convert
-from .errors import azure_call as translated, translate
+from .errors import azure_call as translated
+from .provisioning import ProvisioningReasons
+from .scoring_auth import KEY, ScoringAuth, auth_mode
 
 TAG = "tollgate."
 DEPLOYMENT_STATE = {"succeeded": "healthy", "creating": "starting", "updating": "starting",
@@ -111,12 +114,15 @@ class AzureEndpoints:
     MODELS_TTL_S = 60.0
     READ_TTL_S = 3.0
 
-    def __init__(self, ml_client, policy, *, transport=None, poll_s: float = 2.0, lro_timeout_s: float = 1800):
+    def __init__(self, ml_client, policy, *, credential=None, transport=None, poll_s: float = 2.0,
+                 lro_timeout_s: float = 1800):
         from azure.core import PipelineClient
         self.ml, self.policy = ml_client, policy
         self.poll_s, self.lro_timeout_s = poll_s, lro_timeout_s
         self._models_cache: tuple[float, dict] | None = None
         self._reads: dict[str, tuple[float, Any]] = {}
+        self.auth = ScoringAuth(ml_client, credential, self._cached)
+        self.failures = ProvisioningReasons(ml_client, credential, transport, self._cached)
         self._scoring = PipelineClient(base_url="https://scoring.invalid", transport=transport or _default_transport(ml_client),
                                        policies=[UserAgentPolicy(user_agent="tollgate")])
 
@@ -174,26 +180,9 @@ class AzureEndpoints:
                 return list(self.ml.online_deployments.list(name))
         return list(self._cached(f"deployments/{name}", read))
 
-    def _raw_keys(self, name: str, auth_mode: str | None) -> tuple[str, str] | None:
+    def _raw_keys(self, name: str, mode: Any) -> tuple[str, str] | None:
         """Both keys, or None when the endpoint does not use keys or the identity may not read them."""
-        if (_text(auth_mode) or "key") != "key":
-            return None
-        return self._cached(f"keys/{name}", lambda: self._read_keys(name))
-
-    def _read_keys(self, name: str) -> tuple[str, str] | None:
-        ops = self.ml.online_endpoints
-        try:
-            try:  # one POST (listKeys); the public get_keys() GETs the endpoint first
-                keys = ops._get_online_credentials(name=name, auth_mode="key")
-            except (AttributeError, TypeError):
-                keys = ops.get_keys(name)
-        except HttpResponseError as e:
-            if e.status_code == 403:
-                return None
-            raise translate(e, f"read the keys of {name}") from e
-        except AzureError as e:
-            raise translate(e, f"read the keys of {name}") from e
-        return getattr(keys, "primary_key", None) or "", getattr(keys, "secondary_key", None) or ""
+        return self.auth.keys(name) if auth_mode(mode) == KEY else None
 
     def _to_endpoint(self, raw, deployments: list, keys: tuple[str, str] | None) -> Endpoint:
         traffic = {k: int(v) for k, v in (raw.traffic or {}).items()}
@@ -206,17 +195,24 @@ class AzureEndpoints:
                 name=d.name, endpoint=raw.name, model_name=ref[0], model_version=ref[1], state=state,
                 traffic=traffic.get(d.name, 0), created_at=getattr(ctx, "created_at", None),
                 created_by=(d.tags or {}).get(TAG + "deployed_by") or getattr(ctx, "created_by", None) or "",
-                last_error=None if state != "failed" else f"provisioning {_text(d.provisioning_state)}",
+                last_error=self._failure(raw.name, d, state),
                 provisioning_state=online_convert.text(d.provisioning_state), compute=online_convert.compute_kind(d),
                 instance_type=online_convert.text(getattr(d, "instance_type", None)),
                 instance_count=online_convert.instance_count(d), model_source=online_convert.model_source(d.model)))
         up = _text(raw.provisioning_state) == "succeeded"
         return Endpoint(name=raw.name, scoring_uri=raw.scoring_uri or "", deployments=tuple(deps),
-                        auth_mode=_text(raw.auth_mode) or "key",
+                        auth_mode=auth_mode(raw.auth_mode),
                         primary_key_masked=mask(keys[0]) if keys else "",
                         secondary_key_masked=mask(keys[1]) if keys else "", gateway_up=up,
                         provisioning_state=online_convert.text(raw.provisioning_state),
-                        compute=online_convert.compute_kind(raw))
+                        provisioning_error=self.failures.endpoint(raw) if _text(raw.provisioning_state) == "failed"
+                        else "", compute=online_convert.compute_kind(raw))
+
+    def _failure(self, endpoint: str, d: Any, state: str) -> str | None:
+        """Why a deployment failed to provision (Azure's operation error, else its console log's)."""
+        if state != "failed":
+            return None
+        return f"provisioning {online_convert.text(d.provisioning_state)}: {self.failures.deployment(endpoint, d)}"
 
     def get(self, name: str) -> Endpoint:
         """One endpoint with its masked keys: 3 requests (list endpoints, list its deployments,
@@ -272,6 +268,12 @@ class AzureEndpoints:
                             hint="The console's identity needs the listKeys permission on the endpoint.")
         return keys
 
+    def bearer(self, name: str) -> str:
+        """What a client sends as ``Authorization: Bearer`` to ``name``: its primary key, its Azure ML
+        token or the signed-in identity's token, by its auth mode (``scoring_auth``). For the services
+        that score (the simulator); never shown or logged."""
+        return self.auth.bearer(name, self._raw_endpoint(name).auth_mode)
+
     def console_log(self, endpoint: str, deployment: str, tail: int = 200) -> str:
         """The inference server container's last ``tail`` lines (``online_deployments.get_logs``)."""
         if not 1 <= int(tail) <= 10_000:
@@ -283,17 +285,13 @@ class AzureEndpoints:
 
     def invoke(self, name: str, payload: str | bytes | Mapping, *, deployment: str | None = None,
                key: str | None = None, timeout_s: float = 30) -> ScoreResult:
-        """POST to the endpoint's scoring URI as a client would (with the primary key);
+        """POST to the endpoint's scoring URI as a client would (with what its auth mode asks for);
         ``deployment`` pins one with the ``azureml-model-deployment`` header."""
         raw = self._raw_endpoint(name)
         if not raw.scoring_uri:
             raise BackendUnavailable(f"endpoint {name} has no scoring URI yet ({_text(raw.provisioning_state)})")
         if key is None:
-            keys = self._raw_keys(name, raw.auth_mode)
-            if keys is None:
-                raise Forbidden(f"endpoint {name} uses {raw.auth_mode} authentication or its keys cannot be read",
-                                hint="Tollgate scores key-authenticated endpoints.")
-            key = keys[0]
+            key = self.auth.bearer(name, raw.auth_mode)
         models = {d.name: model_of(d.model) for d in self._raw_deployments(name)}
         return self.post(raw.scoring_uri, key, payload, deployment=deployment, timeout_s=timeout_s, models=models)
 

@@ -24,6 +24,7 @@ from azure.core.pipeline.policies import (BearerTokenCredentialPolicy, HeadersPo
 from azure.core.rest import HttpRequest
 
 ARM_SCOPE = "https://management.azure.com/.default"
+ARM = "https://management.azure.com"
 SEARCH_PAGE = 1000           # MLflow's maximum page size
 IN_CHUNK = 100               # run ids per "run_id IN (...)" filter
 

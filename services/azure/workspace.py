@@ -44,10 +44,9 @@ from .config import AzureSettings
 from .datasets import CACHE_TTL_S, AzureDatasets, BlobStore, ReadCache
 from .errors import azure_call
 from .jobs import AzureJobs
-from .mlflow_rest import MlflowRest, make_client
+from .mlflow_rest import ARM, MlflowRest, make_client
 from .models import AzureModels
 
-ARM = "https://management.azure.com"
 ARM_API = "2024-04-01"
 
 
@@ -315,7 +314,7 @@ class AzureWorkspace:
         from .telemetry import AzureLogs, AzureTelemetry
         kwargs = {"transport": self.transport} if self.transport is not None else {}
         extra = self.settings.extra or {}
-        self.endpoints = AzureEndpoints(self.ml, self.policy, **kwargs)
+        self.endpoints = AzureEndpoints(self.ml, self.policy, credential=self.credential, **kwargs)
         self._trail()
         driver = AzureEndpointDriver(self.ml, self.endpoints, deployment_template=extra.get("deployment"))
         self.releases = ReleaseWorkflow(self.policy, self.models, self.datasets, self.evaluation, driver,

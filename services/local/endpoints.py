@@ -153,6 +153,10 @@ class LocalEndpoints:
         row = self._row(name)
         return row["primary_key"], row["secondary_key"]
 
+    def bearer(self, name: str) -> str:
+        """What a client sends as ``Authorization: Bearer``: the primary key (local endpoints take keys)."""
+        return self._row(name)["primary_key"]
+
     def masked_keys(self, name: str) -> tuple[str, str]:
         """Both keys masked (first and last four characters), for anyone."""
         row = self._row(name)

@@ -42,10 +42,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ..failure import last_error_line
 from ..policy import load_policy
 from . import audit, retention
 from .db import Database, utcnow
-from .paths import PROJECT_ROOT, console_log_path, gateway_log_path
+from .paths import PROJECT_ROOT, console_log_path, gateway_log_path, tail_text
 from .processes import kill_group, pid_alive, reap_when_done, run_single, stop_process
 from .routing import load_routes
 
@@ -53,6 +54,7 @@ TICK_S = 0.5
 RELEASE_TICK_S = 0.5
 NOTIFY_TICK_S = 0.5
 HEALTH_EVERY_S = 10.0
+EXIT_LOG_LINES = 80      # of a dead deployment's console log, searched for why it died
 HEALTH_GRACE_S = 30.0   # after a start, endpoints coming up are not "down"
 
 
@@ -152,8 +154,7 @@ class Supervisor:
                 with self.db.write() as c:
                     c.execute("UPDATE deployments SET pid = NULL, state = 'starting', restarts = restarts + 1,"
                               " last_error = ? WHERE endpoint = ? AND name = ?",
-                              (f"process {d['pid']} exited unexpectedly at {utcnow()} (was {was}); restarted",
-                               d["endpoint"], d["name"]))
+                              (self._exit_reason(d, was), d["endpoint"], d["name"]))
                     c.execute("UPDATE endpoints SET config_version = config_version + 1 WHERE name = ?",
                               (d["endpoint"],))
                     audit.record(c, "supervisor", "deployment.crashed", f"{d['endpoint']}/{d['name']}",
@@ -175,6 +176,13 @@ class Supervisor:
                 self.start_deployment(d)
             elif d["state"] in ("starting", "unhealthy"):
                 self.probe(d)
+
+    def _exit_reason(self, d, was: str) -> str:
+        """What ``last_error`` says of a deployment whose process is gone: when, and why as its
+        console log tells it (the log's last error line: an import error, a crash in ``init()``…)."""
+        why = last_error_line(tail_text(console_log_path(self.root, d["endpoint"], d["name"]), EXIT_LOG_LINES))
+        return (f"process {d['pid']} exited unexpectedly at {utcnow()} (was {was})"
+                + (f": {why}" if why else "") + "; restarted")
 
     def start_deployment(self, d) -> None:
         port = free_port()

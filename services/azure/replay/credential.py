@@ -6,12 +6,14 @@ from typing import Any
 
 from azure.core.credentials import AccessToken
 
+REPLAY_TOKEN = "replay-token"   # what the signed-in identity's token is on the replay
+
 # --- credential ---------------------------------------------------------------------------
 
 class FakeCredential:
     """A ``TokenCredential`` with a fixed token; never asks anyone for anything."""
 
-    def __init__(self, token: str = "replay-token", expires_in: int = 3600):
+    def __init__(self, token: str = REPLAY_TOKEN, expires_in: int = 3600):
         self.token, self.expires_in = token, expires_in
         self.scopes: list[tuple[str, ...]] = []
 

@@ -9,9 +9,13 @@
   list, PUT (long-running, with ``Azure-AsyncOperation``) and DELETE;
 * ``POST …/onlineEndpoints/E/listKeys`` and ``…/regenerateKeys`` (keys in ``keys.json``;
   regeneration is a long-running operation that changes the key);
+* ``POST …/onlineEndpoints/E/token`` for an ``AMLToken`` endpoint: the body Azure returned in the SDK
+  team's recording (``token.json``, verbatim: its token is the sanitiser's ``"Sanitized"``); a 400
+  for an endpoint with another auth mode (the replay's choice: no recording asks);
 * ``POST …/deployments/D/getLogs`` (``logs/E-D.txt``; ``{"content": …}``);
-* **scoring**: ``POST https://E.REGION.inference.ml.azure.com/score`` checks the key
-  (401 otherwise), routes by ``azureml-model-deployment`` (404 for an unknown one) or by
+* **scoring**: ``POST https://E.REGION.inference.ml.azure.com/score`` checks the bearer
+  against the endpoint's ``authMode`` (``Key``: its keys; ``AMLToken``: the token the token route
+  issued; ``AADToken``: the replay credential's token ``REPLAY_TOKEN``) — 401 otherwise — routes by ``azureml-model-deployment`` (404 for an unknown one) or by
   the traffic split (``replay.traffic.Router``), and answers as ``score.py`` would: the
   request is parsed by the project's ``score.parse`` (400 with its message for a bad one)
   and the deployment's model predicts (``OnlineReplay.predictor``; by default the model
@@ -31,7 +35,8 @@
 
 ``OnlineReplay`` (returned, also ``transport.online``) holds the state tests poke at:
 ``keys``, ``logs``, ``broken`` (deployment → ``"wrong"`` predictions or an HTTP status),
-``slow`` (deployment → seconds each answer takes), ``scored`` (the scoring requests seen),
+``slow`` (deployment → seconds each answer takes), ``scored`` (the scoring requests seen, with
+the ``Authorization`` header they carried), ``tokens`` (endpoint → the Azure ML token issued),
 ``traffic`` (what was served, for telemetry), ``audit`` (the ``FakeAuditStore``).
 """
 from __future__ import annotations
@@ -49,6 +54,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from .credential import REPLAY_TOKEN
 from .fixtures import FIXTURES
 from .http import ARM_HOST, Reply, ReplayRequest, arm_error
 from .logs import partial_result
@@ -56,6 +62,7 @@ from .traffic import Router, TrafficLog
 from .transport import ReplayTransport
 
 ONLINE_FIXTURES = FIXTURES / "online"
+TOKEN_FIXTURE = ONLINE_FIXTURES / "token.json"
 AUDIT_CONTAINER = "tollgate-audit"
 MARKER = re.compile(r"^//\s*tollgate:(?P<view>[a-z_]+)")
 _EP = r"/onlineEndpoints/(?P<ep>[^/]+)"
@@ -77,6 +84,9 @@ class OnlineReplay:
     transport: ReplayTransport
     scope: str
     keys: dict[str, dict[str, str]] = field(default_factory=dict)
+    token_body: dict = field(default_factory=dict)                 # what POST …/token answers
+    tokens: dict[str, str] = field(default_factory=dict)           # endpoint -> Azure ML token issued
+    aad_token: str = REPLAY_TOKEN                                  # the signed-in identity's token
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
     tables: dict[str, dict] = field(default_factory=dict)
     broken: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -139,6 +149,28 @@ class OnlineReplay:
         op = self.transport.arm.new_operation()
         return Reply(202, None, headers=self.transport.arm._lro_headers(op))
 
+    def auth_mode(self, ep: str) -> str:
+        return str((self.endpoint(ep) or {}).get("properties", {}).get("authMode") or "Key").lower()
+
+    def get_token(self, req: ReplayRequest) -> Reply:
+        ep = req.match["ep"]
+        if self.endpoint(ep) is None:
+            return arm_error(404, "ResourceNotFound", f"endpoint {ep} was not found (replay).")
+        if self.auth_mode(ep) != "amltoken" or not self.token_body:
+            return arm_error(400, "BadArgument", f"endpoint {ep} does not use AMLToken authentication (replay).")
+        self.tokens[ep] = self.token_body["accessToken"]
+        return Reply(200, copy.deepcopy(self.token_body))
+
+    def accepted(self, ep: str) -> set[str]:
+        """The bearers endpoint ``ep`` takes, by its auth mode."""
+        mode = self.auth_mode(ep)
+        if mode == "amltoken":
+            return {self.tokens[ep]} if ep in self.tokens else set()
+        if mode == "aadtoken":
+            return {self.aad_token}
+        keys = self.keys.get(ep, {})
+        return {k for k in (keys.get("primaryKey"), keys.get("secondaryKey")) if k}
+
     def get_logs(self, req: ReplayRequest) -> Reply:
         ep, dep = req.match["ep"], req.match["dep"]
         if self.transport.arm.get(f"{self.endpoint_path(ep)}/deployments/{dep}") is None:
@@ -153,9 +185,8 @@ class OnlineReplay:
         endpoint = self.endpoint(ep)
         if endpoint is None:
             return Reply(404, {"message": f"endpoint {ep} not found"})
-        keys = self.keys.get(ep, {})
         auth = req.header("Authorization") or ""
-        if not auth.startswith("Bearer ") or auth[7:] not in (keys.get("primaryKey"), keys.get("secondaryKey")):
+        if not auth.startswith("Bearer ") or auth[7:] not in self.accepted(ep):
             return Reply(401, {"message": "Invalid authentication credentials"},
                          headers={"WWW-Authenticate": "Bearer"})
         names = {d["name"]: d for d in self.deployments(ep)}
@@ -180,7 +211,8 @@ class OnlineReplay:
     def _answer(self, ep: str, dep: dict, pinned: str | None, req: ReplayRequest) -> Reply:
         rid = str(uuid.uuid4())
         headers = {"azureml-model-deployment": dep["name"], "x-request-id": rid, "x-ms-request-id": rid}
-        self.scored.append({"endpoint": ep, "deployment": dep["name"], "pinned": pinned, "body": req.body})
+        self.scored.append({"endpoint": ep, "deployment": dep["name"], "pinned": pinned, "body": req.body,
+                            "authorization": req.header("Authorization")})
         broken = self.broken.get((ep, dep["name"]))
         if isinstance(broken, int):
             return Reply(broken, {"message": f"deployment {dep['name']} failed (replay)"}, headers=headers)
@@ -211,8 +243,12 @@ class OnlineReplay:
         return list(self._model(name, version)[0].predict(frame))
 
     def features_of(self, name: str, version: int) -> list[str]:
-        model, features = self._model(name, version)
-        return features
+        """From the version's ``model.json`` (the pickle only when there is none): a deployment
+        answered by ``predictor`` needs no loadable model file."""
+        meta = self.transport.blobs.read(self._model_blob_base(name, version) + "model.json")
+        if meta:
+            return json.loads(meta)["features"]
+        return self._model(name, version)[1]
 
     def _model(self, name: str, version: int):
         key = (name, version)
@@ -510,6 +546,7 @@ def install_online(transport: ReplayTransport, folder: Path | str | None = ONLIN
     transport.arm.lro_types = set(transport.arm.lro_types) | {"deployments"}
     online = OnlineReplay(transport, scope)
     online.audit = FakeAuditStore()
+    online.token_body = _read_json(TOKEN_FIXTURE, {}).get("body", {})   # Azure's recorded answer, for any folder
     location = transport.settings.get("location") or transport.arm.location
     if folder is not None:
         folder = Path(folder)
@@ -541,6 +578,7 @@ def install_online(transport: ReplayTransport, folder: Path | str | None = ONLIN
     transport.add("PUT", ws + _EP + r"$", online.put_endpoint, host=re.escape(ARM_HOST))
     transport.add("POST", ws + _EP + r"/listKeys$", online.list_keys, host=re.escape(ARM_HOST))
     transport.add("POST", ws + _EP + r"/regenerateKeys$", online.regenerate_keys, host=re.escape(ARM_HOST))
+    transport.add("POST", ws + _EP + r"/token$", online.get_token, host=re.escape(ARM_HOST))
     transport.add("POST", ws + _EP + r"/deployments/(?P<dep>[^/]+)/getLogs$", online.get_logs,
                   host=re.escape(ARM_HOST))
     transport.add("POST", r"^/score$", online.score, host=r"[^.]+\.[^.]+\.inference\.ml\.azure\.com")

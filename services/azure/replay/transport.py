@@ -146,6 +146,18 @@ class ReplayTransport(HttpTransport):
         cls = _RestResponse if _is_rest(request) else _LegacyResponse
         return cls(request, reply.status, headers, body)
 
+    def httpx_transport(self):
+        """An ``httpx`` transport answered by this replay, for code that sends with httpx rather than
+        azure-core (the traffic simulator: ``simulate(..., transport=t.httpx_transport())``)."""
+        import httpx
+        from azure.core.rest import HttpRequest
+
+        def handle(request: httpx.Request) -> httpx.Response:
+            answer = self.send(HttpRequest(request.method, str(request.url), headers=dict(request.headers),
+                                           content=request.read()))
+            return httpx.Response(answer.status_code, headers=dict(answer.headers), content=answer.content)
+        return httpx.MockTransport(handle)
+
     # -- answering -------------------------------------------------------------------------
 
     def _answer(self, req: ReplayRequest) -> Reply:
