@@ -10,7 +10,7 @@ A read, on both backends: nothing is recorded (no gate decision, no kept evaluat
 neither role-checked beyond reading the workspace nor audited; it cannot move a version towards
 production (approval still needs the evidence Tollgate records). What the picked data or the model
 cannot do is ``InvalidInput`` with what to pick instead: a column that is not there, a target that is
-not numeric (Tollgate evaluates regression models), too few rows with a target, a model that needs
+not numeric for a regression model, too few rows with a target, a model that needs
 columns the data lacks or cannot be loaded or cannot predict on it.
 """
 from __future__ import annotations
@@ -39,7 +39,7 @@ def evaluate_on(ws, name: str, version: int | str, dataset: str, dataset_version
                 else ws.models.champion(name))
     frame = ws.datasets.load(dataset, dataset_version)
     picked = f"{dataset}:{dataset_version}"
-    rows = usable_rows(frame, target, picked)
+    rows = usable_rows(frame, target, picked, ws.policy.task)
     evaluated_on = f"{picked} (target {target})"
     cand_model = ws.models.load(candidate.name, candidate.version)   # InvalidInput when it cannot be loaded
     champ_model = ws.models.load(champion.name, champion.version) if champion else None
@@ -54,17 +54,21 @@ def evaluate_on(ws, name: str, version: int | str, dataset: str, dataset_version
                                 "trained on.") from e
 
 
-def usable_rows(frame: pd.DataFrame, target: str, picked: str) -> pd.DataFrame:
-    """The rows of ``frame`` with a numeric ``target`` value; ``InvalidInput`` saying what is wrong."""
+def usable_rows(frame: pd.DataFrame, target: str, picked: str, task: str = "regression") -> pd.DataFrame:
+    """The rows of ``frame`` with a ``target`` value (numeric for a regression); ``InvalidInput`` saying
+    what is wrong. A classifier's labels may be text: they are compared as they are."""
     if target not in frame.columns:
         shown = ", ".join(map(str, list(frame.columns)[:30])) + (" …" if len(frame.columns) > 30 else "")
         raise InvalidInput(f"{picked} has no column {target!r}", hint=f"Its columns: {shown}.")
-    values = pd.to_numeric(frame[target], errors="coerce")
-    bad = frame[target][values.isna() & frame[target].notna()]
-    if len(bad):
-        raise InvalidInput(f"the target column {target!r} of {picked} is not numeric (e.g. {str(bad.iloc[0])!r})",
-                           hint="Tollgate evaluates regression models: pick the numeric column they predict.")
-    rows = frame.loc[values.notna()].assign(**{target: values[values.notna()]})
+    if task != "regression":
+        rows = frame.loc[frame[target].notna()]
+    else:
+        values = pd.to_numeric(frame[target], errors="coerce")
+        bad = frame[target][values.isna() & frame[target].notna()]
+        if len(bad):
+            raise InvalidInput(f"the target column {target!r} of {picked} is not numeric (e.g. {str(bad.iloc[0])!r})",
+                               hint="A regression model predicts a number: pick the numeric column it predicts.")
+        rows = frame.loc[values.notna()].assign(**{target: values[values.notna()]})
     if len(rows) < MIN_ROWS:
         raise InvalidInput(f"{picked} has {len(rows)} rows with a value in {target!r}; evaluating needs "
                            f"at least {MIN_ROWS}", hint="Pick a larger dataset version.")

@@ -185,3 +185,10 @@ def test_on_the_real_recordings_data_tollgate_cannot_read_is_a_clear_error():
         assert e.value.hint
     finally:
         ws.close()
+
+
+def test_a_classifier_target_may_be_text_labels():
+    frame = pd.DataFrame({"x": range(20), "y": ["benign", "malignant"] * 10})
+    assert list(usable_rows(frame, "y", "d:1", "binary")["y"][:2]) == ["benign", "malignant"]
+    frame.loc[0, "y"] = None
+    assert len(usable_rows(frame, "y", "d:1", "binary")) == 19
