@@ -14,7 +14,7 @@ from services.entities import Stage
 from services.permissions import SYSTEM_ACTOR
 from services.stages import awaiting_decision
 from tests.conftest import copy_workspace
-from tests.pages.helpers import as_read
+from tests.pages.helpers import arrange_stages, as_read
 from ui import overview_view as ov
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -30,17 +30,6 @@ def overview(timeout: float = 60) -> AppTest:
 
 def texts(at: AppTest) -> str:
     return as_read("\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]))
-
-
-def arrange_stages(root: Path, stages: dict[int, str], deployed_by: str = "qa@contoso.com") -> None:
-    """Release stages as the ledger keeps them (what deploys and smoke tests would leave), without processes."""
-    db = sqlite3.connect(root / "tollgate.db")
-    now = datetime.now(timezone.utc).isoformat()
-    db.executemany("INSERT INTO releases (model_name, model_version, stage, deployed_by, updated_at) VALUES (?, ?, ?, ?, ?)"
-                   " ON CONFLICT(model_name, model_version) DO UPDATE SET stage = excluded.stage",
-                   [(MODEL, v, stage, deployed_by, now) for v, stage in stages.items()])
-    db.commit()
-    db.close()
 
 
 def queue_count(at: AppTest) -> str:
