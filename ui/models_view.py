@@ -64,10 +64,9 @@ def versions_frame(versions: Sequence[ModelVersion], metrics: Sequence[str],
 def registry_frame(ws_uri: str, name: str, gated: tuple[str, ...]) -> pd.DataFrame:
     """Every version of ``name`` as a table (cached as a DataFrame: a list of 20,000 ``ModelVersion``
     objects cost ~1 s to pickle into the cache and back on every rerun)."""
-    ws = state.workspace()
-    versions = ws.models.versions(name)
+    versions = state.workspace().models.versions(name)
     metrics = list(gated) or sorted({k for v in versions for k in v.metrics if not k.startswith("train_")})
-    return versions_frame(versions, metrics, ws.releases.states(name))
+    return versions_frame(versions, metrics, state.release_states(ws_uri, name))
 
 
 def frame_metrics(frame: pd.DataFrame) -> list[str]:
@@ -505,7 +504,7 @@ def version_card(mv: ModelVersion) -> None:
     if mv.is_champion:
         badges.append(":orange-badge[:material/trophy: champion]")
     badges += [f":blue-badge[alias: {a}]" for a in mv.aliases if a != "champion"]
-    release = state.release_state(state.uri(), mv.name, mv.version)
+    release = next((s for s in state.release_states(state.uri(), mv.name) if s.model_version == mv.version), None)
     badges.append(f":violet-badge[release stage: {stage_words(stage_of(release))}]")   # the Releases page's words
     if mv.archived:
         badges.append(":gray-badge[archived]")
