@@ -404,7 +404,7 @@ def render_distribution(uri: str, dv: DatasetVersion, tests: list[DataTestResult
     fig = histogram_figure(frame[column], base[column] if has_base else None, column,
                            f"v{dv.version} (this version)", f"v{dv.baseline_version} (baseline)" if has_base else None)
     st.plotly_chart(fig, width="stretch", key=f"datasets.hist.{dv.ref}.{column}")
-    about = [t for t in tests if t.column == column and t.check in ("range", "shift_mean", "psi")]
+    about = [t for t in failures_first(tests) if t.column == column]   # what a check's link from a review points at
     if about:
         st.caption(" · ".join(f"{STATUS_ICON[t.status]} **{t.check}**: {escaped(t.detail)}" for t in about))
     elif base is None:

@@ -69,3 +69,6 @@ def test_a_warning_in_the_review_links_to_its_column_on_the_datasets_page(warned
     assert datasets.selectbox(key="datasets.name").value == "diabetes"
     assert datasets.selectbox(key="datasets.version.diabetes").value == dv.version
     assert datasets.selectbox(key=f"datasets.column.{dv.ref}.bmi").value == "bmi"
+    # under the figure: the check the link came from, with the others about that column
+    about = [c.value for c in datasets.caption if c.value.startswith("⚠️ **missing**: 1 missing")]
+    assert about and "**psi**" in about[0] and "**range**" in about[0], about
