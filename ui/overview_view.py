@@ -161,9 +161,9 @@ def render() -> None:
 
     champion = state.champion(uri, ws.policy.model_name)
     states = state.release_states(uri, ws.policy.model_name)
-    try:  # only the versions in the queue are read through the cache
-        versions = state.board_versions(uri, ws.policy.model_name,
-                                        tuple(s.model_version for s in awaiting_decision(states)))
+    waiting = tuple(s.model_version for s in awaiting_decision(states))
+    try:  # only the versions in the queue are read through the cache; none waiting, none read
+        versions = state.board_versions(uri, ws.policy.model_name, waiting) if waiting else []
     except NotFound:  # nothing registered under the policy's model name yet
         versions = []
     candidates, more = decision_queue(versions, states)
