@@ -16,16 +16,17 @@ import time
 from pathlib import Path
 
 from services import ServiceError, open_workspace
-from services.entities import AUTO_STAGE, CheckStatus, RunFilter, RunStatus, TrainingSpec
+from services.entities import AUTO_STAGE, CheckStatus, RunFilter, RunStatus, Stage, TrainingSpec
 from services.errors import InvalidInput
 from services.picked_evaluation import evaluate_on
 from services.permissions import SYSTEM_ACTOR, canonical
 from services.release import auto_stage
 from services.run_search import parse_condition
+from services.stages import stage_counts, stage_words
 from services.versions import parse_version
 
 from cli import canary, delivery, junit, lineage, monitoring, release
-from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, EXIT_TIMEOUT, emit, safe_terminal, seconds, table, whole_number
+from cli.output import EXIT_ERROR, EXIT_NO, EXIT_OK, EXIT_TIMEOUT, emit, plain, safe_terminal, seconds, table, whole_number
 
 
 def parse_ref(text: str) -> tuple[str, int | str | None]:
@@ -56,6 +57,8 @@ def cmd_status(ws, args) -> int:
     datasets = ws.datasets.all_versions()
     runs = ws.jobs.list()
     models = ws.models.versions()
+    states = ws.releases.states()
+    stages = by_ref(states)
     champion = ws.models.champion(ws.policy.model_name)
     data = {
         "workspace": ws.info,
@@ -66,16 +69,21 @@ def cmd_status(ws, args) -> int:
                   "gate": r.gate.passed if r.gate else None,
                   "model_version": r.model_version} for r in runs],
         "models": [{"name": m.name, "version": m.version, "estimator": m.estimator, "metrics": dict(m.metrics),
-                    "aliases": list(m.aliases), "archived": m.archived} for m in models],
+                    "aliases": list(m.aliases), "archived": m.archived,
+                    "release_stage": stages.get((m.name, str(m.version)), Stage.REGISTERED),
+                    "azure_stage": m.azure_stage or None} for m in models],
         "champion": champion.ref if champion else None,
     }
+    in_release = ", ".join(f"{n} {stage_words(stage)}" for stage, n in stage_counts(
+        s for s in states if s.stage != Stage.REGISTERED).items())
     by_status = {}
     for r in runs:
         by_status[r.status.value] = by_status.get(r.status.value, 0) + 1
     text = (f"workspace  {ws.info.uri}\n"
             f"datasets   {len(datasets)} versions of {len({d.name for d in datasets})} datasets\n"
             f"runs       {len(runs)} ({', '.join(f'{n} {s}' for s, n in sorted(by_status.items())) or 'none'})\n"
-            f"models     {len(models)} versions; champion {champion.ref if champion else 'none'}")
+            f"models     {len(models)} versions; champion {champion.ref if champion else 'none'}\n"
+            f"releases   {in_release or 'nothing in the release process'}")
     emit(args, data, text)
     return EXIT_OK
 
@@ -141,13 +149,22 @@ def cmd_cancel(ws, args) -> int:
     return EXIT_OK
 
 
+def by_ref(states) -> dict[tuple[str, str], Stage]:
+    """Release stages (``services.stages``) by (model name, version as text); no state: registered."""
+    return {(s.model_name, str(s.model_version)): s.stage for s in states}
+
+
 def cmd_models(ws, args) -> int:
     versions = ws.models.versions(args.name, include_archived=args.all)
+    stages = by_ref(ws.releases.states(args.name))
+    stage = {m.ref: stages.get((m.name, str(m.version)), Stage.REGISTERED) for m in versions}
     rows = [{"name": m.name, "version": m.version, "estimator": m.estimator, "rmse": m.metrics.get("rmse"),
              "r2": m.metrics.get("r2"), "aliases": ",".join(m.aliases) or None,
+             "stage": stage_words(stage[m.ref], m.archived), "azure stage": m.azure_stage or None,
              "data": f"{m.dataset}:{m.dataset_version}" if m.dataset else "(no lineage)", "run": m.run_id,
-             "archived": m.archived or None, "azure stage": m.stage or None, "created": m.created_at} for m in versions]
-    emit(args, versions, table(rows, list(rows[0]) if rows else ["name"]))
+             "created": m.created_at} for m in versions]
+    emit(args, [{**plain(m), "release_stage": stage[m.ref]} for m in versions],
+         table(rows, list(rows[0]) if rows else ["name"]))
     return EXIT_OK
 
 

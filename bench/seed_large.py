@@ -275,7 +275,7 @@ def synthesize(ws: LocalWorkspace, datasets: dict, first: dict, *, runs: int, mo
                 mv, next_version, to_register = next_version, next_version + 1, to_register - 1
                 model_rows.append((model, mv, ts(ended), author, f"{name} on {ds}:{dv}", est, json.dumps(metrics),
                                    run_id, ds, dv, f"models/{model}/{mv}",
-                                   json.dumps({"estimator": est, "stage": "candidate"})))
+                                   json.dumps({"estimator": est})))
                 event_rows.append((ts(ended), author, "model.register", f"{model}:{mv}", None,
                                    json.dumps({"run": run_id, "metrics": metrics})))
                 if rng.random() < 1 / PROMOTE_EVERY:

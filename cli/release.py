@@ -22,6 +22,7 @@ from services.entities import Plan
 from services.errors import InvalidInput
 from services.export import write_csv
 from services.release import step_text
+from services.stages import stage_words
 
 from . import junit
 from .output import EXIT_ERROR, EXIT_NO, EXIT_OK, emit, table, whole_number
@@ -173,7 +174,7 @@ def cmd_deploy(ws, args) -> int:
         ep = ws.releases.deploy(args.model, args.version, args.env, args.actor, progress=progress)
     state = ws.releases.state(args.model, args.version)
     emit(args, {"endpoint": endpoint_data(ep), "stage": state.stage},
-         endpoint_text(ep) + f"\n{state.ref}: {state.stage.value.replace('_', ' ')}")
+         endpoint_text(ep) + f"\n{state.ref}: {stage_words(state.stage)}")
     return EXIT_OK
 
 

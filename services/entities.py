@@ -260,7 +260,7 @@ class ModelVersion:
     aliases: tuple[str, ...] = ()
     archived: bool = False
     uri: str = ""
-    stage: str = ""                    # Azure ML's own stage (Development, Production, Archived…), beside ours
+    azure_stage: str = ""              # Azure ML's own stage field (Development, Production, Archived…): services.stages
     model_type: str = ""               # Azure ML model type: custom_model | mlflow_model | triton_model
     provenance: Provenance | None = None  # copied from the run that trained it
 

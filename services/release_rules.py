@@ -10,6 +10,7 @@ from .entities import Deployment, ModelVersion, ReleaseState, SmokeTestResult, S
 from .errors import Conflict, Forbidden, GateFailed, InvalidInput, NotFound
 from .permissions import SYSTEM_ACTOR, authorize, same_identity
 from .policy import Policy
+from .stages import stage_words
 
 # stages in which a version is in the release process: staged, under review, or serving
 IN_RELEASE = (Stage.STAGING, Stage.AWAITING_APPROVAL, Stage.APPROVED, Stage.PRODUCTION)
@@ -52,7 +53,7 @@ def check_approve(state: ReleaseState, actor: str) -> None:
     if state.stage == Stage.APPROVED:
         raise Conflict(f"{state.ref} is already approved (by {state.decided_by})")
     if state.stage != Stage.AWAITING_APPROVAL:
-        raise Conflict(f"{state.ref} is {_stage(state)}; only a version that passed its staging smoke test "
+        raise Conflict(f"{state.ref} is {stage_words(state.stage)}; only a version that passed its staging smoke test "
                        f"can be approved", hint="Deploy it to staging first; the smoke test runs as part of it.")
     if same_identity(actor, state.deployed_by):
         raise Forbidden(f"{actor} deployed {state.ref} and may not also approve it (four eyes)",
@@ -76,7 +77,7 @@ def check_promote(state: ReleaseState, smoke: SmokeTestResult | None, gate_passe
     if state.stage == Stage.REJECTED:
         raise Conflict(f"{state.ref} was rejected by {state.decided_by}: {state.decision_comment}")
     if state.stage != Stage.APPROVED:
-        raise Conflict(f"{state.ref} is {_stage(state)}; only an approved version can be promoted",
+        raise Conflict(f"{state.ref} is {stage_words(state.stage)}; only an approved version can be promoted",
                        hint="Deploy to staging, pass the smoke test, and get an ML lead's approval first.")
     if smoke is None or not smoke.passed:
         raise GateFailed(f"{state.ref} has no passing staging smoke test")
@@ -113,9 +114,5 @@ def check_archive(mv: ModelVersion, stage: Stage, serving: tuple[str, ...] | lis
         raise Conflict(f"{mv.ref} serves {', '.join(serving)}: a version that is staged or serving cannot be "
                        f"archived", hint="Deploy another version there first.")
     if stage in IN_RELEASE:
-        raise Conflict(f"{mv.ref} is {stage.value.replace('_', ' ')}: a version that is staged or serving "
+        raise Conflict(f"{mv.ref} is {stage_words(stage)}: a version that is staged or serving "
                        f"cannot be archived", hint="Reject it (or roll it back) first.")
-
-
-def _stage(state: ReleaseState) -> str:
-    return state.stage.value.replace("_", " ")

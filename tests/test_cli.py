@@ -106,6 +106,21 @@ def test_runs_and_models_json(demo_ws_path):
     assert all(m["run_id"] and m["dataset"] == "diabetes" for m in models)
 
 
+def test_models_and_status_say_the_release_stage_as_the_console_does(private_demo):
+    from tests.pages.helpers import arrange_stages
+    arrange_stages(private_demo, {1: "production", 3: "awaiting_approval", 4: "rolled_back"})
+    lines = {line.split()[1]: line for line in tollgate(private_demo, "models").stdout.splitlines()[1:]}
+    assert "awaiting approval" in lines["3"] and "rolled back" in lines["4"] and "in production" in lines["1"]
+    assert "registered (not deployed)" in lines["2"]
+    models = {m["version"]: m for m in as_json(tollgate(private_demo, "models", "--json"))}
+    assert (models[3]["release_stage"], models[2]["release_stage"]) == ("awaiting_approval", "registered")
+    assert "azure_stage" in models[3] and "stage" not in models[3]   # Azure's own field is never "the" stage
+    status = tollgate(private_demo, "status")
+    assert "releases   1 awaiting approval, 1 in production, 1 rolled back" in status.stdout
+    assert {m["version"]: m["release_stage"] for m in as_json(tollgate(private_demo, "status", "--json"))["models"]
+            }[3] == "awaiting_approval"
+
+
 def test_runs_filtered_by_estimator_metric_and_parameter(demo_ws_path):
     runs = as_json(tollgate(demo_ws_path, "runs", "--json"))
     ridge = [r for r in runs if r["estimator"] == "ridge"]

@@ -54,13 +54,14 @@ def test_what_tollgate_can_read_and_why_not(kind, path, fmt, readable):
 
 
 def test_overview_orders_text_and_number_versions_without_failing():
-    from services.entities import CheckStatus, ModelVersion
-    from ui.overview_view import latest_failing_datasets, pending_candidates
+    from services.entities import CheckStatus, ModelVersion, ReleaseState, Stage
+    from ui.overview_view import decision_queue, latest_failing_datasets
 
     def mv(version, day, aliases=()):
         return ModelVersion(name="m", version=version, created_at=at(day), created_by="", description="", estimator="",
                             metrics={}, run_id=None, dataset=None, dataset_version=None, tags={}, aliases=aliases)
-    waiting, more = pending_candidates([mv(1, 1, ("champion",)), mv(2, 2), mv("foo", 3)], mv(1, 1, ("champion",)))
+    waiting, more = decision_queue([mv(1, 1, ("champion",)), mv(2, 2), mv("foo", 3)],
+                                   [ReleaseState("m", v, Stage.AWAITING_APPROVAL) for v in (2, "foo")])
     assert [v.version for v in waiting] == ["foo", 2] and more == 0
     dv = SimpleNamespace(name="d", version="foo", created_at=at(3), tests_status=CheckStatus.FAIL)
     assert latest_failing_datasets([SimpleNamespace(name="d", version=1, created_at=at(1),

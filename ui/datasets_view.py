@@ -117,6 +117,33 @@ def verdict(tests: list[DataTestResult], baseline_version: int | None) -> tuple[
     return CheckStatus.PASS, f"All {plural(len(tests), 'check')} passed {against}"
 
 
+def figures_link(dv: DatasetVersion, column: str | None = None) -> dict[str, str]:
+    """The query parameters of ``dv`` on this page (its data tests), or of one column's figures: the page
+    opens on that version and, given a column, on its distribution against the baseline (``render_version``)."""
+    return {"dataset": dv.name, "version": str(dv.version), **({"column": column} if column else {})}
+
+
+def checks_by_column(tests: list[DataTestResult]) -> list[tuple[str | None, CheckStatus, list[str]]]:
+    """The checks that did not pass, grouped by the column they are about (one figure each), worst first:
+    (column or None for the whole table, the worst status, the checks)."""
+    groups: dict[str | None, list[DataTestResult]] = {}
+    for t in failures_first(tests):
+        if t.status != CheckStatus.PASS:
+            groups.setdefault(t.column or None, []).append(t)
+    return [(column, group[0].status, list(dict.fromkeys(t.check for t in group))) for column, group in groups.items()]
+
+
+def render_check_links(dv: DatasetVersion, tests: list[DataTestResult]) -> None:
+    """From a review: each check that did not pass links to its figures here (shift in σ, PSI and ranges
+    are drawn per column), and the whole report is one more link."""
+    for column, status, checks in checks_by_column(tests):
+        st.page_link("pages/datasets.py", query_params=figures_link(dv, column), icon=":material/bar_chart:",
+                     label=f"{STATUS_ICON[status]} {escaped(column) if column else 'whole table'}: "
+                           f"{', '.join(checks)} — " + ("its figures" if column else "the checks"))
+    st.page_link("pages/datasets.py", query_params=figures_link(dv), icon=":material/dataset:",
+                 label=f"All {plural(len(tests), 'check')} of {dv.ref} and their figures")
+
+
 def profile_frame(dv: DatasetVersion) -> pd.DataFrame:
     return pd.DataFrame([{"column": c.name, "dtype": c.dtype, "missing": c.missing, "min": c.min, "max": c.max,
                           "mean": c.mean, "std": c.std} for c in dv.columns])
@@ -377,7 +404,7 @@ def render_distribution(uri: str, dv: DatasetVersion, tests: list[DataTestResult
     fig = histogram_figure(frame[column], base[column] if has_base else None, column,
                            f"v{dv.version} (this version)", f"v{dv.baseline_version} (baseline)" if has_base else None)
     st.plotly_chart(fig, width="stretch", key=f"datasets.hist.{dv.ref}.{column}")
-    about = [t for t in tests if t.column == column and t.check in ("range", "shift_mean", "psi")]
+    about = [t for t in failures_first(tests) if t.column == column]   # what a check's link from a review points at
     if about:
         st.caption(" · ".join(f"{STATUS_ICON[t.status]} **{t.check}**: {escaped(t.detail)}" for t in about))
     elif base is None:

@@ -14,12 +14,13 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from services.entities import Comparison, GateDecision, ModelVersion
+from services.entities import Comparison, GateDecision, ModelVersion, ReleaseState, Stage
 from services.errors import ServiceError
 from services.evidence import missing_evidence
 from services.gate import relative_change
 from services.metrics import is_classification
 from services.policy import Policy
+from services.stages import stage_of, stage_words, stages_by_version
 
 from . import state
 from .chrome import role_hint
@@ -32,20 +33,23 @@ from .widgets import (BETTER, CANDIDATE_COLOR, CHAMPION_COLOR, NEUTRAL, WORSE, c
 
 # --- versions -------------------------------------------------------------------
 
-REGISTRY_COLUMNS = ["version", "estimator", "aliases", "stage", "azure stage", "dataset", "run", "created", "created by",
-                    "archived"]
+REGISTRY_COLUMNS = ["version", "estimator", "aliases", "release stage", "azure stage", "dataset", "run", "created",
+                    "created by", "archived"]
 
 
-def versions_frame(versions: Sequence[ModelVersion], metrics: Sequence[str]) -> pd.DataFrame:
+def versions_frame(versions: Sequence[ModelVersion], metrics: Sequence[str],
+                   states: Sequence[ReleaseState] = ()) -> pd.DataFrame:
     """One row per version, newest first, in the order the page shows the columns, plus ``label``
-    (what the version picker shows) and ``champion``. Built column by column: 20,000 versions."""
+    (what the version picker shows) and ``champion``; the release stage from ``states`` (the release
+    ledger's). Built column by column: 20,000 versions."""
+    stages = stages_by_version(states)
     frame = pd.DataFrame({
         "version": [v.version for v in versions],  # text where Azure says so (services.versions)
         "estimator": [v.estimator for v in versions],
         **{m: pd.array([v.metrics.get(m) for v in versions], dtype="Float64").astype(float) for m in metrics},
         "aliases": [list(v.aliases) for v in versions],
-        "stage": [v.tags.get("stage", "") for v in versions],
-        "azure stage": [v.stage for v in versions],  # Azure ML's own stage field, beside the release stage
+        "release stage": [stage_words(stages.get(v.version, Stage.REGISTERED), v.archived) for v in versions],
+        "azure stage": [v.azure_stage for v in versions],  # Azure ML's own stage field, never mixed in
         "dataset": [f"{v.dataset}:{v.dataset_version}" if v.dataset else "(no lineage)" for v in versions],
         "run": [v.run_id or "" for v in versions],
         "created": pd.to_datetime([v.created_at for v in versions], utc=True),
@@ -63,7 +67,7 @@ def registry_frame(ws_uri: str, name: str, gated: tuple[str, ...]) -> pd.DataFra
     objects cost ~1 s to pickle into the cache and back on every rerun)."""
     versions = state.workspace().models.versions(name)
     metrics = list(gated) or sorted({k for v in versions for k in v.metrics if not k.startswith("train_")})
-    return versions_frame(versions, metrics)
+    return versions_frame(versions, metrics, state.release_states(ws_uri, name))
 
 
 def frame_metrics(frame: pd.DataFrame) -> list[str]:
@@ -92,8 +96,8 @@ def version_label(v: ModelVersion) -> str:
     parts = [f"v{v.version}", v.estimator or v.model_type]
     if v.dataset:
         parts.append(f"{v.dataset}:{v.dataset_version}")
-    elif v.stage:
-        parts.append(f"Azure stage {v.stage}")
+    elif v.azure_stage:
+        parts.append(f"Azure stage {v.azure_stage}")
     if v.is_champion:
         parts.append("champion")
     if v.archived:
@@ -517,14 +521,13 @@ def version_card(mv: ModelVersion) -> None:
     if mv.is_champion:
         badges.append(":orange-badge[:material/trophy: champion]")
     badges += [f":blue-badge[alias: {a}]" for a in mv.aliases if a != "champion"]
-    if mv.tags.get("stage"):
-        badges.append(f":violet-badge[stage: {escaped(mv.tags['stage'])}]")
+    release = next((s for s in state.release_states(state.uri(), mv.name) if s.model_version == mv.version), None)
+    badges.append(f":violet-badge[release stage: {stage_words(stage_of(release))}]")   # the Releases page's words
     if mv.archived:
         badges.append(":gray-badge[archived]")
-    if badges:
-        st.markdown(" ".join(badges))
-    if mv.stage or mv.model_type:  # Azure ML's own fields, set by whoever registered the version: plain text
-        st.text(" · ".join(x for x in (f"Azure stage: {mv.stage}" if mv.stage else "",
+    st.markdown(" ".join(badges))
+    if mv.azure_stage or mv.model_type:  # Azure ML's own fields, set by whoever registered the version: plain text
+        st.text(" · ".join(x for x in (f"Azure stage: {mv.azure_stage}" if mv.azure_stage else "",
                                        f"type: {mv.model_type}" if mv.model_type else "") if x))
 
     details, edits = st.columns([1, 1], gap="large")

@@ -2,6 +2,8 @@
 what ran lately. Everything here must stay fast on a workspace with thousands of
 runs and model versions: runs are read with ``RunFilter(limit=...)``, and
 candidates are compared on the metrics stored at registration (no re-scoring).
+The decision queue is the release workflow's: the versions awaiting approval
+(``services.stages``), as the Releases page and the CLI say it.
 """
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ import pandas as pd
 import streamlit as st
 
 from services.datatests import latest_passing
-from services.entities import CheckStatus, DatasetVersion, Endpoint, ModelVersion, Run, RunFilter, RunStatus
+from services.entities import (CheckStatus, DatasetVersion, Endpoint, ModelVersion, ReleaseState, Run, RunFilter,
+                               RunStatus, Stage)
 from services.errors import NotFound
 from services.policy import Policy
 from services.release import auto_stage
+from services.stages import AWAITING_DECISION, awaiting_decision, stage_counts, stage_words
 from services.versions import newest_first, order_key
 
 from . import state
@@ -35,15 +39,20 @@ def key_metrics(policy: Policy) -> list[str]:
     return list(dict.fromkeys(r.metric for r in policy.gate_rules))
 
 
-def pending_candidates(versions: list[ModelVersion], champion: ModelVersion | None,
-                       limit: int = CANDIDATE_LIMIT) -> tuple[list[ModelVersion], int]:
-    """Registered, non-archived versions newer than the champion, newest first:
+def decision_queue(versions: list[ModelVersion], states: list[ReleaseState],
+                   limit: int = CANDIDATE_LIMIT) -> tuple[list[ModelVersion], int]:
+    """The versions awaiting a decision (``services.stages.awaiting_decision``), newest first:
     the first ``limit`` of them and how many more there are."""
-    waiting = [v for v in versions if not v.archived and not v.is_champion
-               and (champion is None or order_key(v.version, v.created_at) > order_key(champion.version,
-                                                                                        champion.created_at))]
-    waiting = newest_first(waiting)
-    return waiting[:limit], max(0, len(waiting) - limit)
+    waiting = {(s.model_name, str(s.model_version)) for s in awaiting_decision(states)}
+    queue = newest_first(v for v in versions if (v.name, str(v.version)) in waiting)
+    return queue[:limit], max(0, len(queue) - limit)
+
+
+def in_release_text(states: list[ReleaseState]) -> str:
+    """The other versions on their way ('1 approved · 1 in staging, smoke test not passed'), for the queue's
+    caption: they wait for a promote or a smoke test, not for a decision."""
+    counts = stage_counts(s for s in states if s.stage in (Stage.STAGING, Stage.APPROVED))
+    return " · ".join(f"{n} {stage_words(stage)}" for stage, n in counts.items())
 
 
 def delta_verdict(delta: float | None, direction: str) -> str:
@@ -155,11 +164,13 @@ def render() -> None:
         return
 
     champion = state.champion(uri, ws.policy.model_name)
-    try:
-        versions = state.pending_versions(uri, ws.policy.model_name, champion.version if champion else None)
+    states = state.release_states(uri, ws.policy.model_name)
+    waiting = tuple(s.model_version for s in awaiting_decision(states))
+    try:  # only the versions in the queue are read through the cache; none waiting, none read
+        versions = state.board_versions(uri, ws.policy.model_name, waiting) if waiting else []
     except NotFound:  # nothing registered under the policy's model name yet
         versions = []
-    candidates, more = pending_candidates(versions, champion)
+    candidates, more = decision_queue(versions, states)
 
     render_counts(uri, len(candidates) + more, len(state.dataset_versions(uri)))
     render_data_alerts(uri)
@@ -170,7 +181,7 @@ def render() -> None:
     with right:
         render_staging(ws)
 
-    render_candidates(ws.policy, champion, candidates, more)
+    render_candidates(ws.policy, champion, candidates, more, in_release_text(states))
     render_latest_runs(uri)
 
 
@@ -220,7 +231,8 @@ def render_counts(uri: str, waiting: int, dataset_versions: int) -> None:
     cols[2].metric(f"Failed · last {FAILED_WINDOW_DAYS} days", count_label(len(failed)), border=True,
                    help="Training runs that ended in failure; the Runs page shows why.")
     cols[3].metric("Awaiting decision", waiting, border=True,
-                   help="Registered versions newer than the champion, not archived.")
+                   help=f"Versions {stage_words(AWAITING_DECISION)}: deployed to staging, smoke test passed, "
+                        "waiting for an ML lead to approve or reject them (the Releases page).")
     cols[4].metric("Dataset versions", dataset_versions, border=True)
 
 
@@ -301,12 +313,13 @@ def endpoint_note(name: str, absent: str | None) -> bool:
 
 
 def render_candidates(policy: Policy, champion: ModelVersion | None, candidates: list[ModelVersion],
-                      more: int) -> None:
+                      more: int, also: str) -> None:
     st.subheader("Candidates awaiting a decision")
+    elsewhere = f" Also on their way: {also}." if also else ""
     if not candidates:
-        st.caption("None: no registered version is newer than the champion." if champion
-                   else "None: no model has been registered yet.")
-        st.page_link("pages/models.py", label="Models", icon=":material/deployed_code:")
+        st.caption(f"None: no version is {stage_words(AWAITING_DECISION)} (a version gets there by a deploy to "
+                   f"staging that passes its smoke test).{elsewhere}")
+        st.page_link("pages/releases.py", label="Releases", icon=":material/rocket_launch:")
         return
     metrics = key_metrics(policy)
     frame = candidates_frame(candidates, champion, metrics)
@@ -318,11 +331,13 @@ def render_candidates(policy: Policy, champion: ModelVersion | None, candidates:
                                 **{m: st.column_config.TextColumn(m) for m in metrics}})
     directions = ", ".join(f"{m} {policy.direction(m)}" for m in metrics)
     baseline = f"the champion {champion.ref}" if champion else "no champion"
-    st.caption(f"Δ = candidate − {baseline}, on the metrics each stored when it was trained "
+    st.caption(f"Each is {stage_words(AWAITING_DECISION)}.{elsewhere} "
+               f"Δ = candidate − {baseline}, on the metrics each stored when it was trained "
                f"(their own held-out splits; the Models page re-scores both on the same data). "
                f"Green is better, red is worse ({directions} is better).")
-    label = f"Review on the Models page ({more} more waiting)" if more else "Review on the Models page"
-    st.page_link("pages/models.py", label=label, icon=":material/deployed_code:")
+    label = f"Decide on the Releases page ({more} more waiting)" if more else "Decide on the Releases page"
+    st.page_link("pages/releases.py", label=label, icon=":material/rocket_launch:")
+    st.page_link("pages/models.py", label="Review on the Models page", icon=":material/deployed_code:")
 
 
 def render_latest_runs(uri: str) -> None:

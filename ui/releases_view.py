@@ -19,14 +19,16 @@ from services.entities import (AuditRecord, CheckStatus, Comparison, DataTestRes
 from services.errors import NotFound
 from services.export import csv_bytes
 from services.policy import Policy
-from services.versions import newest_first, order_key
-from services.release.plans import WORDS as STAGE_TEXT, dep_label, traffic_text, warm_previous
+from services.release.plans import dep_label, traffic_text, warm_previous
+from services.stages import evidence_baseline, stage_words
 
 from . import rollout_view, state
+from .datasets_view import render_check_links
 from .plan_dialog import Request, ask, confirmation_dialog, flash, who_may
 from .widgets import BETTER, NEUTRAL, WORSE, badge, code, escaped, fmt_metric, guard
 
 AUDIT_LIMIT = 5000           # newest events loaded for the table (the CSV holds what is shown)
+BOARD_NEWEST = 10            # besides every version with a release state, the newest others not archived
 
 STEPS = ("staging", "awaiting approval", "approved", "production")
 STAGE_ICON = {
@@ -38,8 +40,9 @@ REACHED = {Stage.REGISTERED: -1, Stage.STAGING: 0, Stage.AWAITING_APPROVAL: 1, S
            Stage.REJECTED: 2, Stage.PRODUCTION: 3, Stage.RETIRED: 3, Stage.ROLLED_BACK: 3}
 # --- words for things -----------------------------------------------------------
 
-def stage_badge(stage: Stage) -> str:
-    return f"{STAGE_ICON[stage]} {STAGE_TEXT[stage]}"
+def stage_badge(stage: Stage, archived: bool = False) -> str:
+    """The stage in the words every page uses (``services.stages``), with its icon."""
+    return f"{STAGE_ICON[stage]} {stage_words(stage, archived)}"
 
 
 def journey(stage: Stage) -> list[str]:
@@ -59,23 +62,12 @@ def journey(stage: Stage) -> list[str]:
 
 # --- data shaping for the page (no streamlit) -----------------------------------
 
-def board_versions(versions: list[ModelVersion], states: list[ReleaseState],
-                   champion: ModelVersion | None) -> list[ModelVersion]:
-    """Versions on the board: every one with a release state, and registered candidates
-    newer than the champion (not archived), newest first."""
-    released = {(s.model_name, s.model_version) for s in states}
-    newer = (lambda v: True) if champion is None else \
-        (lambda v: order_key(v.version, v.created_at) > order_key(champion.version, champion.created_at))
-    shown = [v for v in versions if (v.name, v.version) in released or (not v.archived and newer(v))]
-    return newest_first(shown)   # Azure versions may be text: numbers first, then by creation time
-
-
 def board_frame(versions: list[ModelVersion], states: dict[int, ReleaseState]) -> pd.DataFrame:
     rows = []
     for v in versions:
         s = states.get(v.version) or ReleaseState(v.name, v.version, Stage.REGISTERED)
         marks = journey(s.stage)
-        rows.append({"version": v.ref, "estimator": v.estimator, "stage": stage_badge(s.stage),
+        rows.append({"version": v.ref, "estimator": v.estimator, "stage": stage_badge(s.stage, v.archived),
                      **dict(zip(STEPS, marks)),
                      "deployed by": s.deployed_by or "", "decided by": s.decided_by or "",
                      "updated": s.updated_at})
@@ -211,11 +203,11 @@ def render() -> None:
     staging, production = endpoints.get(policy.endpoints.staging), endpoints.get(policy.endpoints.production)
     champion = state.champion(uri, policy.model_name)
     states = {s.model_version: s for s in state.release_states(uri, policy.model_name)}
-    try:  # the board's versions only: candidates newer than the champion, and those with a release state
-        versions = state.pending_versions(uri, policy.model_name, champion.version if champion else None,
-                                          tuple(sorted(states)))
+    try:  # the board's versions only: those with a release state and the newest others (not the champion's
+        # neighbours: a promote or a rollback must not take rows off the board)
+        on_board = state.board_versions(uri, policy.model_name, tuple(states), BOARD_NEWEST)
     except NotFound:
-        versions = []
+        on_board = []
     if any(ep.deployments and not ep.gateway_up for ep in endpoints.values()):
         st.warning("The endpoints are not running: nothing answers requests. A deploy or promote starts them; "
                    "so does the Endpoints page.", icon="🔌")
@@ -223,7 +215,6 @@ def render() -> None:
     render_serving(policy, production, staging, champion, states)
     rollout_view.render_rollout(ws, uri)
 
-    on_board = board_versions(versions, list(states.values()), champion)
     st.subheader("Release board")
     if not on_board:
         st.info("No candidate yet: register a model version (train one on the Runs page) and deploy it to staging.")
@@ -272,7 +263,8 @@ def render_board(versions: list[ModelVersion], states: dict[int, ReleaseState]) 
         "updated": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm"),
     })
     st.caption("✅ done · 🟡 deployed, smoke test not passed · ❌ rejected · ↩️ rolled back · 💤 retired "
-               "(replaced by a newer champion) · ○ not yet")
+               f"(replaced by a newer champion) · ○ not yet. The board holds every version that entered the release "
+               f"process and the {BOARD_NEWEST} newest others not archived; the Models page lists them all.")
 
 
 def pick_version(versions: list[ModelVersion], states: dict[int, ReleaseState]) -> ModelVersion:
@@ -298,7 +290,7 @@ def render_version(ws, uri: str, mv: ModelVersion, release: ReleaseState, champi
     st.markdown("##### Evidence")
     gate_col, data_col = st.columns([3, 2])
     with gate_col.container(border=True):
-        render_gate(uri, policy, mv, champion)
+        render_gate(uri, policy, mv, release, champion)
     with data_col.container(border=True):
         render_data_tests(uri, mv)
     with st.container(border=True):
@@ -323,7 +315,7 @@ def render_stepper(release: ReleaseState) -> None:
             st.markdown(f"**{mark} {step}**")
             st.caption(notes[step] or " ")
     when = f" · since {release.updated_at:%Y-%m-%d %H:%M} UTC" if release.updated_at else ""
-    st.caption(f"{release.ref} is **{STAGE_TEXT[release.stage]}**{when}")
+    st.caption(f"{release.ref} is **{stage_words(release.stage)}**{when}")
 
 
 NEXT_STEP = {Stage.REGISTERED: "deploy", Stage.STAGING: "deploy", Stage.REJECTED: "deploy",
@@ -365,15 +357,23 @@ def render_actions(policy: Policy, mv: ModelVersion, release: ReleaseState, cham
                              f"({who_may('promote')})"))
 
 
-def render_gate(uri: str, policy: Policy, mv: ModelVersion, champion: ModelVersion | None) -> None:
-    st.markdown("**Quality gate** · vs the champion")
-    if champion is None:
-        st.caption("No champion yet: the gate checks only the absolute rules.")
-    elif champion.version == mv.version and champion.name == mv.name:
-        st.info(f"{mv.ref} is the champion: there is nothing to compare it with.")
+def render_gate(uri: str, policy: Policy, mv: ModelVersion, release: ReleaseState,
+                champion: ModelVersion | None) -> None:
+    """The gate's evidence against the champion ``mv`` was approved against (``services.stages.evidence_baseline``):
+    still readable once it is promoted, retired or rolled back."""
+    against = evidence_baseline(mv, release, champion)
+    baseline = f"{mv.name}:{against}" if against is not None else None
+    approved_against = baseline is not None and baseline == release.approved_against
+    st.markdown(f"**Quality gate** · vs {baseline}, the champion it was approved against" if approved_against
+                else "**Quality gate** · vs the champion")
+    if against is None and champion is not None:
+        st.info(f"{mv.ref} is the champion and was never approved against another version: "
+                "there is nothing to compare it with.")
         return
+    if champion is None and against is None:
+        st.caption("No champion yet: the gate checks only the absolute rules.")
     with guard():
-        comparison = state.comparison(uri, mv.name, mv.version, champion.version if champion else None)
+        comparison = state.comparison(uri, mv.name, mv.version, against)
         gate = comparison.gate
         if gate.passed:
             st.success("Passes the quality gate", icon="✅")
@@ -382,8 +382,8 @@ def render_gate(uri: str, policy: Policy, mv: ModelVersion, champion: ModelVersi
         frame = gate_frame(comparison, policy)
         st.dataframe(styled_gate(frame), hide_index=True, width="stretch", column_config={
             "gate": st.column_config.TextColumn("gate", width="small", help="this metric's gate rule")})
-        st.caption(f"Both scored on {comparison.evaluated_on}. Δ = candidate − "
-                   f"{champion.ref if champion else 'champion'}; green is better.")
+        st.caption(f"Both scored on {comparison.evaluated_on}. Δ = {mv.ref} − {baseline or 'champion'}; "
+                   "green is better.")
         with st.expander("The gate's rules, checked"):
             for _, row in frame[frame["why"] != ""].iterrows():
                 st.markdown(f"{row['gate']} **{row['metric']}** — {row['why']}")
@@ -408,6 +408,7 @@ def render_data_tests(uri: str, mv: ModelVersion) -> None:
         else:
             st.caption(f"{len(bad)} of {len(tests)} checks did not pass:")
             st.dataframe(bad, hide_index=True, width="stretch")
+        render_check_links(dv, tests)
 
 
 def render_smoke(uri: str, mv: ModelVersion, release: ReleaseState) -> None:

@@ -18,8 +18,8 @@ from services.entities import (AuditRecord, Comparison, DatasetVersion, DataTest
                                ErrorGroup, LogLine, MetricPoint, ModelVersion, ReleaseState, RequestDetail,
                                RequestRecord, Run, RunFilter, SmokeTestResult, VersionStats)
 from services.errors import BackendUnavailable
+from services.stages import on_the_board
 from services.telemetry import endpoints_health as _endpoints_health, parse_since, window
-from services.versions import order_key
 from services.workspace import workspace_uri
 
 READ_TTL = 10  # seconds; writes clear the cache at once
@@ -99,13 +99,12 @@ def model_version(ws_uri: str, name: str, version: int) -> ModelVersion:
 
 
 @st.cache_data(ttl=READ_TTL, show_spinner=False)
-def pending_versions(ws_uri: str, name: str, newer_than: int | None, also: tuple[int, ...] = ()) -> list[ModelVersion]:
-    """The versions of ``name`` not archived and newer than ``newer_than`` (the champion; all when None),
-    and the versions ``also``, newest first: what Overview and the Releases board show. Only these go
-    through the cache (pickling all 20,000 versions of a registry cost ~1 s per rerun)."""
-    return [v for v in _workspace(ws_uri).models.versions(name)
-            if v.version in also or (not v.archived and (newer_than is None
-                                                        or order_key(v.version, v.created_at) > order_key(newer_than)))]
+def board_versions(ws_uri: str, name: str, released: tuple = (), newest: int = 0) -> list[ModelVersion]:
+    """The versions ``released`` of ``name`` (those with a release state) and the ``newest`` newest others
+    not archived, newest first (``services.stages.on_the_board``): what the Releases board and Overview's
+    queue show. Only these go through the cache (pickling all 20,000 versions of a registry cost ~1 s
+    per rerun)."""
+    return on_the_board(_workspace(ws_uri).models.versions(name), released, newest)
 
 
 @st.cache_data(ttl=READ_TTL, show_spinner=False)

@@ -214,7 +214,7 @@ def model_version(model: Any, aliases: tuple[str, ...] = (), archived: bool = Fa
         dataset=dataset, dataset_version=dataset_version,
         tags=dict(getattr(model, "tags", None) or {}), aliases=tuple(aliases), archived=bool(archived),
         uri=str(getattr(model, "path", "") or ""), provenance=provenance.from_tags(props, PROVENANCE),
-        stage=str(getattr(model, "stage", None) or ""), model_type=str(getattr(model, "type", None) or ""),
+        azure_stage=str(getattr(model, "stage", None) or ""), model_type=str(getattr(model, "type", None) or ""),
     )
 
 

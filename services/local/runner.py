@@ -194,8 +194,7 @@ class Runner:
                     metrics=json.loads((self.out / "metrics.json").read_text()), run_id=run.id,
                     dataset=dv.name, dataset_version=dv.version, created_by=run.created_by,
                     description=f"{run.display_name} on {dv.ref}",
-                    tags={"estimator": run.estimator, "stage": "champion" if first else "candidate",
-                          **provenance.to_tags(origin)},
+                    tags={"estimator": run.estimator, **provenance.to_tags(origin)},
                     conn=c)
                 if first:  # the first model to pass becomes the champion
                     c.execute("INSERT INTO model_aliases (name, alias, version) VALUES (?, ?, ?)",

@@ -16,14 +16,9 @@ from typing import Mapping
 from ..canary import Rollout
 from ..entities import Deployment, Endpoint, ModelVersion, Plan, ReleaseState, StageChange, Stage
 from ..policy import Policy
+from ..stages import WORDS
 
 COLOURS = ("blue", "green")
-WORDS = {
-    Stage.REGISTERED: "registered (not deployed)", Stage.STAGING: "in staging, smoke test not passed",
-    Stage.AWAITING_APPROVAL: "awaiting approval", Stage.APPROVED: "approved", Stage.REJECTED: "rejected",
-    Stage.PRODUCTION: "in production", Stage.RETIRED: "retired (replaced in production)",
-    Stage.ROLLED_BACK: "rolled back",
-}
 
 
 # --- words --------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def test_versions_keep_their_text_and_foreign_models_their_stage():
         assert dv.version == "foo" and not dv.tested and "not a CSV or Parquet" in dv.unreadable
         folder = ws.datasets.get("test_60801715751")
         assert (folder.version, folder.kind) == (1, "uri_folder") and "uri_folder" in folder.unreadable
-        stages = {m.ref: (m.stage, m.model_type, m.archived) for m in ws.models.versions()}
+        stages = {m.ref: (m.azure_stage, m.model_type, m.archived) for m in ws.models.versions()}
         assert stages == {"test_269749567585:3": ("Production", "mlflow_model", False),
                           "model_test_129743542416:2": ("Development", "custom_model", False),
                           "model_test_129743542416:1": ("Archived", "custom_model", True)}

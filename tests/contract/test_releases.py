@@ -160,7 +160,7 @@ def test_transitions_that_are_not_allowed_are_refused_with_the_reason(ws, versio
     champion, a, b, _ = versions
     m = model(ws)
     size = trail_size(ws)
-    with pytest.raises(Conflict, match=f"{m}:{b} is registered; only a version that passed its staging"):
+    with pytest.raises(Conflict, match=f"{m}:{b} is registered \\(not deployed\\); only a version that passed its staging"):
         ws.releases.approve(m, b, LEAD)
     with pytest.raises(Conflict, match="only an approved version can be promoted"):
         ws.releases.promote(m, b, QA)

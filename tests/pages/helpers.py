@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -40,3 +42,16 @@ def as_read(markdown: str) -> str:
     """What a reader sees of people's text in an element: its markdown escapes taken out
     (``ui.widgets.escaped`` puts a backslash before each markup character)."""
     return re.sub(r"\\(.)", r"\1", markdown)
+
+
+def arrange_stages(root: Path, stages: dict[int, str], deployed_by: str = "qa@contoso.com",
+                   model: str = "diabetes-regressor") -> None:
+    """Release stages in a local workspace's ledger as deploys and smoke tests would leave them, without
+    processes (a deploy starts real servers: ~20 s each)."""
+    db = sqlite3.connect(root / "tollgate.db")
+    now = datetime.now(timezone.utc).isoformat()
+    db.executemany("INSERT INTO releases (model_name, model_version, stage, deployed_by, updated_at) VALUES (?, ?, ?, ?, ?)"
+                   " ON CONFLICT(model_name, model_version) DO UPDATE SET stage = excluded.stage",
+                   [(model, v, stage, deployed_by, now) for v, stage in stages.items()])
+    db.commit()
+    db.close()

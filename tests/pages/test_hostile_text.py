@@ -100,8 +100,11 @@ def test_a_dataset_description_is_shown_as_text(hostile_env):
 def test_a_model_tag_is_shown_as_text(hostile_env):
     _, _, mv = hostile_env
     at = open_page("pages/models.py", LEAD, {"model": mv.name, "version": str(mv.version)})
-    badge = next(b for b in bodies(at, "markdown") if "stage:" in b)
-    assert shown_as_text(badge, HOSTILE[7]), badge
+    tags = next(d.value for d in at.dataframe if list(d.value.columns) == ["key", "value"])
+    assert dict(zip(tags["key"], tags["value"]))["stage"] == HOSTILE[7]   # a table cell: text, never markup
+    # a tag named "stage" is the registrant's, not the release stage: it is no badge
+    assert not any(HOSTILE[7] in b for b in bodies(at, "markdown"))
+    assert any("release stage: registered (not deployed)" in b for b in bodies(at, "markdown"))
 
 
 @pytest.mark.parametrize("identity", ["`x` [x](http://evil) **me**", "![img](http://evil/x.png)@contoso.com"])

@@ -10,12 +10,15 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from services.entities import Stage
 from services.permissions import SYSTEM_ACTOR
+from services.stages import awaiting_decision
 from tests.conftest import copy_workspace
-from tests.pages.helpers import as_read
+from tests.pages.helpers import arrange_stages, as_read
 from ui import overview_view as ov
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
+MODEL = "diabetes-regressor"
 
 
 def overview(timeout: float = 60) -> AppTest:
@@ -29,6 +32,10 @@ def texts(at: AppTest) -> str:
     return as_read("\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]))
 
 
+def queue_count(at: AppTest) -> str:
+    return {m.label: m.value for m in at.metric}["Awaiting decision"]
+
+
 def test_demo_overview_shows_champion_candidates_and_runs(demo_env, demo_ws):
     champion = demo_ws.models.champion(demo_ws.policy.model_name)
     at = overview()
@@ -39,28 +46,55 @@ def test_demo_overview_shows_champion_candidates_and_runs(demo_env, demo_ws):
     assert "Endpoint `staging`: no deployments" in page  # endpoints exist, nothing is deployed in this copy
 
     metrics = {m.label: m.value for m in at.metric}
-    waiting = [v for v in demo_ws.models.versions(demo_ws.policy.model_name)
-               if not v.archived and v.version > champion.version]
-    assert metrics["Awaiting decision"] == str(len(waiting))
+    # nothing was deployed to staging in this copy: no version awaits approval, so none awaits a decision
+    assert awaiting_decision(demo_ws.releases.states(MODEL)) == []
+    assert metrics["Awaiting decision"] == "0"
+    assert "None: no version is awaiting approval" in page
     assert metrics["Running"] == "0" and metrics["Queued"] == "0"
     assert metrics["rmse"] == ov.fmt_metric(champion.metrics["rmse"])
 
-    candidates, runs = at.dataframe[0].value, at.dataframe[1].value
-    assert list(candidates["version"]) == [v.ref for v in sorted(waiting, key=lambda v: -v.version)][:ov.CANDIDATE_LIMIT]
-    assert {"Δ rmse", "Δ mae", "Δ r2"} <= set(candidates.columns)
+    [runs] = [d.value for d in at.dataframe]
     assert len(runs) == len(demo_ws.jobs.list())
     assert set(runs["gate"]) <= {"✅ passed", "❌ failed", "—"}
 
 
-def test_candidates_exclude_archived_champion_and_older_versions(demo_ws):
-    versions = demo_ws.models.versions(demo_ws.policy.model_name)
-    by_number = {v.version: v for v in versions}
-    champion = replace(by_number[2], aliases=("champion",))
-    edited = [champion if v.version == 2 else replace(v, aliases=(), archived=v.version == 4) for v in versions]
-    shown, more = ov.pending_candidates(edited, champion, limit=1)
-    assert [v.version for v in shown] == [5] and more == 1  # v3 waits too; v1 is older, v4 archived
-    shown, more = ov.pending_candidates(edited, None, limit=10)
-    assert [v.version for v in shown] == [5, 3, 1] and more == 0
+def test_the_queue_is_the_versions_awaiting_approval_before_and_after_decisions(demo_template, tmp_path,
+                                                                                monkeypatch):
+    from services.local.workspace import LocalWorkspace
+    root = copy_workspace(demo_template, tmp_path / "ws")
+    arrange_stages(root, {1: "production", 2: "approved", 3: "awaiting_approval", 4: "awaiting_approval",
+                          5: "rolled_back"})
+    monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{root}")
+    ws = LocalWorkspace(root)
+    try:
+        def check(expected: list[int]) -> AppTest:
+            import streamlit as st
+            st.cache_data.clear()
+            at = overview()
+            assert sorted((s.model_version for s in awaiting_decision(ws.releases.states(MODEL))), reverse=True) == expected
+            assert queue_count(at) == str(len(expected))
+            if expected:
+                assert list(at.dataframe[0].value["version"]) == [f"{MODEL}:{v}" for v in expected]
+            return at
+
+        at = check([4, 3])      # not the approved v2, not the rolled-back v5, not the champion
+        assert "Also on their way: 1 approved" in texts(at)
+        ws.releases.approve(MODEL, 3, "lead@contoso.com", "better on all three metrics")
+        check([4])
+        ws.releases.reject(MODEL, 4, "lead@contoso.com", "overfits")
+        at = check([])
+        assert "Also on their way: 2 approved" in texts(at)
+    finally:
+        ws.close()
+
+
+def test_the_queue_keeps_the_newest_and_counts_the_rest(demo_ws):
+    versions = demo_ws.models.versions(MODEL)
+    states = [ov.ReleaseState(MODEL, v, Stage.AWAITING_APPROVAL) for v in (2, 3, 5)] + \
+             [ov.ReleaseState(MODEL, 4, Stage.APPROVED), ov.ReleaseState("other", 1, Stage.AWAITING_APPROVAL)]
+    shown, more = ov.decision_queue(versions, states, limit=2)
+    assert [v.version for v in shown] == [5, 3] and more == 1
+    assert ov.in_release_text(states) == "1 approved"
 
 
 def test_deltas_are_coloured_by_the_metric_direction(demo_ws):
@@ -115,6 +149,8 @@ def big_workspace(template: Path, target: Path, runs: int = 10_000, versions: in
 
 def test_overview_counts_right_with_10000_runs_and_2000_versions(demo_template, tmp_path, monkeypatch):
     path = big_workspace(demo_template, tmp_path / "big")
+    waiting = [v for v in range(1985, 2000) if v % 4][:7]   # archived ones (v % 4 == 0) never await anything
+    arrange_stages(path, {v: "awaiting_approval" for v in waiting})
     monkeypatch.setenv("TOLLGATE_WORKSPACE", f"local://{path}")
     overview()  # imports and the workspace object are not what we measure
     from streamlit import cache_data
@@ -124,7 +160,9 @@ def test_overview_counts_right_with_10000_runs_and_2000_versions(demo_template, 
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Failed · last 7 days"] == str(len([i for i in range(10_000) if i % 10 == 0
                                                          and 5 * i < 7 * 24 * 60]))
+    assert metrics["Awaiting decision"] == str(len(waiting))
     assert len(at.dataframe[0].value) == ov.CANDIDATE_LIMIT
+    assert f"({len(waiting) - ov.CANDIDATE_LIMIT} more waiting)" in "".join(p.proto.label for p in at.get("page_link"))
     assert len(at.dataframe[1].value) == ov.LATEST_RUNS
 
 

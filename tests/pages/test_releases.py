@@ -17,6 +17,7 @@ from services.entities import ModelVersion, Stage
 from services.errors import Conflict, Forbidden, InvalidInput
 from services.local.workspace import LocalWorkspace
 from services.permissions import SYSTEM_ACTOR
+from services.stages import awaiting_decision
 from tests.conftest import copy_workspace
 from tests.pages.helpers import as_read
 from ui import plan_dialog as pd_, releases_view as rv, state
@@ -74,6 +75,15 @@ def live_env(live, demo_env):
     return live
 
 
+def assert_evidence_kept(at: AppTest, candidate: ModelVersion, champion: ModelVersion) -> None:
+    """``candidate``'s gate evidence, after a promote or a rollback: against the champion it was approved
+    against, still readable (before, the page said "is the champion: nothing to compare it with")."""
+    assert at.selectbox(key="releases.version").value == candidate.version
+    assert f"vs {champion.ref}, the champion it was approved against" in texts(at, "markdown")
+    assert "Passes the quality gate" in texts(at, "success")
+    assert f"Δ = {candidate.ref} − {champion.ref}" in texts(at, "caption")
+
+
 # --- the board ------------------------------------------------------------------
 
 def test_journey_marks():
@@ -123,6 +133,7 @@ def test_release_workflow_on_the_page(live_env, monkeypatch):
     board = at.dataframe[0].value.set_index("version")
     assert board.loc[candidate.ref, "stage"] == "⏳ awaiting approval"
     assert board.loc[champion.ref, "stage"] == "🟢 in production"
+    rows = set(board.index)
     # the evidence, side by side
     assert "Passes the quality gate" in texts(at, "success")
     assert "6 cases passed" in texts(at, "success")
@@ -165,6 +176,9 @@ def test_release_workflow_on_the_page(live_env, monkeypatch):
     answer = ws.endpoints.invoke("production", {"data": [[59, 2, 32.1, 101, 157, 93.2, 38, 4, 4.8598, 87]]})
     assert answer.status == 200 and answer.model == candidate.ref
     assert ws.models.champion(candidate.name).version == candidate.version
+    # the board keeps its rows when the champion moves, and the evidence stays the one approved
+    assert set(at.dataframe[0].value["version"]) == rows
+    assert_evidence_kept(at, candidate, champion)
 
     # QA rolls back: the warm champion gets the traffic back (a comment is required)
     at.button(key="releases.rollback").click().run()
@@ -174,6 +188,14 @@ def test_release_workflow_on_the_page(live_env, monkeypatch):
     assert "production rolled back" in texts(at, "success")
     assert ws.endpoints.get("production").live.model_ref == champion.ref
     assert ws.releases.state(candidate.name, candidate.version).stage == Stage.ROLLED_BACK
+    assert set(at.dataframe[0].value["version"]) == rows
+    assert_evidence_kept(at, candidate, champion)
+    # Overview's queue: the rolled-back version awaits no decision
+    from streamlit import cache_data
+    cache_data.clear()
+    overview = AppTest.from_file(APP, default_timeout=60).run()
+    waiting = awaiting_decision(ws.releases.states(candidate.name))
+    assert {m.label: m.value for m in overview.metric}["Awaiting decision"] == str(len(waiting)) == "0"
 
     # a second rollback would bring back the version just rolled back: the dialog says it is refused
     assert "rolled back: not a rollback target" in texts(at, "caption")

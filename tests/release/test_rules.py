@@ -81,7 +81,7 @@ def test_qa_may_not_approve(cold_ws):
 
 def test_approve_of_a_version_never_deployed_to_staging_is_a_conflict(cold_ws):
     assert cold_ws.releases.state(MODEL, 5).stage == Stage.REGISTERED
-    with pytest.raises(Conflict, match="diabetes-regressor:5 is registered; only a version that passed its staging"):
+    with pytest.raises(Conflict, match="diabetes-regressor:5 is registered \\(not deployed\\); only a version that passed its staging"):
         cold_ws.releases.approve(MODEL, 5, LEAD, "looks good")
     assert cold_ws.releases.state(MODEL, 5).stage == Stage.REGISTERED
 
@@ -94,7 +94,7 @@ def test_reject_without_a_comment_is_invalid_input(cold_ws, comment):
 
 
 def test_promote_of_an_unapproved_version_is_a_conflict(cold_ws):
-    with pytest.raises(Conflict, match="diabetes-regressor:5 is registered; only an approved version can be promoted"):
+    with pytest.raises(Conflict, match="diabetes-regressor:5 is registered \\(not deployed\\); only an approved version can be promoted"):
         cold_ws.releases.promote(MODEL, 5, QA)
 
 
